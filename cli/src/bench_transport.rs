@@ -1,0 +1,585 @@
+//! `p2ps bench transport`: the P2PS transport against bare quinn, in one run, on loopback.
+//!
+//! Both sides use the same quinn version in the same process and runtime. Bare quinn gets its
+//! own self-signed certificate that the client really verifies (it is the client's only trust
+//! root), server authentication only, quinn's default transport settings and no framing layer.
+//! P2PS runs with its defaults: mutual Ed25519 certificate authentication checked against the
+//! expected node id, keep-alive, class streams, postcard frames, per-peer queues and the event
+//! channel.
+//!
+//! Three measurements, each repeated `--repeats` times alternating the two sides; the medians
+//! are compared:
+//!
+//! * bulk throughput over one stream (P2PS: a raw bidirectional stream from `open_bi`);
+//! * small messages per second: length-prefixed frames written one by one on a bare quinn
+//!   unidirectional stream, against `Transport::send` on the User class received as events;
+//! * connection setup: sequential handshakes (P2PS: `connect`, which includes identity
+//!   verification), median per run.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use p2ps_transport::{Event, Events, Identity, NodeId, StreamClass, Transport, TransportConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+
+/// Arguments of `p2ps bench transport`.
+#[derive(Debug, clap::Args)]
+pub struct TransportBenchArgs {
+    /// MiB sent over one stream in the bulk test.
+    #[arg(long, default_value_t = 256)]
+    pub bulk_mib: u64,
+    /// Messages sent in the message-rate test.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Payload bytes per message in the message-rate test.
+    #[arg(long, default_value_t = 1024)]
+    pub message_bytes: usize,
+    /// Sequential handshakes per run in the connection-setup test.
+    #[arg(long, default_value_t = 200)]
+    pub handshakes: usize,
+    /// Runs of each measurement per side, alternating bare quinn and P2PS; medians are compared.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Targets: P2PS bulk throughput and message rate relative to bare quinn (at least), and
+/// connection setup time relative to bare quinn (at most).
+const BULK_TARGET: f64 = 0.90;
+const MESSAGES_TARGET: f64 = 0.80;
+const SETUP_TARGET: f64 = 1.20;
+
+/// Runs the benchmark (builds its own tokio runtime).
+pub fn run(args: TransportBenchArgs) -> Result<()> {
+    if args.repeats == 0 || args.messages == 0 || args.handshakes == 0 || args.bulk_mib == 0 {
+        bail!("--repeats, --messages, --handshakes and --bulk-mib must be at least 1");
+    }
+    if args.message_bytes + 16 > p2ps_transport::DEFAULT_MAX_FRAME_SIZE {
+        bail!("--message-bytes must stay below the 1 MiB frame limit");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    // Run the driver as a task so that it shares the worker threads with everything else.
+    let report = runtime.block_on(async move { tokio::spawn(measure(args)).await })??;
+    report.print()?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// A message payload serialized as a byte string (one length prefix, one copy).
+#[derive(Debug, Clone)]
+struct Payload(Bytes);
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Payload;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Payload, E> {
+                Ok(Payload(Bytes::copy_from_slice(v)))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Payload, E> {
+                Ok(Payload(Bytes::from(v)))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// The message type of the P2PS side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum BenchMsg {
+    Data(Payload),
+}
+
+struct Samples {
+    bare: Vec<f64>,
+    p2ps: Vec<f64>,
+}
+
+impl Samples {
+    fn new() -> Self {
+        Self {
+            bare: Vec::new(),
+            p2ps: Vec::new(),
+        }
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+struct Report {
+    args: TransportBenchArgs,
+    bulk: Samples,
+    messages: Samples,
+    setup: Samples,
+}
+
+impl Report {
+    fn print(&self) -> Result<()> {
+        let bulk = (median(&self.bulk.bare), median(&self.bulk.p2ps));
+        let msgs = (median(&self.messages.bare), median(&self.messages.p2ps));
+        let setup = (median(&self.setup.bare), median(&self.setup.p2ps));
+        let ratios = (bulk.1 / bulk.0, msgs.1 / msgs.0, setup.1 / setup.0);
+        let met = (
+            ratios.0 >= BULK_TARGET,
+            ratios.1 >= MESSAGES_TARGET,
+            ratios.2 <= SETUP_TARGET,
+        );
+        if self.args.json {
+            let value = serde_json::json!({
+                "quinn": "0.11",
+                "repeats": self.args.repeats,
+                "bulk": {
+                    "bytes": self.args.bulk_mib * 1024 * 1024,
+                    "unit": "MiB/s",
+                    "bare_quinn": self.bulk.bare,
+                    "p2ps": self.bulk.p2ps,
+                    "bare_quinn_median": bulk.0,
+                    "p2ps_median": bulk.1,
+                    "ratio": ratios.0,
+                    "target_min_ratio": BULK_TARGET,
+                    "met": met.0,
+                },
+                "messages": {
+                    "count": self.args.messages,
+                    "payload_bytes": self.args.message_bytes,
+                    "unit": "messages/s",
+                    "bare_quinn": self.messages.bare,
+                    "p2ps": self.messages.p2ps,
+                    "bare_quinn_median": msgs.0,
+                    "p2ps_median": msgs.1,
+                    "ratio": ratios.1,
+                    "target_min_ratio": MESSAGES_TARGET,
+                    "met": met.1,
+                },
+                "setup": {
+                    "handshakes_per_run": self.args.handshakes,
+                    "unit": "ms (median handshake of a run)",
+                    "bare_quinn": self.setup.bare,
+                    "p2ps": self.setup.p2ps,
+                    "bare_quinn_median": setup.0,
+                    "p2ps_median": setup.1,
+                    "ratio": ratios.2,
+                    "target_max_ratio": SETUP_TARGET,
+                    "met": met.2,
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            return Ok(());
+        }
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        println!(
+            "P2PS transport vs bare quinn 0.11 on loopback, median of {} alternating runs per side",
+            self.args.repeats
+        );
+        println!(
+            "bulk, one stream, {} MiB:        bare quinn {:8.1} MiB/s   P2PS {:8.1} MiB/s   ratio {:.2} (target >= {:.2}: {})",
+            self.args.bulk_mib, bulk.0, bulk.1, ratios.0, BULK_TARGET, verdict(met.0)
+        );
+        println!(
+            "{} B messages, {} per run: bare quinn {:8.0} msg/s   P2PS {:8.0} msg/s   ratio {:.2} (target >= {:.2}: {})",
+            self.args.message_bytes, self.args.messages, msgs.0, msgs.1, ratios.1, MESSAGES_TARGET, verdict(met.1)
+        );
+        println!(
+            "connection setup, {} handshakes: bare quinn {:6.3} ms   P2PS {:6.3} ms (median)   ratio {:.2}x (target <= {:.2}x: {})",
+            self.args.handshakes, setup.0, setup.1, ratios.2, SETUP_TARGET, verdict(met.2)
+        );
+        Ok(())
+    }
+}
+
+async fn measure(args: TransportBenchArgs) -> Result<Report> {
+    let bare = BareQuinn::start()?;
+    let p2ps = P2psPair::start()?;
+    let bulk_bytes = args.bulk_mib * 1024 * 1024;
+    let chunk = Bytes::from(vec![0x5au8; 1024 * 1024]);
+    let payload = Bytes::from(vec![0xa5u8; args.message_bytes]);
+
+    let mut bulk = Samples::new();
+    let mut messages = Samples::new();
+    let mut setup = Samples::new();
+
+    // One connection per side for the throughput tests, set up outside the timed sections.
+    let bare_conn = bare.connect().await?;
+    p2ps.a
+        .connect(p2ps.b.node_id(), p2ps.b_addr)
+        .await
+        .context("P2PS connect")?;
+    let mib = |bytes: u64, d: Duration| bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64();
+    for _ in 0..args.repeats {
+        let d = bare.bulk(&bare_conn, bulk_bytes, &chunk).await?;
+        bulk.bare.push(mib(bulk_bytes, d));
+        let d = p2ps.bulk(bulk_bytes, &chunk).await?;
+        bulk.p2ps.push(mib(bulk_bytes, d));
+    }
+    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    for _ in 0..args.repeats {
+        let d = bare.messages(&bare_conn, args.messages, &payload).await?;
+        messages.bare.push(rate(args.messages, d));
+        let d = p2ps.messages(args.messages, &payload).await?;
+        messages.p2ps.push(rate(args.messages, d));
+    }
+    bare_conn.close(0u32.into(), b"done");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for _ in 0..args.repeats {
+        setup.bare.push(ms(bare.setup(args.handshakes).await?));
+        setup.p2ps.push(ms(p2ps.setup(args.handshakes).await?));
+    }
+    p2ps.a.shutdown("benchmark done").await;
+    p2ps.b.shutdown("benchmark done").await;
+    bare.client.close(0u32.into(), b"done");
+    bare.server.close(0u32.into(), b"done");
+    Ok(Report {
+        args,
+        bulk,
+        messages,
+        setup,
+    })
+}
+
+/// Writes `bytes` bytes in chunks of `chunk` and finishes the stream.
+async fn write_bulk(send: &mut quinn::SendStream, bytes: u64, chunk: &Bytes) -> Result<()> {
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        send.write_chunk(chunk.slice(..n)).await?;
+        left -= n as u64;
+    }
+    send.finish()?;
+    Ok(())
+}
+
+/// Reads a stream to its end and returns how many bytes came.
+async fn count_to_end(mut recv: quinn::RecvStream) -> Result<u64> {
+    let mut n = 0u64;
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+        n += chunk.bytes.len() as u64;
+    }
+    Ok(n)
+}
+
+fn median_duration(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Bare quinn: a server endpoint that counts what it receives, and a client endpoint.
+struct BareQuinn {
+    server: quinn::Endpoint,
+    client: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    server_addr: SocketAddr,
+    bulk_done: tokio::sync::Mutex<mpsc::Receiver<u64>>,
+    messages_done: tokio::sync::Mutex<mpsc::Receiver<u64>>,
+}
+
+impl BareQuinn {
+    fn start() -> Result<Self> {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+        let cert = certified.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server_crypto = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)?;
+        server_crypto.alpn_protocols = vec![b"bench".to_vec()];
+        let server_config = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)?,
+        ));
+        let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert)?;
+        let mut client_crypto = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client_crypto.alpn_protocols = vec![b"bench".to_vec()];
+        let client_config = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto)?,
+        ));
+        let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let server_addr = server.local_addr()?;
+        let (bulk_tx, bulk_rx) = mpsc::channel(16);
+        let (msg_tx, msg_rx) = mpsc::channel(16);
+        tokio::spawn(bare_server(server.clone(), bulk_tx, msg_tx));
+        Ok(Self {
+            server,
+            client,
+            client_config,
+            server_addr,
+            bulk_done: tokio::sync::Mutex::new(bulk_rx),
+            messages_done: tokio::sync::Mutex::new(msg_rx),
+        })
+    }
+
+    async fn connect(&self) -> Result<quinn::Connection> {
+        Ok(self
+            .client
+            .connect_with(self.client_config.clone(), self.server_addr, "localhost")?
+            .await?)
+    }
+
+    async fn bulk(&self, conn: &quinn::Connection, bytes: u64, chunk: &Bytes) -> Result<Duration> {
+        let mut done = self.bulk_done.lock().await;
+        let start = Instant::now();
+        let (mut send, _recv) = conn.open_bi().await?;
+        write_bulk(&mut send, bytes, chunk).await?;
+        let got = done.recv().await.context("bare server gone")?;
+        let elapsed = start.elapsed();
+        if got != bytes {
+            bail!("bare quinn bulk: received {got} of {bytes} bytes");
+        }
+        Ok(elapsed)
+    }
+
+    async fn messages(&self, conn: &quinn::Connection, count: u64, payload: &Bytes) -> Result<Duration> {
+        let mut done = self.messages_done.lock().await;
+        let mut frame = Vec::with_capacity(4 + payload.len());
+        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frame.extend_from_slice(payload);
+        let mut send = conn.open_uni().await?;
+        send.write_all(&count.to_be_bytes()).await?;
+        let start = Instant::now();
+        for _ in 0..count {
+            send.write_all(&frame).await?;
+        }
+        send.finish()?;
+        let got = done.recv().await.context("bare server gone")?;
+        let elapsed = start.elapsed();
+        if got != count {
+            bail!("bare quinn messages: received {got} of {count}");
+        }
+        Ok(elapsed)
+    }
+
+    /// Median time of `n` sequential handshakes.
+    async fn setup(&self, n: usize) -> Result<Duration> {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            let conn = self.connect().await?;
+            times.push(start.elapsed());
+            conn.close(0u32.into(), b"bench");
+        }
+        Ok(median_duration(times))
+    }
+}
+
+async fn bare_server(server: quinn::Endpoint, bulk: mpsc::Sender<u64>, messages: mpsc::Sender<u64>) {
+    while let Some(incoming) = server.accept().await {
+        let (bulk, messages) = (bulk.clone(), messages.clone());
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            loop {
+                tokio::select! {
+                    bi = conn.accept_bi() => match bi {
+                        Ok((_send, recv)) => {
+                            let bulk = bulk.clone();
+                            tokio::spawn(async move {
+                                if let Ok(n) = count_to_end(recv).await {
+                                    let _ = bulk.send(n).await;
+                                }
+                            });
+                        }
+                        Err(_) => break,
+                    },
+                    uni = conn.accept_uni() => match uni {
+                        Ok(recv) => {
+                            let messages = messages.clone();
+                            tokio::spawn(async move {
+                                if let Ok(n) = count_frames(recv).await {
+                                    let _ = messages.send(n).await;
+                                }
+                            });
+                        }
+                        Err(_) => break,
+                    },
+                }
+            }
+        });
+    }
+}
+
+/// Counts length-prefixed frames until the announced count (first 8 bytes) has arrived.
+async fn count_frames(mut recv: quinn::RecvStream) -> Result<u64> {
+    let mut header = [0u8; 8];
+    recv.read_exact(&mut header).await?;
+    let target = u64::from_be_bytes(header);
+    let (mut count, mut skip, mut len_buf, mut len_have) = (0u64, 0usize, [0u8; 4], 0usize);
+    while count < target {
+        let Some(chunk) = recv.read_chunk(usize::MAX, true).await? else {
+            break;
+        };
+        let mut b = &chunk.bytes[..];
+        while !b.is_empty() {
+            if skip > 0 {
+                let k = skip.min(b.len());
+                skip -= k;
+                b = &b[k..];
+                if skip == 0 {
+                    count += 1;
+                }
+                continue;
+            }
+            let k = (4 - len_have).min(b.len());
+            len_buf[len_have..len_have + k].copy_from_slice(&b[..k]);
+            len_have += k;
+            b = &b[k..];
+            if len_have == 4 {
+                len_have = 0;
+                skip = u32::from_be_bytes(len_buf) as usize;
+                if skip == 0 {
+                    count += 1;
+                }
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Receiving side state of the P2PS node `b`, fed by its event loop.
+struct Sink {
+    messages: AtomicU64,
+    target: AtomicU64,
+    reached: Notify,
+}
+
+/// Two P2PS transports on loopback; `a` sends, `b` receives.
+struct P2psPair {
+    a: Transport<BenchMsg>,
+    b: Transport<BenchMsg>,
+    b_addr: SocketAddr,
+    sink: Arc<Sink>,
+    bulk_done: tokio::sync::Mutex<mpsc::Receiver<u64>>,
+}
+
+impl P2psPair {
+    fn start() -> Result<Self> {
+        let config = || -> Result<TransportConfig> {
+            Ok(TransportConfig::new(
+                Identity::generate()?,
+                "127.0.0.1:0".parse()?,
+            ))
+        };
+        let (a, ea) = Transport::<BenchMsg>::bind(config()?)?;
+        let (b, eb) = Transport::<BenchMsg>::bind(config()?)?;
+        let b_addr = b.local_addr()?;
+        let sink = Arc::new(Sink {
+            messages: AtomicU64::new(0),
+            target: AtomicU64::new(u64::MAX),
+            reached: Notify::new(),
+        });
+        let (bulk_tx, bulk_rx) = mpsc::channel(16);
+        tokio::spawn(discard_events(ea));
+        tokio::spawn(p2ps_sink(eb, sink.clone(), bulk_tx));
+        Ok(Self {
+            a,
+            b,
+            b_addr,
+            sink,
+            bulk_done: tokio::sync::Mutex::new(bulk_rx),
+        })
+    }
+
+    async fn bulk(&self, bytes: u64, chunk: &Bytes) -> Result<Duration> {
+        let mut done = self.bulk_done.lock().await;
+        let start = Instant::now();
+        let (mut send, _recv) = self.a.open_bi(self.b.node_id()).await?;
+        write_bulk(&mut send, bytes, chunk).await?;
+        let got = done.recv().await.context("P2PS receiver gone")?;
+        let elapsed = start.elapsed();
+        if got != bytes {
+            bail!("P2PS bulk: received {got} of {bytes} bytes");
+        }
+        Ok(elapsed)
+    }
+
+    async fn messages(&self, count: u64, payload: &Bytes) -> Result<Duration> {
+        self.sink.messages.store(0, Ordering::SeqCst);
+        self.sink.target.store(count, Ordering::SeqCst);
+        let msg = BenchMsg::Data(Payload(payload.clone()));
+        let to = self.b.node_id();
+        let start = Instant::now();
+        for _ in 0..count {
+            self.a.send(to, StreamClass::User, &msg).await?;
+        }
+        tokio::time::timeout(Duration::from_secs(120), self.sink.reached.notified())
+            .await
+            .context("P2PS messages did not all arrive")?;
+        let elapsed = start.elapsed();
+        let got = self.sink.messages.load(Ordering::SeqCst);
+        if got != count {
+            bail!("P2PS messages: received {got} of {count}");
+        }
+        Ok(elapsed)
+    }
+
+    /// Median time of `n` sequential `connect` calls (handshake and identity verification).
+    async fn setup(&self, n: usize) -> Result<Duration> {
+        let peer: NodeId = self.b.node_id();
+        self.a.disconnect(peer, "bench").await;
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            self.a.connect(peer, self.b_addr).await?;
+            times.push(start.elapsed());
+            self.a.disconnect(peer, "bench").await;
+        }
+        Ok(median_duration(times))
+    }
+}
+
+async fn discard_events(mut events: Events<BenchMsg>) {
+    while events.recv().await.is_some() {}
+}
+
+async fn p2ps_sink(mut events: Events<BenchMsg>, sink: Arc<Sink>, bulk: mpsc::Sender<u64>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Message { .. } => {
+                let n = sink.messages.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == sink.target.load(Ordering::SeqCst) {
+                    sink.reached.notify_one();
+                }
+            }
+            Event::IncomingStream { recv, .. } => {
+                let bulk = bulk.clone();
+                tokio::spawn(async move {
+                    if let Ok(n) = count_to_end(recv).await {
+                        let _ = bulk.send(n).await;
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+}

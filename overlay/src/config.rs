@@ -1,0 +1,107 @@
+//! Tunables of the overlay state machine, with documented defaults.
+
+use crate::strategy::FingerStrategy;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Overlay configuration. `Config::default()` suits a real network; the simulator scales the
+/// intervals in its scenarios.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Finger placement. Default: Tango.
+    pub strategy: FingerStrategy,
+    /// Successors kept, and as many predecessors. Default: 8.
+    pub list_len: usize,
+    /// How often a node exchanges lists with its immediate neighbours. Default: 2 s.
+    pub stabilize_interval: Duration,
+    /// A neighbour silent this long after a stabilisation request is taken for crashed.
+    /// Default: 3 s (with the interval, a crash is noticed within 5 s).
+    pub stabilize_timeout: Duration,
+    /// Every finger slot is re-probed once per this period, one slot at a time. Default: 120 s.
+    pub finger_refresh_period: Duration,
+    /// Delay before emptied finger slots are probed again. Default: 500 ms.
+    pub repair_delay: Duration,
+    /// How long to wait for an answer to a join request. Default: 5 s.
+    pub join_timeout: Duration,
+    /// Join attempts before giving up. Default: 5.
+    pub join_attempts: u32,
+    /// How long to wait for a lookup's answer before trying again. Default: 3 s.
+    pub lookup_timeout: Duration,
+    /// Lookup attempts before reporting failure. Default: 3.
+    pub lookup_attempts: u32,
+    /// Lookups waiting for an answer at once. Default: 4096.
+    pub max_pending_lookups: usize,
+    /// Routed messages are dropped after this many hops. Default: 64.
+    pub max_hops: u16,
+    /// How long second-hand mentions of a departed node are ignored. Default: 60 s.
+    pub tombstone_ttl: Duration,
+    /// Departed nodes remembered at once. Default: 1024.
+    pub max_tombstones: usize,
+    /// A peer outside the routing table that has been silent this long is disconnected.
+    /// Default: 60 s.
+    pub link_idle: Duration,
+    /// Seed of the node's random choices (timer jitter). Default: 0.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            strategy: FingerStrategy::Tango,
+            list_len: 8,
+            stabilize_interval: Duration::from_secs(2),
+            stabilize_timeout: Duration::from_secs(3),
+            finger_refresh_period: Duration::from_secs(120),
+            repair_delay: Duration::from_millis(500),
+            join_timeout: Duration::from_secs(5),
+            join_attempts: 5,
+            lookup_timeout: Duration::from_secs(3),
+            lookup_attempts: 3,
+            max_pending_lookups: 4096,
+            max_hops: 64,
+            tombstone_ttl: Duration::from_secs(60),
+            max_tombstones: 1024,
+            link_idle: Duration::from_secs(60),
+            seed: 0,
+        }
+    }
+}
+
+/// A configuration value out of range.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A value that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Checks that every value is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let durations = [
+            ("stabilize_interval", self.stabilize_interval),
+            ("stabilize_timeout", self.stabilize_timeout),
+            ("finger_refresh_period", self.finger_refresh_period),
+            ("join_timeout", self.join_timeout),
+            ("lookup_timeout", self.lookup_timeout),
+        ];
+        for (name, d) in durations {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        let counts = [
+            ("list_len", self.list_len),
+            ("join_attempts", self.join_attempts as usize),
+            ("lookup_attempts", self.lookup_attempts as usize),
+            ("max_pending_lookups", self.max_pending_lookups),
+            ("max_hops", self.max_hops as usize),
+        ];
+        for (name, n) in counts {
+            if n == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}

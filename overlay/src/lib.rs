@@ -1,0 +1,38 @@
+//! The Tango overlay of P2PS as a deterministic, sans-IO state machine.
+//!
+//! Tango is a Chord-family ring DHT whose fingers sit at distances 1, 4, 12, 36, … in both
+//! directions, so the same table size gives fewer hops than Chord. This crate holds the protocol
+//! and nothing else: no sockets, no async runtime, no clock. [`Node`] takes inputs (a message from
+//! a peer, a timer, a link going down, an application command, each with `now`) and produces
+//! outputs (send, disconnect, deliver, event, next deadline). The QUIC runtime drives it in
+//! production; the [`sim`] module drives the very same code for 100 000+ nodes.
+//!
+//! Where things are:
+//! - [`ring`]: ring positions and interval arithmetic;
+//! - [`strategy`]: finger placement (Tango, Chord, Tango+);
+//! - [`routing_table`]: successor/predecessor lists, finger slots, next-hop choice;
+//! - [`message`]: wire messages and their traffic classes;
+//! - [`node`]: the state machine (joins, leaves, stabilisation, fingers, routing, lookups);
+//! - [`sim`] (feature `sim`): the discrete-event simulator and the stable-ring fast path.
+
+pub mod config;
+pub mod message;
+pub mod node;
+pub mod peer;
+pub mod ring;
+pub mod rng;
+pub mod routing_table;
+pub mod strategy;
+pub mod time;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use config::{Config, ConfigError};
+pub use message::{Class, Message, Routed, RoutedBody};
+pub use node::{CommandError, Delivery, Event, LookupError, Node, NodeStats, Output, State};
+pub use peer::{Contact, Peer, PeerId};
+pub use ring::{Dir, RingId};
+pub use routing_table::{ListChange, NextHop, RoutingTable};
+pub use strategy::FingerStrategy;
+pub use time::Time;

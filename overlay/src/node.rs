@@ -1,0 +1,1159 @@
+//! The Tango node: ring upkeep, joins and leaves, fingers, routing and lookups as a
+//! deterministic state machine.
+//!
+//! [`Node`] does no I/O and reads no clock. Whoever drives it (the QUIC runtime, the simulator,
+//! a test) feeds it inputs and drains its outputs, in this order, the way one drives
+//! quinn-proto's `Connection`:
+//!
+//! 1. Feed inputs as they happen: [`Node::handle_message`] for a message from a peer (the peer
+//!    id must be the authenticated sender), [`Node::handle_link_down`] when a peer cannot be
+//!    reached, [`Node::handle_link_up`] when a connection opens, and the application commands
+//!    ([`Node::create`], [`Node::join`], [`Node::leave`], [`Node::lookup`], [`Node::route`],
+//!    [`Node::send`]). Each takes `now`.
+//! 2. When the time returned by [`Node::poll_timeout`] is reached, call [`Node::handle_timeout`].
+//! 3. After every input, drain [`Node::poll_output`] until it returns `None`, and re-read
+//!    [`Node::poll_timeout`]: any input may move the next deadline.
+//!
+//! Given the same inputs at the same times and the same [`Config::seed`], a node produces the
+//! same outputs: nothing iterates in hash order and all randomness comes from the seed.
+
+use crate::config::Config;
+use crate::message::{Message, Routed, RoutedBody};
+use crate::peer::{Contact, Peer, PeerId};
+use crate::ring::{Dir, RingId};
+use crate::rng::{mix64, SplitMix64};
+use crate::routing_table::{ListChange, NextHop, RoutingTable};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+
+use crate::time::Time;
+
+/// Where a node is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum State {
+    /// Not part of a network yet.
+    Idle,
+    /// Waiting for the answer to a join request.
+    Joining,
+    /// Part of a network.
+    Joined,
+    /// Left (or gave up joining); the node does nothing more.
+    Left,
+}
+
+/// Something the driver must do, or tell the application.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Output<P> {
+    /// Send `msg` to `to` on the stream class `msg.class()`, connecting first if needed (the
+    /// addresses the node knows for `to` are in [`Node::addresses`]).
+    Send {
+        /// Destination.
+        to: P,
+        /// The message.
+        msg: Message<P>,
+    },
+    /// The node no longer needs its connection to `peer`.
+    Disconnect {
+        /// The peer.
+        peer: P,
+    },
+    /// Application data arrived for this node.
+    Deliver(Delivery<P>),
+    /// Something the application may want to know.
+    Event(Event<P>),
+}
+
+/// Application data delivered to this node.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Delivery<P> {
+    /// The node that sent it.
+    pub origin: P,
+    /// The key it was routed to.
+    pub key: RingId,
+    /// Overlay hops it took.
+    pub hops: u16,
+    /// Whether it was addressed to this node's id (a send) rather than to a key (a route).
+    pub to_node: bool,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// An event for the application and for monitoring.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Event<P> {
+    /// The node is part of a network.
+    Joined,
+    /// Joining failed after every attempt.
+    JoinFailed,
+    /// The node left.
+    Left,
+    /// A peer entered this node's successor or predecessor list.
+    NeighbourUp(P),
+    /// A peer left this node's successor and predecessor lists.
+    NeighbourDown(P),
+    /// A lookup finished.
+    LookupDone {
+        /// The request id [`Node::lookup`] returned.
+        req: u64,
+        /// The key looked up.
+        key: RingId,
+        /// The responsible node and the hops it took, or why there is no answer.
+        result: Result<(P, u16), LookupError>,
+    },
+}
+
+/// Why a lookup has no answer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
+pub enum LookupError {
+    /// No answer after every attempt.
+    #[error("no answer after every attempt")]
+    Timeout,
+    /// The node left before the answer came.
+    #[error("the node left the network")]
+    Left,
+}
+
+/// Why an application command was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
+pub enum CommandError {
+    /// The node is not part of a network.
+    #[error("the node is not part of a network")]
+    NotJoined,
+    /// `create` or `join` on a node that already has a network (or left one).
+    #[error("the node has already created, joined or left a network")]
+    AlreadyStarted,
+    /// Too many lookups are waiting for answers.
+    #[error("too many lookups in flight")]
+    TooManyPending,
+    /// Joining through oneself.
+    #[error("cannot join through this node itself")]
+    SelfBootstrap,
+}
+
+/// Counters a node keeps about itself.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Messages handed to the driver to send.
+    pub sent: u64,
+    /// Of those, ring and finger upkeep (not lookups, joins or data).
+    pub maintenance_sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Routed messages forwarded for others.
+    pub forwarded: u64,
+    /// Payloads delivered to the application.
+    pub delivered: u64,
+    /// Routed messages dropped: too many hops, no route, or addressed to a node that is not here.
+    pub dropped: u64,
+    /// Lookups answered / failed.
+    pub lookups_ok: u64,
+    /// Lookups that failed after every attempt.
+    pub lookups_failed: u64,
+    /// Peers declared dead (timeout or link down).
+    pub peers_failed: u64,
+}
+
+#[derive(Clone, Debug)]
+struct PendingLookup {
+    key: RingId,
+    attempts: u32,
+    deadline: Time,
+}
+
+/// Timers that exist once per node.
+#[derive(Clone, Copy, Default, Debug)]
+struct Timers {
+    stabilize: Option<Time>,
+    refresh: Option<Time>,
+    repair: Option<Time>,
+    join: Option<Time>,
+    housekeeping: Option<Time>,
+}
+
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// A Tango overlay node. See the module documentation for how to drive it.
+#[derive(Debug)]
+pub struct Node<P: PeerId> {
+    me: Peer<P>,
+    my_addrs: Vec<SocketAddr>,
+    cfg: Config,
+    state: State,
+    table: RoutingTable<P>,
+    neighbours: Vec<P>,
+    addrs: BTreeMap<P, Vec<SocketAddr>>,
+    tombstones: BTreeMap<P, Time>,
+    awaiting: BTreeMap<P, Time>,
+    links: BTreeMap<P, Time>,
+    lookups: BTreeMap<u64, PendingLookup>,
+    lookup_deadlines: BTreeSet<(Time, u64)>,
+    next_req: u64,
+    join_bootstrap: Option<Contact<P>>,
+    join_attempt: u32,
+    timers: Timers,
+    refresh_cursor: usize,
+    repair: BTreeSet<(Dir, usize)>,
+    rng: SplitMix64,
+    out: VecDeque<Output<P>>,
+    stats: NodeStats,
+    lists_dirty: bool,
+}
+
+impl<P: PeerId> Node<P> {
+    /// A node with identity `id`, not yet part of any network. `cfg` must be valid
+    /// ([`Config::validate`]); zero values are treated as their smallest sensible value.
+    pub fn new(id: P, cfg: Config) -> Self {
+        let me = Peer::new(id);
+        let seed = mix64(cfg.seed ^ mix64(me.pos.0 as u64 ^ (me.pos.0 >> 64) as u64));
+        Node {
+            me,
+            my_addrs: Vec::new(),
+            table: RoutingTable::new(me, cfg.strategy, cfg.list_len),
+            cfg,
+            state: State::Idle,
+            neighbours: Vec::new(),
+            addrs: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
+            links: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            lookup_deadlines: BTreeSet::new(),
+            next_req: 1,
+            join_bootstrap: None,
+            join_attempt: 0,
+            timers: Timers::default(),
+            refresh_cursor: 0,
+            repair: BTreeSet::new(),
+            rng: SplitMix64::new(seed),
+            out: VecDeque::new(),
+            stats: NodeStats::default(),
+            lists_dirty: false,
+        }
+    }
+
+    /// A node that is already part of a network, with routing table `table`: for simulators
+    /// and tests that start from a known ring instead of replaying every join. The node's
+    /// identity is the table's owner; timers start at `now`.
+    pub fn from_table(cfg: Config, table: RoutingTable<P>, now: Time) -> Self {
+        let mut node = Node::new(table.me().id, cfg);
+        node.table = table;
+        node.become_joined(now);
+        node.out.clear();
+        node.lists_dirty = true;
+        node.emit_neighbour_events();
+        node.out.clear();
+        node
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> P {
+        self.me.id
+    }
+
+    /// This node's ring position.
+    pub fn pos(&self) -> RingId {
+        self.me.pos
+    }
+
+    /// Where the node is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The routing table (neighbour lists and fingers).
+    pub fn table(&self) -> &RoutingTable<P> {
+        &self.table
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// The addresses this node advertises for itself.
+    pub fn set_local_addrs(&mut self, addrs: Vec<SocketAddr>) {
+        self.my_addrs = addrs;
+        self.my_addrs.truncate(MAX_ADDRS_PER_PEER);
+    }
+
+    /// The addresses this node knows for `peer` (empty if none).
+    pub fn addresses(&self, peer: &P) -> &[SocketAddr] {
+        self.addrs.get(peer).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Peers with a live link (heard from recently, or in the table).
+    pub fn links(&self) -> impl Iterator<Item = &P> {
+        self.links.keys()
+    }
+
+    /// Lookups waiting for an answer.
+    pub fn pending_lookups(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// The next output for the driver.
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        self.out.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let t = &self.timers;
+        [t.stabilize, t.refresh, t.repair, t.join, t.housekeeping]
+            .into_iter()
+            .flatten()
+            .chain(self.awaiting.values().copied())
+            .chain(self.lookup_deadlines.first().map(|(t, _)| *t))
+            .min()
+    }
+
+    // ----- application commands -----
+
+    /// Starts a new network with this node as its only member.
+    pub fn create(&mut self, now: Time) -> Result<(), CommandError> {
+        if self.state != State::Idle {
+            return Err(CommandError::AlreadyStarted);
+        }
+        self.become_joined(now);
+        Ok(())
+    }
+
+    /// Joins the network `bootstrap` belongs to. `Event::Joined` or `Event::JoinFailed` follows.
+    pub fn join(&mut self, now: Time, bootstrap: Contact<P>) -> Result<(), CommandError> {
+        if self.state != State::Idle {
+            return Err(CommandError::AlreadyStarted);
+        }
+        if bootstrap.id == self.me.id {
+            return Err(CommandError::SelfBootstrap);
+        }
+        learn(&mut self.addrs, self.me.id, &bootstrap);
+        self.state = State::Joining;
+        self.join_bootstrap = Some(bootstrap);
+        self.join_attempt = 0;
+        self.send_join(now);
+        Ok(())
+    }
+
+    /// Leaves gracefully: every known peer is told, with this node's lists so that they can
+    /// repair at once. Pending lookups fail with [`LookupError::Left`].
+    pub fn leave(&mut self, _now: Time) {
+        if self.state == State::Joined {
+            let succs = self.contacts(self.table.successors().to_vec());
+            let preds = self.contacts(self.table.predecessors().to_vec());
+            let mut tell: BTreeSet<P> = self.table.entries().map(|p| p.id).collect();
+            tell.extend(self.links.keys().copied());
+            for to in tell {
+                self.push_send(
+                    to,
+                    Message::Leave {
+                        succs: succs.clone(),
+                        preds: preds.clone(),
+                    },
+                );
+            }
+        }
+        let reqs: Vec<(u64, RingId)> = self.lookups.iter().map(|(r, l)| (*r, l.key)).collect();
+        for (req, key) in reqs {
+            self.out.push_back(Output::Event(Event::LookupDone {
+                req,
+                key,
+                result: Err(LookupError::Left),
+            }));
+        }
+        self.lookups.clear();
+        self.lookup_deadlines.clear();
+        self.timers = Timers::default();
+        self.awaiting.clear();
+        if self.state != State::Left {
+            self.state = State::Left;
+            self.out.push_back(Output::Event(Event::Left));
+        }
+    }
+
+    /// Asks who is responsible for `key`. Returns the request id that the matching
+    /// `Event::LookupDone` carries.
+    pub fn lookup(&mut self, now: Time, key: RingId) -> Result<u64, CommandError> {
+        if self.state != State::Joined {
+            return Err(CommandError::NotJoined);
+        }
+        if self.lookups.len() >= self.cfg.max_pending_lookups {
+            return Err(CommandError::TooManyPending);
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        let deadline = now + self.cfg.lookup_timeout;
+        self.lookups.insert(
+            req,
+            PendingLookup {
+                key,
+                attempts: 1,
+                deadline,
+            },
+        );
+        self.lookup_deadlines.insert((deadline, req));
+        self.originate(key, RoutedBody::Lookup { req });
+        Ok(req)
+    }
+
+    /// Sends `payload` to whichever node is responsible for `key` (best effort, no answer).
+    pub fn route(&mut self, _now: Time, key: RingId, payload: Vec<u8>) -> Result<(), CommandError> {
+        if self.state != State::Joined {
+            return Err(CommandError::NotJoined);
+        }
+        self.originate(
+            key,
+            RoutedBody::Data {
+                target: None,
+                payload,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sends `payload` to the node `target` (best effort): routed towards its position and
+    /// delivered only if that node is there.
+    pub fn send(&mut self, _now: Time, target: P, payload: Vec<u8>) -> Result<(), CommandError> {
+        if self.state != State::Joined {
+            return Err(CommandError::NotJoined);
+        }
+        let key = target.ring_id();
+        self.originate(
+            key,
+            RoutedBody::Data {
+                target: Some(target),
+                payload,
+            },
+        );
+        Ok(())
+    }
+
+    // ----- network inputs -----
+
+    /// A connection to `peer` opened.
+    pub fn handle_link_up(&mut self, now: Time, peer: P) {
+        if peer != self.me.id && self.state != State::Left {
+            self.links.insert(peer, now);
+        }
+    }
+
+    /// `peer` cannot be reached (its connection failed or closed). It is taken for crashed.
+    pub fn handle_link_down(&mut self, now: Time, peer: P) {
+        self.links.remove(&peer);
+        if self.state == State::Left || peer == self.me.id {
+            return;
+        }
+        self.peer_failed(now, peer);
+        self.emit_neighbour_events();
+    }
+
+    /// A message `msg` arrived from `from` (the authenticated sender).
+    pub fn handle_message(&mut self, now: Time, from: P, msg: Message<P>) {
+        if from == self.me.id || self.state == State::Left {
+            return;
+        }
+        self.stats.received += 1;
+        match self.links.get_mut(&from) {
+            Some(t) => *t = now,
+            None => {
+                self.links.insert(from, now);
+            }
+        }
+        if !self.awaiting.is_empty() {
+            self.awaiting.remove(&from);
+        }
+        if !self.tombstones.is_empty() {
+            self.tombstones.remove(&from);
+        }
+        msg.for_each_contact(|c| learn(&mut self.addrs, self.me.id, c));
+        let from_joined = !matches!(
+            &msg,
+            Message::Routed(Routed { body: RoutedBody::Join, origin, .. }) if origin.id == from
+        ) && !matches!(msg, Message::Leave { .. });
+        // Neighbours lie inside the lists' span, where no finger slot is stored, and are in
+        // the lists already: only other senders can improve the table.
+        if self.state == State::Joined && from_joined && !self.table.is_neighbour(&from) {
+            let peer = Peer::new(from);
+            self.table.consider_for_fingers(peer);
+            let change = self.table.offer(peer);
+            self.note_lists(change);
+        }
+        match msg {
+            Message::Stabilize { dir, list } => self.on_stabilize(from, dir, list),
+            Message::StabilizeReply { dir, back, list } => {
+                self.on_stabilize_reply(from, dir, back, list)
+            }
+            Message::JoinReply { succs, preds } => self.on_join_reply(now, from, succs, preds),
+            Message::Leave { succs, preds } => self.on_leave(now, from, succs, preds),
+            Message::FingerReply { dir, level } => {
+                if self.state == State::Joined {
+                    self.table.set_finger(dir, level as usize, Peer::new(from));
+                    self.repair.remove(&(dir, level as usize));
+                }
+            }
+            Message::FingerNotify {
+                new,
+                dir,
+                level,
+                stop,
+            } => self.on_finger_notify(new, dir, level, stop),
+            Message::LookupReply { req, hops } => self.on_lookup_reply(from, req, hops),
+            Message::Routed(r) => self.on_routed(r),
+        }
+        self.emit_neighbour_events();
+    }
+
+    /// Deadlines passed: run whatever was due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.state == State::Left {
+            return;
+        }
+        if self.timers.join.is_some_and(|t| t <= now) {
+            self.timers.join = None;
+            self.on_join_timeout(now);
+        }
+        let failed: Vec<P> = self
+            .awaiting
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in failed {
+            self.awaiting.remove(&p);
+            self.peer_failed(now, p);
+        }
+        if self.timers.stabilize.is_some_and(|t| t <= now) {
+            self.stabilize(now);
+        }
+        if self.timers.repair.is_some_and(|t| t <= now) {
+            self.timers.repair = None;
+            self.probe_repairs();
+        }
+        if self.timers.refresh.is_some_and(|t| t <= now) {
+            self.refresh_one(now);
+        }
+        while let Some(&(t, req)) = self.lookup_deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.lookup_deadlines.pop_first();
+            self.on_lookup_timeout(now, req);
+        }
+        if self.timers.housekeeping.is_some_and(|t| t <= now) {
+            self.housekeeping(now);
+        }
+        self.emit_neighbour_events();
+    }
+
+    // ----- joining -----
+
+    fn become_joined(&mut self, now: Time) {
+        self.state = State::Joined;
+        self.timers.join = None;
+        self.timers.stabilize = Some(now + self.jitter(self.cfg.stabilize_interval));
+        self.timers.refresh = Some(now + self.refresh_step());
+        self.timers.housekeeping = Some(now + HOUSEKEEPING);
+        self.out.push_back(Output::Event(Event::Joined));
+    }
+
+    fn send_join(&mut self, now: Time) {
+        let Some(b) = self.join_bootstrap.clone() else {
+            return;
+        };
+        self.join_attempt += 1;
+        let msg = Routed {
+            key: self.me.pos,
+            origin: self.my_contact(),
+            hops: 0,
+            body: RoutedBody::Join,
+        };
+        self.push_send(b.id, Message::Routed(msg));
+        self.timers.join = Some(now + self.cfg.join_timeout);
+    }
+
+    fn on_join_timeout(&mut self, now: Time) {
+        if self.state != State::Joining {
+            return;
+        }
+        if self.join_attempt >= self.cfg.join_attempts {
+            self.state = State::Idle;
+            self.join_bootstrap = None;
+            self.out.push_back(Output::Event(Event::JoinFailed));
+        } else {
+            self.send_join(now);
+        }
+    }
+
+    /// At the node responsible for a joiner's position: hand it its lists and take it as
+    /// predecessor.
+    fn accept_joiner(&mut self, joiner: Contact<P>) {
+        let me = self.my_contact();
+        let mut succs = vec![me.clone()];
+        succs.extend(self.contacts(self.table.successors().to_vec()));
+        let mut preds = self.contacts(self.table.predecessors().to_vec());
+        if preds.is_empty() {
+            preds.push(me);
+        }
+        let id = joiner.id;
+        self.push_send(id, Message::JoinReply { succs, preds });
+        let change = self.table.offer(Peer::new(id));
+        self.note_lists(change);
+    }
+
+    fn on_join_reply(
+        &mut self,
+        now: Time,
+        from: P,
+        succs: Vec<Contact<P>>,
+        preds: Vec<Contact<P>>,
+    ) {
+        if self.state != State::Joining {
+            return;
+        }
+        let from_peer = Peer::new(from);
+        let tomb = &self.tombstones;
+        let c1 = self.table.set_list(
+            Dir::Cw,
+            std::iter::once(from_peer).chain(succs.iter().map(Contact::peer)),
+            |p| tomb.contains_key(p),
+        );
+        let c2 = self
+            .table
+            .set_list(Dir::Ccw, preds.iter().map(Contact::peer), |p| {
+                tomb.contains_key(p)
+            });
+        self.note_lists(c1);
+        self.note_lists(c2);
+        self.become_joined(now);
+        // Tell the neighbours at once rather than at the next period.
+        self.stabilize(now);
+        self.probe_fingers(true);
+    }
+
+    // ----- ring upkeep -----
+
+    fn stabilize(&mut self, now: Time) {
+        self.timers.stabilize = Some(now + self.jitter(self.cfg.stabilize_interval));
+        for dir in Dir::BOTH {
+            let Some(n) = self.table.list(dir).first().copied() else {
+                continue;
+            };
+            let list = self.contacts(self.table.list(dir.opposite()).to_vec());
+            self.stats.maintenance_sent += 1;
+            self.push_send(n.id, Message::Stabilize { dir, list });
+            self.awaiting
+                .entry(n.id)
+                .or_insert(now + self.cfg.stabilize_timeout);
+        }
+    }
+
+    /// `from` sent us a stabilisation in direction `dir`, so it claims to be our neighbour in
+    /// the opposite direction, and `list` is its own list on that side.
+    fn on_stabilize(&mut self, from: P, dir: Dir, list: Vec<Contact<P>>) {
+        if self.state != State::Joined {
+            return;
+        }
+        let back = dir.opposite();
+        let sender = Peer::new(from);
+        let is_first = match self.table.list(back).first() {
+            None => true,
+            Some(f) => {
+                f.id == from
+                    || self.me.pos.dist_dir(back, sender.pos) < self.me.pos.dist_dir(back, f.pos)
+            }
+        };
+        if is_first {
+            let tomb = &self.tombstones;
+            let change = self.table.set_list(
+                back,
+                std::iter::once(sender).chain(list.iter().map(Contact::peer)),
+                |p| tomb.contains_key(p),
+            );
+            self.note_lists(change);
+        }
+        let reply = Message::StabilizeReply {
+            dir,
+            back: self.table.list(back).first().map(|p| self.contact(*p)),
+            list: self.contacts(self.table.list(dir).to_vec()),
+        };
+        self.stats.maintenance_sent += 1;
+        self.push_send(from, reply);
+    }
+
+    fn on_stabilize_reply(
+        &mut self,
+        from: P,
+        dir: Dir,
+        back: Option<Contact<P>>,
+        list: Vec<Contact<P>>,
+    ) {
+        if self.state != State::Joined {
+            return;
+        }
+        if self.table.list(dir).first().map(|p| p.id) != Some(from) {
+            return;
+        }
+        let q = Peer::new(from);
+        let mut cands = vec![q];
+        if let Some(b) = back {
+            let b = b.peer();
+            if b.id != self.me.id
+                && self.me.pos.dist_dir(dir, b.pos) < self.me.pos.dist_dir(dir, q.pos)
+            {
+                cands.push(b);
+            }
+        }
+        cands.extend(list.iter().map(Contact::peer));
+        let tomb = &self.tombstones;
+        let change = self.table.set_list(dir, cands, |p| tomb.contains_key(p));
+        self.note_lists(change);
+    }
+
+    fn on_leave(&mut self, now: Time, from: P, succs: Vec<Contact<P>>, preds: Vec<Contact<P>>) {
+        self.links.remove(&from);
+        self.bury(now, from);
+        let (change, emptied) = self.table.remove(&from);
+        self.note_lists(change);
+        if self.state != State::Joined {
+            return;
+        }
+        // The leaver's successor takes over its keys, so it replaces the leaver in every slot.
+        if let Some(heir) = succs.iter().find(|c| c.id != self.me.id) {
+            for (dir, level) in &emptied {
+                self.table.set_finger(*dir, *level, heir.peer());
+            }
+        }
+        for c in succs.iter().chain(preds.iter()) {
+            if c.id != self.me.id && !self.tombstones.contains_key(&c.id) {
+                let change = self.table.offer(c.peer());
+                self.note_lists(change);
+            }
+        }
+    }
+
+    /// `peer` is gone: forget it, refill what it held, and schedule re-probes.
+    fn peer_failed(&mut self, now: Time, peer: P) {
+        self.awaiting.remove(&peer);
+        let known = self.table.contains(&peer);
+        self.bury(now, peer);
+        if !known {
+            return;
+        }
+        self.stats.peers_failed += 1;
+        let (change, emptied) = self.table.remove(&peer);
+        self.note_lists(change);
+        for (dir, level) in emptied {
+            let target = self.cfg.strategy.target(self.me.pos, dir, level);
+            let guess = self.table.best_known_for(target);
+            if guess.id != self.me.id {
+                self.table.set_finger(dir, level, guess);
+            }
+            self.repair.insert((dir, level));
+        }
+        // A list emptied by failures is refilled from whatever else is known; stabilisation
+        // then walks it back to the true neighbours.
+        for dir in Dir::BOTH {
+            if self.table.list(dir).is_empty() {
+                let known: Vec<Peer<P>> = self.table.entries().collect();
+                for p in known {
+                    let change = self.table.offer(p);
+                    self.note_lists(change);
+                }
+            }
+        }
+        if !self.repair.is_empty() && self.timers.repair.is_none() && self.state == State::Joined {
+            self.timers.repair = Some(now + self.cfg.repair_delay);
+        }
+    }
+
+    fn bury(&mut self, now: Time, peer: P) {
+        self.tombstones.insert(peer, now + self.cfg.tombstone_ttl);
+        while self.tombstones.len() > self.cfg.max_tombstones {
+            // Drop the one that expires first.
+            let Some(oldest) = self
+                .tombstones
+                .iter()
+                .min_by_key(|(p, t)| (**t, **p))
+                .map(|(p, _)| *p)
+            else {
+                break;
+            };
+            self.tombstones.remove(&oldest);
+        }
+    }
+
+    // ----- fingers -----
+
+    /// Probes finger slots by routing towards their targets. On join (`announce`), the probes
+    /// also tell the nodes that should now point at this node.
+    fn probe_fingers(&mut self, announce: bool) {
+        let strategy = self.cfg.strategy;
+        let levels = strategy.distances().len();
+        // Nodes near us keep slots from about the level where our own lists stop covering;
+        // one level lower allows for their lists spanning less than ours.
+        let lo = Dir::BOTH
+            .into_iter()
+            .map(|d| self.table.covered_levels(d))
+            .min()
+            .unwrap_or(levels)
+            .saturating_sub(1);
+        let pred = self.table.predecessor().map(|p| p.pos);
+        for dir in Dir::BOTH {
+            for level in lo..levels {
+                let reply = strategy.has_dir(dir) && self.table.finger_levels(dir).contains(&level);
+                let notify = announce && strategy.has_dir(dir.opposite());
+                if !reply && !notify {
+                    continue;
+                }
+                let body = RoutedBody::FingerProbe {
+                    dir,
+                    level: level as u8,
+                    reply,
+                    notify_from: if notify { pred } else { None },
+                };
+                self.stats.maintenance_sent += 1;
+                self.originate(strategy.target(self.me.pos, dir, level), body);
+            }
+        }
+    }
+
+    fn probe_slot(&mut self, dir: Dir, level: usize) {
+        let body = RoutedBody::FingerProbe {
+            dir,
+            level: level as u8,
+            reply: true,
+            notify_from: None,
+        };
+        self.stats.maintenance_sent += 1;
+        self.originate(self.cfg.strategy.target(self.me.pos, dir, level), body);
+    }
+
+    fn probe_repairs(&mut self) {
+        if self.state != State::Joined {
+            self.repair.clear();
+            return;
+        }
+        let slots: Vec<(Dir, usize)> = std::mem::take(&mut self.repair).into_iter().collect();
+        for (dir, level) in slots {
+            if self.table.finger_levels(dir).contains(&level) {
+                self.probe_slot(dir, level);
+            }
+        }
+    }
+
+    fn refresh_step(&self) -> Duration {
+        let slots = self.table.finger_slots().count().max(1) as u32;
+        self.cfg.finger_refresh_period / slots
+    }
+
+    /// Re-probes one finger slot (empty ones first), round robin.
+    fn refresh_one(&mut self, now: Time) {
+        let step = self.jitter(self.refresh_step());
+        self.timers.refresh = Some(now + step);
+        let slots: Vec<(Dir, usize, bool)> = self
+            .table
+            .finger_slots()
+            .map(|(d, l, v)| (d, l, v.is_none()))
+            .collect();
+        if slots.is_empty() {
+            return;
+        }
+        let pick = slots
+            .iter()
+            .find(|s| s.2)
+            .copied()
+            .unwrap_or(slots[self.refresh_cursor % slots.len()]);
+        self.refresh_cursor = self.refresh_cursor.wrapping_add(1);
+        self.probe_slot(pick.0, pick.1);
+    }
+
+    fn on_finger_notify(&mut self, new: Contact<P>, dir: Dir, level: u8, stop: RingId) {
+        if self.state != State::Joined || new.id == self.me.id {
+            return;
+        }
+        if self.tombstones.contains_key(&new.id) {
+            return;
+        }
+        let peer = new.peer();
+        let target = self.cfg.strategy.target(self.me.pos, dir, level as usize);
+        let better = match self.table.finger(dir, level as usize) {
+            None => true,
+            Some(cur) => target.cw_to(peer.pos) < target.cw_to(cur.pos),
+        };
+        if better {
+            self.table.set_finger(dir, level as usize, peer);
+        }
+        self.forward_notify(new, dir, level, stop);
+    }
+
+    /// Passes a finger notification on to our predecessor if it lies in `(stop, me)`.
+    fn forward_notify(&mut self, new: Contact<P>, dir: Dir, level: u8, stop: RingId) {
+        if let Some(p) = self.table.predecessor() {
+            if p.id != new.id && p.pos.in_open(stop, self.me.pos) {
+                self.stats.maintenance_sent += 1;
+                self.push_send(
+                    p.id,
+                    Message::FingerNotify {
+                        new,
+                        dir,
+                        level,
+                        stop,
+                    },
+                );
+            }
+        }
+    }
+
+    // ----- routing -----
+
+    /// Routes a message that starts at this node.
+    fn originate(&mut self, key: RingId, body: RoutedBody<P>) {
+        let r = Routed {
+            key,
+            origin: self.my_contact(),
+            hops: 0,
+            body,
+        };
+        self.on_routed(r);
+    }
+
+    fn on_routed(&mut self, mut r: Routed<P>) {
+        if self.state != State::Joined {
+            return;
+        }
+        // A send to a node we know directly skips the rest of the route.
+        if let RoutedBody::Data {
+            target: Some(t), ..
+        } = &r.body
+        {
+            let t = *t;
+            if t == self.me.id {
+                return self.arrive(r);
+            }
+            if self.table.contains(&t) {
+                return self.forward(t, r);
+            }
+        }
+        match self.table.next_hop(r.key) {
+            Some(NextHop::Local) => self.arrive(r),
+            Some(NextHop::Forward(p)) => {
+                if r.hops >= self.cfg.max_hops {
+                    self.stats.dropped += 1;
+                } else {
+                    r.hops += 1;
+                    self.forward(p.id, r);
+                }
+            }
+            None => self.stats.dropped += 1,
+        }
+    }
+
+    fn forward(&mut self, to: P, r: Routed<P>) {
+        if r.origin.id != self.me.id {
+            self.stats.forwarded += 1;
+        }
+        self.push_send(to, Message::Routed(r));
+    }
+
+    /// A routed message reached the node responsible for its key.
+    fn arrive(&mut self, r: Routed<P>) {
+        let origin = r.origin.id;
+        match r.body {
+            RoutedBody::Join => {
+                if origin != self.me.id {
+                    self.accept_joiner(r.origin);
+                }
+            }
+            RoutedBody::FingerProbe {
+                dir,
+                level,
+                reply,
+                notify_from,
+            } => {
+                if reply {
+                    if origin == self.me.id {
+                        // Alone or tiny ring: the slot is this node itself.
+                        self.table.set_finger(dir, level as usize, self.me);
+                    } else {
+                        self.push_send(origin, Message::FingerReply { dir, level });
+                    }
+                }
+                if let Some(pred) = notify_from {
+                    if origin != self.me.id {
+                        let shift = r.origin.peer().pos.cw_to(r.key);
+                        let stop = pred.plus(shift);
+                        self.forward_notify(r.origin, dir.opposite(), level, stop);
+                    }
+                }
+            }
+            RoutedBody::Lookup { req } => {
+                if origin == self.me.id {
+                    self.finish_lookup(req, self.me.id, r.hops);
+                } else {
+                    self.push_send(origin, Message::LookupReply { req, hops: r.hops });
+                }
+            }
+            RoutedBody::Data { target, payload } => {
+                if target.is_some_and(|t| t != self.me.id) {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                self.stats.delivered += 1;
+                self.out.push_back(Output::Deliver(Delivery {
+                    origin,
+                    key: r.key,
+                    hops: r.hops,
+                    to_node: target.is_some(),
+                    payload,
+                }));
+            }
+        }
+    }
+
+    fn on_lookup_reply(&mut self, from: P, req: u64, hops: u16) {
+        self.finish_lookup(req, from, hops);
+    }
+
+    fn finish_lookup(&mut self, req: u64, node: P, hops: u16) {
+        if let Some(l) = self.lookups.remove(&req) {
+            self.lookup_deadlines.remove(&(l.deadline, req));
+            self.stats.lookups_ok += 1;
+            self.out.push_back(Output::Event(Event::LookupDone {
+                req,
+                key: l.key,
+                result: Ok((node, hops)),
+            }));
+        }
+    }
+
+    fn on_lookup_timeout(&mut self, now: Time, req: u64) {
+        let Some(l) = self.lookups.get_mut(&req) else {
+            return;
+        };
+        if l.attempts >= self.cfg.lookup_attempts {
+            let key = l.key;
+            self.lookups.remove(&req);
+            self.stats.lookups_failed += 1;
+            self.out.push_back(Output::Event(Event::LookupDone {
+                req,
+                key,
+                result: Err(LookupError::Timeout),
+            }));
+            return;
+        }
+        l.attempts += 1;
+        l.deadline = now + self.cfg.lookup_timeout;
+        let (key, deadline) = (l.key, l.deadline);
+        self.lookup_deadlines.insert((deadline, req));
+        self.originate(key, RoutedBody::Lookup { req });
+    }
+
+    // ----- housekeeping -----
+
+    fn housekeeping(&mut self, now: Time) {
+        self.timers.housekeeping = Some(now + HOUSEKEEPING);
+        self.tombstones.retain(|_, t| *t > now);
+        let idle = self.cfg.link_idle;
+        let stale: Vec<P> = self
+            .links
+            .iter()
+            .filter(|(p, t)| now.since(**t) >= idle && !self.table.contains(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            self.links.remove(&p);
+            self.out.push_back(Output::Disconnect { peer: p });
+        }
+        let keep: BTreeSet<P> = self
+            .table
+            .entries()
+            .map(|p| p.id)
+            .chain(self.links.keys().copied())
+            .collect();
+        self.addrs.retain(|p, _| keep.contains(p));
+    }
+
+    // ----- helpers -----
+
+    fn push_send(&mut self, to: P, msg: Message<P>) {
+        self.stats.sent += 1;
+        self.out.push_back(Output::Send { to, msg });
+    }
+
+    fn my_contact(&self) -> Contact<P> {
+        Contact {
+            id: self.me.id,
+            addrs: self.my_addrs.clone(),
+        }
+    }
+
+    fn contact(&self, p: Peer<P>) -> Contact<P> {
+        if p.id == self.me.id {
+            return self.my_contact();
+        }
+        Contact {
+            id: p.id,
+            addrs: self.addresses(&p.id).to_vec(),
+        }
+    }
+
+    fn contacts(&self, peers: Vec<Peer<P>>) -> Vec<Contact<P>> {
+        peers.into_iter().map(|p| self.contact(p)).collect()
+    }
+
+    fn note_lists(&mut self, change: ListChange<P>) {
+        if !change.is_empty() {
+            self.lists_dirty = true;
+        }
+    }
+
+    fn emit_neighbour_events(&mut self) {
+        if !std::mem::take(&mut self.lists_dirty) {
+            return;
+        }
+        let mut now: Vec<P> = self
+            .table
+            .successors()
+            .iter()
+            .chain(self.table.predecessors())
+            .map(|p| p.id)
+            .collect();
+        now.sort_unstable();
+        now.dedup();
+        if now == self.neighbours {
+            return;
+        }
+        for p in &self.neighbours {
+            if now.binary_search(p).is_err() {
+                self.out.push_back(Output::Event(Event::NeighbourDown(*p)));
+            }
+        }
+        for p in &now {
+            if self.neighbours.binary_search(p).is_err() {
+                self.out.push_back(Output::Event(Event::NeighbourUp(*p)));
+            }
+        }
+        self.neighbours = now;
+    }
+
+    /// `d` scaled by a random factor in [0.9, 1.1), so that nodes do not march in step.
+    fn jitter(&mut self, d: Duration) -> Duration {
+        d.mul_f64(0.9 + 0.2 * self.rng.next_f64())
+    }
+}
+
+/// Records the addresses a contact carries (if any) in an address book.
+fn learn<P: PeerId>(book: &mut BTreeMap<P, Vec<SocketAddr>>, me: P, c: &Contact<P>) {
+    if c.id != me && !c.addrs.is_empty() && book.get(&c.id) != Some(&c.addrs) {
+        let mut a = c.addrs.clone();
+        a.truncate(MAX_ADDRS_PER_PEER);
+        book.insert(c.id, a);
+    }
+}

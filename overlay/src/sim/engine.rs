@@ -1,0 +1,779 @@
+//! The event loop: nodes, the event queue, churn and lookup workloads, and measurements.
+
+use super::ideal::{Ring, TableErrors};
+use super::latency::LatencyModel;
+use super::summary::Summary;
+use super::SimId;
+use crate::config::Config;
+use crate::message::Message;
+use crate::node::{Event, Node, Output, State};
+use crate::peer::{Contact, Peer, PeerId};
+use crate::ring::RingId;
+use crate::time::Time;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+/// Simulator settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The overlay configuration every node runs (its `seed` is mixed with the run's seed).
+    pub node: Config,
+    /// Seed of everything random in the run.
+    pub seed: u64,
+    /// Message latency.
+    pub latency: LatencyModel,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// How long after a message to a dead node its sender is told the link is down (a QUIC
+    /// connection's idle timeout or handshake timeout).
+    pub link_timeout: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            node: Config::default(),
+            seed: 1,
+            latency: LatencyModel::default(),
+            loss: 0.0,
+            link_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Rates of the background workload, per simulated second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Workload {
+    /// New nodes joining (through a random member).
+    pub joins: f64,
+    /// Members leaving gracefully.
+    pub leaves: f64,
+    /// Members crashing.
+    pub crashes: f64,
+    /// Lookups of random keys from random members.
+    pub lookups: f64,
+}
+
+impl Workload {
+    /// Churn that replaces `fraction` of `n` nodes per minute (half by crash, half by leave
+    /// when `graceful_share` is 0.5), with `lookups` lookups per second.
+    pub fn replacing(n: usize, fraction_per_min: f64, graceful_share: f64, lookups: f64) -> Self {
+        let per_sec = n as f64 * fraction_per_min / 60.0;
+        Workload {
+            joins: per_sec,
+            leaves: per_sec * graceful_share,
+            crashes: per_sec * (1.0 - graceful_share),
+            lookups,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum WorkKind {
+    Join,
+    Leave,
+    Crash,
+    Lookup,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        to: u32,
+        from: SimId,
+        msg: Box<Message<SimId>>,
+    },
+    Wake {
+        node: u32,
+    },
+    LinkDown {
+        node: u32,
+        peer: SimId,
+    },
+    Work {
+        kind: WorkKind,
+        epoch: u64,
+    },
+}
+
+struct Scheduled {
+    time: Time,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq) == (o.time, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (self.time, self.seq).cmp(&(o.time, o.seq))
+    }
+}
+
+struct SimNode {
+    node: Node<SimId>,
+    coord: (f32, f32),
+    alive: bool,
+    wake: Option<Time>,
+}
+
+/// Messages and bytes of one kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// Messages sent.
+    pub messages: u64,
+    /// Their encoded size (postcard), in bytes.
+    pub bytes: u64,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Counters {
+    /// Traffic by message kind, indexed like [`Message::KINDS`].
+    pub by_kind: [Traffic; Message::<SimId>::KINDS.len()],
+    /// Messages lost on purpose (loss model).
+    pub lost: u64,
+    /// Lookups started.
+    pub lookups_started: u64,
+    /// Lookups answered with the node truly responsible at the time of the answer.
+    pub lookups_correct: u64,
+    /// Lookups answered with another node.
+    pub lookups_wrong: u64,
+    /// Lookups that failed (timeout) or whose origin left first.
+    pub lookups_failed: u64,
+    /// Hop counts of correct lookups.
+    pub hops: Vec<u16>,
+    /// Payloads delivered to applications.
+    pub delivered: u64,
+    /// Joins started / completed / given up.
+    pub joins_started: u64,
+    /// Joins that completed.
+    pub joins_done: u64,
+    /// Joins that gave up.
+    pub joins_failed: u64,
+    /// Graceful leaves.
+    pub leaves: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Integral of the member count over time, in node-seconds.
+    pub node_seconds: f64,
+}
+
+impl Counters {
+    /// Ring and finger upkeep: every Routing-class message but joins and lookups.
+    pub fn maintenance(&self) -> Traffic {
+        let mut t = Traffic::default();
+        for (k, v) in Message::<SimId>::KINDS.iter().zip(&self.by_kind) {
+            if !matches!(*k, "lookup" | "lookup-reply" | "join" | "data") {
+                t.messages += v.messages;
+                t.bytes += v.bytes;
+            }
+        }
+        t
+    }
+}
+
+/// A summary of a run, for reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct SimReport {
+    /// Members at the end.
+    pub members: usize,
+    /// Simulated seconds measured.
+    pub seconds: f64,
+    /// Fraction of started lookups answered with the correct node.
+    pub lookup_success: f64,
+    /// Lookups started.
+    pub lookups: u64,
+    /// Hops of correct lookups.
+    pub hops: Summary,
+    /// Distinct peers in each member's routing table.
+    pub distinct_neighbours: Summary,
+    /// Upkeep messages per member per second.
+    pub maintenance_msgs_per_node_sec: f64,
+    /// Upkeep bytes per member per second.
+    pub maintenance_bytes_per_node_sec: f64,
+}
+
+/// The simulator. See the module documentation.
+pub struct Simulator {
+    cfg: SimConfig,
+    now: Time,
+    rng: ChaCha8Rng,
+    salt: u32,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    nodes: Vec<SimNode>,
+    /// Members (joined and alive) by position: the ground truth.
+    members: BTreeMap<RingId, SimId>,
+    /// Members in an indexable form for random picks: `pick[i]`, with `pick_at[node]`.
+    pick: Vec<u32>,
+    pick_at: Vec<usize>,
+    workload: Workload,
+    epoch: u64,
+    counters: Counters,
+    deliveries: Option<Vec<(SimId, crate::node::Delivery<SimId>)>>,
+    outbuf: Vec<Output<SimId>>,
+}
+
+impl Simulator {
+    /// An empty simulation.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let salt = rng.gen();
+        Simulator {
+            cfg,
+            now: Time::ZERO,
+            rng,
+            salt,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            nodes: Vec::new(),
+            members: BTreeMap::new(),
+            pick: Vec::new(),
+            pick_at: Vec::new(),
+            workload: Workload::default(),
+            epoch: 0,
+            counters: Counters::default(),
+            deliveries: None,
+            outbuf: Vec::new(),
+        }
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// The run's settings.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    /// What has been measured so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Starts measuring afresh (after a warm-up).
+    pub fn reset_counters(&mut self) {
+        self.counters = Counters::default();
+    }
+
+    /// Keeps every payload delivered from now on, for tests.
+    pub fn record_deliveries(&mut self) {
+        self.deliveries = Some(Vec::new());
+    }
+
+    /// Payloads delivered so far (if recording), with the receiving node.
+    pub fn deliveries(&self) -> &[(SimId, crate::node::Delivery<SimId>)] {
+        self.deliveries.as_deref().unwrap_or(&[])
+    }
+
+    /// Number of members (joined and alive).
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The members, in ring order.
+    pub fn members(&self) -> impl Iterator<Item = SimId> + '_ {
+        self.members.values().copied()
+    }
+
+    /// The node with identity `id`.
+    pub fn node(&self, id: SimId) -> &Node<SimId> {
+        &self.nodes[id.index()].node
+    }
+
+    /// Is node `id` alive (not crashed or gone)?
+    pub fn is_alive(&self, id: SimId) -> bool {
+        self.nodes.get(id.index()).is_some_and(|n| n.alive)
+    }
+
+    /// The member responsible for `key`, by ground truth.
+    pub fn responsible(&self, key: RingId) -> Option<SimId> {
+        self.members
+            .range(key..)
+            .next()
+            .or_else(|| self.members.iter().next())
+            .map(|(_, id)| *id)
+    }
+
+    fn node_config(&self, index: u32) -> Config {
+        let mut c = self.cfg.node.clone();
+        c.seed = crate::rng::mix64(self.cfg.seed ^ ((index as u64) << 20) ^ c.seed);
+        c
+    }
+
+    /// Adds a node that is not part of any network yet.
+    pub fn add_node(&mut self) -> SimId {
+        let index = self.nodes.len() as u32;
+        let id = SimId::new(index, self.salt);
+        let coord = (self.rng.gen::<f32>(), self.rng.gen::<f32>());
+        let node = Node::new(id, self.node_config(index));
+        self.nodes.push(SimNode {
+            node,
+            coord,
+            alive: true,
+            wake: None,
+        });
+        self.pick_at.push(usize::MAX);
+        id
+    }
+
+    /// Adds `n` nodes that already form a correct ring (every table exact), as if they had
+    /// joined long ago. Returns their ids.
+    pub fn warm_start(&mut self, n: usize) -> Vec<SimId> {
+        let ids: Vec<SimId> = (0..n).map(|_| self.add_node()).collect();
+        let ring = Ring::new(ids.iter().map(|id| Peer::new(*id)).collect());
+        let strategy = self.cfg.node.strategy;
+        let list_len = self.cfg.node.list_len;
+        for (i, p) in ring.members().iter().enumerate() {
+            let table = ring.ideal_table(i, strategy, list_len);
+            let idx = p.id.index();
+            let cfg = self.node_config(idx as u32);
+            self.nodes[idx].node = Node::from_table(cfg, table, self.now);
+            self.add_member(p.id);
+            self.drain(idx as u32);
+        }
+        ids
+    }
+
+    /// Node `id` starts a new network.
+    pub fn create(&mut self, id: SimId) {
+        let now = self.now;
+        if self.nodes[id.index()].node.create(now).is_ok() {
+            self.drain(id.index() as u32);
+        }
+    }
+
+    /// Node `id` joins through `via`.
+    pub fn join(&mut self, id: SimId, via: SimId) {
+        let now = self.now;
+        self.counters.joins_started += 1;
+        if self.nodes[id.index()]
+            .node
+            .join(now, Contact::bare(via))
+            .is_ok()
+        {
+            self.drain(id.index() as u32);
+        }
+    }
+
+    /// Node `id` leaves gracefully and is gone.
+    pub fn leave(&mut self, id: SimId) {
+        let i = id.index();
+        if !self.nodes[i].alive {
+            return;
+        }
+        let now = self.now;
+        self.counters.leaves += 1;
+        self.nodes[i].node.leave(now);
+        self.drain(i as u32);
+        self.nodes[i].alive = false;
+        self.remove_member(id);
+    }
+
+    /// Node `id` crashes: it stops without a word.
+    pub fn crash(&mut self, id: SimId) {
+        let i = id.index();
+        if !self.nodes[i].alive {
+            return;
+        }
+        self.counters.crashes += 1;
+        self.nodes[i].alive = false;
+        self.remove_member(id);
+    }
+
+    /// Node `from` looks up `key`; the outcome is counted when it comes.
+    pub fn lookup(&mut self, from: SimId, key: RingId) {
+        let now = self.now;
+        if self.nodes[from.index()].node.lookup(now, key).is_ok() {
+            self.counters.lookups_started += 1;
+            self.drain(from.index() as u32);
+        }
+    }
+
+    /// Node `from` routes `payload` to the node responsible for `key`.
+    pub fn route(&mut self, from: SimId, key: RingId, payload: Vec<u8>) {
+        let now = self.now;
+        if self.nodes[from.index()]
+            .node
+            .route(now, key, payload)
+            .is_ok()
+        {
+            self.drain(from.index() as u32);
+        }
+    }
+
+    /// Node `from` sends `payload` to node `to`.
+    pub fn send(&mut self, from: SimId, to: SimId, payload: Vec<u8>) {
+        let now = self.now;
+        if self.nodes[from.index()].node.send(now, to, payload).is_ok() {
+            self.drain(from.index() as u32);
+        }
+    }
+
+    /// Sets the background workload (churn and lookups) from now on; all zeros stops it.
+    pub fn set_workload(&mut self, w: Workload) {
+        self.workload = w;
+        self.epoch += 1;
+        for kind in [
+            WorkKind::Join,
+            WorkKind::Leave,
+            WorkKind::Crash,
+            WorkKind::Lookup,
+        ] {
+            self.schedule_work(kind);
+        }
+    }
+
+    fn rate(&self, kind: WorkKind) -> f64 {
+        match kind {
+            WorkKind::Join => self.workload.joins,
+            WorkKind::Leave => self.workload.leaves,
+            WorkKind::Crash => self.workload.crashes,
+            WorkKind::Lookup => self.workload.lookups,
+        }
+    }
+
+    fn schedule_work(&mut self, kind: WorkKind) {
+        let rate = self.rate(kind);
+        if rate <= 0.0 {
+            return;
+        }
+        // Exponential inter-arrival times: a Poisson process.
+        let u: f64 = self.rng.gen_range(f64::MIN_POSITIVE..1.0);
+        let dt = Duration::from_secs_f64((-u.ln() / rate).min(1e6));
+        let at = self.now + dt;
+        let epoch = self.epoch;
+        self.push(at, Ev::Work { kind, epoch });
+    }
+
+    /// A random member, if any.
+    pub fn random_member(&mut self) -> Option<SimId> {
+        if self.pick.is_empty() {
+            return None;
+        }
+        let i = self.rng.gen_range(0..self.pick.len());
+        Some(SimId::new(self.pick[i], self.salt))
+    }
+
+    /// A random ring key.
+    pub fn random_key(&mut self) -> RingId {
+        RingId(self.rng.gen())
+    }
+
+    fn do_work(&mut self, kind: WorkKind) {
+        match kind {
+            WorkKind::Join => {
+                if let Some(via) = self.random_member() {
+                    let id = self.add_node();
+                    self.join(id, via);
+                }
+            }
+            WorkKind::Leave => {
+                if self.members.len() > 1 {
+                    if let Some(id) = self.random_member() {
+                        self.leave(id);
+                    }
+                }
+            }
+            WorkKind::Crash => {
+                if self.members.len() > 1 {
+                    if let Some(id) = self.random_member() {
+                        self.crash(id);
+                    }
+                }
+            }
+            WorkKind::Lookup => {
+                if let Some(from) = self.random_member() {
+                    let key = self.random_key();
+                    self.lookup(from, key);
+                }
+            }
+        }
+        self.schedule_work(kind);
+    }
+
+    fn add_member(&mut self, id: SimId) {
+        self.members.insert(id.ring_id(), id);
+        let i = id.index();
+        if self.pick_at[i] == usize::MAX {
+            self.pick_at[i] = self.pick.len();
+            self.pick.push(i as u32);
+        }
+    }
+
+    fn remove_member(&mut self, id: SimId) {
+        self.members.remove(&id.ring_id());
+        let i = id.index();
+        let at = self.pick_at[i];
+        if at != usize::MAX {
+            self.pick.swap_remove(at);
+            if let Some(&moved) = self.pick.get(at) {
+                self.pick_at[moved as usize] = at;
+            }
+            self.pick_at[i] = usize::MAX;
+        }
+    }
+
+    fn push(&mut self, time: Time, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            time,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    /// Hands node `i`'s outputs to the network and re-arms its timer.
+    fn drain(&mut self, i: u32) {
+        let mut out = std::mem::take(&mut self.outbuf);
+        {
+            let n = &mut self.nodes[i as usize];
+            while let Some(o) = n.node.poll_output() {
+                out.push(o);
+            }
+        }
+        let me = SimId::new(i, self.salt);
+        for o in out.drain(..) {
+            match o {
+                Output::Send { to, msg } => self.transmit(i, me, to, msg),
+                Output::Disconnect { .. } => {}
+                Output::Deliver(d) => {
+                    self.counters.delivered += 1;
+                    if let Some(log) = &mut self.deliveries {
+                        log.push((me, d));
+                    }
+                }
+                Output::Event(e) => self.on_event(me, e),
+            }
+        }
+        self.outbuf = out;
+        let n = &mut self.nodes[i as usize];
+        if !n.alive {
+            return;
+        }
+        if let Some(t) = n.node.poll_timeout() {
+            let t = t.max(self.now);
+            if n.wake.is_none_or(|w| t < w) {
+                n.wake = Some(t);
+                self.push(t, Ev::Wake { node: i });
+            }
+        }
+    }
+
+    fn transmit(&mut self, i: u32, me: SimId, to: SimId, msg: Message<SimId>) {
+        let bytes = postcard::serialize_with_flavor(&msg, postcard::ser_flavors::Size::default())
+            .unwrap_or(0) as u64;
+        let t = &mut self.counters.by_kind[msg.kind_index()];
+        t.messages += 1;
+        t.bytes += bytes;
+        if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss.min(1.0)) {
+            self.counters.lost += 1;
+            return;
+        }
+        let Some(dest) = self.nodes.get(to.index()) else {
+            return;
+        };
+        let at = self
+            .cfg
+            .latency
+            .arrival(self.now, self.nodes[i as usize].coord, dest.coord);
+        self.push(
+            at,
+            Ev::Deliver {
+                to: to.index() as u32,
+                from: me,
+                msg: Box::new(msg),
+            },
+        );
+    }
+
+    fn on_event(&mut self, me: SimId, e: Event<SimId>) {
+        match e {
+            Event::Joined => {
+                self.counters.joins_done += 1;
+                if self.nodes[me.index()].alive {
+                    self.add_member(me);
+                }
+            }
+            Event::JoinFailed => self.counters.joins_failed += 1,
+            Event::Left => {}
+            Event::NeighbourUp(_) | Event::NeighbourDown(_) => {}
+            Event::LookupDone { key, result, .. } => match result {
+                Ok((node, hops)) => {
+                    if self.responsible(key) == Some(node) {
+                        self.counters.lookups_correct += 1;
+                        self.counters.hops.push(hops);
+                    } else {
+                        self.counters.lookups_wrong += 1;
+                    }
+                }
+                Err(_) => self.counters.lookups_failed += 1,
+            },
+        }
+    }
+
+    /// Processes one event. Returns false when the queue is empty.
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse(s)) = self.queue.pop() else {
+            return false;
+        };
+        self.advance(s.time);
+        match s.ev {
+            Ev::Deliver { to, from, msg } => {
+                let now = self.now;
+                let n = &mut self.nodes[to as usize];
+                if n.alive {
+                    n.node.handle_message(now, from, *msg);
+                    self.drain(to);
+                } else if self.is_alive(from) {
+                    let at = now + self.cfg.link_timeout;
+                    let peer = SimId::new(to, self.salt);
+                    self.push(
+                        at,
+                        Ev::LinkDown {
+                            node: from.index() as u32,
+                            peer,
+                        },
+                    );
+                }
+            }
+            Ev::Wake { node } => {
+                let now = self.now;
+                let n = &mut self.nodes[node as usize];
+                if n.alive && n.wake == Some(now) {
+                    n.wake = None;
+                    n.node.handle_timeout(now);
+                    self.drain(node);
+                }
+            }
+            Ev::LinkDown { node, peer } => {
+                let now = self.now;
+                let n = &mut self.nodes[node as usize];
+                if n.alive {
+                    n.node.handle_link_down(now, peer);
+                    self.drain(node);
+                }
+            }
+            Ev::Work { kind, epoch } => {
+                if epoch == self.epoch {
+                    self.do_work(kind);
+                }
+            }
+        }
+        true
+    }
+
+    fn advance(&mut self, t: Time) {
+        if t > self.now {
+            let dt = t.since(self.now).as_secs_f64();
+            self.counters.node_seconds += dt * self.members.len() as f64;
+            self.now = t;
+        }
+    }
+
+    /// Runs every event up to time `t`, then sets the clock to `t`.
+    pub fn run_until(&mut self, t: Time) {
+        while let Some(Reverse(s)) = self.queue.peek() {
+            if s.time > t {
+                break;
+            }
+            self.step();
+        }
+        self.advance(t);
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.run_until(t);
+    }
+
+    /// The ground-truth ring of current members.
+    pub fn ring(&self) -> Ring<SimId> {
+        Ring::new(self.members.values().map(|id| Peer::new(*id)).collect())
+    }
+
+    /// How far every member's table is from the correct one, summed; and how many members have
+    /// an incorrect table.
+    pub fn check(&self) -> (TableErrors, usize) {
+        let ring = self.ring();
+        let mut total = TableErrors::default();
+        let mut bad = 0;
+        for id in self.members.values() {
+            let n = &self.nodes[id.index()].node;
+            let e = if n.state() == State::Joined {
+                ring.table_errors(n.table())
+            } else {
+                TableErrors {
+                    not_member: true,
+                    ..TableErrors::default()
+                }
+            };
+            if !e.is_correct() {
+                bad += 1;
+            }
+            total.not_member |= e.not_member;
+            total.successors += e.successors;
+            total.predecessors += e.predecessors;
+            total.fingers += e.fingers;
+        }
+        (total, bad)
+    }
+
+    /// Runs until every member's table is exactly right, checking every `every`, for at most
+    /// `limit`. Returns the time it took, or `None` if the limit was reached.
+    pub fn run_until_converged(&mut self, every: Duration, limit: Duration) -> Option<Duration> {
+        let start = self.now;
+        loop {
+            if self.check().1 == 0 {
+                return Some(self.now.since(start));
+            }
+            if self.now.since(start) >= limit {
+                return None;
+            }
+            self.run_for(every);
+        }
+    }
+
+    /// A report of what was measured since the counters were last reset.
+    pub fn report(&self, seconds: f64) -> SimReport {
+        let c = &self.counters;
+        let m = c.maintenance();
+        let node_secs = c.node_seconds.max(1e-9);
+        let mut distinct: Vec<f64> = self
+            .members
+            .values()
+            .map(|id| self.nodes[id.index()].node.table().distinct_peers().len() as f64)
+            .collect();
+        SimReport {
+            members: self.members.len(),
+            seconds,
+            lookup_success: if c.lookups_started == 0 {
+                1.0
+            } else {
+                c.lookups_correct as f64 / c.lookups_started as f64
+            },
+            lookups: c.lookups_started,
+            hops: Summary::of_counts(c.hops.iter().map(|h| *h as u64)),
+            distinct_neighbours: Summary::of(&mut distinct),
+            maintenance_msgs_per_node_sec: m.messages as f64 / node_secs,
+            maintenance_bytes_per_node_sec: m.bytes as f64 / node_secs,
+        }
+    }
+}

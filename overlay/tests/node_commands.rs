@@ -1,0 +1,123 @@
+//! Application commands on a single node: errors, and answers a lone node gives itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use p2ps_overlay::{CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, Time};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+struct T(u8);
+
+impl PeerId for T {
+    fn ring_id(&self) -> RingId {
+        RingId((self.0 as u128) << 120)
+    }
+}
+
+fn drain(n: &mut Node<T>) -> Vec<Output<T>> {
+    std::iter::from_fn(|| n.poll_output()).collect()
+}
+
+#[test]
+fn commands_before_joining_are_refused() {
+    let mut n = Node::new(T(1), Config::default());
+    let now = Time::ZERO;
+    assert_eq!(n.lookup(now, RingId(5)), Err(CommandError::NotJoined));
+    assert_eq!(
+        n.route(now, RingId(5), vec![1]),
+        Err(CommandError::NotJoined)
+    );
+    assert_eq!(n.send(now, T(2), vec![1]), Err(CommandError::NotJoined));
+    assert_eq!(
+        n.join(now, Contact::bare(T(1))),
+        Err(CommandError::SelfBootstrap)
+    );
+    n.create(now).unwrap();
+    assert_eq!(n.create(now), Err(CommandError::AlreadyStarted));
+    assert_eq!(
+        n.join(now, Contact::bare(T(2))),
+        Err(CommandError::AlreadyStarted)
+    );
+}
+
+#[test]
+fn lone_node_answers_itself() {
+    let mut n = Node::new(T(1), Config::default());
+    let now = Time::ZERO;
+    n.create(now).unwrap();
+    drain(&mut n);
+    let req = n.lookup(now, RingId(12345)).unwrap();
+    assert_eq!(
+        drain(&mut n),
+        vec![Output::Event(Event::LookupDone {
+            req,
+            key: RingId(12345),
+            result: Ok((T(1), 0))
+        })]
+    );
+    n.route(now, RingId(7), b"hi".to_vec()).unwrap();
+    match drain(&mut n).as_slice() {
+        [Output::Deliver(d)] => {
+            assert_eq!((d.origin, d.hops, d.to_node), (T(1), 0, false));
+            assert_eq!(d.payload, b"hi");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn join_gives_up_after_every_attempt() {
+    let cfg = Config {
+        join_attempts: 3,
+        ..Config::default()
+    };
+    let timeout = cfg.join_timeout;
+    let mut n = Node::new(T(1), cfg);
+    let mut now = Time::ZERO;
+    n.join(now, Contact::bare(T(9))).unwrap();
+    let mut sends = drain(&mut n).len();
+    for _ in 0..3 {
+        assert_eq!(n.poll_timeout(), Some(now + timeout));
+        now = now + timeout;
+        n.handle_timeout(now);
+        let out = drain(&mut n);
+        sends += out
+            .iter()
+            .filter(|o| matches!(o, Output::Send { .. }))
+            .count();
+        if out.contains(&Output::Event(Event::JoinFailed)) {
+            assert_eq!(sends, 3, "one join request per attempt");
+            assert_eq!(n.poll_timeout(), None);
+            return;
+        }
+    }
+    panic!("never gave up");
+}
+
+#[test]
+fn too_many_pending_lookups_are_refused() {
+    let cfg = Config {
+        max_pending_lookups: 2,
+        ..Config::default()
+    };
+    let ring = p2ps_overlay::sim::ideal::Ring::new(vec![
+        p2ps_overlay::Peer::new(T(1)),
+        p2ps_overlay::Peer::new(T(2)),
+    ]);
+    let mut n = Node::from_table(
+        cfg.clone(),
+        ring.ideal_table(0, cfg.strategy, 8),
+        Time::ZERO,
+    );
+    // Keys held by the other node: the lookups wait for its answer.
+    let key = T(2).ring_id();
+    n.lookup(Time::ZERO, key).unwrap();
+    n.lookup(Time::ZERO, key).unwrap();
+    assert_eq!(n.lookup(Time::ZERO, key), Err(CommandError::TooManyPending));
+    n.leave(Time::ZERO);
+    let failed = drain(&mut n)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Event(Event::LookupDone { result: Err(_), .. })))
+        .count();
+    assert_eq!(failed, 2);
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every P2PS check and test: formatting, clippy (warnings are errors) and the whole test
+# suite. On a fresh Debian machine, run as root, it first installs what the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use (the network-namespace tests need ip and nft).
+APT_PACKAGES=(iproute2 nftables)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "== installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "== missing Debian packages: ${missing[*]} (run as root to install them);" \
+             "tests that need them will say so"
+    fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is not installed: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+echo "== the overlay core stays sans-IO"
+if cargo tree -p p2ps-overlay --no-default-features -e normal --prefix none --locked \
+    | grep -E '^(tokio|quinn|rustls|mio|socket2) '; then
+    echo "p2ps-overlay must not depend on an I/O stack" >&2
+    exit 1
+fi
+if grep -rnE 'Instant::now|SystemTime::now|std::net::UdpSocket|std::thread::sleep' overlay/src; then
+    echo "p2ps-overlay must not read the clock or do I/O" >&2
+    exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked

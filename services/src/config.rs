@@ -1,0 +1,50 @@
+//! How to build a node: identity, addresses, and the overlay's and transport's tunables.
+
+use p2ps_overlay::Config as OverlayConfig;
+use p2ps_transport::Identity;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings of a [`crate::Node`]. Build with [`NodeConfig::new`] and adjust the public fields.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's key, and so its id. Load it with `Identity::load_or_create(path)` to keep the
+    /// same id across restarts.
+    pub identity: Identity,
+    /// The UDP address of the node's one socket. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Addresses put in the node's ticket and told to peers. Default: empty, meaning the bound
+    /// address (an unspecified IP such as `0.0.0.0` is replaced by loopback).
+    pub advertise: Vec<SocketAddr>,
+    /// The overlay's tunables (finger strategy, list length, stabilisation, timeouts).
+    pub overlay: OverlayConfig,
+    /// A peer silent this long is taken for crashed. Default 5 s.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval on idle connections. Default 1 s.
+    pub keep_alive: Duration,
+    /// Largest message, in bytes. Default 1 MiB.
+    pub max_message_size: usize,
+    /// Incoming application messages buffered for the application; beyond it new ones are
+    /// dropped and counted. Default 1024.
+    pub inbox_capacity: usize,
+    /// Events buffered for each subscriber; a subscriber that falls further behind misses the
+    /// oldest. Default 1024.
+    pub event_capacity: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but the identity and the listening address.
+    pub fn new(identity: Identity, listen: SocketAddr) -> Self {
+        NodeConfig {
+            identity,
+            listen,
+            advertise: Vec::new(),
+            overlay: OverlayConfig::default(),
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(1),
+            max_message_size: p2ps_transport::DEFAULT_MAX_FRAME_SIZE,
+            inbox_capacity: 1024,
+            event_capacity: 1024,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Errors of the node API, one enum per operation family.
+
+use p2ps_transport::{BindError, IdentityError};
+use thiserror::Error;
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The key could not be loaded.
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// The socket or QUIC endpoint could not be set up.
+    #[error("transport: {0}")]
+    Bind(#[from] BindError),
+    /// The overlay configuration is invalid.
+    #[error("overlay configuration: {0}")]
+    Config(#[from] p2ps_overlay::ConfigError),
+}
+
+/// Why a command to a running node failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum NodeError {
+    /// The node has stopped (it left, or was shut down).
+    #[error("the node has stopped")]
+    Stopped,
+    /// The node is not part of a network yet.
+    #[error("the node is not part of a network (create or join one first)")]
+    NotJoined,
+    /// The node already created, joined or left a network.
+    #[error("the node has already created, joined or left a network")]
+    AlreadyStarted,
+    /// Too many lookups are waiting for answers.
+    #[error("too many lookups in flight")]
+    Busy,
+    /// The payload is larger than the largest message.
+    #[error("payload of {len} bytes is over the {max}-byte message limit")]
+    TooLarge {
+        /// Payload size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl From<p2ps_overlay::CommandError> for NodeError {
+    fn from(e: p2ps_overlay::CommandError) -> Self {
+        use p2ps_overlay::CommandError as C;
+        match e {
+            C::NotJoined => NodeError::NotJoined,
+            C::AlreadyStarted | C::SelfBootstrap => NodeError::AlreadyStarted,
+            C::TooManyPending => NodeError::Busy,
+        }
+    }
+}
+
+/// Why joining a network failed.
+#[derive(Debug, Error)]
+pub enum JoinError {
+    /// The command itself was refused.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The ticket names this node.
+    #[error("the ticket is this node's own")]
+    OwnTicket,
+    /// No connection to the bootstrap node could be made.
+    #[error("cannot reach the bootstrap node after {attempts} attempts: {reason}")]
+    Unreachable {
+        /// Join requests sent.
+        attempts: u32,
+        /// The last connection error, or that none came before the join gave up.
+        reason: String,
+    },
+    /// The bootstrap node was reached but no answer came.
+    #[error("no answer to the join request after {attempts} attempts")]
+    NoAnswer {
+        /// Join requests sent.
+        attempts: u32,
+    },
+}
+
+/// Why a lookup failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// The command was refused.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// No answer came after every attempt.
+    #[error("no answer after every attempt")]
+    Timeout,
+}

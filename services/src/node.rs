@@ -1,0 +1,230 @@
+//! [`Node`]: the one entry point for applications.
+
+use crate::config::NodeConfig;
+use crate::error::{JoinError, LookupError, NodeError, StartError};
+use crate::id::{key_of, OverlayId};
+use crate::runtime::{Actor, Command, LookupResult};
+use crate::status::{Counters, Status};
+use crate::ticket::Ticket;
+use crate::wire::Wire;
+use bytes::Bytes;
+use p2ps_overlay::{Node as Overlay, RingId};
+use p2ps_transport::{NodeId, Transport, TransportConfig};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use tokio::time::Instant;
+
+/// An application message delivered to this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The node that sent it.
+    pub from: NodeId,
+    /// The key it was routed to (this node's own position for a send to its id).
+    pub key: RingId,
+    /// Overlay hops it took.
+    pub hops: u16,
+    /// Whether it was sent to this node's id (`send`) rather than to a key (`route`).
+    pub to_node: bool,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Something that happened to the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The node is part of a network.
+    Joined,
+    /// Joining failed.
+    JoinFailed,
+    /// The node left its network.
+    Left,
+    /// A peer became a ring neighbour (successor or predecessor list).
+    NeighbourUp(NodeId),
+    /// A peer is no longer a ring neighbour (it left, crashed, or someone nearer arrived).
+    NeighbourDown(NodeId),
+}
+
+/// A running P2PS node. Cheap to clone; every clone talks to the same node. The node stops
+/// when [`Node::shutdown`] is called or when the last clone is dropped (leaving gracefully
+/// either way).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use p2ps::{Node, NodeConfig};
+/// use p2ps_transport::Identity;
+///
+/// let node = Node::start(NodeConfig::new(Identity::generate()?, "127.0.0.1:0".parse()?)).await?;
+/// node.create().await?;
+/// println!("join me with: {}", node.ticket());
+/// let answer = node.lookup_key(b"some key").await?;
+/// println!("{} holds it ({} hops)", answer.node, answer.hops);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    addrs: Vec<SocketAddr>,
+    commands: mpsc::Sender<Command>,
+    inbox: Mutex<mpsc::Receiver<Message>>,
+    subscribers: broadcast::Sender<NodeEvent>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id.short()).finish()
+    }
+}
+
+impl Node {
+    /// Binds the node's socket and starts its actor. The node is not part of a network yet:
+    /// call [`Node::create`] or [`Node::join`]. Must run inside a tokio runtime.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        config.overlay.validate()?;
+        let mut tc = TransportConfig::new(config.identity.clone(), config.listen);
+        tc.idle_timeout = config.idle_timeout;
+        tc.keep_alive = config.keep_alive;
+        // Room for the routing envelope around the largest payload.
+        tc.max_frame_size = config.max_message_size.saturating_add(1024);
+        let (transport, events) = Transport::<Wire>::bind(tc)?;
+        let id = transport.node_id();
+        let bound = transport
+            .local_addr()
+            .map_err(|source| {
+                StartError::Bind(p2ps_transport::BindError::Io { addr: config.listen, source })
+            })?;
+        let addrs = if config.advertise.is_empty() {
+            vec![advertised(bound)]
+        } else {
+            config.advertise.clone()
+        };
+        let mut overlay = Overlay::new(OverlayId(id), config.overlay.clone());
+        overlay.set_local_addrs(addrs.clone());
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(1));
+        let (ev_tx, _) = broadcast::channel(config.event_capacity.max(1));
+        let actor = Actor {
+            overlay,
+            transport,
+            events,
+            commands: cmd_rx,
+            inbox: inbox_tx,
+            subscribers: ev_tx.clone(),
+            start: Instant::now(),
+            addrs: addrs.clone(),
+            max_payload: config.max_message_size,
+            lookups: BTreeMap::new(),
+            join: None,
+            join_dial_error: None,
+            join_connected: false,
+            counters: Counters::default(),
+        };
+        tokio::spawn(actor.run());
+        Ok(Node {
+            inner: Arc::new(Inner {
+                id,
+                addrs,
+                commands: cmd_tx,
+                inbox: Mutex::new(inbox_rx),
+                subscribers: ev_tx,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The addresses this node advertises.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.inner.addrs
+    }
+
+    /// A ticket others can join through.
+    pub fn ticket(&self) -> Ticket {
+        Ticket::new(self.inner.id, self.inner.addrs.clone())
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.commands.send(make(tx)).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Starts a new network with this node as its only member.
+    pub async fn create(&self) -> Result<(), NodeError> {
+        self.ask(Command::Create).await?
+    }
+
+    /// Joins the network of the node named by `ticket`; returns once this node is in (or
+    /// joining failed after the overlay's bounded retries).
+    pub async fn join(&self, ticket: &Ticket) -> Result<(), JoinError> {
+        let t = ticket.clone();
+        self.ask(|tx| Command::Join(t, tx)).await?
+    }
+
+    /// Leaves the network gracefully (neighbours take over at once). The node then stops
+    /// taking part; shut it down to release its socket.
+    pub async fn leave(&self) -> Result<(), NodeError> {
+        self.ask(Command::Leave).await
+    }
+
+    /// Who is responsible for ring position `key`?
+    pub async fn lookup(&self, key: RingId) -> Result<LookupResult, LookupError> {
+        self.ask(|tx| Command::Lookup(key, tx)).await?
+    }
+
+    /// Who is responsible for application key `key` (placed at the first 128 bits of its
+    /// SHA-256)?
+    pub async fn lookup_key(&self, key: impl AsRef<[u8]>) -> Result<LookupResult, LookupError> {
+        self.lookup(key_of(key)).await
+    }
+
+    /// Sends `payload` to whichever node is responsible for ring position `key` (best effort).
+    pub async fn route(&self, key: RingId, payload: impl Into<Bytes>) -> Result<(), NodeError> {
+        let p: Bytes = payload.into();
+        self.ask(|tx| Command::Route(key, p.to_vec(), tx)).await?
+    }
+
+    /// Sends `payload` to the node `to` (best effort): routed through the overlay and delivered
+    /// only if that node is a member.
+    pub async fn send(&self, to: NodeId, payload: impl Into<Bytes>) -> Result<(), NodeError> {
+        let p: Bytes = payload.into();
+        self.ask(|tx| Command::Send(to, p.to_vec(), tx)).await?
+    }
+
+    /// The next application message for this node; `None` once the node has stopped.
+    pub async fn recv(&self) -> Option<Message> {
+        self.inner.inbox.lock().await.recv().await
+    }
+
+    /// Subscribes to the node's events from now on.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.subscribers.subscribe()
+    }
+
+    /// A snapshot of the node's state and counters.
+    pub async fn status(&self) -> Result<Status, NodeError> {
+        self.ask(Command::Status).await
+    }
+
+    /// Leaves gracefully if joined, closes every connection and releases the socket.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(Command::Shutdown).await;
+    }
+}
+
+/// The address to advertise for a socket bound to `a`: an unspecified IP becomes loopback.
+fn advertised(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port()),
+        _ => a,
+    }
+}

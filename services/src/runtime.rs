@@ -1,0 +1,381 @@
+//! The node's actor: one task that owns the overlay state machine and drives it with the
+//! transport.
+//!
+//! Everything the overlay needs arrives here in one place — transport events (connections,
+//! messages), the timer the overlay asks for, and commands from [`crate::Node`] handles — and
+//! everything it outputs leaves from here: messages go to the transport with `try_send` (the
+//! actor never waits on one slow peer; a full queue drops the message and counts it),
+//! deliveries go to the application's bounded inbox, events to subscribers.
+
+use crate::error::{JoinError, LookupError, NodeError};
+use crate::id::OverlayId;
+use crate::status::{Counters, FingerEntry, PeerEntry, Status};
+use crate::ticket::Ticket;
+use crate::wire::Wire;
+use crate::{Message, NodeEvent};
+use p2ps_overlay::{
+    Class, Contact, Delivery, Dir, Event as OverlayEvent, Node as Overlay, Output, RingId, State,
+    Time,
+};
+use p2ps_transport::{
+    ConnectError, DisconnectReason, Event as TransportEvent, Events, NodeId, SendError,
+    StreamClass, Transport, TrySendError,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// The answer to a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LookupResult {
+    /// The node responsible for the key.
+    pub node: NodeId,
+    /// Overlay hops the request took.
+    pub hops: u16,
+}
+
+pub(crate) enum Command {
+    Create(oneshot::Sender<Result<(), NodeError>>),
+    Join(Ticket, oneshot::Sender<Result<(), JoinError>>),
+    Leave(oneshot::Sender<()>),
+    Lookup(RingId, oneshot::Sender<Result<LookupResult, LookupError>>),
+    Route(RingId, Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
+    Send(NodeId, Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
+    Status(oneshot::Sender<Status>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct Actor {
+    pub(crate) overlay: Overlay<OverlayId>,
+    pub(crate) transport: Transport<Wire>,
+    pub(crate) events: Events<Wire>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) inbox: mpsc::Sender<Message>,
+    pub(crate) subscribers: broadcast::Sender<NodeEvent>,
+    pub(crate) start: Instant,
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) max_payload: usize,
+    pub(crate) lookups: BTreeMap<u64, oneshot::Sender<Result<LookupResult, LookupError>>>,
+    pub(crate) join: Option<(NodeId, oneshot::Sender<Result<(), JoinError>>)>,
+    pub(crate) join_dial_error: Option<ConnectError>,
+    pub(crate) join_connected: bool,
+    pub(crate) counters: Counters,
+}
+
+fn class_of(c: Class) -> StreamClass {
+    match c {
+        Class::Routing => StreamClass::Routing,
+        Class::Tree => StreamClass::Tree,
+        Class::User => StreamClass::User,
+    }
+}
+
+impl Actor {
+    fn now(&self) -> Time {
+        Time::from_micros(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.start + Duration::from_micros(t.as_micros())
+    }
+
+    /// Runs until the node is shut down or every handle is gone.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let deadline = self.overlay.poll_timeout().map(|t| self.instant(t));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.on_transport(ev),
+                    None => return,
+                },
+                _ = sleep => {
+                    let now = self.now();
+                    self.overlay.handle_timeout(now);
+                }
+            }
+            self.flush();
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if self.overlay.state() == State::Joined {
+            let now = self.now();
+            self.overlay.leave(now);
+            self.flush();
+        }
+        self.transport.shutdown("node shut down").await;
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Create(reply) => {
+                let _ = reply.send(self.overlay.create(now).map_err(NodeError::from));
+            }
+            Command::Join(ticket, reply) => {
+                if ticket.id == self.transport.node_id() {
+                    let _ = reply.send(Err(JoinError::OwnTicket));
+                    return;
+                }
+                self.transport.add_addresses(ticket.id, ticket.addrs.iter().copied());
+                let contact = Contact { id: OverlayId(ticket.id), addrs: ticket.addrs };
+                match self.overlay.join(now, contact) {
+                    Ok(()) => {
+                        self.join_dial_error = None;
+                        self.join_connected = false;
+                        self.join = Some((ticket.id, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(JoinError::Node(e.into())));
+                    }
+                }
+            }
+            Command::Leave(reply) => {
+                self.overlay.leave(now);
+                let _ = reply.send(());
+            }
+            Command::Lookup(key, reply) => match self.overlay.lookup(now, key) {
+                Ok(req) => {
+                    self.lookups.insert(req, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(LookupError::Node(e.into())));
+                }
+            },
+            Command::Route(key, payload, reply) => {
+                let r = self.check_size(&payload).and_then(|()| {
+                    self.overlay.route(now, key, payload).map_err(NodeError::from)
+                });
+                let _ = reply.send(r);
+            }
+            Command::Send(to, payload, reply) => {
+                let r = self.check_size(&payload).and_then(|()| {
+                    self.overlay.send(now, OverlayId(to), payload).map_err(NodeError::from)
+                });
+                let _ = reply.send(r);
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn check_size(&self, payload: &[u8]) -> Result<(), NodeError> {
+        if payload.len() > self.max_payload {
+            return Err(NodeError::TooLarge { len: payload.len(), max: self.max_payload });
+        }
+        Ok(())
+    }
+
+    fn on_transport(&mut self, ev: TransportEvent<Wire>) {
+        let now = self.now();
+        match ev {
+            TransportEvent::Connected { peer, remote_addr, outbound } => {
+                debug!(peer = %peer.short(), %remote_addr, outbound, "connected");
+                if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
+                    self.join_connected = true;
+                }
+                self.overlay.handle_link_up(now, OverlayId(peer));
+            }
+            TransportEvent::Disconnected { peer, reason } => {
+                debug!(peer = %peer.short(), ?reason, "disconnected");
+                if matches!(reason, DisconnectReason::TimedOut) {
+                    self.counters.peers_timed_out += 1;
+                }
+                self.overlay.handle_link_down(now, OverlayId(peer));
+            }
+            TransportEvent::DialFailed { peer, error } => {
+                debug!(peer = %peer.short(), %error, "dial failed");
+                if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
+                    self.join_dial_error = Some(error);
+                }
+                self.overlay.handle_link_down(now, OverlayId(peer));
+            }
+            TransportEvent::Message { peer, msg: Wire::Overlay(msg), .. } => {
+                self.overlay.handle_message(now, OverlayId(peer), msg);
+            }
+            TransportEvent::IncomingStream { peer, .. } => {
+                // No service uses raw streams yet; dropping them resets the stream.
+                debug!(peer = %peer.short(), "refused a raw stream: no handler");
+            }
+        }
+    }
+
+    /// Carries out everything the overlay asked for.
+    fn flush(&mut self) {
+        while let Some(out) = self.overlay.poll_output() {
+            match out {
+                Output::Send { to, msg } => self.send(to.0, msg),
+                Output::Disconnect { peer } => {
+                    let t = self.transport.clone();
+                    tokio::spawn(async move {
+                        t.disconnect(peer.0, "idle").await;
+                    });
+                }
+                Output::Deliver(d) => self.deliver(d),
+                Output::Event(e) => self.on_overlay_event(e),
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {
+        let known = self.overlay.addresses(&OverlayId(to));
+        if !known.is_empty() {
+            self.transport.add_addresses(to, known.iter().copied());
+        }
+        let class = class_of(msg.class());
+        match self.transport.try_send(to, class, &Wire::Overlay(msg)) {
+            Ok(()) => {}
+            Err(TrySendError::QueueFull { .. }) => {
+                self.counters.send_queue_full += 1;
+                debug!(peer = %to.short(), ?class, "send queue full: message dropped");
+            }
+            Err(TrySendError::Send(SendError::NoAddress { .. })) => {
+                self.counters.send_failed += 1;
+                let now = self.now();
+                self.overlay.handle_link_down(now, OverlayId(to));
+            }
+            Err(e) => {
+                self.counters.send_failed += 1;
+                debug!(peer = %to.short(), error = %e, "send failed");
+            }
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery<OverlayId>) {
+        let m = Message {
+            from: d.origin.0,
+            key: d.key,
+            hops: d.hops,
+            to_node: d.to_node,
+            payload: d.payload.into(),
+        };
+        if self.inbox.try_send(m).is_err() {
+            self.counters.inbox_dropped += 1;
+            warn!("application inbox full: message dropped");
+        }
+    }
+
+    fn on_overlay_event(&mut self, e: OverlayEvent<OverlayId>) {
+        let public = match e {
+            OverlayEvent::Joined => {
+                if let Some((_, reply)) = self.join.take() {
+                    let _ = reply.send(Ok(()));
+                }
+                info!(id = %self.transport.node_id().short(), "joined");
+                Some(NodeEvent::Joined)
+            }
+            OverlayEvent::JoinFailed => {
+                if let Some((_, reply)) = self.join.take() {
+                    let attempts = self.overlay.config().join_attempts;
+                    let err = match (self.join_dial_error.take(), self.join_connected) {
+                        (_, true) => JoinError::NoAnswer { attempts },
+                        (Some(e), false) => JoinError::Unreachable { attempts, reason: e.to_string() },
+                        (None, false) => JoinError::Unreachable {
+                            attempts,
+                            reason: "no connection could be established".into(),
+                        },
+                    };
+                    let _ = reply.send(Err(err));
+                }
+                Some(NodeEvent::JoinFailed)
+            }
+            OverlayEvent::Left => Some(NodeEvent::Left),
+            OverlayEvent::NeighbourUp(p) => Some(NodeEvent::NeighbourUp(p.0)),
+            OverlayEvent::NeighbourDown(p) => Some(NodeEvent::NeighbourDown(p.0)),
+            OverlayEvent::LookupDone { req, result, .. } => {
+                if let Some(reply) = self.lookups.remove(&req) {
+                    let r = result
+                        .map(|(node, hops)| LookupResult { node: node.0, hops })
+                        .map_err(|e| match e {
+                            p2ps_overlay::LookupError::Timeout => LookupError::Timeout,
+                            p2ps_overlay::LookupError::Left => LookupError::Node(NodeError::Stopped),
+                        });
+                    let _ = reply.send(r);
+                }
+                None
+            }
+        };
+        if let Some(ev) = public {
+            // No subscriber is fine.
+            let _ = self.subscribers.send(ev);
+        }
+    }
+
+    fn status(&self) -> Status {
+        let t = self.overlay.table();
+        let ids = |v: &[p2ps_overlay::Peer<OverlayId>]| v.iter().map(|p| p.id.0).collect();
+        let ts = self.transport.stats();
+        let os = self.overlay.stats();
+        Status {
+            id: self.transport.node_id(),
+            ring_position: self.overlay.pos(),
+            addrs: self.addrs.clone(),
+            state: format!("{:?}", self.overlay.state()).to_lowercase(),
+            strategy: self.overlay.config().strategy.name().to_string(),
+            successors: ids(t.successors()),
+            predecessors: ids(t.predecessors()),
+            fingers: t
+                .finger_slots()
+                .filter_map(|(dir, level, p)| {
+                    p.map(|p| FingerEntry {
+                        dir: if dir == Dir::Cw { "+" } else { "-" }.to_string(),
+                        level,
+                        node: p.id.0,
+                    })
+                })
+                .collect(),
+            distinct_neighbours: t.distinct_peers().len(),
+            connections: ts
+                .peers
+                .iter()
+                .map(|p| PeerEntry {
+                    node: p.peer,
+                    addr: p.remote_addr,
+                    outbound: p.outbound,
+                    rtt_ms: p.rtt.as_secs_f64() * 1000.0,
+                })
+                .collect(),
+            counters: Counters {
+                messages_out: ts.classes.iter().map(|c| c.messages_out).sum(),
+                messages_in: ts.classes.iter().map(|c| c.messages_in).sum(),
+                bytes_out: ts.classes.iter().map(|c| c.bytes_out).sum(),
+                bytes_in: ts.classes.iter().map(|c| c.bytes_in).sum(),
+                routing_bytes_out: ts.class(StreamClass::Routing).bytes_out,
+                user_bytes_out: ts.class(StreamClass::User).bytes_out,
+                forwarded: os.forwarded,
+                delivered: os.delivered,
+                dropped: os.dropped,
+                lookups_ok: os.lookups_ok,
+                lookups_failed: os.lookups_failed,
+                peers_failed: os.peers_failed,
+                frame_errors: ts.frame_errors,
+                handshakes_failed: ts.handshakes_failed,
+                ..self.counters
+            },
+            uptime_secs: self.start.elapsed().as_secs_f64(),
+        }
+    }
+}

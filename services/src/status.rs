@@ -1,0 +1,154 @@
+//! A snapshot of a running node, for monitoring (`p2ps status`, dashboards).
+//!
+//! Node ids are written as their full hex form, so the snapshot reads well as JSON.
+
+use p2ps_transport::NodeId;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Everything a node can tell about itself at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The node's id.
+    #[serde(with = "hex_id")]
+    pub id: NodeId,
+    /// Its ring position (hex).
+    #[serde(with = "hex_ring")]
+    pub ring_position: p2ps_overlay::RingId,
+    /// Addresses it advertises.
+    pub addrs: Vec<SocketAddr>,
+    /// `idle`, `joining`, `joined` or `left`.
+    pub state: String,
+    /// Finger strategy.
+    pub strategy: String,
+    /// Successor list, nearest first.
+    #[serde(with = "hex_ids")]
+    pub successors: Vec<NodeId>,
+    /// Predecessor list, nearest first.
+    #[serde(with = "hex_ids")]
+    pub predecessors: Vec<NodeId>,
+    /// Filled finger slots.
+    pub fingers: Vec<FingerEntry>,
+    /// Distinct peers in the routing table.
+    pub distinct_neighbours: usize,
+    /// Live connections.
+    pub connections: Vec<PeerEntry>,
+    /// Counters.
+    pub counters: Counters,
+    /// Seconds since the node started.
+    pub uptime_secs: f64,
+}
+
+/// One finger slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FingerEntry {
+    /// `+` (clockwise) or `-`.
+    pub dir: String,
+    /// Level (distance index).
+    pub level: usize,
+    /// The finger.
+    #[serde(with = "hex_id")]
+    pub node: NodeId,
+}
+
+/// One connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// The peer.
+    #[serde(with = "hex_id")]
+    pub node: NodeId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether we dialed it.
+    pub outbound: bool,
+    /// Smoothed round-trip time, in milliseconds.
+    pub rtt_ms: f64,
+}
+
+/// Counters of a node since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Messages sent (all classes).
+    pub messages_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent on the routing-upkeep stream class.
+    pub routing_bytes_out: u64,
+    /// Bytes sent on the user stream class.
+    pub user_bytes_out: u64,
+    /// Routed messages forwarded for others.
+    pub forwarded: u64,
+    /// Payloads delivered to the application.
+    pub delivered: u64,
+    /// Routed messages dropped (no route, too many hops, addressee absent).
+    pub dropped: u64,
+    /// Lookups answered.
+    pub lookups_ok: u64,
+    /// Lookups that failed.
+    pub lookups_failed: u64,
+    /// Peers declared crashed.
+    pub peers_failed: u64,
+    /// Connections that timed out.
+    pub peers_timed_out: u64,
+    /// Messages dropped because a peer's send queue was full.
+    pub send_queue_full: u64,
+    /// Messages that could not be sent (no address, shutting down).
+    pub send_failed: u64,
+    /// Incoming messages dropped because the application's inbox was full.
+    pub inbox_dropped: u64,
+    /// Malformed frames received (each closed its stream).
+    pub frame_errors: u64,
+    /// Incoming handshakes refused.
+    pub handshakes_failed: u64,
+}
+
+mod hex_id {
+    use p2ps_transport::NodeId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex_ids {
+    use p2ps_transport::NodeId;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ids: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(ids.len()))?;
+        for id in ids {
+            seq.serialize_element(&id.to_string())?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect()
+    }
+}
+
+mod hex_ring {
+    use p2ps_overlay::RingId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &RingId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(r)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RingId, D::Error> {
+        let s = String::deserialize(d)?;
+        u128::from_str_radix(&s, 16).map(RingId).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,128 @@
+//! Nodes on loopback in one process: a network forms through tickets, every node agrees on who
+//! holds a key, messages reach their targets, and a graceful leave is repaired.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use p2ps::{Identity, Node, NodeConfig, NodeEvent};
+use std::time::Duration;
+use tokio::time::timeout;
+
+fn config() -> NodeConfig {
+    let mut c = NodeConfig::new(Identity::generate().unwrap(), "127.0.0.1:0".parse().unwrap());
+    c.overlay.stabilize_interval = Duration::from_millis(300);
+    c.overlay.stabilize_timeout = Duration::from_millis(1500);
+    c.overlay.finger_refresh_period = Duration::from_secs(5);
+    c
+}
+
+async fn network(n: usize) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    let first = Node::start(config()).await.unwrap();
+    first.create().await.unwrap();
+    nodes.push(first);
+    for i in 1..n {
+        let node = Node::start(config()).await.unwrap();
+        let via = nodes[i / 2].ticket();
+        timeout(Duration::from_secs(20), node.join(&via)).await.unwrap().unwrap();
+        nodes.push(node);
+    }
+    nodes
+}
+
+/// Waits until every node's successor is the true one.
+async fn settle(nodes: &[Node]) {
+    let mut ids: Vec<_> = nodes.iter().map(|n| (p2ps::id::ring_id_of(&n.id()), n.id())).collect();
+    ids.sort();
+    for _ in 0..100 {
+        let mut ok = true;
+        for n in nodes {
+            let s = n.status().await.unwrap();
+            let me = ids.iter().position(|(_, id)| *id == n.id()).unwrap();
+            let want = ids[(me + 1) % ids.len()].1;
+            if s.successors.first() != Some(&want) {
+                ok = false;
+            }
+        }
+        if ok {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("ring did not settle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_agree_and_deliver() {
+    let nodes = network(10).await;
+    settle(&nodes).await;
+
+    // Every node finds the same responsible node for each key.
+    for k in 0..50u32 {
+        let key = format!("key-{k}");
+        let mut answers = Vec::new();
+        for n in &nodes {
+            answers.push(n.lookup_key(&key).await.unwrap().node);
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{key}: {answers:?}");
+    }
+
+    // A send reaches the named node; a route reaches the responsible node.
+    let (a, b) = (&nodes[3], &nodes[8]);
+    a.send(b.id(), &b"hello"[..]).await.unwrap();
+    let m = timeout(Duration::from_secs(5), b.recv()).await.unwrap().unwrap();
+    assert_eq!((m.from, m.to_node, &m.payload[..]), (a.id(), true, &b"hello"[..]));
+
+    let key = p2ps::key_of("routed");
+    let holder = a.lookup(key).await.unwrap().node;
+    a.route(key, &b"to whoever holds it"[..]).await.unwrap();
+    let h = nodes.iter().find(|n| n.id() == holder).unwrap();
+    let m = timeout(Duration::from_secs(5), h.recv()).await.unwrap().unwrap();
+    assert_eq!(m.key, key);
+    assert!(!m.to_node);
+
+    // A graceful leave: its neighbours drop it at once and the rest still agree.
+    let mut ev = nodes[0].events();
+    let leaver = nodes[5].clone();
+    leaver.shutdown().await;
+    let rest: Vec<Node> = nodes.iter().filter(|n| n.id() != leaver.id()).cloned().collect();
+    settle(&rest).await;
+    for k in 0..20u32 {
+        let key = format!("after-{k}");
+        let first = rest[0].lookup_key(&key).await.unwrap().node;
+        assert_ne!(first, leaver.id());
+        for n in &rest[1..] {
+            assert_eq!(n.lookup_key(&key).await.unwrap().node, first);
+        }
+    }
+    // Events are delivered to subscribers (node 0 saw at least some neighbour change or none
+    // if the leaver was not its neighbour; either way the channel works).
+    while let Ok(e) = ev.try_recv() {
+        assert!(matches!(e, NodeEvent::NeighbourUp(_) | NodeEvent::NeighbourDown(_)));
+    }
+    for n in rest {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_joins_fail_clearly() {
+    // Unreachable bootstrap: a ticket for a node that does not exist.
+    let mut c = config();
+    c.overlay.join_attempts = 2;
+    c.overlay.join_timeout = Duration::from_millis(500);
+    let node = Node::start(c).await.unwrap();
+    let ghost = p2ps::Ticket::new(
+        Identity::generate().unwrap().node_id(),
+        vec!["127.0.0.1:9".parse().unwrap()],
+    );
+    let err = timeout(Duration::from_secs(30), node.join(&ghost)).await.unwrap().unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, p2ps::JoinError::Unreachable { attempts: 2, .. }), "{text}");
+
+    // Its own ticket.
+    let node2 = Node::start(config()).await.unwrap();
+    let own = node2.ticket();
+    assert!(matches!(node2.join(&own).await, Err(p2ps::JoinError::OwnTicket)));
+    // Commands before joining.
+    assert_eq!(node2.lookup_key("x").await, Err(p2ps::LookupError::Node(p2ps::NodeError::NotJoined)));
+}

@@ -1,0 +1,174 @@
+//! Transport settings with documented defaults, checked once by [`TransportConfig::validate`]
+//! (called by `Transport::bind`) so that a bad value fails at start-up with a clear message
+//! instead of misbehaving later.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::frame::DEFAULT_MAX_FRAME_SIZE;
+use crate::identity::Identity;
+
+/// Settings of one node's transport. Build with [`TransportConfig::new`] and adjust the public
+/// fields; every field's default is given in its documentation.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// The node's key (and so its node id).
+    pub identity: Identity,
+    /// Local UDP address of the node's single socket. Port 0 picks a free port.
+    pub bind_addr: SocketAddr,
+    /// Largest frame body accepted or sent, in bytes. Default 1 MiB. A received frame above it
+    /// closes the stream it came on.
+    pub max_frame_size: usize,
+    /// Bytes that may wait in the send queue of one peer, for each traffic class. Default 4 MiB.
+    /// `send` waits and `try_send` fails with `QueueFull` beyond it. Each class has its own budget
+    /// so user data can never crowd out routing upkeep.
+    pub peer_queue_bytes: usize,
+    /// Interval of QUIC keep-alive pings on idle connections. Default 1 s.
+    pub keep_alive: Duration,
+    /// A connection with no packet from the peer for this long is closed, which is how a crashed
+    /// peer is detected. Default 5 s. Must be larger than `keep_alive`.
+    pub idle_timeout: Duration,
+    /// Upper bound on one dial (handshake included). Default 10 s.
+    pub connect_timeout: Duration,
+    /// Most connections (in any state) this node holds; incoming connections beyond it are
+    /// refused before the handshake and dials fail with `TooManyConnections`. Default 512.
+    pub max_connections: usize,
+    /// Unidirectional streams a peer may have open towards us at once (one per traffic class is
+    /// used, plus replacements after an error). Default 16, at least 3.
+    pub max_concurrent_uni_streams: u32,
+    /// Raw bidirectional streams a peer may have open towards us at once. Default 64.
+    pub max_concurrent_bidi_streams: u32,
+    /// Capacity of the event channel. When the application does not keep up, readers wait, which
+    /// in turn applies QUIC flow control to the senders. Default 4096.
+    pub event_capacity: usize,
+    /// Peers remembered in the address book used to dial on demand (least recently updated
+    /// forgotten first). Default 4096.
+    pub address_book_peers: usize,
+    /// Addresses remembered per peer (most recent first). Default 8.
+    pub addresses_per_peer: usize,
+    /// How long `shutdown` waits for queued messages to be delivered and for the endpoint to
+    /// drain. Default 2 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl TransportConfig {
+    /// Defaults for everything but the identity and the bind address.
+    pub fn new(identity: Identity, bind_addr: SocketAddr) -> Self {
+        Self {
+            identity,
+            bind_addr,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            peer_queue_bytes: 4 * 1024 * 1024,
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            max_concurrent_uni_streams: 16,
+            max_concurrent_bidi_streams: 64,
+            event_capacity: 4096,
+            address_book_peers: 4096,
+            addresses_per_peer: 8,
+            shutdown_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Checks every setting; `Transport::bind` calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(field: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        }
+        if self.max_frame_size == 0 || self.max_frame_size > u32::MAX as usize {
+            return bad("max_frame_size", "must be between 1 and 4 GiB - 1");
+        }
+        if self.peer_queue_bytes == 0 || self.peer_queue_bytes > u32::MAX as usize {
+            return bad("peer_queue_bytes", "must be between 1 and 4 GiB - 1");
+        }
+        if self.keep_alive.is_zero() {
+            return bad("keep_alive", "must be positive");
+        }
+        if self.idle_timeout <= self.keep_alive {
+            return bad(
+                "idle_timeout",
+                format!(
+                    "{:?} must be larger than keep_alive {:?}",
+                    self.idle_timeout, self.keep_alive
+                ),
+            );
+        }
+        // QUIC carries the idle timeout in milliseconds as a 62-bit integer.
+        if self.idle_timeout > Duration::from_secs(24 * 3600) {
+            return bad("idle_timeout", "must be at most one day");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout", "must be positive");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        if self.max_concurrent_uni_streams < 3 {
+            return bad(
+                "max_concurrent_uni_streams",
+                "must be at least 3 (one per traffic class)",
+            );
+        }
+        if self.event_capacity == 0 {
+            return bad("event_capacity", "must be at least 1");
+        }
+        if self.address_book_peers == 0 || self.addresses_per_peer == 0 {
+            return bad(
+                "address_book_peers",
+                "address book sizes must be at least 1",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TransportConfig {
+        TransportConfig::new(
+            Identity::generate().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        config().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut c = config();
+        c.idle_timeout = c.keep_alive;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "idle_timeout",
+                ..
+            })
+        ));
+        let mut c = config();
+        c.max_concurrent_uni_streams = 2;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "max_concurrent_uni_streams",
+                ..
+            })
+        ));
+        let mut c = config();
+        c.max_frame_size = 0;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.event_capacity = 0;
+        assert!(c.validate().is_err());
+    }
+}

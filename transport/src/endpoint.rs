@@ -1,0 +1,291 @@
+//! The [`Transport`] handle: one quinn endpoint (one UDP socket) per node, used both to accept
+//! and to dial, so that peers see the same address whichever side opened a connection (which
+//! NAT traversal relies on).
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::addresses::AddressBook;
+use crate::class::StreamClass;
+use crate::config::TransportConfig;
+use crate::connections::Shared;
+use crate::error::{
+    BindError, ConfigError, ConnectError, FrameError, OpenStreamError, SendError, TrySendError,
+};
+use crate::event::Events;
+use crate::frame::{self, Frame};
+use crate::identity::NodeId;
+use crate::stats::{bump, Counters, TransportStats};
+use crate::tls;
+
+/// A node's transport. Cheap to clone: every clone drives the same endpoint.
+///
+/// `M` is the message type carried on the class streams. Dropping the last clone closes all
+/// connections at once; call [`Transport::shutdown`] for a clean exit.
+pub struct Transport<M> {
+    shared: Arc<Shared<M>>,
+    _guard: Arc<DropGuard<M>>,
+}
+
+impl<M> Clone for Transport<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            _guard: self._guard.clone(),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Transport<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("node_id", &self.shared.node_id)
+            .field("local_addr", &self.shared.endpoint.local_addr().ok())
+            .finish()
+    }
+}
+
+/// Closes the endpoint when the last user handle goes away (tasks hold `Shared`, not this).
+struct DropGuard<M> {
+    shared: Arc<Shared<M>>,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M> Drop for DropGuard<M> {
+    fn drop(&mut self) {
+        self.shared.abort();
+    }
+}
+
+fn quic_transport_config(config: &TransportConfig) -> Result<quinn::TransportConfig, ConfigError> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(config.keep_alive));
+    let idle =
+        quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|e| ConfigError::Invalid {
+            field: "idle_timeout",
+            reason: e.to_string(),
+        })?;
+    t.max_idle_timeout(Some(idle));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(config.max_concurrent_uni_streams));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(config.max_concurrent_bidi_streams));
+    Ok(t)
+}
+
+impl<M> Transport<M>
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Binds the node's UDP socket and starts accepting connections. Must be called inside a
+    /// tokio runtime. Returns the handle and the event stream.
+    pub fn bind(config: TransportConfig) -> Result<(Self, Events<M>), BindError> {
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
+        let certified_key =
+            tls::certified_key(&config.identity).map_err(|e| BindError::Certificate(e.0))?;
+        let server_crypto = tls::server_config(certified_key.clone())?;
+        let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)
+            .map_err(|e| BindError::Tls(rustls::Error::General(e.to_string())))?;
+        let quic = Arc::new(quic_transport_config(&config)?);
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server_config.transport_config(quic.clone());
+        let endpoint =
+            quinn::Endpoint::server(server_config, config.bind_addr).map_err(|source| {
+                BindError::Io {
+                    addr: config.bind_addr,
+                    source,
+                }
+            })?;
+        let (tx, rx) = mpsc::channel(config.event_capacity);
+        let node_id = config.identity.node_id();
+        let addresses = AddressBook::new(config.address_book_peers, config.addresses_per_peer);
+        let shared = Arc::new(Shared {
+            node_id,
+            config,
+            endpoint,
+            certified_key,
+            quic,
+            table: Mutex::new(Default::default()),
+            addresses: Mutex::new(addresses),
+            events: tx,
+            counters: Arc::new(Counters::default()),
+            closing: AtomicBool::new(false),
+        });
+        tokio::spawn(accept_loop(shared.clone()));
+        info!(
+            node = %node_id.short(),
+            addr = ?shared.endpoint.local_addr().ok(),
+            "transport bound"
+        );
+        let guard = Arc::new(DropGuard {
+            shared: shared.clone(),
+            _m: PhantomData,
+        });
+        Ok((
+            Self {
+                shared,
+                _guard: guard,
+            },
+            Events::new(rx),
+        ))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// The local address of the node's UDP socket.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// The largest frame body this transport sends or accepts.
+    pub fn max_frame_size(&self) -> usize {
+        self.shared.config.max_frame_size
+    }
+
+    /// Records addresses where `peer` may be reached, most preferred first. Used when sending to
+    /// a peer without a connection. The book is bounded (see [`TransportConfig`]).
+    pub fn add_addresses(&self, peer: NodeId, addrs: impl IntoIterator<Item = SocketAddr>) {
+        if peer == self.shared.node_id {
+            return;
+        }
+        self.shared
+            .addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(peer, addrs);
+    }
+
+    /// Connects to `peer` at `addr` and authenticates it; returns once the connection is usable.
+    /// Succeeds at once if already connected; waits for a dial already in progress.
+    pub async fn connect(&self, peer: NodeId, addr: SocketAddr) -> Result<(), ConnectError> {
+        self.shared.connect(peer, vec![addr]).await
+    }
+
+    /// Encodes `msg` once, for sending the same frame to several peers with
+    /// [`Transport::send_frame`] / [`Transport::try_send_frame`].
+    pub fn encode(&self, msg: &M) -> Result<Frame, FrameError> {
+        frame::encode(msg, self.shared.config.max_frame_size)
+    }
+
+    /// Queues `msg` for `peer` on the `class` stream, waiting while the peer's queue for that
+    /// class is full. Dials the peer from the address book if not connected. Returns once the
+    /// message is queued (delivery is not confirmed).
+    pub async fn send(&self, peer: NodeId, class: StreamClass, msg: &M) -> Result<(), SendError> {
+        // Moved, not cloned: cloning a freshly built `Bytes` would allocate a shared header.
+        let frame = self.encode(msg)?;
+        self.shared
+            .send_bytes(peer, class, frame.into_bytes())
+            .await
+    }
+
+    /// Like [`Transport::send`] but never waits: fails with [`TrySendError::QueueFull`] when the
+    /// peer's queue for that class has no room (so an actor never stalls on one slow peer).
+    pub fn try_send(&self, peer: NodeId, class: StreamClass, msg: &M) -> Result<(), TrySendError> {
+        let frame = self.encode(msg).map_err(SendError::from)?;
+        self.shared
+            .try_send_bytes(peer, class, frame.into_bytes())
+    }
+
+    /// [`Transport::send`] for an already encoded frame.
+    pub async fn send_frame(
+        &self,
+        peer: NodeId,
+        class: StreamClass,
+        frame: &Frame,
+    ) -> Result<(), SendError> {
+        self.check_frame(frame)?;
+        self.shared
+            .send_bytes(peer, class, frame.clone().into_bytes())
+            .await
+    }
+
+    /// [`Transport::try_send`] for an already encoded frame.
+    pub fn try_send_frame(
+        &self,
+        peer: NodeId,
+        class: StreamClass,
+        frame: &Frame,
+    ) -> Result<(), TrySendError> {
+        self.check_frame(frame)?;
+        self.shared
+            .try_send_bytes(peer, class, frame.clone().into_bytes())
+    }
+
+    fn check_frame(&self, frame: &Frame) -> Result<(), SendError> {
+        let max = self.shared.config.max_frame_size;
+        if frame.body_len() > max {
+            return Err(FrameError::TooLarge {
+                len: frame.body_len(),
+                max,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Opens a raw bidirectional stream to `peer` for bulk data (dialing from the address book
+    /// if needed). The peer receives it as [`crate::Event::IncomingStream`] once we write to it.
+    /// Its priority is below every class stream.
+    pub async fn open_bi(
+        &self,
+        peer: NodeId,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), OpenStreamError> {
+        self.shared.open_bi(peer).await
+    }
+
+    /// Closes the connection to `peer` with [`crate::CloseCode::Normal`] and `reason`, dropping
+    /// frames still queued for it. Returns whether the peer was known.
+    pub async fn disconnect(&self, peer: NodeId, reason: &str) -> bool {
+        self.shared.disconnect(peer, reason).await
+    }
+
+    /// Peers with a live connection, sorted.
+    pub fn connected_peers(&self) -> Vec<NodeId> {
+        self.shared.connected_peers()
+    }
+
+    /// A snapshot of the counters, with per-peer RTT.
+    pub fn stats(&self) -> TransportStats {
+        self.shared.stats()
+    }
+
+    /// Stops accepting connections, delivers queued frames (bounded by
+    /// `TransportConfig::shutdown_timeout`), closes every connection with
+    /// [`crate::CloseCode::Shutdown`] and `reason`, and waits (bounded) for the endpoint to drain.
+    /// Every later operation fails with a `ShuttingDown` error.
+    pub async fn shutdown(&self, reason: &str) {
+        self.shared.shutdown(reason).await;
+    }
+}
+
+async fn accept_loop<M>(shared: Arc<Shared<M>>)
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
+    while let Some(incoming) = shared.endpoint.accept().await {
+        if shared.is_closing() {
+            incoming.refuse();
+            continue;
+        }
+        if shared.endpoint.open_connections() >= shared.config.max_connections {
+            bump(&shared.counters.connections_refused);
+            info!(
+                remote = %incoming.remote_address(),
+                limit = shared.config.max_connections,
+                "refused incoming connection: connection limit reached"
+            );
+            incoming.refuse();
+            continue;
+        }
+        tokio::spawn(shared.clone().handle_incoming(incoming));
+    }
+}

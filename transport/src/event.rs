@@ -1,0 +1,205 @@
+//! What the transport tells the application, and the codes it closes connections and streams with.
+//!
+//! Events go through one bounded channel ([`Events`]) so the application sees connections,
+//! disconnections and messages in a single ordered feed, and a slow application slows its peers
+//! down (through QUIC flow control) instead of growing memory.
+
+use std::net::SocketAddr;
+
+use tokio::sync::mpsc;
+
+use crate::class::StreamClass;
+use crate::error::ConnectError;
+use crate::identity::NodeId;
+
+/// Something that happened on the transport.
+#[derive(Debug)]
+pub enum Event<M> {
+    /// A peer is now connected (first connection to it; replacing a duplicate connection by
+    /// another is invisible). The peer's identity has been authenticated.
+    Connected {
+        /// The authenticated peer.
+        peer: NodeId,
+        /// Its address as seen by us.
+        remote_addr: SocketAddr,
+        /// Whether we dialed it.
+        outbound: bool,
+    },
+    /// The peer is no longer connected. Messages still queued for it were dropped.
+    Disconnected {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A framed message arrived on a class stream.
+    Message {
+        /// The sender (authenticated).
+        peer: NodeId,
+        /// The class stream it came on.
+        class: StreamClass,
+        /// The decoded message.
+        msg: M,
+    },
+    /// The peer opened a raw bidirectional stream (see `Transport::open_bi`). The stream becomes
+    /// visible once the peer has written to it.
+    IncomingStream {
+        /// The peer.
+        peer: NodeId,
+        /// Our sending half.
+        send: quinn::SendStream,
+        /// Our receiving half.
+        recv: quinn::RecvStream,
+    },
+    /// A dial started on demand by `send`/`try_send`/`open_bi` (or by `connect`) failed; messages
+    /// queued for the peer were dropped.
+    DialFailed {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        error: ConnectError,
+    },
+}
+
+/// Why a peer was disconnected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// We closed the connection (`disconnect` or `shutdown`).
+    Local {
+        /// The code we sent.
+        code: CloseCode,
+        /// The reason we sent.
+        reason: String,
+    },
+    /// The peer closed the connection.
+    Remote {
+        /// The peer's code.
+        code: CloseCode,
+        /// The peer's reason text.
+        reason: String,
+    },
+    /// Nothing was heard from the peer within the idle timeout (crash, network loss).
+    TimedOut,
+    /// A transport or protocol error ended the connection.
+    Error(String),
+}
+
+/// Application close codes carried in QUIC CONNECTION_CLOSE frames between P2PS nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// `Transport::disconnect`.
+    Normal,
+    /// The node is shutting down.
+    Shutdown,
+    /// Another connection between the same two nodes was kept (simultaneous dial).
+    Duplicate,
+    /// The node has too many connections.
+    TooManyConnections,
+    /// The dialer reached another node than it wanted.
+    PeerIdMismatch,
+    /// The peer broke the protocol (for example no ALPN).
+    ProtocolViolation,
+    /// A code this version does not know.
+    Other(u64),
+}
+
+impl CloseCode {
+    /// The numeric code on the wire.
+    pub fn to_u64(self) -> u64 {
+        match self {
+            CloseCode::Normal => 0,
+            CloseCode::Shutdown => 1,
+            CloseCode::Duplicate => 2,
+            CloseCode::TooManyConnections => 3,
+            CloseCode::PeerIdMismatch => 4,
+            CloseCode::ProtocolViolation => 5,
+            CloseCode::Other(n) => n,
+        }
+    }
+
+    /// Decodes a numeric code.
+    pub fn from_u64(n: u64) -> Self {
+        match n {
+            0 => CloseCode::Normal,
+            1 => CloseCode::Shutdown,
+            2 => CloseCode::Duplicate,
+            3 => CloseCode::TooManyConnections,
+            4 => CloseCode::PeerIdMismatch,
+            5 => CloseCode::ProtocolViolation,
+            n => CloseCode::Other(n),
+        }
+    }
+
+    pub(crate) fn varint(self) -> quinn::VarInt {
+        quinn::VarInt::from_u64(self.to_u64()).unwrap_or(quinn::VarInt::MAX)
+    }
+}
+
+/// Codes with which a receiver stops (STOP_SENDING) a class stream it will not read further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamStopCode {
+    /// A frame header announced a body above the maximum frame size.
+    FrameTooLarge,
+    /// A frame body did not decode as one message.
+    MalformedFrame,
+    /// The stream's first byte is not a known traffic class.
+    UnknownClass,
+}
+
+impl StreamStopCode {
+    /// The numeric code on the wire.
+    pub fn to_u32(self) -> u32 {
+        match self {
+            StreamStopCode::FrameTooLarge => 1,
+            StreamStopCode::MalformedFrame => 2,
+            StreamStopCode::UnknownClass => 3,
+        }
+    }
+
+    pub(crate) fn varint(self) -> quinn::VarInt {
+        quinn::VarInt::from_u32(self.to_u32())
+    }
+}
+
+/// The receiving end of the transport's events. Dropping it makes the transport drop incoming
+/// messages.
+#[derive(Debug)]
+pub struct Events<M> {
+    rx: mpsc::Receiver<Event<M>>,
+}
+
+impl<M> Events<M> {
+    pub(crate) fn new(rx: mpsc::Receiver<Event<M>>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event; `None` once the transport is shut down and every event was read.
+    pub async fn recv(&mut self) -> Option<Event<M>> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<Event<M>> {
+        self.rx.try_recv().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_round_trip() {
+        for c in [
+            CloseCode::Normal,
+            CloseCode::Shutdown,
+            CloseCode::Duplicate,
+            CloseCode::TooManyConnections,
+            CloseCode::PeerIdMismatch,
+            CloseCode::ProtocolViolation,
+            CloseCode::Other(77),
+        ] {
+            assert_eq!(CloseCode::from_u64(c.to_u64()), c);
+        }
+    }
+}

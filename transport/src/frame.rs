@@ -1,0 +1,258 @@
+//! The message codec: a 4-byte big-endian body length, then the postcard encoding of the message.
+//!
+//! Length-prefixing lets the receiver refuse an oversized frame as soon as it has read the
+//! header, before buffering the body, so a misbehaving peer costs at most `max_frame_size` of
+//! memory per stream. Decoding is strict: a body must decode to exactly one message with no
+//! bytes left over.
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::FrameError;
+
+/// Bytes of the length prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// Default maximum frame body size: 1 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
+
+/// A message already encoded as a complete frame (header and body).
+///
+/// Encode once with [`encode`] (or `Transport::encode`) and send the same frame to many peers
+/// without serializing again. Cloning is cheap (reference counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    /// Total length on the wire, header included.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the frame is empty (never true for frames made by [`encode`]).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The body length (without the header).
+    pub fn body_len(&self) -> usize {
+        self.0.len().saturating_sub(HEADER_LEN)
+    }
+
+    /// The wire bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    pub(crate) fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+/// Encodes `msg` as a frame, refusing bodies larger than `max_frame_size`.
+pub fn encode<M: Serialize + ?Sized>(msg: &M, max_frame_size: usize) -> Result<Frame, FrameError> {
+    // Measure first so the frame is built in one exact allocation.
+    let len = postcard::serialize_with_flavor::<M, postcard::ser_flavors::Size, usize>(
+        msg,
+        postcard::ser_flavors::Size::default(),
+    )
+    .map_err(FrameError::Encode)?;
+    if len > max_frame_size || len > u32::MAX as usize {
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame_size,
+        });
+    }
+    let mut buf = Vec::with_capacity(HEADER_LEN + len);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    let buf = postcard::to_extend(msg, buf).map_err(FrameError::Encode)?;
+    debug_assert_eq!(buf.len(), HEADER_LEN + len);
+    Ok(Frame(Bytes::from(buf)))
+}
+
+/// Decodes a frame body into exactly one message.
+pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, FrameError> {
+    let (msg, rest) = postcard::take_from_bytes::<M>(body).map_err(FrameError::Decode)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes(rest.len()));
+    }
+    Ok(msg)
+}
+
+/// Incremental frame splitter for a byte stream that arrives in arbitrary chunks.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    max_frame_size: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder refusing bodies larger than `max_frame_size`.
+    pub fn new(max_frame_size: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max_frame_size,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Splits off the next complete frame body, if one is buffered.
+    ///
+    /// Fails with [`FrameError::TooLarge`] as soon as a header announces an oversized body; the
+    /// decoder must not be used after an error.
+    pub fn next_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > self.max_frame_size {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame_size,
+            });
+        }
+        if self.buf.len() < HEADER_LEN + len {
+            // Reserve once for the whole body instead of growing chunk by chunk.
+            self.buf.reserve(HEADER_LEN + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(HEADER_LEN);
+        Ok(Some(self.buf.split_to(len)))
+    }
+
+    /// Bytes buffered that do not yet form a complete frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Checks that the stream ended on a frame boundary.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Truncated(self.buf.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Msg {
+        Ping(u64),
+        Data { to: [u8; 32], payload: Vec<u8> },
+        Text(String),
+        Empty,
+    }
+
+    fn arb_msg() -> impl Strategy<Value = Msg> {
+        prop_oneof![
+            any::<u64>().prop_map(Msg::Ping),
+            (
+                any::<[u8; 32]>(),
+                proptest::collection::vec(any::<u8>(), 0..3000)
+            )
+                .prop_map(|(to, payload)| Msg::Data { to, payload }),
+            ".{0,200}".prop_map(Msg::Text),
+            Just(Msg::Empty),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of messages, cut into arbitrary chunks, decodes back in order.
+        #[test]
+        fn round_trip_in_arbitrary_chunks(
+            msgs in proptest::collection::vec(arb_msg(), 0..20),
+            cuts in proptest::collection::vec(1usize..700, 1..50),
+        ) {
+            let mut wire = Vec::new();
+            for m in &msgs {
+                let f = encode(m, DEFAULT_MAX_FRAME_SIZE).unwrap();
+                prop_assert_eq!(f.body_len() + HEADER_LEN, f.len());
+                wire.extend_from_slice(f.as_bytes());
+            }
+            let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+            let mut out = Vec::new();
+            let mut pos = 0;
+            let mut i = 0;
+            while pos < wire.len() {
+                let n = cuts[i % cuts.len()].min(wire.len() - pos);
+                dec.push(&wire[pos..pos + n]);
+                pos += n;
+                i += 1;
+                while let Some(body) = dec.next_frame().unwrap() {
+                    out.push(decode::<Msg>(&body).unwrap());
+                }
+            }
+            prop_assert!(dec.finish().is_ok());
+            prop_assert_eq!(out, msgs);
+        }
+
+        /// Random bytes never panic the decoder; they give frames, errors or need more data.
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut dec = FrameDecoder::new(1024);
+            dec.push(&data);
+            while let Ok(Some(body)) = dec.next_frame() {
+                let _ = decode::<Msg>(&body);
+            }
+        }
+    }
+
+    #[test]
+    fn encode_refuses_oversized() {
+        let m = Msg::Data {
+            to: [0; 32],
+            payload: vec![0; 2000],
+        };
+        match encode(&m, 1000) {
+            Err(FrameError::TooLarge { len, max: 1000 }) => assert!(len > 2000),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decoder_refuses_oversized_header_before_body() {
+        let mut dec = FrameDecoder::new(100);
+        dec.push(&101u32.to_be_bytes());
+        assert!(matches!(
+            dec.next_frame(),
+            Err(FrameError::TooLarge { len: 101, max: 100 })
+        ));
+    }
+
+    #[test]
+    fn trailing_and_truncated_are_errors() {
+        let f = encode(&Msg::Ping(7), 100).unwrap();
+        let mut body = f.as_bytes()[HEADER_LEN..].to_vec();
+        body.push(0);
+        assert!(matches!(
+            decode::<Msg>(&body),
+            Err(FrameError::TrailingBytes(1))
+        ));
+        let mut dec = FrameDecoder::new(100);
+        dec.push(&f.as_bytes()[..f.len() - 1]);
+        assert!(dec.next_frame().unwrap().is_none());
+        assert!(matches!(dec.finish(), Err(FrameError::Truncated(_))));
+        assert!(matches!(
+            decode::<Msg>(&[0xff, 0xff]),
+            Err(FrameError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn exact_header_layout() {
+        let f = encode(&Msg::Ping(1), 100).unwrap();
+        // enum variant 0, varint 1
+        assert_eq!(f.as_bytes().as_ref(), &[0, 0, 0, 2, 0, 1]);
+    }
+}

@@ -1,0 +1,54 @@
+//! Authenticated QUIC transport for P2PS.
+//!
+//! Every node has an Ed25519 key; its [`NodeId`] is the SHA-256 of the public key. Nodes talk
+//! over QUIC (quinn) with TLS 1.3 and mutual authentication by self-signed certificates made from
+//! those keys, so every connection is to a proven node id ([`tls`]). Each node uses one UDP
+//! socket for everything. Between two nodes there is at most one connection, carrying one
+//! long-lived stream per [`StreamClass`] in each direction with length-prefixed postcard frames,
+//! plus raw bidirectional streams for bulk data.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use p2ps_transport::{Event, Identity, StreamClass, Transport, TransportConfig};
+//!
+//! let identity = Identity::load_or_create("/var/lib/p2ps/node.key")?;
+//! let config = TransportConfig::new(identity, "0.0.0.0:4433".parse()?);
+//! let (transport, mut events) = Transport::<String>::bind(config)?;
+//! # let (peer, addr) = (transport.node_id(), "127.0.0.1:4434".parse()?);
+//! transport.connect(peer, addr).await?;
+//! transport.send(peer, StreamClass::User, &"hello".to_string()).await?;
+//! while let Some(event) = events.recv().await {
+//!     if let Event::Message { peer, msg, .. } = event {
+//!         println!("{} says {msg}", peer.short());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod addresses;
+pub mod class;
+pub mod config;
+mod connections;
+pub mod endpoint;
+pub mod error;
+pub mod event;
+pub mod frame;
+pub mod identity;
+pub mod stats;
+pub mod tls;
+
+pub use class::{StreamClass, RAW_STREAM_PRIORITY};
+pub use config::TransportConfig;
+pub use endpoint::Transport;
+pub use error::{
+    BindError, ConfigError, ConnectError, FrameError, IdentityError, OpenStreamError,
+    ParseNodeIdError, PeerCertificateError, SendError, TrySendError,
+};
+pub use event::{CloseCode, DisconnectReason, Event, Events, StreamStopCode};
+pub use frame::{Frame, DEFAULT_MAX_FRAME_SIZE};
+pub use identity::{Identity, NodeId, ShortNodeId};
+pub use stats::{ClassStats, PeerStats, TransportStats};
+pub use tls::{ALPN, PROTOCOL_VERSION};
+
+/// The quinn version this crate is built on (stream types appear in the API).
+pub use quinn;

@@ -1,0 +1,156 @@
+//! Counters of the transport: numbers go here, not into log lines.
+//!
+//! Counters are relaxed atomics bumped on the hot paths; [`TransportStats`] is a plain snapshot
+//! that the application can print, export or assert on in tests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::class::StreamClass;
+use crate::identity::NodeId;
+
+#[derive(Debug, Default)]
+pub(crate) struct ClassCounters {
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub classes: [ClassCounters; 3],
+    pub frame_errors: AtomicU64,
+    pub streams_stopped_by_peer: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub queue_full: AtomicU64,
+    pub connections_dialed: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub handshakes_failed: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub duplicates_closed: AtomicU64,
+    pub dials_failed: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Counters {
+    pub(crate) fn class(&self, class: StreamClass) -> &ClassCounters {
+        &self.classes[class.index()]
+    }
+
+    pub(crate) fn snapshot(
+        &self,
+        open_connections: usize,
+        peers: Vec<PeerStats>,
+    ) -> TransportStats {
+        let class = |c: StreamClass| {
+            let k = self.class(c);
+            ClassStats {
+                messages_out: get(&k.messages_out),
+                bytes_out: get(&k.bytes_out),
+                messages_in: get(&k.messages_in),
+                bytes_in: get(&k.bytes_in),
+            }
+        };
+        TransportStats {
+            classes: [
+                class(StreamClass::Routing),
+                class(StreamClass::Tree),
+                class(StreamClass::User),
+            ],
+            connected_peers: peers.len(),
+            open_connections,
+            connections_dialed: get(&self.connections_dialed),
+            connections_accepted: get(&self.connections_accepted),
+            handshakes_failed: get(&self.handshakes_failed),
+            connections_refused: get(&self.connections_refused),
+            duplicates_closed: get(&self.duplicates_closed),
+            dials_failed: get(&self.dials_failed),
+            frame_errors: get(&self.frame_errors),
+            streams_stopped_by_peer: get(&self.streams_stopped_by_peer),
+            frames_dropped: get(&self.frames_dropped),
+            queue_full: get(&self.queue_full),
+            peers,
+        }
+    }
+}
+
+/// Traffic of one class. Bytes count whole frames (length header included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Frames handed to QUIC.
+    pub messages_out: u64,
+    /// Bytes handed to QUIC.
+    pub bytes_out: u64,
+    /// Frames received and decoded.
+    pub messages_in: u64,
+    /// Bytes received in decoded frames.
+    pub bytes_in: u64,
+}
+
+/// One connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer.
+    pub peer: NodeId,
+    /// Its address.
+    pub remote_addr: SocketAddr,
+    /// Whether the kept connection was dialed by us.
+    pub outbound: bool,
+    /// Smoothed round-trip time estimated by quinn.
+    pub rtt: Duration,
+}
+
+/// A snapshot of the transport's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Per traffic class, indexed by [`StreamClass::index`]; see [`TransportStats::class`].
+    pub classes: [ClassStats; 3],
+    /// Peers with a live connection.
+    pub connected_peers: usize,
+    /// QUIC connections in the endpoint, including ones being set up, closed as duplicates or
+    /// draining.
+    pub open_connections: usize,
+    /// Connections we dialed successfully.
+    pub connections_dialed: u64,
+    /// Incoming connections that completed the handshake and authentication.
+    pub connections_accepted: u64,
+    /// Incoming handshakes that failed (bad or missing certificate, wrong ALPN, timeouts).
+    pub handshakes_failed: u64,
+    /// Incoming connections refused before the handshake (connection limit, shutting down).
+    pub connections_refused: u64,
+    /// Connections closed because another connection to the same peer was kept.
+    pub duplicates_closed: u64,
+    /// Dials that failed.
+    pub dials_failed: u64,
+    /// Received frames refused (oversized, undecodable, unknown class, truncated); each one
+    /// closed the stream it came on.
+    pub frame_errors: u64,
+    /// Our class streams that a peer stopped (then replaced by fresh streams).
+    pub streams_stopped_by_peer: u64,
+    /// Queued frames dropped because their peer went away or refused them.
+    pub frames_dropped: u64,
+    /// `try_send` calls refused with `QueueFull`.
+    pub queue_full: u64,
+    /// The connected peers, with RTT.
+    pub peers: Vec<PeerStats>,
+}
+
+impl TransportStats {
+    /// Counters of one traffic class.
+    pub fn class(&self, class: StreamClass) -> &ClassStats {
+        &self.classes[class.index()]
+    }
+}
