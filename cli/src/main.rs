@@ -3,7 +3,11 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench_cluster;
 mod bench_transport;
+mod control;
+mod demo;
+mod node_cmd;
 mod sim;
 
 /// P2PS: a peer-to-peer middleware on the Tango overlay over authenticated QUIC.
@@ -19,6 +23,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node in the foreground: create a network or join one through a ticket.
+    Node(node_cmd::NodeArgs),
+    /// Show a running node's state: id, addresses, neighbours, fingers, connections, counters.
+    Status(control::StatusArgs),
+    /// Send a message from a running node to a node id.
+    Send(control::SendArgs),
+    /// Send a message from a running node to whichever node holds a key.
+    Route(control::RouteArgs),
+    /// Ask a running node who holds a key.
+    Lookup(control::LookupArgs),
+    /// Make a running node leave its network gracefully and stop.
+    Leave(control::LeaveArgs),
+    /// Start a local network on loopback and exercise every primitive.
+    Demo(demo::DemoArgs),
     /// Run the discrete-event simulator of the Tango overlay (every finger strategy side by side).
     Sim(sim::SimArgs),
     /// Benchmarks measured against a baseline in the same run.
@@ -30,6 +48,8 @@ enum Command {
 enum BenchCommand {
     /// P2PS transport against bare quinn on loopback: bulk throughput, 1 KiB messages, setup.
     Transport(bench_transport::TransportBenchArgs),
+    /// A local cluster on loopback: formation time, lookup latency, memory and upkeep per node.
+    Cluster(bench_cluster::ClusterBenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,7 +59,15 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Node(args) => node_cmd::run(args),
+        Command::Status(args) => control::status(args),
+        Command::Send(args) => control::send(args),
+        Command::Route(args) => control::route(args),
+        Command::Lookup(args) => control::lookup(args),
+        Command::Leave(args) => control::leave(args),
+        Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),
+        Command::Bench(BenchCommand::Cluster(args)) => bench_cluster::run(args),
     }
 }

@@ -265,6 +265,8 @@ struct ChurnRow {
     crashes: u64,
     lost_messages: u64,
     converge_secs: Option<f64>,
+    churn_wall_secs: f64,
+    converge_wall_secs: f64,
     wall_secs: f64,
 }
 
@@ -370,12 +372,28 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
             sc.graceful_share,
             sc.lookups_per_sec,
         ));
-        sim.run_for(Duration::from_secs_f64(churn_secs));
+        let churn_wall = Instant::now();
+        let mut done = 0.0;
+        while done < churn_secs {
+            let step = (churn_secs - done).min(60.0);
+            sim.run_for(Duration::from_secs_f64(step));
+            done += step;
+            if !a.json {
+                eprintln!(
+                    "  {:>5.1} simulated min, {} members, {:.1} s wall",
+                    done / 60.0,
+                    sim.member_count(),
+                    churn_wall.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let churn_wall_secs = churn_wall.elapsed().as_secs_f64();
         sim.set_workload(Workload::default());
         // Let the last lookups finish before reading the counters.
         sim.run_for(Duration::from_secs(15));
         let report = sim.report(churn_secs);
         let c = sim.counters().clone();
+        let converge_wall = Instant::now();
         let converge = sim.run_until_converged(
             Duration::from_secs(5),
             Duration::from_secs(sc.converge_limit_secs),
@@ -390,6 +408,8 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
             crashes: c.crashes,
             lost_messages: c.lost,
             converge_secs: converge.map(|d| d.as_secs_f64()),
+            churn_wall_secs,
+            converge_wall_secs: converge_wall.elapsed().as_secs_f64(),
             wall_secs: wall.elapsed().as_secs_f64(),
         });
     }
@@ -437,7 +457,7 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
     for r in &rows {
         let h = &r.report.hops;
         println!(
-            "{:<8} {:>8.4} {:>7} {:>6.2} {:>4} {:>4} {:>4} {:>10.2} {:>9.2} {:>9.0} {:>10} {:>7.1}",
+            "{:<8} {:>8.4} {:>7} {:>6.2} {:>4} {:>4} {:>4} {:>10.2} {:>9.2} {:>9.0} {:>10} {:>12.1}",
             r.strategy,
             r.report.lookup_success,
             r.report.lookups,

@@ -346,8 +346,8 @@ impl<P: PeerId> Node<P> {
     /// repair at once. Pending lookups fail with [`LookupError::Left`].
     pub fn leave(&mut self, _now: Time) {
         if self.state == State::Joined {
-            let succs = self.contacts(self.table.successors().to_vec());
-            let preds = self.contacts(self.table.predecessors().to_vec());
+            let succs = self.contacts(self.table.successors());
+            let preds = self.contacts(self.table.predecessors());
             let mut tell: BTreeSet<P> = self.table.entries().map(|p| p.id).collect();
             tell.extend(self.links.keys().copied());
             for to in tell {
@@ -596,8 +596,8 @@ impl<P: PeerId> Node<P> {
     fn accept_joiner(&mut self, joiner: Contact<P>) {
         let me = self.my_contact();
         let mut succs = vec![me.clone()];
-        succs.extend(self.contacts(self.table.successors().to_vec()));
-        let mut preds = self.contacts(self.table.predecessors().to_vec());
+        succs.extend(self.contacts(self.table.successors()));
+        let mut preds = self.contacts(self.table.predecessors());
         if preds.is_empty() {
             preds.push(me);
         }
@@ -645,7 +645,7 @@ impl<P: PeerId> Node<P> {
             let Some(n) = self.table.list(dir).first().copied() else {
                 continue;
             };
-            let list = self.contacts(self.table.list(dir.opposite()).to_vec());
+            let list = self.contacts(self.table.list(dir.opposite()));
             self.stats.maintenance_sent += 1;
             self.push_send(n.id, Message::Stabilize { dir, list });
             self.awaiting
@@ -681,7 +681,7 @@ impl<P: PeerId> Node<P> {
         let reply = Message::StabilizeReply {
             dir,
             back: self.table.list(back).first().map(|p| self.contact(*p)),
-            list: self.contacts(self.table.list(dir).to_vec()),
+            list: self.contacts(self.table.list(dir)),
         };
         self.stats.maintenance_sent += 1;
         self.push_send(from, reply);
@@ -1104,8 +1104,8 @@ impl<P: PeerId> Node<P> {
         }
     }
 
-    fn contacts(&self, peers: Vec<Peer<P>>) -> Vec<Contact<P>> {
-        peers.into_iter().map(|p| self.contact(p)).collect()
+    fn contacts(&self, peers: &[Peer<P>]) -> Vec<Contact<P>> {
+        peers.iter().map(|p| self.contact(*p)).collect()
     }
 
     fn note_lists(&mut self, change: ListChange<P>) {

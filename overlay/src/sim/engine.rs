@@ -13,8 +13,8 @@ use crate::time::Time;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap};
+use super::queue::EventQueue;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Simulator settings.
@@ -98,29 +98,6 @@ enum Ev {
         kind: WorkKind,
         epoch: u64,
     },
-}
-
-struct Scheduled {
-    time: Time,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, o: &Self) -> bool {
-        (self.time, self.seq) == (o.time, o.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.time, self.seq).cmp(&(o.time, o.seq))
-    }
 }
 
 struct SimNode {
@@ -213,8 +190,7 @@ pub struct Simulator {
     now: Time,
     rng: ChaCha8Rng,
     salt: u32,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
+    queue: EventQueue<Ev>,
     nodes: Vec<SimNode>,
     /// Members (joined and alive) by position: the ground truth.
     members: BTreeMap<RingId, SimId>,
@@ -238,8 +214,7 @@ impl Simulator {
             now: Time::ZERO,
             rng,
             salt,
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: EventQueue::new(),
             nodes: Vec::new(),
             members: BTreeMap::new(),
             pick: Vec::new(),
@@ -531,12 +506,7 @@ impl Simulator {
     }
 
     fn push(&mut self, time: Time, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            time,
-            seq: self.seq,
-            ev,
-        }));
+        self.queue.push(time, ev);
     }
 
     /// Hands node `i`'s outputs to the network and re-arms its timer.
@@ -630,11 +600,16 @@ impl Simulator {
 
     /// Processes one event. Returns false when the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse(s)) = self.queue.pop() else {
+        self.step_until(Time(u64::MAX))
+    }
+
+    /// Processes the next event if it is due at or before `limit`. Returns whether there was one.
+    fn step_until(&mut self, limit: Time) -> bool {
+        let Some(s) = self.queue.pop_until(limit) else {
             return false;
         };
         self.advance(s.time);
-        match s.ev {
+        match s.item {
             Ev::Deliver { to, from, msg } => {
                 let now = self.now;
                 let n = &mut self.nodes[to as usize];
@@ -689,12 +664,7 @@ impl Simulator {
 
     /// Runs every event up to time `t`, then sets the clock to `t`.
     pub fn run_until(&mut self, t: Time) {
-        while let Some(Reverse(s)) = self.queue.peek() {
-            if s.time > t {
-                break;
-            }
-            self.step();
-        }
+        while self.step_until(t) {}
         self.advance(t);
     }
 

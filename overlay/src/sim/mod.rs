@@ -11,6 +11,7 @@
 pub mod engine;
 pub mod ideal;
 pub mod latency;
+pub mod queue;
 pub mod stable;
 pub mod summary;
 
