@@ -43,7 +43,7 @@ pub struct TransportBenchArgs {
     #[arg(long, default_value_t = 200)]
     pub handshakes: usize,
     /// Runs of each measurement per side, alternating bare quinn and P2PS; medians are compared.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub repeats: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -139,79 +139,156 @@ struct Report {
     args: TransportBenchArgs,
     bulk: Samples,
     messages: Samples,
+    /// Repeated connections between the same two nodes.
     setup: Samples,
+    /// First contacts: no resumption, certificates never seen before.
+    cold: Samples,
+}
+
+/// One compared measurement, ready to print.
+struct Line {
+    key: &'static str,
+    label: String,
+    unit: &'static str,
+    samples: Vec<f64>,
+    bare: Vec<f64>,
+    /// P2PS / bare quinn.
+    ratio: f64,
+    /// `true`: the ratio must be at least `target`; `false`: at most.
+    higher_is_better: bool,
+    target: f64,
+    note: &'static str,
+}
+
+impl Line {
+    fn new(
+        key: &'static str,
+        label: String,
+        unit: &'static str,
+        s: &Samples,
+        higher_is_better: bool,
+        target: f64,
+        note: &'static str,
+    ) -> Self {
+        Self {
+            key,
+            label,
+            unit,
+            samples: s.p2ps.clone(),
+            bare: s.bare.clone(),
+            ratio: median(&s.p2ps) / median(&s.bare),
+            higher_is_better,
+            target,
+            note,
+        }
+    }
+
+    fn met(&self) -> bool {
+        if self.higher_is_better {
+            self.ratio >= self.target
+        } else {
+            self.ratio <= self.target
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "what": self.label,
+            "unit": self.unit,
+            "bare_quinn": self.bare,
+            "p2ps": self.samples,
+            "bare_quinn_median": median(&self.bare),
+            "p2ps_median": median(&self.samples),
+            "ratio_p2ps_to_bare": self.ratio,
+            "target": format!("{} {:.2}", if self.higher_is_better { ">=" } else { "<=" }, self.target),
+            "met": self.met(),
+            "note": self.note,
+        })
+    }
 }
 
 impl Report {
+    fn lines(&self) -> Vec<Line> {
+        let a = &self.args;
+        vec![
+            Line::new(
+                "bulk",
+                format!("bulk throughput, one stream, {} MiB", a.bulk_mib),
+                "MiB/s",
+                &self.bulk,
+                true,
+                BULK_TARGET,
+                "P2PS: raw bidirectional stream from open_bi",
+            ),
+            Line::new(
+                "messages",
+                format!("{} B messages, {} per run", a.message_bytes, a.messages),
+                "messages/s",
+                &self.messages,
+                true,
+                MESSAGES_TARGET,
+                "bare: length-prefixed writes on a uni stream; P2PS: send() on the User class, received as events",
+            ),
+            Line::new(
+                "setup_repeat",
+                format!("connection setup, repeated, median of {} handshakes", a.handshakes),
+                "ms",
+                &self.setup,
+                false,
+                SETUP_TARGET,
+                "same two nodes again and again: bare quinn resumes TLS sessions, P2PS does a full mutual handshake with its verified-certificate cache",
+            ),
+            Line::new(
+                "setup_first_contact",
+                format!("connection setup, first contact, median of {} handshakes", a.handshakes),
+                "ms",
+                &self.cold,
+                false,
+                SETUP_TARGET,
+                "each handshake from a new client endpoint: bare quinn without resumption (server auth only); P2PS from a new node (mutual auth, nothing cached)",
+            ),
+        ]
+    }
+
     fn print(&self) -> Result<()> {
-        let bulk = (median(&self.bulk.bare), median(&self.bulk.p2ps));
-        let msgs = (median(&self.messages.bare), median(&self.messages.p2ps));
-        let setup = (median(&self.setup.bare), median(&self.setup.p2ps));
-        let ratios = (bulk.1 / bulk.0, msgs.1 / msgs.0, setup.1 / setup.0);
-        let met = (
-            ratios.0 >= BULK_TARGET,
-            ratios.1 >= MESSAGES_TARGET,
-            ratios.2 <= SETUP_TARGET,
-        );
+        let lines = self.lines();
         if self.args.json {
-            let value = serde_json::json!({
-                "quinn": "0.11",
-                "repeats": self.args.repeats,
-                "bulk": {
-                    "bytes": self.args.bulk_mib * 1024 * 1024,
-                    "unit": "MiB/s",
-                    "bare_quinn": self.bulk.bare,
-                    "p2ps": self.bulk.p2ps,
-                    "bare_quinn_median": bulk.0,
-                    "p2ps_median": bulk.1,
-                    "ratio": ratios.0,
-                    "target_min_ratio": BULK_TARGET,
-                    "met": met.0,
-                },
-                "messages": {
-                    "count": self.args.messages,
-                    "payload_bytes": self.args.message_bytes,
-                    "unit": "messages/s",
-                    "bare_quinn": self.messages.bare,
-                    "p2ps": self.messages.p2ps,
-                    "bare_quinn_median": msgs.0,
-                    "p2ps_median": msgs.1,
-                    "ratio": ratios.1,
-                    "target_min_ratio": MESSAGES_TARGET,
-                    "met": met.1,
-                },
-                "setup": {
-                    "handshakes_per_run": self.args.handshakes,
-                    "unit": "ms (median handshake of a run)",
-                    "bare_quinn": self.setup.bare,
-                    "p2ps": self.setup.p2ps,
-                    "bare_quinn_median": setup.0,
-                    "p2ps_median": setup.1,
-                    "ratio": ratios.2,
-                    "target_max_ratio": SETUP_TARGET,
-                    "met": met.2,
-                },
-            });
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            let mut map = serde_json::Map::new();
+            map.insert("quinn".into(), "0.11".into());
+            map.insert("repeats".into(), self.args.repeats.into());
+            for l in &lines {
+                map.insert(l.key.into(), l.json());
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::Value::Object(map))?
+            );
             return Ok(());
         }
-        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         println!(
-            "P2PS transport vs bare quinn 0.11 on loopback, median of {} alternating runs per side",
+            "P2PS transport vs bare quinn 0.11 on loopback, medians of {} runs per side (alternating)",
             self.args.repeats
         );
-        println!(
-            "bulk, one stream, {} MiB:        bare quinn {:8.1} MiB/s   P2PS {:8.1} MiB/s   ratio {:.2} (target >= {:.2}: {})",
-            self.args.bulk_mib, bulk.0, bulk.1, ratios.0, BULK_TARGET, verdict(met.0)
-        );
-        println!(
-            "{} B messages, {} per run: bare quinn {:8.0} msg/s   P2PS {:8.0} msg/s   ratio {:.2} (target >= {:.2}: {})",
-            self.args.message_bytes, self.args.messages, msgs.0, msgs.1, ratios.1, MESSAGES_TARGET, verdict(met.1)
-        );
-        println!(
-            "connection setup, {} handshakes: bare quinn {:6.3} ms   P2PS {:6.3} ms (median)   ratio {:.2}x (target <= {:.2}x: {})",
-            self.args.handshakes, setup.0, setup.1, ratios.2, SETUP_TARGET, verdict(met.2)
-        );
+        for l in &lines {
+            let (b, p) = (median(&l.bare), median(&l.samples));
+            let fmt = |v: f64| {
+                if l.unit == "ms" {
+                    format!("{v:.3} {}", l.unit)
+                } else {
+                    format!("{v:.0} {}", l.unit)
+                }
+            };
+            println!(
+                "{}: bare quinn {}, P2PS {}, ratio {:.2} (target {} {:.2}: {})",
+                l.label,
+                fmt(b),
+                fmt(p),
+                l.ratio,
+                if l.higher_is_better { ">=" } else { "<=" },
+                l.target,
+                if l.met() { "met" } else { "MISSED" }
+            );
+        }
         Ok(())
     }
 }
@@ -226,6 +303,7 @@ async fn measure(args: TransportBenchArgs) -> Result<Report> {
     let mut bulk = Samples::new();
     let mut messages = Samples::new();
     let mut setup = Samples::new();
+    let mut cold = Samples::new();
 
     // One connection per side for the throughput tests, set up outside the timed sections.
     let bare_conn = bare.connect().await?;
@@ -250,8 +328,14 @@ async fn measure(args: TransportBenchArgs) -> Result<Report> {
     bare_conn.close(0u32.into(), b"done");
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     for _ in 0..args.repeats {
-        setup.bare.push(ms(bare.setup(args.handshakes).await?));
+        setup
+            .bare
+            .push(ms(bare.setup(args.handshakes, false).await?));
         setup.p2ps.push(ms(p2ps.setup(args.handshakes).await?));
+    }
+    for _ in 0..args.repeats {
+        cold.bare.push(ms(bare.setup(args.handshakes, true).await?));
+        cold.p2ps.push(ms(p2ps.cold_setup(args.handshakes).await?));
     }
     p2ps.a.shutdown("benchmark done").await;
     p2ps.b.shutdown("benchmark done").await;
@@ -262,6 +346,7 @@ async fn measure(args: TransportBenchArgs) -> Result<Report> {
         bulk,
         messages,
         setup,
+        cold,
     })
 }
 
@@ -286,6 +371,12 @@ async fn count_to_end(mut recv: quinn::RecvStream) -> Result<u64> {
     Ok(n)
 }
 
+/// Pause between handshakes (not timed) so that tearing down the previous connection does not
+/// overlap the next handshake; the same for both sides.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+}
+
 fn median_duration(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -296,6 +387,8 @@ struct BareQuinn {
     server: quinn::Endpoint,
     client: quinn::Endpoint,
     client_config: quinn::ClientConfig,
+    /// Same, with TLS session resumption off: every handshake verifies the certificate.
+    cold_client_config: quinn::ClientConfig,
     server_addr: SocketAddr,
     bulk_done: tokio::sync::Mutex<mpsc::Receiver<u64>>,
     messages_done: tokio::sync::Mutex<mpsc::Receiver<u64>>,
@@ -305,7 +398,8 @@ impl BareQuinn {
     fn start() -> Result<Self> {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
         let cert = certified.cert.der().clone();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut server_crypto = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -323,8 +417,13 @@ impl BareQuinn {
             .with_root_certificates(roots)
             .with_no_client_auth();
         client_crypto.alpn_protocols = vec![b"bench".to_vec()];
+        let mut cold_crypto = client_crypto.clone();
+        cold_crypto.resumption = rustls::client::Resumption::disabled();
         let client_config = quinn::ClientConfig::new(Arc::new(
             quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto)?,
+        ));
+        let cold_client_config = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(cold_crypto)?,
         ));
         let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         let server_addr = server.local_addr()?;
@@ -335,6 +434,7 @@ impl BareQuinn {
             server,
             client,
             client_config,
+            cold_client_config,
             server_addr,
             bulk_done: tokio::sync::Mutex::new(bulk_rx),
             messages_done: tokio::sync::Mutex::new(msg_rx),
@@ -361,7 +461,12 @@ impl BareQuinn {
         Ok(elapsed)
     }
 
-    async fn messages(&self, conn: &quinn::Connection, count: u64, payload: &Bytes) -> Result<Duration> {
+    async fn messages(
+        &self,
+        conn: &quinn::Connection,
+        count: u64,
+        payload: &Bytes,
+    ) -> Result<Duration> {
         let mut done = self.messages_done.lock().await;
         let mut frame = Vec::with_capacity(4 + payload.len());
         frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -381,20 +486,36 @@ impl BareQuinn {
         Ok(elapsed)
     }
 
-    /// Median time of `n` sequential handshakes.
-    async fn setup(&self, n: usize) -> Result<Duration> {
+    /// Median time of `n` sequential handshakes. `cold`: first contacts, each from a new client
+    /// endpoint without session resumption (so the certificate is verified every time).
+    async fn setup(&self, n: usize, cold: bool) -> Result<Duration> {
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
+            let (endpoint, config) = if cold {
+                (
+                    quinn::Endpoint::client("127.0.0.1:0".parse()?)?,
+                    &self.cold_client_config,
+                )
+            } else {
+                (self.client.clone(), &self.client_config)
+            };
             let start = Instant::now();
-            let conn = self.connect().await?;
+            let conn = endpoint
+                .connect_with(config.clone(), self.server_addr, "localhost")?
+                .await?;
             times.push(start.elapsed());
             conn.close(0u32.into(), b"bench");
+            settle().await;
         }
         Ok(median_duration(times))
     }
 }
 
-async fn bare_server(server: quinn::Endpoint, bulk: mpsc::Sender<u64>, messages: mpsc::Sender<u64>) {
+async fn bare_server(
+    server: quinn::Endpoint,
+    bulk: mpsc::Sender<u64>,
+    messages: mpsc::Sender<u64>,
+) {
     while let Some(incoming) = server.accept().await {
         let (bulk, messages) = (bulk.clone(), messages.clone());
         tokio::spawn(async move {
@@ -553,6 +674,26 @@ impl P2psPair {
             self.a.connect(peer, self.b_addr).await?;
             times.push(start.elapsed());
             self.a.disconnect(peer, "bench").await;
+            settle().await;
+        }
+        Ok(median_duration(times))
+    }
+}
+
+impl P2psPair {
+    /// Median time of `n` first contacts: each handshake from a new node (fresh identity), so
+    /// neither side has seen the other's certificate.
+    async fn cold_setup(&self, n: usize) -> Result<Duration> {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let config = TransportConfig::new(Identity::generate()?, "127.0.0.1:0".parse()?);
+            let (client, events) = Transport::<BenchMsg>::bind(config)?;
+            tokio::spawn(discard_events(events));
+            let start = Instant::now();
+            client.connect(self.b.node_id(), self.b_addr).await?;
+            times.push(start.elapsed());
+            drop(client);
+            settle().await;
         }
         Ok(median_duration(times))
     }

@@ -440,7 +440,7 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
         sc.seed
     );
     println!(
-        "{:<8} {:>8} {:>7} {:>6} {:>4} {:>4} {:>4} {:>10} {:>9} {:>9} {:>10} {:>7}",
+        "{:<8} {:>8} {:>7} {:>6} {:>4} {:>4} {:>4} {:>10} {:>9} {:>9} {:>10} {:>12}",
         "strategy",
         "success",
         "lookups",
@@ -452,7 +452,7 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
         "upkeep/s",
         "bytes/s",
         "converge s",
-        "wall s"
+        "churn wall s"
     );
     for r in &rows {
         let h = &r.report.hops;
@@ -471,7 +471,7 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
             r.converge_secs
                 .map(|x| format!("{x:.0}"))
                 .unwrap_or_else(|| "never".into()),
-            r.wall_secs,
+            r.churn_wall_secs,
         );
     }
     Ok(())

@@ -200,20 +200,59 @@ mod tests {
 
     #[test]
     fn kind_table_matches_variants() {
-        let c = || Contact { id: 1u8, addrs: Vec::new() };
-        let routed = |body| Message::Routed(Routed { key: RingId(1), origin: c(), hops: 0, body });
+        let c = || Contact {
+            id: 1u8,
+            addrs: Vec::new(),
+        };
+        let routed = |body| {
+            Message::Routed(Routed {
+                key: RingId(1),
+                origin: c(),
+                hops: 0,
+                body,
+            })
+        };
         let all = [
-            Message::Stabilize { dir: Dir::Cw, list: vec![] },
-            Message::StabilizeReply { dir: Dir::Cw, back: None, list: vec![] },
-            Message::JoinReply { succs: vec![], preds: vec![] },
-            Message::Leave { succs: vec![], preds: vec![] },
-            Message::FingerReply { dir: Dir::Cw, level: 0 },
-            Message::FingerNotify { new: c(), dir: Dir::Cw, level: 0, stop: RingId(0) },
+            Message::Stabilize {
+                dir: Dir::Cw,
+                list: vec![],
+            },
+            Message::StabilizeReply {
+                dir: Dir::Cw,
+                back: None,
+                list: vec![],
+            },
+            Message::JoinReply {
+                succs: vec![],
+                preds: vec![],
+            },
+            Message::Leave {
+                succs: vec![],
+                preds: vec![],
+            },
+            Message::FingerReply {
+                dir: Dir::Cw,
+                level: 0,
+            },
+            Message::FingerNotify {
+                new: c(),
+                dir: Dir::Cw,
+                level: 0,
+                stop: RingId(0),
+            },
             Message::LookupReply { req: 0, hops: 0 },
             routed(RoutedBody::Join),
-            routed(RoutedBody::FingerProbe { dir: Dir::Cw, level: 0, reply: true, notify_from: None }),
+            routed(RoutedBody::FingerProbe {
+                dir: Dir::Cw,
+                level: 0,
+                reply: true,
+                notify_from: None,
+            }),
             routed(RoutedBody::Lookup { req: 0 }),
-            routed(RoutedBody::Data { target: None, payload: vec![] }),
+            routed(RoutedBody::Data {
+                target: None,
+                payload: vec![],
+            }),
         ];
         for (i, m) in all.iter().enumerate() {
             assert_eq!(m.kind_index(), i, "{m:?}");

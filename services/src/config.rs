@@ -27,6 +27,10 @@ pub struct NodeConfig {
     /// Incoming application messages buffered for the application; beyond it new ones are
     /// dropped and counted. Default 1024.
     pub inbox_capacity: usize,
+    /// Protocol version offered during the handshake. Default: this build's
+    /// [`p2ps_transport::PROTOCOL_VERSION`]. Nodes of other versions are refused; change it only
+    /// to test that.
+    pub protocol_version: u32,
     /// Events buffered for each subscriber; a subscriber that falls further behind misses the
     /// oldest. Default 1024.
     pub event_capacity: usize,
@@ -45,6 +49,7 @@ impl NodeConfig {
             max_message_size: p2ps_transport::DEFAULT_MAX_FRAME_SIZE,
             inbox_capacity: 1024,
             event_capacity: 1024,
+            protocol_version: p2ps_transport::PROTOCOL_VERSION,
         }
     }
 }

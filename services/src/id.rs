@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn positions_come_from_the_id_and_the_key_hash() {
         let id = NodeId::from_bytes([7; 32]);
-        assert_eq!(OverlayId(id).ring_id(), RingId(u128::from_be_bytes([7; 16])));
+        assert_eq!(
+            OverlayId(id).ring_id(),
+            RingId(u128::from_be_bytes([7; 16]))
+        );
         // SHA-256("") starts e3b0c442 98fc1c14 9afbf4c8 996fb924.
         assert_eq!(key_of(b""), RingId(0xe3b0c44298fc1c149afbf4c8996fb924));
         assert_ne!(key_of("a"), key_of("b"));

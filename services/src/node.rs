@@ -77,7 +77,9 @@ struct Inner {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.inner.id.short()).finish()
+        f.debug_struct("Node")
+            .field("id", &self.inner.id.short())
+            .finish()
     }
 }
 
@@ -89,15 +91,17 @@ impl Node {
         let mut tc = TransportConfig::new(config.identity.clone(), config.listen);
         tc.idle_timeout = config.idle_timeout;
         tc.keep_alive = config.keep_alive;
+        tc.protocol_version = config.protocol_version;
         // Room for the routing envelope around the largest payload.
         tc.max_frame_size = config.max_message_size.saturating_add(1024);
         let (transport, events) = Transport::<Wire>::bind(tc)?;
         let id = transport.node_id();
-        let bound = transport
-            .local_addr()
-            .map_err(|source| {
-                StartError::Bind(p2ps_transport::BindError::Io { addr: config.listen, source })
-            })?;
+        let bound = transport.local_addr().map_err(|source| {
+            StartError::Bind(p2ps_transport::BindError::Io {
+                addr: config.listen,
+                source,
+            })
+        })?;
         let addrs = if config.advertise.is_empty() {
             vec![advertised(bound)]
         } else {
@@ -151,9 +155,16 @@ impl Node {
         Ticket::new(self.inner.id, self.inner.addrs.clone())
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.commands.send(make(tx)).await.map_err(|_| NodeError::Stopped)?;
+        self.inner
+            .commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
@@ -223,8 +234,12 @@ impl Node {
 /// The address to advertise for a socket bound to `a`: an unspecified IP becomes loopback.
 fn advertised(a: SocketAddr) -> SocketAddr {
     match a.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port())
+        }
         _ => a,
     }
 }

@@ -138,8 +138,12 @@ impl Actor {
                     let _ = reply.send(Err(JoinError::OwnTicket));
                     return;
                 }
-                self.transport.add_addresses(ticket.id, ticket.addrs.iter().copied());
-                let contact = Contact { id: OverlayId(ticket.id), addrs: ticket.addrs };
+                self.transport
+                    .add_addresses(ticket.id, ticket.addrs.iter().copied());
+                let contact = Contact {
+                    id: OverlayId(ticket.id),
+                    addrs: ticket.addrs,
+                };
                 match self.overlay.join(now, contact) {
                     Ok(()) => {
                         self.join_dial_error = None;
@@ -165,13 +169,17 @@ impl Actor {
             },
             Command::Route(key, payload, reply) => {
                 let r = self.check_size(&payload).and_then(|()| {
-                    self.overlay.route(now, key, payload).map_err(NodeError::from)
+                    self.overlay
+                        .route(now, key, payload)
+                        .map_err(NodeError::from)
                 });
                 let _ = reply.send(r);
             }
             Command::Send(to, payload, reply) => {
                 let r = self.check_size(&payload).and_then(|()| {
-                    self.overlay.send(now, OverlayId(to), payload).map_err(NodeError::from)
+                    self.overlay
+                        .send(now, OverlayId(to), payload)
+                        .map_err(NodeError::from)
                 });
                 let _ = reply.send(r);
             }
@@ -184,7 +192,10 @@ impl Actor {
 
     fn check_size(&self, payload: &[u8]) -> Result<(), NodeError> {
         if payload.len() > self.max_payload {
-            return Err(NodeError::TooLarge { len: payload.len(), max: self.max_payload });
+            return Err(NodeError::TooLarge {
+                len: payload.len(),
+                max: self.max_payload,
+            });
         }
         Ok(())
     }
@@ -192,7 +203,11 @@ impl Actor {
     fn on_transport(&mut self, ev: TransportEvent<Wire>) {
         let now = self.now();
         match ev {
-            TransportEvent::Connected { peer, remote_addr, outbound } => {
+            TransportEvent::Connected {
+                peer,
+                remote_addr,
+                outbound,
+            } => {
                 debug!(peer = %peer.short(), %remote_addr, outbound, "connected");
                 if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
                     self.join_connected = true;
@@ -213,7 +228,11 @@ impl Actor {
                 }
                 self.overlay.handle_link_down(now, OverlayId(peer));
             }
-            TransportEvent::Message { peer, msg: Wire::Overlay(msg), .. } => {
+            TransportEvent::Message {
+                peer,
+                msg: Wire::Overlay(msg),
+                ..
+            } => {
                 self.overlay.handle_message(now, OverlayId(peer), msg);
             }
             TransportEvent::IncomingStream { peer, .. } => {
@@ -292,7 +311,10 @@ impl Actor {
                     let attempts = self.overlay.config().join_attempts;
                     let err = match (self.join_dial_error.take(), self.join_connected) {
                         (_, true) => JoinError::NoAnswer { attempts },
-                        (Some(e), false) => JoinError::Unreachable { attempts, reason: e.to_string() },
+                        (Some(e), false) => JoinError::Unreachable {
+                            attempts,
+                            reason: e.to_string(),
+                        },
                         (None, false) => JoinError::Unreachable {
                             attempts,
                             reason: "no connection could be established".into(),
@@ -311,7 +333,9 @@ impl Actor {
                         .map(|(node, hops)| LookupResult { node: node.0, hops })
                         .map_err(|e| match e {
                             p2ps_overlay::LookupError::Timeout => LookupError::Timeout,
-                            p2ps_overlay::LookupError::Left => LookupError::Node(NodeError::Stopped),
+                            p2ps_overlay::LookupError::Left => {
+                                LookupError::Node(NodeError::Stopped)
+                            }
                         });
                     let _ = reply.send(r);
                 }

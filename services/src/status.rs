@@ -135,7 +135,9 @@ mod hex_ids {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
-        v.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect()
+        v.iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -149,6 +151,8 @@ mod hex_ring {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RingId, D::Error> {
         let s = String::deserialize(d)?;
-        u128::from_str_radix(&s, 16).map(RingId).map_err(serde::de::Error::custom)
+        u128::from_str_radix(&s, 16)
+            .map(RingId)
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -65,7 +65,9 @@ impl fmt::Display for Ticket {
         let mut bytes = postcard::to_stdvec(self).map_err(|_| fmt::Error)?;
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
-        let body = data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
+        let body = data_encoding::BASE32_NOPAD
+            .encode(&bytes)
+            .to_ascii_lowercase();
         write!(f, "{PREFIX}{body}")
     }
 }
@@ -110,7 +112,10 @@ mod tests {
     fn sample() -> Ticket {
         Ticket::new(
             NodeId::from_bytes([42; 32]),
-            vec!["127.0.0.1:4433".parse().unwrap(), "[::1]:5000".parse().unwrap()],
+            vec![
+                "127.0.0.1:4433".parse().unwrap(),
+                "[::1]:5000".parse().unwrap(),
+            ],
         )
     }
 
@@ -119,9 +124,16 @@ mod tests {
         let t = sample();
         let s = t.to_string();
         assert!(s.starts_with("p2ps1"));
-        assert!(s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
         assert_eq!(s.parse::<Ticket>().unwrap(), t);
-        assert_eq!(format!("  {}\n", s.to_uppercase().replace("P2PS1", "p2ps1")).parse::<Ticket>().unwrap(), t);
+        assert_eq!(
+            format!("  {}\n", s.to_uppercase().replace("P2PS1", "p2ps1"))
+                .parse::<Ticket>()
+                .unwrap(),
+            t
+        );
     }
 
     #[test]
@@ -142,7 +154,10 @@ mod tests {
         chars[i] = if chars[i] == 'a' { 'b' } else { 'a' };
         let typo: String = chars.into_iter().collect();
         assert_eq!(typo.parse::<Ticket>(), Err(TicketError::Checksum));
-        assert!(matches!("p2ps1!!!!".parse::<Ticket>(), Err(TicketError::Encoding(_))));
+        assert!(matches!(
+            "p2ps1!!!!".parse::<Ticket>(),
+            Err(TicketError::Encoding(_))
+        ));
         let empty = Ticket::new(NodeId::from_bytes([1; 32]), vec![]).to_string();
         assert_eq!(empty.parse::<Ticket>(), Err(TicketError::NoAddress));
     }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use tokio::time::timeout;
 
 fn config() -> NodeConfig {
-    let mut c = NodeConfig::new(Identity::generate().unwrap(), "127.0.0.1:0".parse().unwrap());
+    let mut c = NodeConfig::new(
+        Identity::generate().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
     c.overlay.stabilize_interval = Duration::from_millis(300);
     c.overlay.stabilize_timeout = Duration::from_millis(1500);
     c.overlay.finger_refresh_period = Duration::from_secs(5);
@@ -23,7 +26,10 @@ async fn network(n: usize) -> Vec<Node> {
     for i in 1..n {
         let node = Node::start(config()).await.unwrap();
         let via = nodes[i / 2].ticket();
-        timeout(Duration::from_secs(20), node.join(&via)).await.unwrap().unwrap();
+        timeout(Duration::from_secs(20), node.join(&via))
+            .await
+            .unwrap()
+            .unwrap();
         nodes.push(node);
     }
     nodes
@@ -31,7 +37,10 @@ async fn network(n: usize) -> Vec<Node> {
 
 /// Waits until every node's successor is the true one.
 async fn settle(nodes: &[Node]) {
-    let mut ids: Vec<_> = nodes.iter().map(|n| (p2ps::id::ring_id_of(&n.id()), n.id())).collect();
+    let mut ids: Vec<_> = nodes
+        .iter()
+        .map(|n| (p2ps::id::ring_id_of(&n.id()), n.id()))
+        .collect();
     ids.sort();
     for _ in 0..100 {
         let mut ok = true;
@@ -63,20 +72,32 @@ async fn ten_nodes_agree_and_deliver() {
         for n in &nodes {
             answers.push(n.lookup_key(&key).await.unwrap().node);
         }
-        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{key}: {answers:?}");
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "{key}: {answers:?}"
+        );
     }
 
     // A send reaches the named node; a route reaches the responsible node.
     let (a, b) = (&nodes[3], &nodes[8]);
     a.send(b.id(), &b"hello"[..]).await.unwrap();
-    let m = timeout(Duration::from_secs(5), b.recv()).await.unwrap().unwrap();
-    assert_eq!((m.from, m.to_node, &m.payload[..]), (a.id(), true, &b"hello"[..]));
+    let m = timeout(Duration::from_secs(5), b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.from, m.to_node, &m.payload[..]),
+        (a.id(), true, &b"hello"[..])
+    );
 
     let key = p2ps::key_of("routed");
     let holder = a.lookup(key).await.unwrap().node;
     a.route(key, &b"to whoever holds it"[..]).await.unwrap();
     let h = nodes.iter().find(|n| n.id() == holder).unwrap();
-    let m = timeout(Duration::from_secs(5), h.recv()).await.unwrap().unwrap();
+    let m = timeout(Duration::from_secs(5), h.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.key, key);
     assert!(!m.to_node);
 
@@ -84,7 +105,11 @@ async fn ten_nodes_agree_and_deliver() {
     let mut ev = nodes[0].events();
     let leaver = nodes[5].clone();
     leaver.shutdown().await;
-    let rest: Vec<Node> = nodes.iter().filter(|n| n.id() != leaver.id()).cloned().collect();
+    let rest: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.id() != leaver.id())
+        .cloned()
+        .collect();
     settle(&rest).await;
     for k in 0..20u32 {
         let key = format!("after-{k}");
@@ -97,7 +122,10 @@ async fn ten_nodes_agree_and_deliver() {
     // Events are delivered to subscribers (node 0 saw at least some neighbour change or none
     // if the leaver was not its neighbour; either way the channel works).
     while let Ok(e) = ev.try_recv() {
-        assert!(matches!(e, NodeEvent::NeighbourUp(_) | NodeEvent::NeighbourDown(_)));
+        assert!(matches!(
+            e,
+            NodeEvent::NeighbourUp(_) | NodeEvent::NeighbourDown(_)
+        ));
     }
     for n in rest {
         n.shutdown().await;
@@ -115,14 +143,26 @@ async fn bad_joins_fail_clearly() {
         Identity::generate().unwrap().node_id(),
         vec!["127.0.0.1:9".parse().unwrap()],
     );
-    let err = timeout(Duration::from_secs(30), node.join(&ghost)).await.unwrap().unwrap_err();
+    let err = timeout(Duration::from_secs(30), node.join(&ghost))
+        .await
+        .unwrap()
+        .unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, p2ps::JoinError::Unreachable { attempts: 2, .. }), "{text}");
+    assert!(
+        matches!(err, p2ps::JoinError::Unreachable { attempts: 2, .. }),
+        "{text}"
+    );
 
     // Its own ticket.
     let node2 = Node::start(config()).await.unwrap();
     let own = node2.ticket();
-    assert!(matches!(node2.join(&own).await, Err(p2ps::JoinError::OwnTicket)));
+    assert!(matches!(
+        node2.join(&own).await,
+        Err(p2ps::JoinError::OwnTicket)
+    ));
     // Commands before joining.
-    assert_eq!(node2.lookup_key("x").await, Err(p2ps::LookupError::Node(p2ps::NodeError::NotJoined)));
+    assert_eq!(
+        node2.lookup_key("x").await,
+        Err(p2ps::LookupError::Node(p2ps::NodeError::NotJoined))
+    );
 }

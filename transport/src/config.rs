@@ -47,6 +47,10 @@ pub struct TransportConfig {
     pub address_book_peers: usize,
     /// Addresses remembered per peer (most recent first). Default 8.
     pub addresses_per_peer: usize,
+    /// Protocol version offered in TLS ALPN (`p2ps/<version>`). Nodes of different versions
+    /// refuse each other during the handshake with a clear error. Default: this build's
+    /// [`crate::PROTOCOL_VERSION`]; change it only to test version handling.
+    pub protocol_version: u32,
     /// How long `shutdown` waits for queued messages to be delivered and for the endpoint to
     /// drain. Default 2 s.
     pub shutdown_timeout: Duration,
@@ -70,6 +74,7 @@ impl TransportConfig {
             address_book_peers: 4096,
             addresses_per_peer: 8,
             shutdown_timeout: Duration::from_secs(2),
+            protocol_version: crate::PROTOCOL_VERSION,
         }
     }
 

@@ -17,14 +17,15 @@
 //!   A writer task per class drains its queue in batches (many frames per quinn call) onto the
 //!   class stream of whatever connection is current, so a connection switch loses nothing that
 //!   was still queued, and a slow class never blocks another.
+//! * **Order.** Frames of one class to one peer arrive in the order they were queued, except
+//!   across a switch between duplicate connections (the frames on either connection stay in
+//!   order, the two sets may interleave).
 //! * **A bad frame costs one stream, not the connection.** A reader that gets an oversized or
 //!   undecodable frame stops that stream with a [`StreamStopCode`]; the writer on the other side
 //!   sees the stop and opens a fresh stream for later messages.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,8 +35,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, Notify, Semaphore, TryAcquireError};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, trace, warn};
 
 use crate::addresses::AddressBook;
@@ -46,21 +46,15 @@ use crate::event::{CloseCode, DisconnectReason, Event, StreamStopCode};
 use crate::frame::{self, FrameDecoder, HEADER_LEN};
 use crate::identity::NodeId;
 use crate::stats::{add, bump, Counters, PeerStats, TransportStats};
-use crate::tls::{self, PeerServerVerifier, ALPN, ALPN_STR, SERVER_NAME};
+use crate::tls::{self, PeerServerVerifier, SERVER_NAME};
+use crate::writer::{Link, PeerQueues, PushError};
 
-/// Most bytes gathered into one write on a class stream.
-const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// Most frames gathered into one write on a class stream.
-const MAX_BATCH_FRAMES: usize = 1024;
 /// Minimum time a duplicate connection is kept open after losing, so that the peer sees the
 /// connection we kept before ours closes.
 const DUPLICATE_LINGER: Duration = Duration::from_millis(300);
-/// How often a writer reopens a class stream for the same batch without progress before it
-/// drops the frame at the front (a peer that refuses every stream must not make us spin).
-const MAX_REOPENS_WITHOUT_PROGRESS: u32 = 3;
 
 /// Locks a mutex; a panic elsewhere while holding it does not make the table unusable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -71,7 +65,7 @@ pub(crate) struct ConnCtx {
     pub(crate) outbound: bool,
     pub(crate) remote: SocketAddr,
     /// Our class streams on this connection not yet finished and acknowledged.
-    open_send: AtomicUsize,
+    pub(crate) open_send: AtomicUsize,
     /// The peer's class streams on this connection not yet ended.
     open_recv: AtomicUsize,
     /// Signalled whenever one of the counters above drops.
@@ -92,7 +86,7 @@ impl ConnCtx {
         }
     }
 
-    fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         self.conn.close_reason().is_none()
     }
 
@@ -100,7 +94,7 @@ impl ConnCtx {
         self.open_send.load(Ordering::Acquire) == 0 && self.open_recv.load(Ordering::Acquire) == 0
     }
 
-    fn send_stream_done(&self) {
+    pub(crate) fn send_stream_done(&self) {
         self.open_send.fetch_sub(1, Ordering::AcqRel);
         self.quiet.notify_waiters();
     }
@@ -113,84 +107,6 @@ impl Drop for RecvGuard {
     fn drop(&mut self) {
         self.0.open_recv.fetch_sub(1, Ordering::AcqRel);
         self.0.quiet.notify_waiters();
-    }
-}
-
-/// What writers follow: the connection currently used for a peer, if any.
-type Link = Option<Arc<ConnCtx>>;
-
-/// A byte-bounded queue of encoded frames for one class of one peer.
-pub(crate) struct ClassQueue {
-    tx: mpsc::UnboundedSender<Bytes>,
-    budget: Arc<Semaphore>,
-    capacity: usize,
-    /// The writer task, started with the first frame (most peers never use every class).
-    seed: Mutex<Option<Writer>>,
-    started: AtomicBool,
-}
-
-enum PushError {
-    Full,
-    Closed,
-}
-
-fn cost(len: usize, capacity: usize) -> u32 {
-    // capacity <= u32::MAX is checked by TransportConfig::validate. A frame larger than the whole
-    // budget takes the whole budget (it waits for an empty queue) instead of never fitting.
-    u32::try_from(len.min(capacity)).unwrap_or(u32::MAX)
-}
-
-impl ClassQueue {
-    async fn push(&self, frame: Bytes) -> Result<(), PushError> {
-        let permit = self
-            .budget
-            .acquire_many(cost(frame.len(), self.capacity))
-            .await
-            .map_err(|_| PushError::Closed)?;
-        permit.forget();
-        self.tx.send(frame).map_err(|_| PushError::Closed)
-    }
-
-    fn try_push(&self, frame: Bytes) -> Result<(), PushError> {
-        match self
-            .budget
-            .try_acquire_many(cost(frame.len(), self.capacity))
-        {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => return Err(PushError::Full),
-            Err(TryAcquireError::Closed) => return Err(PushError::Closed),
-        }
-        self.tx.send(frame).map_err(|_| PushError::Closed)
-    }
-}
-
-/// The three class queues of one peer.
-pub(crate) struct PeerQueues {
-    classes: [ClassQueue; 3],
-    writers: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl PeerQueues {
-    /// The queue of `class`, its writer task started.
-    fn get(&self, class: StreamClass) -> &ClassQueue {
-        let q = &self.classes[class.index()];
-        if !q.started.load(Ordering::Acquire) {
-            if let Some(writer) = lock(&q.seed).take() {
-                q.started.store(true, Ordering::Release);
-                lock(&self.writers).push(tokio::spawn(writer.run()));
-            }
-        }
-        q
-    }
-
-    fn close(&self) {
-        for q in &self.classes {
-            q.budget.close();
-        }
-    }
-
-    fn take_writers(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut *lock(&self.writers))
     }
 }
 
@@ -241,15 +157,23 @@ pub(crate) struct Shared<M> {
     pub(crate) config: TransportConfig,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) certified_key: Arc<CertifiedKey>,
+    pub(crate) cert_cache: Arc<tls::VerifiedCertCache>,
     pub(crate) quic: Arc<quinn::TransportConfig>,
     pub(crate) table: Mutex<Table>,
     pub(crate) addresses: Mutex<AddressBook>,
     pub(crate) events: mpsc::Sender<Event<M>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) closing: AtomicBool,
+    /// Set once shut down, so that [`crate::Events::recv`] ends after the last event.
+    pub(crate) closed: watch::Sender<bool>,
 }
 
 impl<M> Shared<M> {
+    /// The ALPN identifier this node offers and requires.
+    pub(crate) fn alpn(&self) -> String {
+        String::from_utf8_lossy(&tls::alpn_for(self.config.protocol_version)).into_owned()
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -269,6 +193,7 @@ impl<M> Shared<M> {
         for st in states {
             st.close(CloseCode::Shutdown, "transport dropped");
         }
+        self.closed.send_replace(true);
     }
 }
 
@@ -282,35 +207,16 @@ where
         table.peers.entry(peer).or_insert_with(|| {
             *next_epoch += 1;
             let (link, _) = watch::channel(None);
-            let capacity = self.config.peer_queue_bytes;
-            let classes = StreamClass::ALL.map(|class| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let budget = Arc::new(Semaphore::new(capacity));
-                let writer = Writer {
-                    peer,
-                    class,
-                    rx,
-                    budget: budget.clone(),
-                    capacity,
-                    link: link.subscribe(),
-                    link_open: true,
-                    counters: self.counters.clone(),
-                    finish_timeout: self.config.shutdown_timeout,
-                };
-                ClassQueue {
-                    tx,
-                    budget,
-                    capacity,
-                    seed: Mutex::new(Some(writer)),
-                    started: AtomicBool::new(false),
-                }
-            });
+            let queues = PeerQueues::new(
+                peer,
+                self.config.peer_queue_bytes,
+                &link,
+                &self.counters,
+                self.config.shutdown_timeout,
+            );
             PeerState {
                 epoch: *next_epoch,
-                queues: Arc::new(PeerQueues {
-                    classes,
-                    writers: Mutex::new(Vec::new()),
-                }),
+                queues: Arc::new(queues),
                 link,
                 current: None,
                 draining: Vec::new(),
@@ -466,7 +372,8 @@ where
                         return;
                     }
                 };
-                let msg = match frame::decode::<M>(&body) {
+                let wire_len = (HEADER_LEN + body.len()) as u64;
+                let msg = match frame::decode::<M>(body) {
                     Ok(msg) => msg,
                     Err(e) => {
                         self.refuse_stream(
@@ -480,7 +387,7 @@ where
                     }
                 };
                 bump(&counters.messages_in);
-                add(&counters.bytes_in, (HEADER_LEN + body.len()) as u64);
+                add(&counters.bytes_in, wire_len);
                 let event = Event::Message {
                     peer: ctx.peer,
                     class,
@@ -623,72 +530,105 @@ where
     }
 
     /// Connects to `peer` (trying `addrs` in order) unless already connected. Concurrent calls
-    /// for the same peer share one dial.
+    /// for the same peer share one dial. The first caller dials in its own task (no hand-off on
+    /// the connection setup path); if it is cancelled, a waiting caller takes over.
     pub(crate) async fn connect(
         self: &Arc<Self>,
         peer: NodeId,
         addrs: Vec<SocketAddr>,
     ) -> Result<(), ConnectError> {
-        let mut rx = {
-            let mut table = lock(&self.table);
-            if self.is_closing() {
-                return Err(ConnectError::ShuttingDown);
-            }
-            if peer == self.node_id {
-                return Err(ConnectError::SelfConnect);
-            }
-            if table
-                .peers
-                .get(&peer)
-                .and_then(PeerState::live_current)
-                .is_some()
-            {
-                return Ok(());
-            }
-            self.start_dial(&mut table, peer, addrs)
-        };
         loop {
-            if let Some(result) = rx.borrow_and_update().clone() {
-                return result;
-            }
-            if rx.changed().await.is_err() {
-                return rx
-                    .borrow()
-                    .clone()
-                    .unwrap_or(Err(ConnectError::ShuttingDown));
+            let role = {
+                let mut table = lock(&self.table);
+                if self.is_closing() {
+                    return Err(ConnectError::ShuttingDown);
+                }
+                if peer == self.node_id {
+                    return Err(ConnectError::SelfConnect);
+                }
+                if table
+                    .peers
+                    .get(&peer)
+                    .and_then(PeerState::live_current)
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                match table.dials.get(&peer) {
+                    Some(rx) => DialRole::Wait(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        table.dials.insert(peer, rx);
+                        DialRole::Lead(tx)
+                    }
+                }
+            };
+            match role {
+                DialRole::Lead(tx) => {
+                    let mut guard = DialGuard {
+                        shared: self.clone(),
+                        peer,
+                        tx: Some(tx),
+                    };
+                    let result = self.dial_addresses(peer, &addrs).await;
+                    if let Some(tx) = guard.tx.take() {
+                        self.finish_dial(peer, tx, result.clone()).await;
+                    }
+                    return result;
+                }
+                DialRole::Wait(mut rx) => {
+                    loop {
+                        if let Some(result) = rx.borrow_and_update().clone() {
+                            return result;
+                        }
+                        if rx.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    if let Some(result) = rx.borrow().clone() {
+                        return result;
+                    }
+                    // The dialing caller was cancelled without a result: try again.
+                }
             }
         }
     }
 
-    fn start_dial(
-        self: &Arc<Self>,
-        table: &mut Table,
-        peer: NodeId,
-        addrs: Vec<SocketAddr>,
-    ) -> watch::Receiver<DialResult> {
-        if let Some(rx) = table.dials.get(&peer) {
-            return rx.clone();
+    /// Starts a dial in the background (for `send` to a peer without a connection).
+    fn start_dial(self: &Arc<Self>, table: &mut Table, peer: NodeId, addrs: Vec<SocketAddr>) {
+        if table.dials.contains_key(&peer) {
+            return;
         }
         let (tx, rx) = watch::channel(None);
-        table.dials.insert(peer, rx.clone());
-        tokio::spawn(self.clone().dial_task(peer, addrs, tx));
-        rx
+        table.dials.insert(peer, rx);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut guard = DialGuard {
+                shared: this.clone(),
+                peer,
+                tx: Some(tx),
+            };
+            let result = this.dial_addresses(peer, &addrs).await;
+            if let Some(tx) = guard.tx.take() {
+                this.finish_dial(peer, tx, result).await;
+            }
+        });
     }
 
-    async fn dial_task(
-        self: Arc<Self>,
+    /// Publishes a dial's result; on failure gives up a peer state that only waited for it and
+    /// reports [`Event::DialFailed`].
+    async fn finish_dial(
+        self: &Arc<Self>,
         peer: NodeId,
-        addrs: Vec<SocketAddr>,
         tx: watch::Sender<DialResult>,
+        result: Result<(), ConnectError>,
     ) {
-        let result = self.dial_addresses(peer, &addrs).await;
         let mut event = None;
         {
             let mut table = lock(&self.table);
-            table.dials.remove(&peer);
+            remove_dial(&mut table, peer, &tx);
             if let Err(error) = &result {
                 bump(&self.counters.dials_failed);
-                // A state created only to queue messages for this dial is given up.
                 let abandoned = table
                     .peers
                     .get(&peer)
@@ -759,14 +699,18 @@ where
                 limit: self.config.max_connections,
             });
         }
-        let verifier = Arc::new(PeerServerVerifier::new(Some(peer)));
+        let verifier = Arc::new(PeerServerVerifier::with_cache(
+            Some(peer),
+            self.cert_cache.clone(),
+        ));
         let observed = verifier.observed();
+        let alpn = self.alpn();
         let local_error = |reason: String| ConnectError::Protocol {
             addr,
-            protocol: ALPN_STR,
+            protocol: alpn.clone(),
             reason,
         };
-        let crypto = tls::client_config(self.certified_key.clone(), verifier)
+        let crypto = tls::client_config(self.certified_key.clone(), verifier, alpn.as_bytes())
             .map_err(|e| local_error(e.to_string()))?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .map_err(|e| local_error(e.to_string()))?;
@@ -778,10 +722,13 @@ where
             .map_err(|source| ConnectError::Dial { addr, source })?;
         let conn = match tokio::time::timeout(self.config.connect_timeout, connecting).await {
             Err(_) => return Err(ConnectError::TimedOut { addr }),
-            Ok(Err(e)) => return Err(handshake_error(e, addr, peer, observed.get().copied())),
+            Ok(Err(e)) => {
+                let seen = observed.get().copied();
+                return Err(handshake_error(e, addr, peer, seen, &self.alpn()));
+            }
             Ok(Ok(conn)) => conn,
         };
-        let actual = match authenticate(&conn) {
+        let actual = match authenticate(&conn, &self.alpn()) {
             Ok(id) => id,
             Err(reason) => {
                 conn.close(CloseCode::ProtocolViolation.varint(), reason.as_bytes());
@@ -826,7 +773,7 @@ where
                 return;
             }
         };
-        let peer = match authenticate(&conn) {
+        let peer = match authenticate(&conn, &self.alpn()) {
             Ok(peer) => peer,
             Err(reason) => {
                 bump(&self.counters.handshakes_failed);
@@ -837,6 +784,20 @@ where
         };
         if peer == self.node_id {
             conn.close(CloseCode::ProtocolViolation.varint(), b"connection to self");
+            return;
+        }
+        // Handshakes admitted concurrently may together exceed the limit checked before them.
+        let over_limit = {
+            let table = lock(&self.table);
+            !table.peers.contains_key(&peer) && table.peers.len() >= self.config.max_connections
+        };
+        if over_limit {
+            bump(&self.counters.connections_refused);
+            info!(%remote, peer = %peer.short(), "refused incoming connection: connection limit reached");
+            conn.close(
+                CloseCode::TooManyConnections.varint(),
+                b"connection limit reached",
+            );
             return;
         }
         bump(&self.counters.connections_accepted);
@@ -1031,21 +992,55 @@ where
         }
         let drain_deadline = deadline.max(tokio::time::Instant::now() + Duration::from_millis(200));
         let _ = tokio::time::timeout_at(drain_deadline, self.endpoint.wait_idle()).await;
+        self.closed.send_replace(true);
         info!(node = %self.node_id.short(), "transport shut down");
     }
 }
 
+enum DialRole {
+    /// This caller dials and publishes the result.
+    Lead(watch::Sender<DialResult>),
+    /// Another caller is dialing: wait for its result.
+    Wait(watch::Receiver<DialResult>),
+}
+
+/// Withdraws an unfinished dial if the dialing future is dropped (waiters then retry).
+struct DialGuard<M> {
+    shared: Arc<Shared<M>>,
+    peer: NodeId,
+    tx: Option<watch::Sender<DialResult>>,
+}
+
+impl<M> Drop for DialGuard<M> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            remove_dial(&mut lock(&self.shared.table), self.peer, &tx);
+        }
+    }
+}
+
+/// Forgets the dial of `peer` if it is the one `tx` publishes to.
+fn remove_dial(table: &mut Table, peer: NodeId, tx: &watch::Sender<DialResult>) {
+    let ours = table
+        .dials
+        .get(&peer)
+        .is_some_and(|rx| rx.same_channel(&tx.subscribe()));
+    if ours {
+        table.dials.remove(&peer);
+    }
+}
+
 /// Checks ALPN and derives the peer's node id from its (already verified) certificate.
-fn authenticate(conn: &quinn::Connection) -> Result<NodeId, String> {
+fn authenticate(conn: &quinn::Connection, alpn: &str) -> Result<NodeId, String> {
     let data = conn
         .handshake_data()
         .ok_or_else(|| "no handshake data".to_string())?;
     let data = data
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .map_err(|_| "unexpected handshake data type".to_string())?;
-    if data.protocol.as_deref() != Some(ALPN) {
+    if data.protocol.as_deref() != Some(alpn.as_bytes()) {
         return Err(format!(
-            "ALPN {:?} negotiated, expected {ALPN_STR}",
+            "ALPN {:?} negotiated, expected {alpn}",
             data.protocol.as_deref().map(String::from_utf8_lossy)
         ));
     }
@@ -1071,6 +1066,7 @@ fn handshake_error(
     addr: SocketAddr,
     expected: NodeId,
     observed: Option<NodeId>,
+    alpn: &str,
 ) -> ConnectError {
     if let Some(actual) = observed {
         if actual != expected {
@@ -1093,7 +1089,7 @@ fn handshake_error(
         {
             ConnectError::Protocol {
                 addr,
-                protocol: ALPN_STR,
+                protocol: alpn.to_string(),
                 reason: "the peer does not support this protocol version (no common ALPN)".into(),
             }
         }
@@ -1127,300 +1123,5 @@ fn disconnect_reason(error: &quinn::ConnectionError) -> DisconnectReason {
         },
         quinn::ConnectionError::TimedOut => DisconnectReason::TimedOut,
         other => DisconnectReason::Error(other.to_string()),
-    }
-}
-
-type StoppedFuture =
-    Pin<Box<dyn Future<Output = Result<Option<quinn::VarInt>, quinn::StoppedError>> + Send>>;
-
-/// Our open class stream on one connection.
-struct ClassStream {
-    ctx: Arc<ConnCtx>,
-    send: quinn::SendStream,
-    stopped: StoppedFuture,
-}
-
-/// Resolves when the peer stops the stream or the connection dies; never if there is no stream.
-async fn stream_stopped(
-    stream: &mut Option<ClassStream>,
-) -> Result<Option<quinn::VarInt>, quinn::StoppedError> {
-    match stream {
-        Some(s) => s.stopped.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Finishes a stream we no longer write to and, once the peer acknowledged everything (or the
-/// timeout passed), lets its connection know.
-fn retire(mut stream: ClassStream, timeout: Duration) {
-    tokio::spawn(async move {
-        let _ = stream.send.finish();
-        let _ = tokio::time::timeout(timeout, stream.stopped).await;
-        stream.ctx.send_stream_done();
-    });
-}
-
-struct NoConnection;
-
-/// Drains one class queue of one peer onto the class stream of the peer's current connection.
-struct Writer {
-    peer: NodeId,
-    class: StreamClass,
-    rx: mpsc::UnboundedReceiver<Bytes>,
-    budget: Arc<Semaphore>,
-    capacity: usize,
-    link: watch::Receiver<Link>,
-    /// False once the peer state (the sending side of `link`) is gone.
-    link_open: bool,
-    counters: Arc<Counters>,
-    finish_timeout: Duration,
-}
-
-impl Writer {
-    async fn run(mut self) {
-        let mut stream: Option<ClassStream> = None;
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut lens: Vec<usize> = Vec::new();
-        loop {
-            if batch.is_empty() {
-                tokio::select! {
-                    biased;
-                    frame = self.rx.recv() => match frame {
-                        Some(f) => batch.push(f),
-                        None => {
-                            // Peer state gone or shutdown: deliver nothing more, finish cleanly.
-                            if let Some(s) = stream.take() {
-                                self.finish(s).await;
-                            }
-                            return;
-                        }
-                    },
-                    res = stream_stopped(&mut stream) => {
-                        if let Some(s) = stream.take() {
-                            self.on_stream_gone(s, res);
-                        }
-                    }
-                    changed = self.link.changed(), if self.link_open => {
-                        if changed.is_err() {
-                            self.link_open = false;
-                        }
-                        let moved = stream.as_ref().is_some_and(|s| {
-                            !self.current().is_some_and(|c| Arc::ptr_eq(&c, &s.ctx))
-                        });
-                        if moved {
-                            if let Some(s) = stream.take() {
-                                retire(s, self.finish_timeout);
-                            }
-                        }
-                    }
-                }
-                if batch.is_empty() {
-                    continue;
-                }
-                let mut bytes = batch[0].len();
-                while bytes < MAX_BATCH_BYTES && batch.len() < MAX_BATCH_FRAMES {
-                    match self.rx.try_recv() {
-                        Ok(f) => {
-                            bytes += f.len();
-                            batch.push(f);
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }
-            if self
-                .write_batch(&mut stream, &mut batch, &mut lens)
-                .await
-                .is_err()
-                && !self.wait_for_connection().await
-            {
-                let dropped = batch.len() as u64 + self.drain_queue();
-                self.drop_frames(dropped);
-                return;
-            }
-        }
-    }
-
-    /// The live connection writers should use now.
-    fn current(&self) -> Option<Arc<ConnCtx>> {
-        self.link
-            .borrow()
-            .as_ref()
-            .filter(|c| c.is_alive())
-            .cloned()
-    }
-
-    async fn wait_for_connection(&mut self) -> bool {
-        loop {
-            if self.current().is_some() {
-                return true;
-            }
-            if !self.link_open {
-                return false;
-            }
-            if self.link.changed().await.is_err() {
-                self.link_open = false;
-            }
-        }
-    }
-
-    fn drain_queue(&mut self) -> u64 {
-        self.rx.close();
-        let mut n = 0;
-        while self.rx.try_recv().is_ok() {
-            n += 1;
-        }
-        n
-    }
-
-    fn drop_frames(&self, n: u64) {
-        if n > 0 {
-            add(&self.counters.frames_dropped, n);
-            debug!(peer = %self.peer.short(), class = ?self.class, frames = n, "dropped queued frames: peer gone");
-        }
-    }
-
-    /// Hands the frames to QUIC on the class stream of the current connection, opening a stream
-    /// when needed. On return `batch` holds the frames not yet written.
-    async fn write_batch(
-        &mut self,
-        stream: &mut Option<ClassStream>,
-        batch: &mut Vec<Bytes>,
-        lens: &mut Vec<usize>,
-    ) -> Result<(), NoConnection> {
-        let mut reopens = 0u32;
-        loop {
-            let ctx = self.current().ok_or(NoConnection)?;
-            if stream.as_ref().is_some_and(|s| !Arc::ptr_eq(&s.ctx, &ctx)) {
-                if let Some(old) = stream.take() {
-                    retire(old, self.finish_timeout);
-                }
-            }
-            if stream.is_none() {
-                *stream = Some(self.open_stream(ctx).await?);
-            }
-            let Some(s) = stream.as_mut() else {
-                return Err(NoConnection);
-            };
-            // quinn takes fully written frames out of `batch` and advances a partially written
-            // one in place, so remember the lengths (for counters and queue budget).
-            lens.clear();
-            lens.extend(batch.iter().map(Bytes::len));
-            let mut done = 0;
-            let mut partial = false;
-            let mut failure = None;
-            while done < batch.len() {
-                match s.send.write_chunks(&mut batch[done..]).await {
-                    Ok(written) => {
-                        self.sent(&lens[done..done + written.chunks]);
-                        done += written.chunks;
-                        partial = done < batch.len() && batch[done].len() < lens[done];
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            batch.drain(..done);
-            lens.drain(..done);
-            match failure {
-                None => return Ok(()),
-                Some(quinn::WriteError::Stopped(code)) => {
-                    if let Some(s) = stream.take() {
-                        self.on_stream_gone(s, Ok(Some(code)));
-                    }
-                    reopens = if done == 0 { reopens + 1 } else { 1 };
-                    // A frame cut in the middle by the stop cannot be resent whole; so is a frame
-                    // the peer keeps refusing.
-                    if partial || (reopens >= MAX_REOPENS_WITHOUT_PROGRESS && !batch.is_empty()) {
-                        batch.remove(0);
-                        self.release(lens.remove(0));
-                        self.drop_frames(1);
-                        if !partial {
-                            warn!(peer = %self.peer.short(), class = ?self.class, "peer keeps refusing a frame; dropped it");
-                        }
-                        reopens = 0;
-                    }
-                    if batch.is_empty() {
-                        return Ok(());
-                    }
-                }
-                Some(other) => {
-                    if let Some(s) = stream.take() {
-                        self.on_stream_gone(s, Ok(None));
-                    }
-                    if partial {
-                        batch.remove(0);
-                        self.release(lens.remove(0));
-                        self.drop_frames(1);
-                    }
-                    if !matches!(other, quinn::WriteError::ClosedStream) {
-                        // Connection lost: wait for the next one.
-                        return Err(NoConnection);
-                    }
-                    if batch.is_empty() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
-    async fn open_stream(&self, ctx: Arc<ConnCtx>) -> Result<ClassStream, NoConnection> {
-        let send = ctx.conn.open_uni().await.map_err(|_| NoConnection)?;
-        ctx.open_send.fetch_add(1, Ordering::AcqRel);
-        let _ = send.set_priority(self.class.priority());
-        let stopped: StoppedFuture = Box::pin(send.stopped());
-        let mut s = ClassStream { ctx, send, stopped };
-        if s.send.write_all(&[self.class.tag()]).await.is_err() {
-            s.ctx.send_stream_done();
-            return Err(NoConnection);
-        }
-        trace!(peer = %self.peer.short(), class = ?self.class, "opened class stream");
-        Ok(s)
-    }
-
-    fn on_stream_gone(
-        &self,
-        stream: ClassStream,
-        result: Result<Option<quinn::VarInt>, quinn::StoppedError>,
-    ) {
-        if let Ok(Some(code)) = result {
-            bump(&self.counters.streams_stopped_by_peer);
-            info!(
-                peer = %self.peer.short(),
-                class = ?self.class,
-                code = code.into_inner(),
-                "peer stopped our class stream; later frames go on a fresh stream"
-            );
-        }
-        stream.ctx.send_stream_done();
-    }
-
-    /// Accounts frames of these lengths as handed to QUIC.
-    fn sent(&self, frames: &[usize]) {
-        if frames.is_empty() {
-            return;
-        }
-        let bytes: usize = frames.iter().sum();
-        let permits: usize = frames
-            .iter()
-            .map(|len| cost(*len, self.capacity) as usize)
-            .sum();
-        let k = self.counters.class(self.class);
-        add(&k.messages_out, frames.len() as u64);
-        add(&k.bytes_out, bytes as u64);
-        self.budget.add_permits(permits);
-    }
-
-    fn release(&self, len: usize) {
-        self.budget.add_permits(cost(len, self.capacity) as usize);
-    }
-
-    async fn finish(&self, mut s: ClassStream) {
-        let _ = s.send.finish();
-        let _ = tokio::time::timeout(self.finish_timeout, s.stopped.as_mut()).await;
-        s.ctx.send_stream_done();
     }
 }

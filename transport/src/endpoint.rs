@@ -89,7 +89,9 @@ where
         tokio::runtime::Handle::try_current().map_err(|_| BindError::NoRuntime)?;
         let certified_key =
             tls::certified_key(&config.identity).map_err(|e| BindError::Certificate(e.0))?;
-        let server_crypto = tls::server_config(certified_key.clone())?;
+        let cert_cache = Arc::new(tls::VerifiedCertCache::default());
+        let alpn = tls::alpn_for(config.protocol_version);
+        let server_crypto = tls::server_config(certified_key.clone(), cert_cache.clone(), &alpn)?;
         let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)
             .map_err(|e| BindError::Tls(rustls::Error::General(e.to_string())))?;
         let quic = Arc::new(quic_transport_config(&config)?);
@@ -103,6 +105,7 @@ where
                 }
             })?;
         let (tx, rx) = mpsc::channel(config.event_capacity);
+        let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
         let node_id = config.identity.node_id();
         let addresses = AddressBook::new(config.address_book_peers, config.addresses_per_peer);
         let shared = Arc::new(Shared {
@@ -110,12 +113,14 @@ where
             config,
             endpoint,
             certified_key,
+            cert_cache,
             quic,
             table: Mutex::new(Default::default()),
             addresses: Mutex::new(addresses),
             events: tx,
             counters: Arc::new(Counters::default()),
             closing: AtomicBool::new(false),
+            closed: closed_tx,
         });
         tokio::spawn(accept_loop(shared.clone()));
         info!(
@@ -132,7 +137,7 @@ where
                 shared,
                 _guard: guard,
             },
-            Events::new(rx),
+            Events::new(rx, closed_rx),
         ))
     }
 
@@ -191,8 +196,7 @@ where
     /// peer's queue for that class has no room (so an actor never stalls on one slow peer).
     pub fn try_send(&self, peer: NodeId, class: StreamClass, msg: &M) -> Result<(), TrySendError> {
         let frame = self.encode(msg).map_err(SendError::from)?;
-        self.shared
-            .try_send_bytes(peer, class, frame.into_bytes())
+        self.shared.try_send_bytes(peer, class, frame.into_bytes())
     }
 
     /// [`Transport::send`] for an already encoded frame.

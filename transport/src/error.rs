@@ -243,7 +243,7 @@ pub enum ConnectError {
         /// The address dialed.
         addr: SocketAddr,
         /// The protocol we asked for.
-        protocol: &'static str,
+        protocol: String,
         /// What went wrong.
         reason: String,
     },

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::class::StreamClass;
 use crate::error::ConnectError;
@@ -166,16 +166,32 @@ impl StreamStopCode {
 #[derive(Debug)]
 pub struct Events<M> {
     rx: mpsc::Receiver<Event<M>>,
+    closed: watch::Receiver<bool>,
 }
 
 impl<M> Events<M> {
-    pub(crate) fn new(rx: mpsc::Receiver<Event<M>>) -> Self {
-        Self { rx }
+    pub(crate) fn new(rx: mpsc::Receiver<Event<M>>, closed: watch::Receiver<bool>) -> Self {
+        Self { rx, closed }
     }
 
-    /// The next event; `None` once the transport is shut down and every event was read.
+    /// The next event; `None` once the transport is shut down (or every handle dropped) and the
+    /// events queued until then were read.
     pub async fn recv(&mut self) -> Option<Event<M>> {
-        self.rx.recv().await
+        loop {
+            if *self.closed.borrow() {
+                return self.rx.try_recv().ok();
+            }
+            tokio::select! {
+                biased;
+                event = self.rx.recv() => return event,
+                changed = self.closed.changed() => {
+                    if changed.is_err() {
+                        // The transport is gone entirely: drain what is left.
+                        return self.rx.try_recv().ok();
+                    }
+                }
+            }
+        }
     }
 
     /// The next event if one is ready.

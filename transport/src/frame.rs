@@ -5,7 +5,7 @@
 //! memory per stream. Decoding is strict: a body must decode to exactly one message with no
 //! bytes left over.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -81,9 +81,15 @@ pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, FrameError> {
 }
 
 /// Incremental frame splitter for a byte stream that arrives in arbitrary chunks.
+///
+/// Frames are handed out as slices of an internal buffer (decode them before pushing more); the
+/// buffer is compacted as it is consumed, so it holds at most one partial frame plus the last
+/// chunk pushed.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    buf: BytesMut,
+    buf: Vec<u8>,
+    /// Start of the unread part of `buf`.
+    start: usize,
     max_frame_size: usize,
 }
 
@@ -91,51 +97,61 @@ impl FrameDecoder {
     /// A decoder refusing bodies larger than `max_frame_size`.
     pub fn new(max_frame_size: usize) -> Self {
         Self {
-            buf: BytesMut::new(),
+            buf: Vec::new(),
+            start: 0,
             max_frame_size,
         }
     }
 
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
+            // Mostly consumed: move the partial frame to the front (at most half the buffer).
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
-    /// Splits off the next complete frame body, if one is buffered.
+    /// The body of the next complete frame, if one is buffered.
     ///
     /// Fails with [`FrameError::TooLarge`] as soon as a header announces an oversized body; the
     /// decoder must not be used after an error.
-    pub fn next_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
-        if self.buf.len() < HEADER_LEN {
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < HEADER_LEN {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
         if len > self.max_frame_size {
             return Err(FrameError::TooLarge {
                 len,
                 max: self.max_frame_size,
             });
         }
-        if self.buf.len() < HEADER_LEN + len {
+        if avail.len() < HEADER_LEN + len {
             // Reserve once for the whole body instead of growing chunk by chunk.
-            self.buf.reserve(HEADER_LEN + len - self.buf.len());
+            self.buf.reserve(HEADER_LEN + len - avail.len());
             return Ok(None);
         }
-        self.buf.advance(HEADER_LEN);
-        Ok(Some(self.buf.split_to(len)))
+        let body = self.start + HEADER_LEN;
+        self.start = body + len;
+        Ok(Some(&self.buf[body..body + len]))
     }
 
     /// Bytes buffered that do not yet form a complete frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Checks that the stream ended on a frame boundary.
     pub fn finish(&self) -> Result<(), FrameError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(FrameError::Truncated(self.buf.len()))
+        match self.buffered() {
+            0 => Ok(()),
+            n => Err(FrameError::Truncated(n)),
         }
     }
 }
@@ -190,7 +206,7 @@ mod tests {
                 pos += n;
                 i += 1;
                 while let Some(body) = dec.next_frame().unwrap() {
-                    out.push(decode::<Msg>(&body).unwrap());
+                    out.push(decode::<Msg>(body).unwrap());
                 }
             }
             prop_assert!(dec.finish().is_ok());
@@ -203,7 +219,7 @@ mod tests {
             let mut dec = FrameDecoder::new(1024);
             dec.push(&data);
             while let Ok(Some(body)) = dec.next_frame() {
-                let _ = decode::<Msg>(&body);
+                let _ = decode::<Msg>(body);
             }
         }
     }

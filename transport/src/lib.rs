@@ -36,6 +36,7 @@ pub mod frame;
 pub mod identity;
 pub mod stats;
 pub mod tls;
+mod writer;
 
 pub use class::{StreamClass, RAW_STREAM_PRIORITY};
 pub use config::TransportConfig;

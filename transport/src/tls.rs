@@ -16,8 +16,9 @@
 //! that this id is the one it wanted to reach, inside the handshake, so a wrong peer never gets
 //! past the handshake ([`crate::ConnectError::PeerIdMismatch`]).
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rcgen::{CertificateParams, DnType, KeyUsagePurpose};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -26,6 +27,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use sha2::{Digest, Sha256};
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::oid_registry::OID_SIG_ED25519;
 
@@ -113,6 +115,35 @@ pub fn verify_peer_certificate(
             intermediates.len(),
         ));
     }
+    let checked = check_certificate(end_entity)?;
+    checked.valid_at(now)?;
+    Ok(checked.node_id)
+}
+
+/// What a successful structural check of a certificate established.
+#[derive(Debug, Clone, Copy)]
+struct Checked {
+    node_id: NodeId,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Checked {
+    fn valid_at(&self, now: UnixTime) -> Result<(), PeerCertificateError> {
+        let t = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if t < self.not_before || t > self.not_after {
+            return Err(PeerCertificateError::Expired {
+                not_before: self.not_before,
+                not_after: self.not_after,
+                now: t,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Steps 2 to 4 of the module documentation, and the validity window (checked by the caller).
+fn check_certificate(end_entity: &CertificateDer<'_>) -> Result<Checked, PeerCertificateError> {
     let (rest, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
         .map_err(|e| PeerCertificateError::Unparsable(e.to_string()))?;
     if !rest.is_empty() {
@@ -135,18 +166,10 @@ pub fn verify_peer_certificate(
         )
         .map_err(|_| PeerCertificateError::BadSelfSignature)?;
     let validity = cert.validity();
-    let t = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let (not_before, not_after) = (
         validity.not_before.timestamp(),
         validity.not_after.timestamp(),
     );
-    if t < not_before || t > not_after {
-        return Err(PeerCertificateError::Expired {
-            not_before,
-            not_after,
-            now: t,
-        });
-    }
     for ext in cert.extensions() {
         if ext.critical
             && matches!(
@@ -157,7 +180,95 @@ pub fn verify_peer_certificate(
             return Err(PeerCertificateError::UnsupportedCriticalExtension);
         }
     }
-    Ok(NodeId::from_public_key(&key))
+    Ok(Checked {
+        node_id: NodeId::from_public_key(&key),
+        not_before,
+        not_after,
+    })
+}
+
+/// Certificates already found well-formed and correctly self-signed, by SHA-256 of their DER
+/// bytes, so that reconnecting to a known peer does not verify the same self-signature again
+/// (an Ed25519 verification is the most expensive step after the key exchange). Only
+/// byte-identical certificates hit; the validity window, and the TLS handshake signature that
+/// proves possession of the key, are still checked on every handshake. Bounded; the oldest entry
+/// is forgotten first.
+pub struct VerifiedCertCache {
+    inner: Mutex<CacheInner>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<[u8; 32], Checked>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl VerifiedCertCache {
+    /// A cache remembering up to `capacity` certificates.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(CacheInner::default()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// [`verify_peer_certificate`], with the structural checks and the self-signature
+    /// remembered per certificate.
+    pub fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<NodeId, PeerCertificateError> {
+        if !intermediates.is_empty() {
+            return Err(PeerCertificateError::IntermediatesNotAllowed(
+                intermediates.len(),
+            ));
+        }
+        let key: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        let cached = self.lock().map.get(&key).copied();
+        let checked = match cached {
+            Some(c) => c,
+            None => {
+                let c = check_certificate(end_entity)?;
+                let mut inner = self.lock();
+                if inner.map.insert(key, c).is_none() {
+                    inner.order.push_back(key);
+                }
+                while inner.map.len() > self.capacity {
+                    match inner.order.pop_front() {
+                        Some(old) => {
+                            inner.map.remove(&old);
+                        }
+                        None => break,
+                    }
+                }
+                c
+            }
+        };
+        checked.valid_at(now)?;
+        Ok(checked.node_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Default for VerifiedCertCache {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+impl fmt::Debug for VerifiedCertCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedCertCache")
+            .field("len", &self.lock().map.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
 }
 
 /// The node id of the holder of an (already verified) certificate.
@@ -223,15 +334,22 @@ fn refuse_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
 pub struct PeerServerVerifier {
     expected: Option<NodeId>,
     observed: Arc<OnceLock<NodeId>>,
+    cache: Arc<VerifiedCertCache>,
 }
 
 impl PeerServerVerifier {
     /// A verifier accepting any valid P2PS certificate whose node id is `expected` (or any node
     /// id when `None`). The id actually seen is recorded in [`Self::observed`].
     pub fn new(expected: Option<NodeId>) -> Self {
+        Self::with_cache(expected, Arc::new(VerifiedCertCache::new(1)))
+    }
+
+    /// Like [`Self::new`], sharing a cache of verified certificates.
+    pub fn with_cache(expected: Option<NodeId>, cache: Arc<VerifiedCertCache>) -> Self {
         Self {
             expected,
             observed: Arc::new(OnceLock::new()),
+            cache,
         }
     }
 
@@ -258,7 +376,10 @@ impl ServerCertVerifier for PeerServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let actual = verify_peer_certificate(end_entity, intermediates, now).map_err(cert_error)?;
+        let actual = self
+            .cache
+            .verify(end_entity, intermediates, now)
+            .map_err(cert_error)?;
         let _ = self.observed.set(actual);
         match self.expected {
             Some(expected) if expected != actual => Err(rustls::Error::InvalidCertificate(
@@ -296,7 +417,16 @@ impl ServerCertVerifier for PeerServerVerifier {
 
 /// Verifies the certificate of a node that dials us (the TLS client). A certificate is mandatory.
 #[derive(Debug, Default)]
-pub struct PeerClientVerifier;
+pub struct PeerClientVerifier {
+    cache: Arc<VerifiedCertCache>,
+}
+
+impl PeerClientVerifier {
+    /// A verifier sharing a cache of verified certificates.
+    pub fn with_cache(cache: Arc<VerifiedCertCache>) -> Self {
+        Self { cache }
+    }
+}
 
 impl ClientCertVerifier for PeerClientVerifier {
     fn offer_client_auth(&self) -> bool {
@@ -317,7 +447,9 @@ impl ClientCertVerifier for PeerClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        verify_peer_certificate(end_entity, intermediates, now).map_err(cert_error)?;
+        self.cache
+            .verify(end_entity, intermediates, now)
+            .map_err(cert_error)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -344,33 +476,43 @@ impl ClientCertVerifier for PeerClientVerifier {
     }
 }
 
-/// The rustls server configuration of a node: TLS 1.3 only, ALPN [`ALPN`], mandatory client
+/// The ALPN identifier of protocol version `version` (`p2ps/<version>`).
+pub fn alpn_for(version: u32) -> Vec<u8> {
+    format!("p2ps/{version}").into_bytes()
+}
+
+/// The rustls server configuration of a node: TLS 1.3 only, ALPN `alpn` (normally [`ALPN`]), mandatory client
 /// certificates checked by [`PeerClientVerifier`], no session resumption (every connection
 /// proves its identity afresh).
-pub fn server_config(key: Arc<CertifiedKey>) -> Result<rustls::ServerConfig, rustls::Error> {
+pub fn server_config(
+    key: Arc<CertifiedKey>,
+    cache: Arc<VerifiedCertCache>,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(PeerClientVerifier))
+        .with_client_cert_verifier(Arc::new(PeerClientVerifier::with_cache(cache)))
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
     Ok(config)
 }
 
-/// The rustls client configuration for one dial: TLS 1.3 only, ALPN [`ALPN`], our certificate
+/// The rustls client configuration for one dial: TLS 1.3 only, ALPN `alpn` (normally [`ALPN`]), our certificate
 /// as client certificate, the server checked by `verifier`, no resumption and no SNI.
 pub fn client_config(
     key: Arc<CertifiedKey>,
     verifier: Arc<PeerServerVerifier>,
+    alpn: &[u8],
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     config.enable_sni = false;
     config.enable_early_data = false;
@@ -496,6 +638,40 @@ mod tests {
         assert_eq!(
             verify_peer_certificate(cert.der(), &[], now()),
             Err(PeerCertificateError::NotSelfIssued)
+        );
+    }
+
+    #[test]
+    fn cache_remembers_only_good_certificates_and_still_checks_time() {
+        let cache = VerifiedCertCache::new(2);
+        let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+        let certs: Vec<_> = ids
+            .iter()
+            .map(|i| self_signed_certificate(i).unwrap())
+            .collect();
+        for (i, c) in ids.iter().zip(&certs) {
+            assert_eq!(cache.verify(c, &[], now()).unwrap(), i.node_id());
+            assert_eq!(cache.verify(c, &[], now()).unwrap(), i.node_id());
+        }
+        assert_eq!(cache.lock().map.len(), 2);
+        let past = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_000_000));
+        assert!(matches!(
+            cache.verify(&certs[2], &[], past),
+            Err(PeerCertificateError::Expired { .. })
+        ));
+        let mut bad = certs[0].to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let bad = CertificateDer::from(bad);
+        for _ in 0..2 {
+            assert_eq!(
+                cache.verify(&bad, &[], now()),
+                Err(PeerCertificateError::BadSelfSignature)
+            );
+        }
+        assert_eq!(
+            cache.verify(&certs[0], std::slice::from_ref(&certs[1]), now()),
+            Err(PeerCertificateError::IntermediatesNotAllowed(1))
         );
     }
 }

@@ -104,6 +104,27 @@ async fn wrong_alpn_is_refused() {
 }
 
 #[tokio::test]
+async fn other_protocol_version_is_refused_with_a_clear_error() {
+    let (server, mut es) = node();
+    let (newer, _en) = node_with(|c| c.protocol_version = 2);
+    let err = bounded("dial", newer.connect(server.node_id(), addr(&server)))
+        .await
+        .unwrap_err();
+    match &err {
+        ConnectError::Protocol {
+            protocol, reason, ..
+        } => {
+            assert_eq!(protocol, "p2ps/2");
+            assert!(reason.contains("protocol version"), "{reason}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    assert!(server.connected_peers().is_empty());
+    let (good, mut eg) = node();
+    assert_serves(&good, &mut eg, &server, &mut es).await;
+}
+
+#[tokio::test]
 async fn garbled_certificate_is_refused() {
     let (server, mut es) = node();
     let me = Identity::generate().unwrap();

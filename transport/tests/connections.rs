@@ -226,3 +226,28 @@ async fn failed_dial_is_typed_and_reported_and_drops_queued_messages() {
         Err(ConnectError::SelfConnect)
     ));
 }
+
+#[tokio::test]
+async fn concurrent_connects_share_one_dial_and_survive_cancellation() {
+    let (a, _ea) = node();
+    let (b, _eb) = node();
+    // A dial whose caller gives up immediately is withdrawn, not left hanging.
+    let _ = tokio::time::timeout(Duration::from_micros(1), a.connect(b.node_id(), addr(&b))).await;
+    let (r1, r2, r3) = bounded("three connects", async {
+        tokio::join!(
+            a.connect(b.node_id(), addr(&b)),
+            a.connect(b.node_id(), addr(&b)),
+            a.connect(b.node_id(), addr(&b))
+        )
+    })
+    .await;
+    r1.unwrap();
+    r2.unwrap();
+    r3.unwrap();
+    assert_eq!(a.connected_peers(), vec![b.node_id()]);
+    eventually("one connection", || {
+        a.stats().open_connections == 1 && b.stats().open_connections == 1
+    })
+    .await;
+    assert_eq!(a.stats().connections_dialed, 1, "{:?}", a.stats());
+}

@@ -256,7 +256,7 @@ async fn disconnect_is_reported_on_both_sides() {
 
 #[tokio::test]
 async fn shutdown_delivers_queued_messages_and_closes_with_code() {
-    let (a, _ea) = node();
+    let (a, mut ea) = node();
     let (b, mut eb) = node();
     bounded("connect", a.connect(b.node_id(), addr(&b)))
         .await
@@ -294,6 +294,25 @@ async fn shutdown_delivers_queued_messages_and_closes_with_code() {
         a.send(b.node_id(), StreamClass::User, &Msg::Num(0)).await,
         Err(SendError::ShuttingDown)
     ));
+    // a's event stream ends (after its own Disconnected) although the handle is still alive.
+    let rest = bounded("a's events to end", async {
+        let mut rest = Vec::new();
+        while let Some(e) = ea.recv().await {
+            rest.push(e);
+        }
+        rest
+    })
+    .await;
+    assert!(rest.iter().any(|e| matches!(
+        e,
+        Event::Disconnected {
+            reason: DisconnectReason::Local {
+                code: CloseCode::Shutdown,
+                ..
+            },
+            ..
+        }
+    )));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use super::ideal::{Ring, TableErrors};
 use super::latency::LatencyModel;
+use super::queue::EventQueue;
 use super::summary::Summary;
 use super::SimId;
 use crate::config::Config;
@@ -13,7 +14,6 @@ use crate::time::Time;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use super::queue::EventQueue;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

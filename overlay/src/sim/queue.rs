@@ -83,7 +83,11 @@ impl<T> EventQueue<T> {
     /// now (it still keeps its place by time among the due events).
     pub fn push(&mut self, time: Time, item: T) {
         self.seq += 1;
-        let e = Entry { time, seq: self.seq, item };
+        let e = Entry {
+            time,
+            seq: self.seq,
+            item,
+        };
         self.place(e);
     }
 

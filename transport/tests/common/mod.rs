@@ -182,6 +182,11 @@ pub fn certified(
 /// A raw quinn client presenting a genuine P2PS certificate of `identity` (valid handshake).
 pub fn genuine_raw_client(identity: &Identity) -> (quinn::Endpoint, quinn::ClientConfig) {
     let key = tls::certified_key(identity).unwrap();
-    let crypto = tls::client_config(key, Arc::new(PeerServerVerifier::new(None))).unwrap();
+    let crypto = tls::client_config(
+        key,
+        Arc::new(PeerServerVerifier::new(None)),
+        p2ps_transport::ALPN,
+    )
+    .unwrap();
     raw_client(crypto)
 }

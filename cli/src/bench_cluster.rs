@@ -1,0 +1,700 @@
+//! `p2ps bench cluster`: a local network on loopback in one process, with default settings:
+//! how long it takes to form, how fast lookups are compared with the one-hop RTT, how much
+//! memory a node takes and how many bytes an idle node sends to keep its routing state.
+//!
+//! What each number is:
+//!
+//! - **Formation**: from the first `Node::start` until every node has joined (through a ticket
+//!   of a random node already in, one join after another) and every node's successor and
+//!   predecessor are the true ones (computed from the ids).
+//! - **Lookup latency**: one lookup at a time, each from a random node to a random ring
+//!   position, timed from the `lookup` call to its answer as the application sees it; every
+//!   answer is checked against the truth. Two passes over the same (node, key) pairs: "cold"
+//!   right after formation (the answer comes straight back to the asker, which often needs a
+//!   new QUIC connection, handshake included), then "warm" (those connections now exist).
+//! - **One-hop RTT**: the target's basis is the full-stack one-hop lookup, the p50 of lookups
+//!   of a key held by the asker's direct successor: one request, one reply on an existing
+//!   connection, through both nodes' actors and QUIC, timed exactly like the other lookups.
+//!   Also shown: a bare UDP ping-pong between two sockets of this runtime (the wire and tokio
+//!   alone), and the median smoothed QUIC RTT from `Status.connections[].rtt_ms`, which on
+//!   loopback is an order of magnitude above both and so is no usable basis.
+//! - **Memory**: `VmRSS` after formation minus before the first start, divided by the nodes.
+//! - **Upkeep**: after formation, no traffic for `--idle-secs`; the sum over nodes of
+//!   `Status.counters.bytes_out` before and after, per node per second. Those counters count
+//!   frames handed to QUIC (length header included), not UDP bytes: QUIC headers, ACKs and
+//!   keep-alive PINGs are not in it.
+
+use crate::demo::{
+    lookup_round, plan, quantile, rss_kib, status_of, wait_for_ring, LookupRound, Progress,
+    RingReport, Rng, Truth,
+};
+use anyhow::{bail, Context, Result};
+use p2ps::id::ring_id_of;
+use p2ps::{Identity, Node, NodeConfig};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::time::timeout;
+
+/// Arguments of `p2ps bench cluster`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterBenchArgs {
+    /// Nodes to start in this process.
+    #[arg(long, default_value_t = 64)]
+    pub nodes: usize,
+    /// Lookups per timed pass (one at a time, each from a random node to a random key).
+    #[arg(long, default_value_t = 1000)]
+    pub lookups: usize,
+    /// Seconds without traffic over which the upkeep is measured.
+    #[arg(long, default_value_t = 20)]
+    pub idle_secs: u64,
+    /// Seed for the benchmark's choices (which node asks, which key); node keys are fresh.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print every number as JSON on stdout (progress lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Formation target, seconds (set for 64 nodes).
+const FORMATION_TARGET_S: f64 = 10.0;
+/// Lookup p50 target factor: p50 <= FACTOR × (mean hops + 1) × one-hop RTT.
+const LOOKUP_FACTOR: f64 = 1.2;
+/// Bound on each pass of lookups.
+const PASS_LIMIT: Duration = Duration::from_secs(300);
+/// Upkeep target, bytes per node per second.
+const UPKEEP_TARGET: f64 = 2048.0;
+
+#[derive(Clone, Debug, Serialize)]
+struct Pass {
+    planned: usize,
+    asked: usize,
+    correct: usize,
+    wrong: usize,
+    failed: usize,
+    /// Not started because the pass ran out of time (PASS_LIMIT).
+    not_asked: usize,
+    hops_mean: f64,
+    hops_max: u16,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    /// Connections across all nodes before and after the pass.
+    connections_before: usize,
+    connections_after: usize,
+    /// LOOKUP_FACTOR × (hops_mean + 1) × one-hop lookup p50, in µs.
+    target_p50_us: f64,
+    /// p50 / ((hops_mean + 1) × one-hop lookup p50): the target is <= LOOKUP_FACTOR.
+    ratio_to_one_hop_lookup: f64,
+    /// p50 / ((hops_mean + 1) × bare UDP round trip).
+    ratio_to_udp_rtt: f64,
+    /// p50 / ((hops_mean + 1) × median smoothed QUIC RTT).
+    ratio_to_quic_rtt: f64,
+    pass: bool,
+    first_problem: Option<String>,
+    /// Trouble counters that moved during the pass, summed over nodes.
+    trouble: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Report {
+    nodes: usize,
+    seed: u64,
+    settings: String,
+    joins_secs: f64,
+    join_p50_ms: f64,
+    join_max_ms: f64,
+    /// Joins that took over 1 s (a join request or its answer was lost and retried).
+    slow_joins: usize,
+    formation_secs: f64,
+    formation_target_secs: f64,
+    formation_pass: bool,
+    lists_exact_secs: Option<f64>,
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+    memory_per_node_kib: f64,
+    idle_secs: f64,
+    upkeep_bytes_per_node_per_sec: f64,
+    upkeep_routing_bytes_per_node_per_sec: f64,
+    upkeep_messages_per_node_per_sec: f64,
+    upkeep_target_bytes: f64,
+    upkeep_pass: bool,
+    connections_per_node: f64,
+    fingers_per_node: f64,
+    rtt_quic_median_ms: f64,
+    rtt_quic_p90_ms: f64,
+    udp_rtt_p50_us: f64,
+    one_hop_lookup_p50_us: f64,
+    one_hop_lookups_in_one_hop: usize,
+    one_hop_lookups: usize,
+    cold: Pass,
+    warm: Pass,
+    all_lookups_correct: bool,
+}
+
+/// Runs the benchmark and prints the numbers.
+pub fn run(args: ClusterBenchArgs) -> Result<()> {
+    if args.nodes < 2 {
+        bail!("--nodes must be at least 2");
+    }
+    if args.lookups == 0 || args.idle_secs == 0 {
+        bail!("--lookups and --idle-secs must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let report = rt.block_on(bench(&args))?;
+    drop(rt);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        );
+    } else {
+        print_report(&report);
+    }
+    if !report.all_lookups_correct {
+        bail!("some lookups named the wrong node or failed");
+    }
+    Ok(())
+}
+
+async fn bench(args: &ClusterBenchArgs) -> Result<Report> {
+    let p = Progress::new(args.json);
+    let mut nodes: Vec<Node> = Vec::new();
+    let r = measure(args, &p, &mut nodes).await;
+    // Whatever happened, shut every node down (graceful leave and close), bounded.
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for n in nodes {
+        set.spawn(async move { timeout(Duration::from_secs(15), n.shutdown()).await.is_ok() });
+    }
+    let (mut clean, mut all) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        all += 1;
+        if matches!(r, Ok(true)) {
+            clean += 1;
+        }
+    }
+    p.say(format!(
+        "{clean} of {all} nodes shut down cleanly in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    r
+}
+
+async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -> Result<Report> {
+    let n = args.nodes;
+    let mut rng = Rng::new(args.seed);
+    let ov = p2ps_overlay::Config::default();
+    let settings = format!(
+        "default settings: overlay stabilize {:?}, stabilize timeout {:?}, finger refresh {:?}, \
+         list length {}; QUIC idle timeout 5 s, keep-alive 1 s",
+        ov.stabilize_interval, ov.stabilize_timeout, ov.finger_refresh_period, ov.list_len
+    );
+    p.say(format!(
+        "p2ps bench cluster: {n} nodes on 127.0.0.1 in one process ({settings})"
+    ));
+
+    // --- Formation ----------------------------------------------------------------------
+    let rss_before = rss_kib()?;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let identity = Identity::generate().context("generating a node key")?;
+        let mut cfg = NodeConfig::new(identity, SocketAddr::from(([127, 0, 0, 1], 0)));
+        cfg.overlay.seed = args.seed.wrapping_add(i as u64);
+        nodes.push(
+            Node::start(cfg)
+                .await
+                .with_context(|| format!("starting node {i}"))?,
+        );
+    }
+    nodes[0]
+        .create()
+        .await
+        .context("node 0 creating the network")?;
+    let mut join_ms = Vec::new();
+    for i in 1..n {
+        let ticket = nodes[rng.below(i)].ticket();
+        let t = Instant::now();
+        timeout(Duration::from_secs(30), nodes[i].join(&ticket))
+            .await
+            .with_context(|| format!("node {i} got no answer to its join in 30 s"))?
+            .with_context(|| format!("node {i} joining"))?;
+        join_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let joins = t0.elapsed();
+    let slow_joins = join_ms.iter().filter(|ms| **ms > 1000.0).count();
+    let join_p50_ms = quantile(&join_ms, 0.5);
+    let join_max_ms = quantile(&join_ms, 1.0);
+    p.say(format!(
+        "{n} nodes started and joined in {:.2} s (join p50 {join_p50_ms:.0} ms, max \
+         {join_max_ms:.0} ms, {slow_joins} over 1 s)",
+        joins.as_secs_f64()
+    ));
+    let truth = Truth::new(nodes.iter().map(Node::id));
+    let list_len = ov.list_len;
+    let (ok, _, r) = wait_for_ring(
+        nodes,
+        &truth,
+        list_len,
+        &[],
+        Duration::from_secs(60),
+        RingReport::neighbours_ok,
+    )
+    .await?;
+    if !ok {
+        bail!("the ring did not form within 60 s: {}", r.describe());
+    }
+    let formation = t0.elapsed();
+    p.say(format!(
+        "ring formed {:.2} s after the first start (every successor and predecessor true)",
+        formation.as_secs_f64()
+    ));
+    let (ok, _, _) = wait_for_ring(
+        nodes,
+        &truth,
+        list_len,
+        &[],
+        Duration::from_secs(30),
+        RingReport::all_ok,
+    )
+    .await?;
+    let lists_exact = ok.then(|| t0.elapsed().as_secs_f64());
+    match lists_exact {
+        Some(s) => p.say(format!(
+            "every successor and predecessor list exact after {s:.2} s"
+        )),
+        None => p.say("note: some neighbour lists were still inexact 30 s after formation"),
+    }
+    let rss_after = rss_kib()?;
+    let memory_per_node = rss_after.saturating_sub(rss_before) as f64 / n as f64;
+    p.say(format!(
+        "RSS {} KiB before, {} KiB after: {:.0} KiB per node",
+        rss_before, rss_after, memory_per_node
+    ));
+
+    // --- Idle upkeep --------------------------------------------------------------------
+    let before = totals(nodes).await?;
+    let t_idle = Instant::now();
+    p.say(format!(
+        "idle for {} s, no application traffic…",
+        args.idle_secs
+    ));
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let after = totals(nodes).await?;
+    let idle = t_idle.elapsed().as_secs_f64();
+    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / n as f64 / idle;
+    let upkeep = per(after.bytes, before.bytes);
+    let upkeep_routing = per(after.routing_bytes, before.routing_bytes);
+    let upkeep_msgs = per(after.messages, before.messages);
+    p.say(format!(
+        "upkeep {upkeep:.0} B/s per node ({upkeep_routing:.0} B/s on the routing class, \
+         {upkeep_msgs:.2} frames/s)"
+    ));
+    // --- One-hop round trips -------------------------------------------------------------
+    let (rtts, conns, fingers) = rtt_sample(nodes).await?;
+    let rtt_ms = quantile(&rtts, 0.5);
+    let rtt_p90 = quantile(&rtts, 0.9);
+    p.say(format!(
+        "median smoothed QUIC RTT over {} connections: {:.3} ms (p90 {:.3} ms)",
+        rtts.len(),
+        rtt_ms,
+        rtt_p90
+    ));
+    let udp = udp_echo_rtt(1000).await?;
+    let udp_us = quantile(&udp, 0.5);
+    p.say(format!(
+        "bare UDP round trip on loopback through this runtime: p50 {udp_us:.0} µs ({} pings)",
+        udp.len()
+    ));
+    // Full-stack one hop: a key held by the asker's direct successor, so the request goes one
+    // hop and the answer comes straight back on the same connection.
+    let mut one_hop = Vec::new();
+    let mut one_hop_ok = 0;
+    let one_hop_n = 200;
+    for _ in 0..one_hop_n {
+        let from = &nodes[rng.below(n)];
+        let Some(succ) = truth.successors(&from.id(), 1).first().copied() else {
+            break;
+        };
+        let t = Instant::now();
+        if let Ok(Ok(a)) = timeout(Duration::from_secs(15), from.lookup(ring_id_of(&succ))).await {
+            one_hop.push(t.elapsed().as_secs_f64() * 1e6);
+            if a.node == succ && a.hops == 1 {
+                one_hop_ok += 1;
+            }
+        }
+    }
+    let one_hop_us = quantile(&one_hop, 0.5);
+    p.say(format!(
+        "one-hop lookup (key of the direct successor): p50 {one_hop_us:.0} µs, {one_hop_ok} of \
+         {one_hop_n} answered by the successor in 1 hop"
+    ));
+
+    // --- Lookup latency -----------------------------------------------------------------
+    let pass = |r: &LookupRound, c0: usize, c1: usize, trouble: String| {
+        let p50 = quantile(&r.micros, 0.5);
+        let h = r.hops_mean();
+        Pass {
+            planned: r.asked + r.not_asked,
+            asked: r.asked,
+            correct: r.correct,
+            wrong: r.wrong,
+            failed: r.failed,
+            not_asked: r.not_asked,
+            hops_mean: h,
+            hops_max: r.hops_max(),
+            p50_us: p50,
+            p90_us: quantile(&r.micros, 0.9),
+            p99_us: quantile(&r.micros, 0.99),
+            max_us: quantile(&r.micros, 1.0),
+            connections_before: c0,
+            connections_after: c1,
+            target_p50_us: LOOKUP_FACTOR * (h + 1.0) * one_hop_us,
+            ratio_to_one_hop_lookup: p50 / ((h + 1.0) * one_hop_us),
+            ratio_to_udp_rtt: p50 / ((h + 1.0) * udp_us),
+            ratio_to_quic_rtt: p50 / ((h + 1.0) * rtt_ms * 1000.0),
+            pass: p50 <= LOOKUP_FACTOR * (h + 1.0) * one_hop_us,
+            first_problem: r.first_problem.clone(),
+            trouble,
+        }
+    };
+    let say_pass = |name: &str, x: &Pass| {
+        p.say(format!(
+            "{name} pass: {} of {} correct ({} wrong, {} failed, {} not asked in time), hops \
+             mean {:.2} max {}, p50 {:.0} µs p99 {:.0} µs, connections {} -> {}",
+            x.correct,
+            x.planned,
+            x.wrong,
+            x.failed,
+            x.not_asked,
+            x.hops_mean,
+            x.hops_max,
+            x.p50_us,
+            x.p99_us,
+            x.connections_before,
+            x.connections_after
+        ));
+        if let Some(problem) = &x.first_problem {
+            p.say(format!("  first problem: {problem}"));
+        }
+        p.say(format!("  trouble counters during the pass: {}", x.trouble));
+    };
+    let asks = plan(&mut rng, n, args.lookups, None);
+    let c0 = rtt_sample(nodes).await?.1;
+    let t0 = trouble(nodes).await?;
+    let r1 = lookup_round(nodes, &truth, &asks, &[], PASS_LIMIT).await;
+    let c1 = rtt_sample(nodes).await?.1;
+    let t1 = trouble(nodes).await?;
+    let cold = pass(&r1, c0, c1, trouble_text(t0, t1));
+    say_pass("first (cold)", &cold);
+    // The same lookups again: every answer now comes back on an existing connection.
+    let r2 = lookup_round(nodes, &truth, &asks, &[], PASS_LIMIT).await;
+    let c2 = rtt_sample(nodes).await?.1;
+    let t2 = trouble(nodes).await?;
+    let warm = pass(&r2, c1, c2, trouble_text(t1, t2));
+    say_pass("second (same lookups again)", &warm);
+
+    Ok(Report {
+        nodes: n,
+        seed: args.seed,
+        settings,
+        joins_secs: joins.as_secs_f64(),
+        join_p50_ms,
+        join_max_ms,
+        slow_joins,
+        formation_secs: formation.as_secs_f64(),
+        formation_target_secs: FORMATION_TARGET_S,
+        formation_pass: formation.as_secs_f64() < FORMATION_TARGET_S,
+        lists_exact_secs: lists_exact,
+        rss_before_kib: rss_before,
+        rss_after_kib: rss_after,
+        memory_per_node_kib: memory_per_node,
+        idle_secs: idle,
+        upkeep_bytes_per_node_per_sec: upkeep,
+        upkeep_routing_bytes_per_node_per_sec: upkeep_routing,
+        upkeep_messages_per_node_per_sec: upkeep_msgs,
+        upkeep_target_bytes: UPKEEP_TARGET,
+        upkeep_pass: upkeep <= UPKEEP_TARGET,
+        connections_per_node: conns as f64 / n as f64,
+        fingers_per_node: fingers as f64 / n as f64,
+        rtt_quic_median_ms: rtt_ms,
+        rtt_quic_p90_ms: rtt_p90,
+        udp_rtt_p50_us: udp_us,
+        one_hop_lookup_p50_us: one_hop_us,
+        one_hop_lookups_in_one_hop: one_hop_ok,
+        one_hop_lookups: one_hop_n,
+        all_lookups_correct: r1.ok() && r2.ok(),
+        cold,
+        warm,
+    })
+}
+
+/// Round trips of a 64-byte datagram between two UDP sockets on loopback, echoed by a task on
+/// this runtime (µs each; a ping with no echo within 1 s is left out).
+async fn udp_echo_rtt(count: usize) -> Result<Vec<f64>> {
+    let a = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .context("binding a UDP socket")?;
+    let b = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .context("binding a UDP socket")?;
+    let b_addr = b.local_addr().context("UDP socket address")?;
+    let echo = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while let Ok((len, from)) = b.recv_from(&mut buf).await {
+            if b.send_to(&buf[..len], from).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Vec::with_capacity(count);
+    let mut buf = [0u8; 64];
+    for i in 0..count {
+        let ping = [(i % 251) as u8; 64];
+        let t = Instant::now();
+        a.send_to(&ping, b_addr)
+            .await
+            .context("sending a UDP ping")?;
+        if let Ok(Ok((len, _))) = timeout(Duration::from_secs(1), a.recv_from(&mut buf)).await {
+            if buf[..len] == ping[..] {
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    echo.abort();
+    Ok(out)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    bytes: u64,
+    routing_bytes: u64,
+    messages: u64,
+}
+
+async fn totals(nodes: &[Node]) -> Result<Totals> {
+    let mut t = Totals::default();
+    for n in nodes {
+        let c = status_of(n).await?.counters;
+        t.bytes += c.bytes_out;
+        t.routing_bytes += c.routing_bytes_out;
+        t.messages += c.messages_out;
+    }
+    Ok(t)
+}
+
+/// Counters that point at trouble, summed over `nodes`.
+async fn trouble(nodes: &[Node]) -> Result<[u64; 8]> {
+    let mut t = [0u64; 8];
+    for n in nodes {
+        let c = status_of(n).await?.counters;
+        let v = [
+            c.dropped,
+            c.send_failed,
+            c.send_queue_full,
+            c.peers_failed,
+            c.peers_timed_out,
+            c.lookups_failed,
+            c.handshakes_failed,
+            c.frame_errors,
+        ];
+        for (a, b) in t.iter_mut().zip(v) {
+            *a += b;
+        }
+    }
+    Ok(t)
+}
+
+fn trouble_text(before: [u64; 8], after: [u64; 8]) -> String {
+    const NAMES: [&str; 8] = [
+        "routed messages dropped",
+        "sends failed",
+        "sends dropped on full queues",
+        "peers declared failed",
+        "connections timed out",
+        "lookups failed",
+        "handshakes failed",
+        "frame errors",
+    ];
+    let parts: Vec<String> = NAMES
+        .iter()
+        .zip(before.iter().zip(after.iter()))
+        .filter(|(_, (b, a))| a > b)
+        .map(|(n, (b, a))| format!("{} {n}", a - b))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Every connection's RTT (ms), the number of connections and of fingers, over all nodes.
+async fn rtt_sample(nodes: &[Node]) -> Result<(Vec<f64>, usize, usize)> {
+    let mut rtts = Vec::new();
+    let mut fingers = 0;
+    for n in nodes {
+        let s = status_of(n).await?;
+        rtts.extend(s.connections.iter().map(|c| c.rtt_ms));
+        fingers += s.fingers.len();
+    }
+    let conns = rtts.len();
+    Ok((rtts, conns, fingers))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}
+
+fn print_report(r: &Report) {
+    println!();
+    println!(
+        "p2ps bench cluster: {} nodes on loopback, one process",
+        r.nodes
+    );
+    println!("({})", r.settings);
+    println!("{:<46} {:>16}  {:<30} result", "metric", "value", "target");
+    println!("{}", "-".repeat(104));
+    let row = |m: &str, v: String, t: &str, res: &str| {
+        println!("{m:<46} {v:>16}  {t:<30} {res}");
+    };
+    row(
+        "joins (first start to last join returned)",
+        format!("{:.2} s", r.joins_secs),
+        "",
+        "",
+    );
+    row(
+        "formation (all joined, every successor true)",
+        format!("{:.2} s", r.formation_secs),
+        &format!("< {:.0} s (set for 64 nodes)", r.formation_target_secs),
+        verdict(r.formation_pass),
+    );
+    row(
+        "all 8+8 neighbour lists exact",
+        r.lists_exact_secs
+            .map(|s| format!("{s:.2} s"))
+            .unwrap_or_else(|| "not within 30 s".into()),
+        "",
+        "",
+    );
+    row(
+        "one-hop lookup p50 (full stack)",
+        format!("{:.0} µs", r.one_hop_lookup_p50_us),
+        "",
+        "",
+    );
+    row(
+        "bare UDP round trip p50",
+        format!("{:.0} µs", r.udp_rtt_p50_us),
+        "",
+        "",
+    );
+    row(
+        "smoothed QUIC RTT, median",
+        format!("{:.3} ms", r.rtt_quic_median_ms),
+        "",
+        "",
+    );
+    for (name, x) in [("cold", &r.cold), ("warm", &r.warm)] {
+        row(
+            &format!("lookup p50, {name}"),
+            format!("{:.0} µs", x.p50_us),
+            &format!("<= {:.0} µs", x.target_p50_us),
+            verdict(x.pass),
+        );
+        row(
+            &format!("lookup p99, {name}"),
+            format!("{:.0} µs", x.p99_us),
+            "",
+            "",
+        );
+        row(
+            &format!("mean hops h (max), {name}"),
+            format!("{:.2} ({})", x.hops_mean, x.hops_max),
+            "",
+            "",
+        );
+        row(
+            &format!("p50 / ((h+1) × one-hop lookup), {name}"),
+            format!("{:.2}", x.ratio_to_one_hop_lookup),
+            &format!("<= {LOOKUP_FACTOR}"),
+            verdict(x.pass),
+        );
+        row(
+            &format!("p50 / ((h+1) × UDP round trip), {name}"),
+            format!("{:.1}", x.ratio_to_udp_rtt),
+            "",
+            "",
+        );
+        row(
+            &format!("p50 / ((h+1) × QUIC RTT), {name}"),
+            format!("{:.2}", x.ratio_to_quic_rtt),
+            "",
+            "",
+        );
+        row(
+            &format!("correct answers, {name}"),
+            format!("{} / {}", x.correct, x.planned),
+            "all",
+            if x.correct == x.planned {
+                "PASS"
+            } else {
+                "FAIL"
+            },
+        );
+        row(
+            &format!("connections before -> after, {name}"),
+            format!("{} -> {}", x.connections_before, x.connections_after),
+            "",
+            "",
+        );
+    }
+    row(
+        "memory per node (RSS delta / N)",
+        format!("{:.0} KiB", r.memory_per_node_kib),
+        "",
+        "",
+    );
+    row(
+        "idle upkeep per node (frames out)",
+        format!("{:.0} B/s", r.upkeep_bytes_per_node_per_sec),
+        &format!("<= {:.0} B/s", r.upkeep_target_bytes),
+        verdict(r.upkeep_pass),
+    );
+    row(
+        "  frames per node per second",
+        format!("{:.2}", r.upkeep_messages_per_node_per_sec),
+        "",
+        "",
+    );
+    row(
+        "connections per node (after formation)",
+        format!("{:.1}", r.connections_per_node),
+        "",
+        "",
+    );
+    row(
+        "fingers per node (after formation)",
+        format!("{:.1}", r.fingers_per_node),
+        "",
+        "",
+    );
+    println!("{}", "-".repeat(104));
+    println!(
+        "Lookups run one at a time, timed from the `lookup` call to its answer. \"cold\": {} \
+         random (node, key) pairs; \"warm\": the same pairs again, so every answer returns on \
+         an existing connection. The lookup target is 1.2 × (h+1) × the full-stack one-hop \
+         lookup. Upkeep counts frames handed to QUIC over {:.0} s idle, not QUIC headers, ACKs \
+         or keep-alive PINGs.",
+        r.cold.planned, r.idle_secs
+    );
+}
