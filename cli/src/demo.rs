@@ -353,6 +353,21 @@ impl LookupRound {
         self.asked > 0 && self.not_asked == 0 && self.correct == self.asked
     }
 
+    /// Adds the outcomes of `other` to these.
+    pub(crate) fn merge(&mut self, other: LookupRound) {
+        self.asked += other.asked;
+        self.not_asked += other.not_asked;
+        self.correct += other.correct;
+        self.wrong += other.wrong;
+        self.failed += other.failed;
+        self.named_gone += other.named_gone;
+        self.hops.extend(other.hops);
+        self.micros.extend(other.micros);
+        if self.first_problem.is_none() {
+            self.first_problem = other.first_problem;
+        }
+    }
+
     pub(crate) fn hops_mean(&self) -> f64 {
         mean(self.hops.iter().map(|h| f64::from(*h)))
     }

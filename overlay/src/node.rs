@@ -437,6 +437,16 @@ impl<P: PeerId> Node<P> {
 
     // ----- network inputs -----
 
+    /// `peer` can be reached at `addrs` (for example the address its connection came from).
+    /// They are kept while the peer is in the table and passed on in contacts.
+    pub fn add_addresses(&mut self, peer: P, addrs: &[SocketAddr]) {
+        let c = Contact {
+            id: peer,
+            addrs: addrs.to_vec(),
+        };
+        learn(&mut self.addrs, self.me.id, &c);
+    }
+
     /// A connection to `peer` opened.
     pub fn handle_link_up(&mut self, now: Time, peer: P) {
         if peer != self.me.id && self.state != State::Left {
@@ -938,6 +948,7 @@ impl<P: PeerId> Node<P> {
                 return self.arrive(r);
             }
             if self.table.contains(&t) {
+                r.hops += 1;
                 return self.forward(t, r);
             }
         }

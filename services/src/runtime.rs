@@ -212,6 +212,11 @@ impl Actor {
                 if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
                     self.join_connected = true;
                 }
+                // One socket per node dials and accepts, so the address a connection comes
+                // from is where the peer can be reached: remember it for the overlay's
+                // contacts and for later dials.
+                self.overlay.add_addresses(OverlayId(peer), &[remote_addr]);
+                self.transport.add_addresses(peer, [remote_addr]);
                 self.overlay.handle_link_up(now, OverlayId(peer));
             }
             TransportEvent::Disconnected { peer, reason } => {
