@@ -712,6 +712,35 @@ struct Demo {
 }
 
 impl Demo {
+    /// Checks `count` lookups of keys tagged `tag` from random live nodes against `truth`
+    /// after `event` (a leave or a crash), none of which may name `gone` (called `who`).
+    #[allow(clippy::too_many_arguments)]
+    async fn check_lookups_after(
+        &mut self,
+        event: &str,
+        live: &[Node],
+        truth: &Truth,
+        count: usize,
+        tag: &str,
+        gone: NodeId,
+        who: &str,
+    ) {
+        let t = Instant::now();
+        let asks = plan(&mut self.rng, live.len(), count, Some(tag));
+        let round = lookup_round(live, truth, &asks, &[gone], ROUND_LIMIT).await;
+        let p50 = quantile(&round.micros, 0.5);
+        self.check(
+            &format!("lookups after {event}"),
+            round.ok() && round.named_gone == 0,
+            t.elapsed(),
+            format!(
+                "{}; {} named {who}",
+                lookup_detail(&round, p50),
+                round.named_gone
+            ),
+        );
+    }
+
     fn check(&mut self, name: &str, ok: bool, took: Duration, detail: String) {
         let result = if ok { "pass" } else { "fail" };
         self.p.say(format!(
@@ -1228,25 +1257,17 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
             r.describe()
         },
     );
-    let t = Instant::now();
-    let asks = plan(
-        &mut d.rng,
-        live.len(),
+    let tag = format!("after-leave-{}", args.seed);
+    d.check_lookups_after(
+        "leave",
+        &live,
+        &truth,
         args.lookups,
-        Some(&format!("after-leave-{}", args.seed)),
-    );
-    let round = lookup_round(&live, &truth, &asks, &[lid], ROUND_LIMIT).await;
-    let p50 = quantile(&round.micros, 0.5);
-    d.check(
-        "lookups after leave",
-        round.ok() && round.named_gone == 0,
-        t.elapsed(),
-        format!(
-            "{}; {} named the leaver",
-            lookup_detail(&round, p50),
-            round.named_gone
-        ),
-    );
+        &tag,
+        lid,
+        "the leaver",
+    )
+    .await;
     let closed = closing.await.is_ok_and(|r| r.is_ok());
     d.check(
         "leaver shut down",
@@ -1614,26 +1635,18 @@ async fn crash_step(d: &mut Demo, args: &DemoArgs, leaver: NodeId) -> Result<()>
             r.describe()
         },
     );
-    let t = Instant::now();
     let truth = truth_of(&live);
-    let asks = plan(
-        &mut d.rng,
-        live.len(),
+    let tag = format!("after-crash-{}", args.seed);
+    d.check_lookups_after(
+        "crash",
+        &live,
+        &truth,
         args.lookups,
-        Some(&format!("after-crash-{}", args.seed)),
-    );
-    let round = lookup_round(&live, &truth, &asks, &[vid], ROUND_LIMIT).await;
-    let p50 = quantile(&round.micros, 0.5);
-    d.check(
-        "lookups after crash",
-        round.ok() && round.named_gone == 0,
-        t.elapsed(),
-        format!(
-            "{}; {} named the victim",
-            lookup_detail(&round, p50),
-            round.named_gone
-        ),
-    );
+        &tag,
+        vid,
+        "the victim",
+    )
+    .await;
     Ok(())
 }
 
