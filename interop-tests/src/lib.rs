@@ -122,17 +122,24 @@ fn locate_bin() -> Result<PathBuf, String> {
     }
 }
 
-/// Runs `p2ps` with `args` to completion, within `timeout` (killed and reported past it).
-pub fn run_p2ps(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(p2ps_bin())
-        .args(args)
+/// `p2ps` with `args`, no stdin, piped output, and none of the `P2PS_*` settings of the
+/// environment the tests run in (so they cannot redirect a test node).
+fn p2ps_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut c = Command::new(p2ps_bin());
+    c.args(args)
         .env_remove("P2PS_CONTROL")
         .env_remove("P2PS_NAME")
         .env_remove("P2PS_KEY")
         .env_remove("P2PS_LISTEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Runs `p2ps` with `args` to completion, within `timeout` (killed and reported past it).
+pub fn run_p2ps(args: &[&str], timeout: Duration) -> Output {
+    let mut child = p2ps_command(args)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run p2ps {args:?}: {e}"));
     let stdout = drain(child.stdout.take());
@@ -304,16 +311,8 @@ impl NodeProc {
         control: PathBuf,
         ticket_file: PathBuf,
     ) -> NodeProc {
-        let mut child = Command::new(p2ps_bin())
-            .args(&args)
+        let mut child = p2ps_command(&args)
             .env("P2PS_LOG", "info")
-            .env_remove("P2PS_CONTROL")
-            .env_remove("P2PS_NAME")
-            .env_remove("P2PS_KEY")
-            .env_remove("P2PS_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start node {name} (p2ps {args:?}): {e}"));
         let stdout = child.stdout.take().map(Lines::collect).unwrap_or_default();
