@@ -94,6 +94,37 @@ pub(crate) enum Request {
     },
     /// Leave the network gracefully and stop.
     Leave {},
+    /// Send `payload` to every node.
+    Broadcast {
+        /// Text to send.
+        payload: String,
+    },
+    /// Send `payload` to the nodes responsible for ring positions `lo..=hi` (32 hex digits).
+    Range {
+        /// Lower end.
+        lo: String,
+        /// Upper end.
+        hi: String,
+        /// Text to send.
+        payload: String,
+    },
+    /// Join a group.
+    GroupJoin {
+        /// Group name.
+        group: String,
+    },
+    /// Leave a group.
+    GroupLeave {
+        /// Group name.
+        group: String,
+    },
+    /// Send `payload` to the members of a group.
+    GroupSend {
+        /// Group name.
+        group: String,
+        /// Text to send.
+        payload: String,
+    },
 }
 
 /// The node's answer.
@@ -345,7 +376,7 @@ pub struct ControlOpts {
 }
 
 impl ControlOpts {
-    fn call(&self, req: &Request) -> Result<serde_json::Value> {
+    pub(crate) fn call(&self, req: &Request) -> Result<serde_json::Value> {
         let (path, _) = control_path(self.control.as_deref(), &self.name)?;
         request(&path, req, CLIENT_TIMEOUT)
     }
@@ -358,7 +389,7 @@ struct KeyChoice {
     raw_key: Option<String>,
 }
 
-fn print_json(v: &impl Serialize) -> Result<()> {
+pub(crate) fn print_json(v: &impl Serialize) -> Result<()> {
     let s = serde_json::to_string(v).context("encoding JSON")?;
     write_stdout(&s)
 }
@@ -446,16 +477,34 @@ pub(crate) fn render_status(s: &Status) -> String {
             c.rtt_ms
         );
     }
+    let _ = writeln!(o, "groups:        {}", s.groups.len());
+    for g in &s.groups {
+        let role = match (g.member, g.root) {
+            (true, true) => "member, root",
+            (true, false) => "member",
+            (false, true) => "forwarder, root",
+            (false, false) => "forwarder",
+        };
+        let _ = writeln!(
+            o,
+            "  {:<20} {:<16} parent {}  children {}",
+            g.name.as_deref().unwrap_or("(unnamed)"),
+            role,
+            short_list(&g.parent),
+            short_list(&g.children)
+        );
+    }
     let c = &s.counters;
     let _ = writeln!(o, "counters:");
     let _ = writeln!(
         o,
-        "  messages in/out  {} / {}   bytes in/out {} / {} (routing {}, user {})",
+        "  messages in/out  {} / {}   bytes in/out {} / {} (routing {}, tree {}, user {})",
         c.messages_in,
         c.messages_out,
         c.bytes_in,
         c.bytes_out,
         c.routing_bytes_out,
+        c.tree_bytes_out,
         c.user_bytes_out
     );
     let _ = writeln!(
@@ -470,11 +519,12 @@ pub(crate) fn render_status(s: &Status) -> String {
     );
     let _ = write!(
         o,
-        "  failures         peers failed {}  timed out {}  queue full {}  send failed {}  \
+        "  failures         peers failed {}  timed out {}  queue full {} (tree {})  send failed {}  \
          inbox dropped {}  frame errors {}  handshakes failed {}",
         c.peers_failed,
         c.peers_timed_out,
         c.send_queue_full,
+        c.tree_queue_full,
         c.send_failed,
         c.inbox_dropped,
         c.frame_errors,
@@ -664,6 +714,19 @@ mod tests {
                 Request::Lookup {
                     key: None,
                     raw_key: Some("00".into()),
+                },
+            ),
+            (
+                r#"{"op":"broadcast","payload":"p"}"#,
+                Request::Broadcast {
+                    payload: "p".into(),
+                },
+            ),
+            (
+                r#"{"op":"group_send","group":"g","payload":"p"}"#,
+                Request::GroupSend {
+                    group: "g".into(),
+                    payload: "p".into(),
                 },
             ),
             (

@@ -19,7 +19,7 @@
 
 use anyhow::{bail, Context, Result};
 use p2ps::id::ring_id_of;
-use p2ps::{key_of, Identity, Node, NodeConfig, NodeEvent, NodeId, RingId, Ticket};
+use p2ps::{key_of, Identity, Node, NodeConfig, NodeEvent, NodeId, RingId, Ticket, Via};
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -1074,7 +1074,9 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
             continue;
         }
         match expect_message(to, payload.as_bytes()).await {
-            Some(m) if m.from == from.id() && m.to_node && m.key == ring_id_of(&to.id()) => {
+            Some(m)
+                if m.from == from.id() && m.via == Via::Node && m.key == ring_id_of(&to.id()) =>
+            {
                 hops.push(f64::from(m.hops));
             }
             Some(m) => problems.push(format!("send #{j}: delivered with wrong fields {m:?}")),
@@ -1117,7 +1119,7 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
             continue;
         }
         match expect_message(holder, payload.as_bytes()).await {
-            Some(m) if m.from == from.id() && !m.to_node && m.key == key => {
+            Some(m) if m.from == from.id() && m.via == Via::Key && m.key == key => {
                 hops.push(f64::from(m.hops));
             }
             Some(m) => problems.push(format!("route #{j}: delivered with wrong fields {m:?}")),

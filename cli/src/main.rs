@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cluster;
 mod bench_transport;
+mod cast_cmd;
 mod control;
 mod demo;
 mod node_cmd;
@@ -35,6 +36,13 @@ enum Command {
     Lookup(control::LookupArgs),
     /// Make a running node leave its network gracefully and stop.
     Leave(control::LeaveArgs),
+    /// Send a message from a running node to every node of the network.
+    Broadcast(cast_cmd::BroadcastArgs),
+    /// Send a message from a running node to the nodes responsible for a range of positions.
+    Range(cast_cmd::RangeArgs),
+    /// Join or leave a group, or send a message to a group, through a running node.
+    #[command(subcommand)]
+    Group(cast_cmd::GroupCommand),
     /// Start a local network on loopback and exercise every primitive.
     Demo(demo::DemoArgs),
     /// Run the discrete-event simulator of the Tango overlay (every finger strategy side by side).
@@ -65,6 +73,9 @@ fn main() -> Result<()> {
         Command::Route(args) => control::route(args),
         Command::Lookup(args) => control::lookup(args),
         Command::Leave(args) => control::leave(args),
+        Command::Broadcast(args) => cast_cmd::broadcast(args),
+        Command::Range(args) => cast_cmd::range(args),
+        Command::Group(cmd) => cast_cmd::group(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),

@@ -8,7 +8,7 @@
 
 use crate::control::{self, check_name};
 use anyhow::{bail, Context, Result};
-use p2ps::{FingerStrategy, Identity, Message, Node, NodeConfig, NodeEvent, NodeId, Ticket};
+use p2ps::{FingerStrategy, Identity, Message, Node, NodeConfig, NodeEvent, NodeId, Ticket, Via};
 use serde::Deserialize;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -131,6 +131,9 @@ struct Tunables {
     /// A peer silent this long is taken for crashed (QUIC idle timeout) [default: 5000].
     #[arg(long, value_name = "MS")]
     idle_timeout_ms: Option<u64>,
+    /// Confirm this node's place in each group tree this often [default: 20000].
+    #[arg(long, value_name = "MS")]
+    group_refresh_ms: Option<u64>,
 }
 
 impl Tunables {
@@ -145,6 +148,7 @@ impl Tunables {
             join_attempts: self.join_attempts.or(other.join_attempts),
             lookup_timeout_ms: self.lookup_timeout_ms.or(other.lookup_timeout_ms),
             idle_timeout_ms: self.idle_timeout_ms.or(other.idle_timeout_ms),
+            group_refresh_ms: self.group_refresh_ms.or(other.group_refresh_ms),
         }
     }
 }
@@ -178,6 +182,7 @@ struct FileConfig {
     join_attempts: Option<u32>,
     lookup_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    group_refresh_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -209,6 +214,7 @@ impl FileConfig {
             join_attempts: self.join_attempts,
             lookup_timeout_ms: self.lookup_timeout_ms,
             idle_timeout_ms: self.idle_timeout_ms,
+            group_refresh_ms: self.group_refresh_ms,
         }
     }
 }
@@ -307,6 +313,9 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
     }
     if let Some(v) = t.lookup_timeout_ms {
         overlay.lookup_timeout = ms(v);
+    }
+    if let Some(v) = t.group_refresh_ms {
+        overlay.group_refresh = ms(v);
     }
     overlay.validate().context("invalid overlay settings")?;
     if t.idle_timeout_ms == Some(0) {
@@ -597,7 +606,13 @@ impl Output {
     }
 
     fn message(&self, m: &Message) {
-        let to = if m.to_node { "node" } else { "key" };
+        let to = match &m.via {
+            Via::Node => "node".to_string(),
+            Via::Key => "key".to_string(),
+            Via::Broadcast => "everyone".to_string(),
+            Via::Range { lo, hi } => format!("range {lo}..{hi}"),
+            Via::Group(g) => format!("group {g}"),
+        };
         self.line(
             || {
                 format!(
@@ -613,6 +628,10 @@ impl Output {
                     "from": m.from.to_string(),
                     "hops": m.hops,
                     "to": to,
+                    "group": match &m.via {
+                        Via::Group(g) => Some(g.clone()),
+                        _ => None,
+                    },
                     "key": m.key.to_string(),
                     "payload": String::from_utf8_lossy(&m.payload),
                 })
@@ -624,6 +643,25 @@ impl Output {
         let (what, id): (&str, NodeId) = match e {
             NodeEvent::NeighbourUp(id) => ("neighbour_up", *id),
             NodeEvent::NeighbourDown(id) => ("neighbour_down", *id),
+            NodeEvent::GroupChildDropped { group, peer } => {
+                let group = group.to_string();
+                self.line(
+                    || {
+                        format!(
+                            "slow child {} dropped from group tree {group}",
+                            peer.short()
+                        )
+                    },
+                    || {
+                        serde_json::json!({
+                            "event": "group_child_dropped",
+                            "group": group,
+                            "node": peer.to_string(),
+                        })
+                    },
+                );
+                return;
+            }
             // Joining and leaving are printed where they happen.
             NodeEvent::Joined | NodeEvent::JoinFailed | NodeEvent::Left => return,
         };

@@ -281,6 +281,33 @@ async fn execute(
                 }
             }
         }
+        Request::Broadcast { payload } => cast_answer(node.broadcast(payload.into_bytes()).await),
+        Request::Range { lo, hi, payload } => {
+            match (
+                crate::control::parse_raw_key(&lo),
+                crate::control::parse_raw_key(&hi),
+            ) {
+                (Ok(lo), Ok(hi)) => {
+                    cast_answer(node.multicast_range(lo, hi, payload.into_bytes()).await)
+                }
+                (Err(e), _) | (_, Err(e)) => Response::err(e),
+            }
+        }
+        Request::GroupJoin { group } => match node.join_group(&group).await {
+            Ok(()) => Response::ok(serde_json::json!({"group": group, "member": true})),
+            Err(e) => Response::err(e.to_string()),
+        },
+        Request::GroupLeave { group } => match node.leave_group(&group).await {
+            Ok(()) => Response::ok(serde_json::json!({"group": group, "member": false})),
+            Err(e) => Response::err(e.to_string()),
+        },
+        Request::GroupSend { group, payload } => {
+            let bytes = payload.len();
+            match node.send_group(&group, payload.into_bytes()).await {
+                Ok(()) => Response::ok(serde_json::json!({"group": group, "bytes": bytes})),
+                Err(e) => Response::err(e.to_string()),
+            }
+        }
         Request::Leave {} => {
             let (left_tx, left_rx) = oneshot::channel();
             let (written_tx, written_rx) = oneshot::channel();
@@ -301,6 +328,17 @@ async fn execute(
         }
     };
     (resp, None)
+}
+
+fn cast_answer(r: Result<p2ps::CastReport, p2ps::NodeError>) -> Response {
+    match r {
+        Ok(c) => Response::ok(serde_json::json!({
+            "seq": c.seq,
+            "delivered": c.delivered,
+            "complete": c.complete,
+        })),
+        Err(e) => Response::err(e.to_string()),
+    }
 }
 
 async fn lookup(node: &Node, key: RingId) -> LookupAnswer {

@@ -34,6 +34,8 @@ pub const FAST: &[&str] = &[
     "5000",
     "--lookup-timeout-ms",
     "1000",
+    "--group-refresh-ms",
+    "2000",
 ];
 
 /// The `p2ps` binary: `$P2PS_BIN` if set, else `target/<profile>/p2ps` next to the running test
@@ -252,6 +254,30 @@ impl TestNet {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         NodeProc::spawn_raw(name, args, control, ticket_file)
+    }
+
+    /// Starts `n` nodes named `n00`, `n01`, …: the first creates the network, three join
+    /// through it, the rest join concurrently through those four. Returns once every node has
+    /// printed its ticket (joined), waiting at most `join_wait` for each.
+    pub fn spawn_network(&self, n: usize, extra: &[&str], join_wait: Duration) -> Vec<NodeProc> {
+        let mut nodes = vec![self.spawn("n00", Start::Create, extra)];
+        let first = nodes[0].wait_ticket(join_wait);
+        let seeds = n.min(4);
+        for i in 1..seeds {
+            nodes.push(self.spawn(&format!("n{i:02}"), Start::Join(first.clone()), extra));
+        }
+        let mut tickets = vec![first];
+        for node in &mut nodes[1..seeds] {
+            tickets.push(node.wait_ticket(join_wait));
+        }
+        for i in seeds..n {
+            let via = tickets[i % tickets.len()].clone();
+            nodes.push(self.spawn(&format!("n{i:02}"), Start::Join(via), extra));
+        }
+        for node in &mut nodes[seeds..] {
+            node.wait_ticket(join_wait);
+        }
+        nodes
     }
 }
 

@@ -32,23 +32,7 @@ fn refs(nodes: &mut [NodeProc]) -> Vec<&mut NodeProc> {
 fn twelve_processes_agree_deliver_repair_and_leave() {
     let t0 = Instant::now();
     let net = TestNet::new();
-    let mut nodes = vec![net.spawn("n00", Start::Create, FAST)];
-    let first_ticket = nodes[0].wait_ticket(JOIN_WAIT);
-    // Three join through the first node, then eight more through those four, concurrently.
-    for i in 1..4 {
-        nodes.push(net.spawn(&format!("n{i:02}"), Start::Join(first_ticket.clone()), FAST));
-    }
-    let mut tickets = vec![first_ticket];
-    for n in &mut nodes[1..4] {
-        tickets.push(n.wait_ticket(JOIN_WAIT));
-    }
-    for i in 4..12 {
-        let via = tickets[i % tickets.len()].clone();
-        nodes.push(net.spawn(&format!("n{i:02}"), Start::Join(via), FAST));
-    }
-    for n in &mut nodes[4..] {
-        n.wait_ticket(JOIN_WAIT);
-    }
+    let mut nodes = net.spawn_network(12, FAST, JOIN_WAIT);
     let ids: Vec<NodeId> = nodes.iter_mut().map(|n| n.id()).collect();
     assert_eq!(
         ids.iter().collect::<std::collections::BTreeSet<_>>().len(),

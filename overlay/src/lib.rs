@@ -12,7 +12,9 @@
 //! - [`strategy`]: finger placement (Tango, Chord, Tango+);
 //! - [`routing_table`]: successor/predecessor lists, finger slots, next-hop choice;
 //! - [`message`]: wire messages and their traffic classes;
-//! - [`node`]: the state machine (joins, leaves, stabilisation, fingers, routing, lookups);
+//! - [`node`]: the state machine (joins, leaves, stabilisation, fingers, routing, lookups),
+//!   with broadcast and range multicast in `node/cast.rs` and group trees in `node/groups.rs`;
+//! - [`segment`]: ring segments and the midpoint split that gives broadcast its disjoint pieces;
 //! - [`sim`] (feature `sim`): the discrete-event simulator and the stable-ring fast path.
 
 pub mod config;
@@ -22,6 +24,8 @@ pub mod peer;
 pub mod ring;
 pub mod rng;
 pub mod routing_table;
+mod seen;
+pub mod segment;
 pub mod strategy;
 pub mod time;
 
@@ -29,10 +33,13 @@ pub mod time;
 pub mod sim;
 
 pub use config::{Config, ConfigError};
-pub use message::{Class, Message, Routed, RoutedBody};
-pub use node::{CommandError, Delivery, Event, LookupError, Node, NodeStats, Output, State};
+pub use message::{Cast, Class, Message, Routed, RoutedBody};
+pub use node::{
+    CommandError, Delivery, Event, GroupRole, LookupError, Node, NodeStats, Output, State, Via,
+};
 pub use peer::{Contact, Peer, PeerId};
 pub use ring::{Dir, RingId};
 pub use routing_table::{ListChange, NextHop, RoutingTable};
+pub use segment::Segment;
 pub use strategy::FingerStrategy;
 pub use time::Time;

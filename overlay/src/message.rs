@@ -6,6 +6,7 @@
 
 use crate::peer::Contact;
 use crate::ring::{Dir, RingId};
+use crate::segment::Segment;
 use serde::{Deserialize, Serialize};
 
 /// Which stream class a message travels on, so that a burst of user data never delays upkeep.
@@ -81,6 +82,73 @@ pub enum Message<P> {
     },
     /// A message routed hop by hop towards the node responsible for `key`.
     Routed(Routed<P>),
+    /// A piece of a broadcast or range multicast: deliver it to every node in the piece.
+    Cast(Cast<P>),
+    /// "I have your piece `piece` of cast `(origin, seq)` and cover it now."
+    CastAck {
+        /// The cast's origin.
+        origin: P,
+        /// The origin's message number.
+        seq: u64,
+        /// The sender's piece number.
+        piece: u64,
+    },
+    /// "Piece `piece` is covered": sent up the tree when the origin asked for a reply.
+    CastDone {
+        /// The cast's origin.
+        origin: P,
+        /// The origin's message number.
+        seq: u64,
+        /// The sender's piece number (0 from the root of a range multicast to its origin).
+        piece: u64,
+        /// Nodes in the piece that delivered the payload for the first time.
+        delivered: u64,
+    },
+    /// Child to parent: "keep me in the tree of `group`" (also the periodic refresh).
+    GroupJoin {
+        /// The group's position on the ring (hash of its name).
+        group: RingId,
+    },
+    /// Child to parent: "take me out of the tree of `group`".
+    GroupPrune {
+        /// The group.
+        group: RingId,
+    },
+    /// A group message travelling along the tree's edges.
+    GroupCast {
+        /// The group.
+        group: RingId,
+        /// Who sent it.
+        origin: P,
+        /// The origin's message number.
+        seq: u64,
+        /// Tree edges crossed so far.
+        hops: u16,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// A piece of a broadcast (the whole ring) or of a range multicast (the nodes responsible for
+/// the keys in a range), handed down the dissemination tree.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Cast<P> {
+    /// Who sent the broadcast.
+    pub origin: Contact<P>,
+    /// The origin's message number; `(origin, seq)` identifies the cast.
+    pub seq: u64,
+    /// The sender's number for this piece, echoed in acknowledgements.
+    pub piece: u64,
+    /// The nodes to reach: every node whose position lies here.
+    pub seg: Segment,
+    /// For a range multicast, the key range `[lo, hi]`; `None` for a broadcast.
+    pub keys: Option<(RingId, RingId)>,
+    /// Tree depth of the receiver (1 for the origin's direct children).
+    pub depth: u16,
+    /// Whether the origin wants a count of deliveries gathered back up the tree.
+    pub reply: bool,
+    /// The payload.
+    pub payload: Vec<u8>,
 }
 
 /// A message routed through the overlay.
@@ -118,6 +186,25 @@ pub enum RoutedBody<P> {
         /// The origin's request id.
         req: u64,
     },
+    /// A range multicast on its way to the node responsible for `hi` (the routed key), which
+    /// then covers every node from `lo` to itself.
+    Range {
+        /// Lower end of the key range.
+        lo: RingId,
+        /// The origin's message number.
+        seq: u64,
+        /// Whether the origin wants a count of deliveries.
+        reply: bool,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// A group message on its way to the group's tree (the routed key is the group).
+    GroupSend {
+        /// The origin's message number.
+        seq: u64,
+        /// The payload.
+        payload: Vec<u8>,
+    },
     /// Application data.
     Data {
         /// Deliver only to this node (a send to a node id), or to whoever is responsible.
@@ -135,6 +222,16 @@ impl<P> Message<P> {
                 body: RoutedBody::Data { .. },
                 ..
             }) => Class::User,
+            Message::Routed(Routed {
+                body: RoutedBody::Range { .. } | RoutedBody::GroupSend { .. },
+                ..
+            })
+            | Message::Cast(_)
+            | Message::CastAck { .. }
+            | Message::CastDone { .. }
+            | Message::GroupJoin { .. }
+            | Message::GroupPrune { .. }
+            | Message::GroupCast { .. } => Class::Tree,
             _ => Class::Routing,
         }
     }
@@ -149,12 +246,19 @@ impl<P> Message<P> {
             }
             Message::FingerNotify { new, .. } => f(new),
             Message::Routed(r) => f(&r.origin),
-            Message::FingerReply { .. } | Message::LookupReply { .. } => {}
+            Message::Cast(c) => f(&c.origin),
+            Message::FingerReply { .. }
+            | Message::LookupReply { .. }
+            | Message::CastAck { .. }
+            | Message::CastDone { .. }
+            | Message::GroupJoin { .. }
+            | Message::GroupPrune { .. }
+            | Message::GroupCast { .. } => {}
         }
     }
 
     /// Every value [`Message::kind`] can return, in the order of [`Message::kind_index`].
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 19] = [
         "stabilize",
         "stabilize-reply",
         "join-reply",
@@ -166,6 +270,14 @@ impl<P> Message<P> {
         "finger-probe",
         "lookup",
         "data",
+        "range",
+        "group-send",
+        "cast",
+        "cast-ack",
+        "cast-done",
+        "group-join",
+        "group-prune",
+        "group-cast",
     ];
 
     /// The position of [`Message::kind`] in [`Message::KINDS`], for counters kept in arrays.
@@ -183,7 +295,15 @@ impl<P> Message<P> {
                 RoutedBody::FingerProbe { .. } => 8,
                 RoutedBody::Lookup { .. } => 9,
                 RoutedBody::Data { .. } => 10,
+                RoutedBody::Range { .. } => 11,
+                RoutedBody::GroupSend { .. } => 12,
             },
+            Message::Cast(_) => 13,
+            Message::CastAck { .. } => 14,
+            Message::CastDone { .. } => 15,
+            Message::GroupJoin { .. } => 16,
+            Message::GroupPrune { .. } => 17,
+            Message::GroupCast { .. } => 18,
         }
     }
 
@@ -253,6 +373,46 @@ mod tests {
                 target: None,
                 payload: vec![],
             }),
+            routed(RoutedBody::Range {
+                lo: RingId(0),
+                seq: 0,
+                reply: false,
+                payload: vec![],
+            }),
+            routed(RoutedBody::GroupSend {
+                seq: 0,
+                payload: vec![],
+            }),
+            Message::Cast(Cast {
+                origin: c(),
+                seq: 0,
+                piece: 0,
+                seg: Segment::full(RingId(0)),
+                keys: None,
+                depth: 0,
+                reply: false,
+                payload: vec![],
+            }),
+            Message::CastAck {
+                origin: 1,
+                seq: 0,
+                piece: 0,
+            },
+            Message::CastDone {
+                origin: 1,
+                seq: 0,
+                piece: 0,
+                delivered: 0,
+            },
+            Message::GroupJoin { group: RingId(0) },
+            Message::GroupPrune { group: RingId(0) },
+            Message::GroupCast {
+                group: RingId(0),
+                origin: 1,
+                seq: 0,
+                hops: 0,
+                payload: vec![],
+            },
         ];
         for (i, m) in all.iter().enumerate() {
             assert_eq!(m.kind_index(), i, "{m:?}");

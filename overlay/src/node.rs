@@ -28,7 +28,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
 
+use crate::seen::Seen;
 use crate::time::Time;
+
+mod cast;
+mod groups;
+
+pub use groups::GroupRole;
 
 /// Where a node is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,10 +80,30 @@ pub struct Delivery<P> {
     pub key: RingId,
     /// Overlay hops it took.
     pub hops: u16,
-    /// Whether it was addressed to this node's id (a send) rather than to a key (a route).
-    pub to_node: bool,
+    /// How it was addressed.
+    pub via: Via,
     /// The payload.
     pub payload: Vec<u8>,
+}
+
+/// How a delivered payload was addressed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Via {
+    /// To this node's id ([`Node::send`]).
+    Node,
+    /// To a key this node is responsible for ([`Node::route`]).
+    Key,
+    /// To every node ([`Node::broadcast`]).
+    Broadcast,
+    /// To the nodes responsible for the keys in `[lo, hi]` ([`Node::multicast_range`]).
+    Range {
+        /// Lower end of the key range.
+        lo: RingId,
+        /// Upper end of the key range.
+        hi: RingId,
+    },
+    /// To the members of a group ([`Node::send_group`]).
+    Group(RingId),
 }
 
 /// An event for the application and for monitoring.
@@ -101,6 +127,23 @@ pub enum Event<P> {
         key: RingId,
         /// The responsible node and the hops it took, or why there is no answer.
         result: Result<(P, u16), LookupError>,
+    },
+    /// A broadcast or range multicast this node started is over.
+    CastDone {
+        /// The message number [`Node::broadcast`] or [`Node::multicast_range`] returned.
+        seq: u64,
+        /// With a reply requested: how many nodes delivered it (each counted once; a node whose
+        /// report was lost to a failure is missing from the count).
+        delivered: Option<u64>,
+        /// Whether every piece was acknowledged (no piece given up after every attempt).
+        complete: bool,
+    },
+    /// A child of this node in `group`'s tree could not keep up and was dropped.
+    GroupChildDropped {
+        /// The group.
+        group: RingId,
+        /// The dropped child.
+        peer: P,
     },
 }
 
@@ -130,6 +173,9 @@ pub enum CommandError {
     /// Joining through oneself.
     #[error("cannot join through this node itself")]
     SelfBootstrap,
+    /// This node already holds state for as many groups as allowed.
+    #[error("too many groups")]
+    TooManyGroups,
 }
 
 /// Counters a node keeps about itself.
@@ -200,6 +246,15 @@ pub struct Node<P: PeerId> {
     out: VecDeque<Output<P>>,
     stats: NodeStats,
     lists_dirty: bool,
+    /// Broadcast and range multicast pieces in progress.
+    casts: cast::Casts<P>,
+    /// Group trees this node is part of.
+    groups: groups::Groups<P>,
+    /// Recently seen `(origin, seq)` of casts and group messages.
+    seen: Seen<(P, u64)>,
+    next_seq: u64,
+    /// The `now` of the latest input, for code paths reached without one.
+    now: Time,
 }
 
 impl<P: PeerId> Node<P> {
@@ -212,7 +267,6 @@ impl<P: PeerId> Node<P> {
             me,
             my_addrs: Vec::new(),
             table: RoutingTable::new(me, cfg.strategy, cfg.list_len),
-            cfg,
             state: State::Idle,
             neighbours: Vec::new(),
             addrs: BTreeMap::new(),
@@ -231,6 +285,12 @@ impl<P: PeerId> Node<P> {
             out: VecDeque::new(),
             stats: NodeStats::default(),
             lists_dirty: false,
+            casts: cast::Casts::default(),
+            groups: groups::Groups::default(),
+            seen: Seen::new(cfg.seen_ttl, cfg.max_seen),
+            next_seq: 1,
+            now: Time::ZERO,
+            cfg,
         }
     }
 
@@ -294,6 +354,11 @@ impl<P: PeerId> Node<P> {
         self.links.keys()
     }
 
+    /// Broadcasts and range multicasts this node is helping to cover right now.
+    pub fn casts_in_progress(&self) -> usize {
+        self.casts.active()
+    }
+
     /// Lookups waiting for an answer.
     pub fn pending_lookups(&self) -> usize {
         self.lookups.len()
@@ -312,6 +377,8 @@ impl<P: PeerId> Node<P> {
             .flatten()
             .chain(self.awaiting.values().copied())
             .chain(self.lookup_deadlines.first().map(|(t, _)| *t))
+            .chain(self.casts.next_deadline())
+            .chain(self.groups.next_deadline())
             .min()
     }
 
@@ -319,6 +386,7 @@ impl<P: PeerId> Node<P> {
 
     /// Starts a new network with this node as its only member.
     pub fn create(&mut self, now: Time) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
         if self.state != State::Idle {
             return Err(CommandError::AlreadyStarted);
         }
@@ -328,6 +396,7 @@ impl<P: PeerId> Node<P> {
 
     /// Joins the network `bootstrap` belongs to. `Event::Joined` or `Event::JoinFailed` follows.
     pub fn join(&mut self, now: Time, bootstrap: Contact<P>) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
         if self.state != State::Idle {
             return Err(CommandError::AlreadyStarted);
         }
@@ -344,7 +413,8 @@ impl<P: PeerId> Node<P> {
 
     /// Leaves gracefully: every known peer is told, with this node's lists so that they can
     /// repair at once. Pending lookups fail with [`LookupError::Left`].
-    pub fn leave(&mut self, _now: Time) {
+    pub fn leave(&mut self, now: Time) {
+        self.now = self.now.max(now);
         if self.state == State::Joined {
             let succs = self.contacts(self.table.successors());
             let preds = self.contacts(self.table.predecessors());
@@ -370,6 +440,9 @@ impl<P: PeerId> Node<P> {
         }
         self.lookups.clear();
         self.lookup_deadlines.clear();
+        self.groups_leave();
+        self.casts_leave();
+        self.seen.clear();
         self.timers = Timers::default();
         self.awaiting.clear();
         if self.state != State::Left {
@@ -381,6 +454,7 @@ impl<P: PeerId> Node<P> {
     /// Asks who is responsible for `key`. Returns the request id that the matching
     /// `Event::LookupDone` carries.
     pub fn lookup(&mut self, now: Time, key: RingId) -> Result<u64, CommandError> {
+        self.now = self.now.max(now);
         if self.state != State::Joined {
             return Err(CommandError::NotJoined);
         }
@@ -404,7 +478,8 @@ impl<P: PeerId> Node<P> {
     }
 
     /// Sends `payload` to whichever node is responsible for `key` (best effort, no answer).
-    pub fn route(&mut self, _now: Time, key: RingId, payload: Vec<u8>) -> Result<(), CommandError> {
+    pub fn route(&mut self, now: Time, key: RingId, payload: Vec<u8>) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
         if self.state != State::Joined {
             return Err(CommandError::NotJoined);
         }
@@ -420,7 +495,8 @@ impl<P: PeerId> Node<P> {
 
     /// Sends `payload` to the node `target` (best effort): routed towards its position and
     /// delivered only if that node is there.
-    pub fn send(&mut self, _now: Time, target: P, payload: Vec<u8>) -> Result<(), CommandError> {
+    pub fn send(&mut self, now: Time, target: P, payload: Vec<u8>) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
         if self.state != State::Joined {
             return Err(CommandError::NotJoined);
         }
@@ -449,6 +525,7 @@ impl<P: PeerId> Node<P> {
 
     /// A connection to `peer` opened.
     pub fn handle_link_up(&mut self, now: Time, peer: P) {
+        self.now = self.now.max(now);
         if peer != self.me.id && self.state != State::Left {
             self.links.insert(peer, now);
         }
@@ -456,6 +533,7 @@ impl<P: PeerId> Node<P> {
 
     /// `peer` cannot be reached (its connection failed or closed). It is taken for crashed.
     pub fn handle_link_down(&mut self, now: Time, peer: P) {
+        self.now = self.now.max(now);
         self.links.remove(&peer);
         if self.state == State::Left || peer == self.me.id {
             return;
@@ -466,6 +544,7 @@ impl<P: PeerId> Node<P> {
 
     /// A message `msg` arrived from `from` (the authenticated sender).
     pub fn handle_message(&mut self, now: Time, from: P, msg: Message<P>) {
+        self.now = self.now.max(now);
         if from == self.me.id || self.state == State::Left {
             return;
         }
@@ -515,13 +594,35 @@ impl<P: PeerId> Node<P> {
                 stop,
             } => self.on_finger_notify(new, dir, level, stop),
             Message::LookupReply { req, hops } => self.on_lookup_reply(from, req, hops),
-            Message::Routed(r) => self.on_routed(r),
+            Message::Routed(r) => self.on_routed(now, r),
+            Message::Cast(c) => {
+                if self.state == State::Joined {
+                    self.on_cast(now, from, c)
+                }
+            }
+            Message::CastAck { piece, .. } => self.on_cast_ack(now, from, piece),
+            Message::CastDone {
+                origin,
+                seq,
+                piece,
+                delivered,
+            } => self.on_cast_done(now, from, origin, seq, piece, delivered),
+            Message::GroupJoin { group } => self.on_group_join(now, from, group),
+            Message::GroupPrune { group } => self.on_group_prune(from, group),
+            Message::GroupCast {
+                group,
+                origin,
+                seq,
+                hops,
+                payload,
+            } => self.on_group_cast(now, from, group, origin, seq, hops, payload),
         }
         self.emit_neighbour_events();
     }
 
     /// Deadlines passed: run whatever was due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
         if self.state == State::Left {
             return;
         }
@@ -558,6 +659,12 @@ impl<P: PeerId> Node<P> {
         }
         if self.timers.housekeeping.is_some_and(|t| t <= now) {
             self.housekeeping(now);
+        }
+        if self.casts.next_deadline().is_some_and(|t| t <= now) {
+            self.cast_timeouts(now);
+        }
+        if self.groups.next_deadline().is_some_and(|t| t <= now) {
+            self.group_refresh(now);
         }
         self.emit_neighbour_events();
     }
@@ -746,6 +853,8 @@ impl<P: PeerId> Node<P> {
                 self.note_lists(change);
             }
         }
+        self.cast_peer_failed(now, from);
+        self.group_peer_failed(now, from);
     }
 
     /// `peer` is gone: forget it, refill what it held, and schedule re-probes.
@@ -754,6 +863,8 @@ impl<P: PeerId> Node<P> {
         let known = self.table.contains(&peer);
         self.bury(now, peer);
         if !known {
+            self.cast_peer_failed(now, peer);
+            self.group_peer_failed(now, peer);
             return;
         }
         self.stats.peers_failed += 1;
@@ -781,6 +892,9 @@ impl<P: PeerId> Node<P> {
         if !self.repair.is_empty() && self.timers.repair.is_none() && self.state == State::Joined {
             self.timers.repair = Some(now + self.cfg.repair_delay);
         }
+        // With the table repaired, pieces and tree edges held by the dead peer move elsewhere.
+        self.cast_peer_failed(now, peer);
+        self.group_peer_failed(now, peer);
     }
 
     fn bury(&mut self, now: Time, peer: P) {
@@ -931,12 +1045,18 @@ impl<P: PeerId> Node<P> {
             hops: 0,
             body,
         };
-        self.on_routed(r);
+        self.on_routed(self.now, r);
     }
 
-    fn on_routed(&mut self, mut r: Routed<P>) {
+    fn on_routed(&mut self, now: Time, mut r: Routed<P>) {
         if self.state != State::Joined {
             return;
+        }
+        // A group message enters the group's tree at the first tree node on its way.
+        if let RoutedBody::GroupSend { seq, payload } = &r.body {
+            if self.group_send_enters(now, r.key, r.origin.id, *seq, r.hops, payload) {
+                return;
+            }
         }
         // A send to a node we know directly skips the rest of the route.
         if let RoutedBody::Data {
@@ -945,7 +1065,7 @@ impl<P: PeerId> Node<P> {
         {
             let t = *t;
             if t == self.me.id {
-                return self.arrive(r);
+                return self.arrive(now, r);
             }
             if self.table.contains(&t) {
                 r.hops += 1;
@@ -953,7 +1073,7 @@ impl<P: PeerId> Node<P> {
             }
         }
         match self.table.next_hop(r.key) {
-            Some(NextHop::Local) => self.arrive(r),
+            Some(NextHop::Local) => self.arrive(now, r),
             Some(NextHop::Forward(p)) => {
                 if r.hops >= self.cfg.max_hops {
                     self.stats.dropped += 1;
@@ -974,7 +1094,7 @@ impl<P: PeerId> Node<P> {
     }
 
     /// A routed message reached the node responsible for its key.
-    fn arrive(&mut self, r: Routed<P>) {
+    fn arrive(&mut self, now: Time, r: Routed<P>) {
         let origin = r.origin.id;
         match r.body {
             RoutedBody::Join => {
@@ -1021,9 +1141,23 @@ impl<P: PeerId> Node<P> {
                     origin,
                     key: r.key,
                     hops: r.hops,
-                    to_node: target.is_some(),
+                    via: if target.is_some() {
+                        Via::Node
+                    } else {
+                        Via::Key
+                    },
                     payload,
                 }));
+            }
+            RoutedBody::Range {
+                lo,
+                seq,
+                reply,
+                payload,
+            } => self.arrive_range(now, r.origin, r.key, r.hops, (lo, seq, reply, payload)),
+            RoutedBody::GroupSend { .. } => {
+                // Reached the group's root without meeting its tree: the group has no members.
+                self.stats.dropped += 1;
             }
         }
     }
@@ -1071,11 +1205,14 @@ impl<P: PeerId> Node<P> {
     fn housekeeping(&mut self, now: Time) {
         self.timers.housekeeping = Some(now + HOUSEKEEPING);
         self.tombstones.retain(|_, t| *t > now);
+        self.seen.expire(now);
         let idle = self.cfg.link_idle;
         let stale: Vec<P> = self
             .links
             .iter()
-            .filter(|(p, t)| now.since(**t) >= idle && !self.table.contains(p))
+            .filter(|(p, t)| {
+                now.since(**t) >= idle && !self.table.contains(p) && !self.groups.uses(p)
+            })
             .map(|(p, _)| *p)
             .collect();
         for p in stale {

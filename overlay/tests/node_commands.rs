@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_overlay::{CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, Time};
+use p2ps_overlay::{CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, Time, Via};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ fn lone_node_answers_itself() {
     n.route(now, RingId(7), b"hi".to_vec()).unwrap();
     match drain(&mut n).as_slice() {
         [Output::Deliver(d)] => {
-            assert_eq!((d.origin, d.hops, d.to_node), (T(1), 0, false));
+            assert_eq!((d.origin, d.hops, d.via), (T(1), 0, Via::Key));
             assert_eq!(d.payload, b"hi");
         }
         other => panic!("{other:?}"),

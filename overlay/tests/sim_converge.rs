@@ -150,10 +150,10 @@ fn route_and_send_deliver_once() {
     for (at, del) in d {
         let n = u32::from_be_bytes(del.payload[..4].try_into().unwrap());
         if n < 1000 {
-            assert!(!del.to_node);
+            assert_eq!(del.via, p2ps_overlay::Via::Key);
             assert_eq!(Some(*at), sim.responsible(del.key), "route {n}");
         } else {
-            assert!(del.to_node);
+            assert_eq!(del.via, p2ps_overlay::Via::Node);
             let i = (n - 1000) as usize;
             assert_eq!(*at, ids[(i * 13 + 1) % ids.len()], "send {n}");
         }

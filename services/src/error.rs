@@ -29,9 +29,15 @@ pub enum NodeError {
     /// The node already created, joined or left a network.
     #[error("the node has already created, joined or left a network")]
     AlreadyStarted,
-    /// Too many lookups are waiting for answers.
-    #[error("too many lookups in flight")]
+    /// Too many lookups or casts are waiting for answers.
+    #[error("too many requests in flight")]
     Busy,
+    /// The node is in as many group trees as it may be.
+    #[error("too many groups")]
+    TooManyGroups,
+    /// A group name is empty or longer than 255 bytes.
+    #[error("invalid group name: {0}")]
+    BadGroupName(String),
     /// The payload is larger than the largest message.
     #[error("payload of {len} bytes is over the {max}-byte message limit")]
     TooLarge {
@@ -49,6 +55,7 @@ impl From<p2ps_overlay::CommandError> for NodeError {
             C::NotJoined => NodeError::NotJoined,
             C::AlreadyStarted | C::SelfBootstrap => NodeError::AlreadyStarted,
             C::TooManyPending => NodeError::Busy,
+            C::TooManyGroups => NodeError::TooManyGroups,
         }
     }
 }

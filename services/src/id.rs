@@ -42,6 +42,12 @@ pub fn key_of(key: impl AsRef<[u8]>) -> RingId {
     RingId(u128::from_be_bytes(b))
 }
 
+/// The ring position of group `name`: the key `group/<name>`, so that groups and dictionary
+/// keys never share a position by accident.
+pub fn group_key(name: &str) -> RingId {
+    key_of(format!("group/{name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! P2PS: run a node of the Tango overlay over authenticated QUIC, and use it.
 //!
 //! [`Node`] is the one entry point: start it with a [`NodeConfig`], then create a network or
-//! join one through a [`Ticket`], and send, route, look up, receive and watch events. Inside,
+//! join one through a [`Ticket`], and send, route, look up, broadcast, multicast to a key range
+//! or a named group, receive and watch events. Inside,
 //! one actor task owns the sans-IO overlay state machine ([`p2ps_overlay::Node`]) and drives it
 //! with the QUIC transport ([`p2ps_transport::Transport`]); see the `runtime` module.
 //!
@@ -19,10 +20,10 @@ pub mod wire;
 
 pub use config::NodeConfig;
 pub use error::{JoinError, LookupError, NodeError, StartError};
-pub use id::{key_of, OverlayId};
-pub use node::{Message, Node, NodeEvent};
+pub use id::{group_key, key_of, OverlayId};
+pub use node::{Message, Node, NodeEvent, Via};
 pub use p2ps_overlay::{FingerStrategy, RingId};
 pub use p2ps_transport::{Identity, NodeId};
-pub use runtime::LookupResult;
+pub use runtime::{CastReport, LookupResult};
 pub use status::Status;
 pub use ticket::{Ticket, TicketError};

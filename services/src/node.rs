@@ -2,8 +2,8 @@
 
 use crate::config::NodeConfig;
 use crate::error::{JoinError, LookupError, NodeError, StartError};
-use crate::id::{key_of, OverlayId};
-use crate::runtime::{Actor, Command, LookupResult};
+use crate::id::{group_key, key_of, OverlayId};
+use crate::runtime::{Actor, CastReport, Command, LookupResult};
 use crate::status::{Counters, Status};
 use crate::ticket::Ticket;
 use crate::wire::Wire;
@@ -25,10 +25,30 @@ pub struct Message {
     pub key: RingId,
     /// Overlay hops it took.
     pub hops: u16,
-    /// Whether it was sent to this node's id (`send`) rather than to a key (`route`).
-    pub to_node: bool,
+    /// How it was addressed.
+    pub via: Via,
     /// The payload.
     pub payload: Bytes,
+}
+
+/// How a delivered message was addressed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// To this node's id ([`Node::send`]).
+    Node,
+    /// To a key this node is responsible for ([`Node::route`]).
+    Key,
+    /// To every node ([`Node::broadcast`]).
+    Broadcast,
+    /// To the nodes responsible for the keys in `[lo, hi]` ([`Node::multicast_range`]).
+    Range {
+        /// Lower end of the key range.
+        lo: RingId,
+        /// Upper end of the key range.
+        hi: RingId,
+    },
+    /// To the members of the named group ([`Node::send_group`]).
+    Group(String),
 }
 
 /// Something that happened to the node.
@@ -44,6 +64,14 @@ pub enum NodeEvent {
     NeighbourUp(NodeId),
     /// A peer is no longer a ring neighbour (it left, crashed, or someone nearer arrived).
     NeighbourDown(NodeId),
+    /// A child in a group tree could not keep up with the group's traffic and was dropped
+    /// (it re-joins through the tree refresh once it catches up).
+    GroupChildDropped {
+        /// The group's ring position.
+        group: RingId,
+        /// The slow peer.
+        peer: NodeId,
+    },
 }
 
 /// A running P2PS node. Cheap to clone; every clone talks to the same node. The node stops
@@ -123,6 +151,8 @@ impl Node {
             addrs: addrs.clone(),
             max_payload: config.max_message_size,
             lookups: BTreeMap::new(),
+            casts: BTreeMap::new(),
+            group_names: BTreeMap::new(),
             join: None,
             join_dial_error: None,
             join_connected: false,
@@ -210,6 +240,52 @@ impl Node {
         self.ask(|tx| Command::Send(to, p.to_vec(), tx)).await?
     }
 
+    /// Sends `payload` to every other node of the network, each exactly once, over a tree of
+    /// disjoint ring segments; returns when the tree has reported back, with the number of
+    /// nodes that received it.
+    pub async fn broadcast(&self, payload: impl Into<Bytes>) -> Result<CastReport, NodeError> {
+        let p: Bytes = payload.into();
+        self.ask(|tx| Command::Broadcast(p.to_vec(), tx)).await?
+    }
+
+    /// Sends `payload` to every node responsible for a ring position in `[lo, hi]` (clockwise);
+    /// returns when the nodes reached have reported back.
+    pub async fn multicast_range(
+        &self,
+        lo: RingId,
+        hi: RingId,
+        payload: impl Into<Bytes>,
+    ) -> Result<CastReport, NodeError> {
+        let p: Bytes = payload.into();
+        self.ask(|tx| Command::Range(lo, hi, p.to_vec(), tx))
+            .await?
+    }
+
+    /// Joins group `name`: this node receives the group's messages (with
+    /// [`Via::Group`]) until it leaves the group or the network.
+    pub async fn join_group(&self, name: &str) -> Result<(), NodeError> {
+        check_group_name(name)?;
+        let n = name.to_string();
+        self.ask(|tx| Command::JoinGroup(n, tx)).await?
+    }
+
+    /// Leaves group `name` (the node may stay a forwarder in the group's tree for others).
+    pub async fn leave_group(&self, name: &str) -> Result<(), NodeError> {
+        check_group_name(name)?;
+        let n = name.to_string();
+        self.ask(|tx| Command::LeaveGroup(n, tx)).await?
+    }
+
+    /// Sends `payload` to every member of group `name` (best effort, each member once); this
+    /// node need not be a member.
+    pub async fn send_group(&self, name: &str, payload: impl Into<Bytes>) -> Result<(), NodeError> {
+        check_group_name(name)?;
+        let p: Bytes = payload.into();
+        let key = group_key(name);
+        self.ask(|tx| Command::SendGroup(key, p.to_vec(), tx))
+            .await?
+    }
+
     /// The next application message for this node; `None` once the node has stopped.
     pub async fn recv(&self) -> Option<Message> {
         self.inner.inbox.lock().await.recv().await
@@ -229,6 +305,16 @@ impl Node {
     pub async fn shutdown(&self) {
         let _ = self.ask(Command::Shutdown).await;
     }
+}
+
+fn check_group_name(name: &str) -> Result<(), NodeError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(NodeError::BadGroupName(format!(
+            "{} bytes (1 to 255 allowed)",
+            name.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The address to advertise for a socket bound to `a`: an unspecified IP becomes loopback.

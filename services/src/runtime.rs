@@ -8,14 +8,15 @@
 //! deliveries go to the application's bounded inbox, events to subscribers.
 
 use crate::error::{JoinError, LookupError, NodeError};
+use crate::id::group_key;
 use crate::id::OverlayId;
-use crate::status::{Counters, FingerEntry, PeerEntry, Status};
+use crate::status::{Counters, FingerEntry, GroupEntry, PeerEntry, Status};
 use crate::ticket::Ticket;
 use crate::wire::Wire;
-use crate::{Message, NodeEvent};
+use crate::{Message, NodeEvent, Via};
 use p2ps_overlay::{
     Class, Contact, Delivery, Dir, Event as OverlayEvent, Node as Overlay, Output, RingId, State,
-    Time,
+    Time, Via as OverlayVia,
 };
 use p2ps_transport::{
     ConnectError, DisconnectReason, Event as TransportEvent, Events, NodeId, SendError,
@@ -37,7 +38,29 @@ pub struct LookupResult {
     pub hops: u16,
 }
 
+/// The outcome of a broadcast or range multicast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CastReport {
+    /// The message number this node gave it.
+    pub seq: u64,
+    /// Nodes that received it (this node not included), as counted back up the tree. A node
+    /// whose count was lost to a crash is missing from it.
+    pub delivered: u64,
+    /// Whether every piece of the tree was acknowledged.
+    pub complete: bool,
+}
+
 pub(crate) enum Command {
+    Broadcast(Vec<u8>, oneshot::Sender<Result<CastReport, NodeError>>),
+    Range(
+        RingId,
+        RingId,
+        Vec<u8>,
+        oneshot::Sender<Result<CastReport, NodeError>>,
+    ),
+    JoinGroup(String, oneshot::Sender<Result<(), NodeError>>),
+    LeaveGroup(String, oneshot::Sender<Result<(), NodeError>>),
+    SendGroup(RingId, Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
     Create(oneshot::Sender<Result<(), NodeError>>),
     Join(Ticket, oneshot::Sender<Result<(), JoinError>>),
     Leave(oneshot::Sender<()>),
@@ -59,6 +82,10 @@ pub(crate) struct Actor {
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) max_payload: usize,
     pub(crate) lookups: BTreeMap<u64, oneshot::Sender<Result<LookupResult, LookupError>>>,
+    /// Broadcasts and range multicasts waiting for their report, by message number.
+    pub(crate) casts: BTreeMap<u64, oneshot::Sender<Result<CastReport, NodeError>>>,
+    /// Names of the groups this node joined, by ring position.
+    pub(crate) group_names: BTreeMap<RingId, String>,
     pub(crate) join: Option<(NodeId, oneshot::Sender<Result<(), JoinError>>)>,
     pub(crate) join_dial_error: Option<ConnectError>,
     pub(crate) join_connected: bool,
@@ -183,6 +210,59 @@ impl Actor {
                 });
                 let _ = reply.send(r);
             }
+            Command::Broadcast(payload, reply) => {
+                let r = self.check_size(&payload).and_then(|()| {
+                    self.overlay
+                        .broadcast(now, payload, true)
+                        .map_err(NodeError::from)
+                });
+                match r {
+                    Ok(seq) => {
+                        self.casts.insert(seq, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::Range(lo, hi, payload, reply) => {
+                let r = self.check_size(&payload).and_then(|()| {
+                    self.overlay
+                        .multicast_range(now, lo, hi, payload, true)
+                        .map_err(NodeError::from)
+                });
+                match r {
+                    Ok(seq) => {
+                        self.casts.insert(seq, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::JoinGroup(name, reply) => {
+                let key = group_key(&name);
+                let r = self.overlay.join_group(now, key).map_err(NodeError::from);
+                if r.is_ok() {
+                    self.group_names.insert(key, name);
+                }
+                let _ = reply.send(r);
+            }
+            Command::LeaveGroup(name, reply) => {
+                let key = group_key(&name);
+                self.overlay.leave_group(now, key);
+                self.group_names.remove(&key);
+                let _ = reply.send(Ok(()));
+            }
+            Command::SendGroup(key, payload, reply) => {
+                let r = self.check_size(&payload).and_then(|()| {
+                    self.overlay
+                        .send_group(now, key, payload)
+                        .map(|_| ())
+                        .map_err(NodeError::from)
+                });
+                let _ = reply.send(r);
+            }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -275,6 +355,13 @@ impl Actor {
             Err(TrySendError::QueueFull { .. }) => {
                 self.counters.send_queue_full += 1;
                 debug!(peer = %to.short(), ?class, "send queue full: message dropped");
+                if class == StreamClass::Tree {
+                    // A slow tree neighbour must not hold back the others: the overlay drops
+                    // it from its trees if this keeps happening.
+                    self.counters.tree_queue_full += 1;
+                    let now = self.now();
+                    self.overlay.handle_congestion(now, OverlayId(to));
+                }
             }
             Err(TrySendError::Send(SendError::NoAddress { .. })) => {
                 self.counters.send_failed += 1;
@@ -293,7 +380,18 @@ impl Actor {
             from: d.origin.0,
             key: d.key,
             hops: d.hops,
-            to_node: d.to_node,
+            via: match d.via {
+                OverlayVia::Node => Via::Node,
+                OverlayVia::Key => Via::Key,
+                OverlayVia::Broadcast => Via::Broadcast,
+                OverlayVia::Range { lo, hi } => Via::Range { lo, hi },
+                OverlayVia::Group(g) => Via::Group(
+                    self.group_names
+                        .get(&g)
+                        .cloned()
+                        .unwrap_or_else(|| g.to_string()),
+                ),
+            },
             payload: d.payload.into(),
         };
         if self.inbox.try_send(m).is_err() {
@@ -346,6 +444,27 @@ impl Actor {
                 }
                 None
             }
+            OverlayEvent::CastDone {
+                seq,
+                delivered,
+                complete,
+            } => {
+                if let Some(reply) = self.casts.remove(&seq) {
+                    let _ = reply.send(Ok(CastReport {
+                        seq,
+                        delivered: delivered.unwrap_or(0),
+                        complete,
+                    }));
+                }
+                None
+            }
+            OverlayEvent::GroupChildDropped { group, peer } => {
+                warn!(peer = %peer.0.short(), %group, "slow child dropped from a group tree");
+                Some(NodeEvent::GroupChildDropped {
+                    group,
+                    peer: peer.0,
+                })
+            }
         };
         if let Some(ev) = public {
             // No subscriber is fine.
@@ -387,6 +506,20 @@ impl Actor {
                     rtt_ms: p.rtt.as_secs_f64() * 1000.0,
                 })
                 .collect(),
+            groups: self
+                .overlay
+                .group_roles()
+                .into_iter()
+                .map(|r| GroupEntry {
+                    name: self.group_names.get(&r.group).cloned(),
+                    position: r.group,
+                    member: r.member,
+                    root: r.root,
+                    parent: r.parent.map(|p| p.0).into_iter().collect(),
+                    children: r.children.into_iter().map(|p| p.0).collect(),
+                })
+                .collect(),
+            casts_in_progress: self.overlay.casts_in_progress(),
             counters: Counters {
                 messages_out: ts.classes.iter().map(|c| c.messages_out).sum(),
                 messages_in: ts.classes.iter().map(|c| c.messages_in).sum(),
@@ -394,6 +527,7 @@ impl Actor {
                 bytes_in: ts.classes.iter().map(|c| c.bytes_in).sum(),
                 routing_bytes_out: ts.class(StreamClass::Routing).bytes_out,
                 user_bytes_out: ts.class(StreamClass::User).bytes_out,
+                tree_bytes_out: ts.class(StreamClass::Tree).bytes_out,
                 forwarded: os.forwarded,
                 delivered: os.delivered,
                 dropped: os.dropped,

@@ -33,6 +33,10 @@ pub struct Status {
     pub distinct_neighbours: usize,
     /// Live connections.
     pub connections: Vec<PeerEntry>,
+    /// Group trees this node is part of (as member, forwarder or root).
+    pub groups: Vec<GroupEntry>,
+    /// Broadcasts and range multicasts this node is helping to cover right now.
+    pub casts_in_progress: usize,
     /// Counters.
     pub counters: Counters,
     /// Seconds since the node started.
@@ -49,6 +53,26 @@ pub struct FingerEntry {
     /// The finger.
     #[serde(with = "hex_id")]
     pub node: NodeId,
+}
+
+/// This node's place in one group's multicast tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEntry {
+    /// The group's name, when this node joined it (forwarders only know its position).
+    pub name: Option<String>,
+    /// The group's ring position (hex).
+    #[serde(with = "hex_ring")]
+    pub position: p2ps_overlay::RingId,
+    /// Whether this node is a member.
+    pub member: bool,
+    /// Whether this node is the tree's root (responsible for the group's position).
+    pub root: bool,
+    /// The parent in the tree (none at the root).
+    #[serde(with = "hex_ids")]
+    pub parent: Vec<NodeId>,
+    /// The children in the tree.
+    #[serde(with = "hex_ids")]
+    pub children: Vec<NodeId>,
 }
 
 /// One connection.
@@ -80,6 +104,11 @@ pub struct Counters {
     pub routing_bytes_out: u64,
     /// Bytes sent on the user stream class.
     pub user_bytes_out: u64,
+    /// Bytes sent on the broadcast/multicast tree stream class.
+    pub tree_bytes_out: u64,
+    /// Tree messages dropped because a peer's tree queue was full (the peer is reported to the
+    /// overlay, which drops a child that stays slow).
+    pub tree_queue_full: u64,
     /// Routed messages forwarded for others.
     pub forwarded: u64,
     /// Payloads delivered to the application.

@@ -3,62 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps::{Identity, Node, NodeConfig, NodeEvent};
+use p2ps::{Identity, Node, NodeEvent};
 use std::time::Duration;
 use tokio::time::timeout;
 
-fn config() -> NodeConfig {
-    let mut c = NodeConfig::new(
-        Identity::generate().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    c.overlay.stabilize_interval = Duration::from_millis(300);
-    c.overlay.stabilize_timeout = Duration::from_millis(1500);
-    c.overlay.finger_refresh_period = Duration::from_secs(5);
-    c
-}
-
-async fn network(n: usize) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    let first = Node::start(config()).await.unwrap();
-    first.create().await.unwrap();
-    nodes.push(first);
-    for i in 1..n {
-        let node = Node::start(config()).await.unwrap();
-        let via = nodes[i / 2].ticket();
-        timeout(Duration::from_secs(20), node.join(&via))
-            .await
-            .unwrap()
-            .unwrap();
-        nodes.push(node);
-    }
-    nodes
-}
-
-/// Waits until every node's successor is the true one.
-async fn settle(nodes: &[Node]) {
-    let mut ids: Vec<_> = nodes
-        .iter()
-        .map(|n| (p2ps::id::ring_id_of(&n.id()), n.id()))
-        .collect();
-    ids.sort();
-    for _ in 0..100 {
-        let mut ok = true;
-        for n in nodes {
-            let s = n.status().await.unwrap();
-            let me = ids.iter().position(|(_, id)| *id == n.id()).unwrap();
-            let want = ids[(me + 1) % ids.len()].1;
-            if s.successors.first() != Some(&want) {
-                ok = false;
-            }
-        }
-        if ok {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("ring did not settle");
-}
+mod common;
+use common::{config, network, settle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_nodes_agree_and_deliver() {
@@ -86,8 +36,8 @@ async fn ten_nodes_agree_and_deliver() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (m.from, m.to_node, &m.payload[..]),
-        (a.id(), true, &b"hello"[..])
+        (m.from, m.via.clone(), &m.payload[..]),
+        (a.id(), p2ps::Via::Node, &b"hello"[..])
     );
 
     let key = p2ps::key_of("routed");
@@ -99,7 +49,7 @@ async fn ten_nodes_agree_and_deliver() {
         .unwrap()
         .unwrap();
     assert_eq!(m.key, key);
-    assert!(!m.to_node);
+    assert_eq!(m.via, p2ps::Via::Key);
 
     // A graceful leave: its neighbours drop it at once and the rest still agree.
     let mut ev = nodes[0].events();

@@ -147,14 +147,53 @@ pub struct Counters {
     pub crashes: u64,
     /// Integral of the member count over time, in node-seconds.
     pub node_seconds: f64,
+    /// Broadcasts and range multicasts that finished, as their origins saw it.
+    pub casts_done: Vec<CastResult>,
+    /// Children dropped from group trees for congestion.
+    pub group_children_dropped: u64,
+}
+
+/// A message kept by [`Simulator::trace_kinds`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Sender.
+    pub from: SimId,
+    /// Receiver.
+    pub to: SimId,
+    /// Index in [`Message::KINDS`].
+    pub kind: usize,
+    /// When it was sent.
+    pub at: Time,
+}
+
+/// The end of a broadcast or range multicast, as its origin saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CastResult {
+    /// The origin.
+    pub origin: SimId,
+    /// Its message number.
+    pub seq: u64,
+    /// Deliveries counted up the tree, if a reply was asked for.
+    pub delivered: Option<u64>,
+    /// Whether every piece was acknowledged.
+    pub complete: bool,
 }
 
 impl Counters {
-    /// Ring and finger upkeep: every Routing-class message but joins and lookups.
+    /// Ring and finger upkeep: stabilisation, leaves, join replies and finger traffic.
     pub fn maintenance(&self) -> Traffic {
         let mut t = Traffic::default();
         for (k, v) in Message::<SimId>::KINDS.iter().zip(&self.by_kind) {
-            if !matches!(*k, "lookup" | "lookup-reply" | "join" | "data") {
+            if matches!(
+                *k,
+                "stabilize"
+                    | "stabilize-reply"
+                    | "join-reply"
+                    | "leave"
+                    | "finger-reply"
+                    | "finger-notify"
+                    | "finger-probe"
+            ) {
                 t.messages += v.messages;
                 t.bytes += v.bytes;
             }
@@ -201,6 +240,7 @@ pub struct Simulator {
     epoch: u64,
     counters: Counters,
     deliveries: Option<Vec<(SimId, crate::node::Delivery<SimId>)>>,
+    traced: Option<(Vec<usize>, Vec<Sent>)>,
     outbuf: Vec<Output<SimId>>,
 }
 
@@ -223,6 +263,7 @@ impl Simulator {
             epoch: 0,
             counters: Counters::default(),
             deliveries: None,
+            traced: None,
             outbuf: Vec::new(),
         }
     }
@@ -250,6 +291,25 @@ impl Simulator {
     /// Keeps every payload delivered from now on, for tests.
     pub fn record_deliveries(&mut self) {
         self.deliveries = Some(Vec::new());
+    }
+
+    /// Keeps who sent what to whom for the message kinds named (see [`Message::KINDS`]).
+    pub fn trace_kinds(&mut self, kinds: &[&str]) {
+        let idx = Message::<SimId>::KINDS
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| kinds.contains(k))
+            .map(|(i, _)| i)
+            .collect();
+        self.traced = Some((idx, Vec::new()));
+    }
+
+    /// Messages of the traced kinds sent so far.
+    pub fn traced(&self) -> &[Sent] {
+        self.traced
+            .as_ref()
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Payloads delivered so far (if recording), with the receiving node.
@@ -379,6 +439,48 @@ impl Simulator {
             self.counters.lookups_started += 1;
             self.drain(from.index() as u32);
         }
+    }
+
+    /// Runs `f` on node `id` at the current time and hands its outputs to the network.
+    pub fn command<T>(&mut self, id: SimId, f: impl FnOnce(&mut Node<SimId>, Time) -> T) -> T {
+        let now = self.now;
+        let r = f(&mut self.nodes[id.index()].node, now);
+        self.drain(id.index() as u32);
+        r
+    }
+
+    /// Node `from` broadcasts `payload`; returns the message number.
+    pub fn broadcast(&mut self, from: SimId, payload: Vec<u8>, reply: bool) -> Option<u64> {
+        self.command(from, |n, now| n.broadcast(now, payload, reply).ok())
+    }
+
+    /// Node `from` multicasts `payload` to the nodes responsible for keys in `[lo, hi]`.
+    pub fn multicast_range(
+        &mut self,
+        from: SimId,
+        lo: RingId,
+        hi: RingId,
+        payload: Vec<u8>,
+        reply: bool,
+    ) -> Option<u64> {
+        self.command(from, |n, now| {
+            n.multicast_range(now, lo, hi, payload, reply).ok()
+        })
+    }
+
+    /// Node `id` joins group `group`.
+    pub fn join_group(&mut self, id: SimId, group: RingId) -> bool {
+        self.command(id, |n, now| n.join_group(now, group).is_ok())
+    }
+
+    /// Node `id` leaves group `group`.
+    pub fn leave_group(&mut self, id: SimId, group: RingId) {
+        self.command(id, |n, now| n.leave_group(now, group))
+    }
+
+    /// Node `from` sends `payload` to the members of `group`.
+    pub fn send_group(&mut self, from: SimId, group: RingId, payload: Vec<u8>) -> Option<u64> {
+        self.command(from, |n, now| n.send_group(now, group, payload).ok())
     }
 
     /// Node `from` routes `payload` to the node responsible for `key`.
@@ -549,6 +651,17 @@ impl Simulator {
     fn transmit(&mut self, i: u32, me: SimId, to: SimId, msg: Message<SimId>) {
         let bytes = postcard::serialize_with_flavor(&msg, postcard::ser_flavors::Size::default())
             .unwrap_or(0) as u64;
+        if let Some((kinds, log)) = &mut self.traced {
+            let kind = msg.kind_index();
+            if kinds.contains(&kind) {
+                log.push(Sent {
+                    from: me,
+                    to,
+                    kind,
+                    at: self.now,
+                });
+            }
+        }
         let t = &mut self.counters.by_kind[msg.kind_index()];
         t.messages += 1;
         t.bytes += bytes;
@@ -584,6 +697,17 @@ impl Simulator {
             Event::JoinFailed => self.counters.joins_failed += 1,
             Event::Left => {}
             Event::NeighbourUp(_) | Event::NeighbourDown(_) => {}
+            Event::CastDone {
+                seq,
+                delivered,
+                complete,
+            } => self.counters.casts_done.push(CastResult {
+                origin: me,
+                seq,
+                delivered,
+                complete,
+            }),
+            Event::GroupChildDropped { .. } => self.counters.group_children_dropped += 1,
             Event::LookupDone { key, result, .. } => match result {
                 Ok((node, hops)) => {
                     if self.responsible(key) == Some(node) {

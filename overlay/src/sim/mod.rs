@@ -20,7 +20,7 @@ use crate::ring::RingId;
 use crate::rng::mix64;
 use serde::{Deserialize, Serialize};
 
-pub use engine::{SimConfig, SimReport, Simulator};
+pub use engine::{CastResult, Counters, Sent, SimConfig, SimReport, Simulator, Traffic, Workload};
 pub use latency::LatencyModel;
 pub use summary::Summary;
 

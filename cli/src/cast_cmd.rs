@@ -1,0 +1,140 @@
+//! `p2ps broadcast`, `p2ps range` and `p2ps group join|leave|send`: group communication from
+//! the command line, carried out by a running `p2ps node` through its control socket.
+
+use crate::control::{parse_raw_key, print_json, ControlOpts, Request};
+use anyhow::{anyhow, bail, Result};
+use clap::Subcommand;
+
+/// Arguments of `p2ps broadcast`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  p2ps broadcast 'hello, everyone'")]
+pub struct BroadcastArgs {
+    #[command(flatten)]
+    control: ControlOpts,
+    /// The message (sent as UTF-8).
+    #[arg(value_name = "TEXT")]
+    text: String,
+    /// Print `{"seq","delivered","complete"}` as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `p2ps broadcast`: sends a message to every node and reports how many received it.
+pub fn broadcast(args: BroadcastArgs) -> Result<()> {
+    let v = args
+        .control
+        .call(&Request::Broadcast { payload: args.text })?;
+    report(&v, args.json, "every node")
+}
+
+/// Arguments of `p2ps range`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  p2ps range 00000000000000000000000000000000 \
+                        3fffffffffffffffffffffffffffffff 'to the first quarter of the ring'"
+)]
+pub struct RangeArgs {
+    #[command(flatten)]
+    control: ControlOpts,
+    /// Lower end of the range of ring positions (32 hex digits).
+    #[arg(value_name = "LO")]
+    lo: String,
+    /// Upper end, included (clockwise from LO).
+    #[arg(value_name = "HI")]
+    hi: String,
+    /// The message (sent as UTF-8).
+    #[arg(value_name = "TEXT")]
+    text: String,
+    /// Print `{"seq","delivered","complete"}` as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `p2ps range`: sends a message to the nodes responsible for a range of ring positions.
+pub fn range(args: RangeArgs) -> Result<()> {
+    parse_raw_key(&args.lo).map_err(|e| anyhow!("LO: {e}"))?;
+    parse_raw_key(&args.hi).map_err(|e| anyhow!("HI: {e}"))?;
+    let v = args.control.call(&Request::Range {
+        lo: args.lo,
+        hi: args.hi,
+        payload: args.text,
+    })?;
+    report(&v, args.json, "the nodes of the range")
+}
+
+fn report(v: &serde_json::Value, json: bool, whom: &str) -> Result<()> {
+    if json {
+        return print_json(v);
+    }
+    let delivered = v.get("delivered").and_then(|d| d.as_u64());
+    let complete = v.get("complete").and_then(|d| d.as_bool());
+    match (delivered, complete) {
+        (Some(d), Some(true)) => eprintln!("sent to {whom}: {d} nodes received it"),
+        (Some(d), _) => eprintln!(
+            "sent to {whom}: {d} nodes received it; some parts of the tree did not answer"
+        ),
+        _ => bail!("the node's answer is malformed: {v}"),
+    }
+    Ok(())
+}
+
+/// `p2ps group …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Join a group: the running node prints the group's messages.
+    Join(GroupArgs),
+    /// Leave a group.
+    Leave(GroupArgs),
+    /// Send a message to every member of a group (the node need not be a member).
+    Send(GroupSendArgs),
+}
+
+/// A group name.
+#[derive(Debug, clap::Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    control: ControlOpts,
+    /// The group's name (1 to 255 bytes).
+    #[arg(value_name = "GROUP")]
+    group: String,
+}
+
+/// A group name and a message.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  p2ps group send chess 'e2e4'")]
+pub struct GroupSendArgs {
+    #[command(flatten)]
+    control: ControlOpts,
+    /// The group's name.
+    #[arg(value_name = "GROUP")]
+    group: String,
+    /// The message (sent as UTF-8).
+    #[arg(value_name = "TEXT")]
+    text: String,
+}
+
+/// `p2ps group join|leave|send`.
+pub fn group(cmd: GroupCommand) -> Result<()> {
+    match cmd {
+        GroupCommand::Join(a) => {
+            a.control.call(&Request::GroupJoin {
+                group: a.group.clone(),
+            })?;
+            eprintln!("joined group {}", a.group);
+        }
+        GroupCommand::Leave(a) => {
+            a.control.call(&Request::GroupLeave {
+                group: a.group.clone(),
+            })?;
+            eprintln!("left group {}", a.group);
+        }
+        GroupCommand::Send(a) => {
+            a.control.call(&Request::GroupSend {
+                group: a.group.clone(),
+                payload: a.text,
+            })?;
+            eprintln!("sent to group {} (best effort)", a.group);
+        }
+    }
+    Ok(())
+}

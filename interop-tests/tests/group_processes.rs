@@ -1,0 +1,107 @@
+//! Broadcast and group multicast across real `p2ps node` processes on loopback, driven by
+//! `p2ps broadcast` and `p2ps group join|send`, including a group member killed with SIGKILL.
+//!
+//! Every wait is bounded; a failure panics with the node's own output.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use p2ps_interop_tests::p2ps::NodeId;
+use p2ps_interop_tests::{wait_for, wait_ring, NodeProc, TestNet, FAST};
+use std::time::{Duration, Instant};
+
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+const RING_WAIT: Duration = Duration::from_secs(30);
+
+fn cli_ok(node: &NodeProc, args: &[&str]) -> String {
+    let out = node.cli(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "p2ps {args:?} failed: {err}");
+    err
+}
+
+/// How many lines of `node`'s output end with `suffix`.
+fn count(node: &NodeProc, suffix: &str) -> usize {
+    node.stdout().iter().filter(|l| l.ends_with(suffix)).count()
+}
+
+/// Waits until every node in `want` printed `suffix` once, then a little longer, and checks
+/// that exactly those nodes printed it, once each.
+fn expect_exactly(nodes: &[NodeProc], want: &[usize], suffix: &str) {
+    let all = wait_for(Duration::from_secs(15), || {
+        want.iter()
+            .all(|i| count(&nodes[*i], suffix) >= 1)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<(usize, usize)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, count(n, suffix)))
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    let expected: Vec<(usize, usize)> = want.iter().map(|i| (*i, 1)).collect();
+    assert!(
+        all.is_some() && got == expected,
+        "{suffix:?}: printed by (node, times) {got:?}, expected {expected:?}"
+    );
+}
+
+#[test]
+fn broadcast_and_groups_across_processes_with_a_crash() {
+    let t0 = Instant::now();
+    let net = TestNet::new();
+    let mut nodes = net.spawn_network(12, FAST, JOIN_WAIT);
+    let ids: Vec<NodeId> = nodes.iter_mut().map(|n| n.id()).collect();
+    wait_ring(&mut nodes.iter_mut().collect::<Vec<_>>(), RING_WAIT);
+    eprintln!("[{:?}] 12 nodes joined, ring settled", t0.elapsed());
+
+    // Broadcast from n03: the other eleven print it once; the count comes back.
+    let err = cli_ok(&nodes[3], &["broadcast", "hello everyone"]);
+    assert!(err.contains("11 nodes received it"), "{err}");
+    let others: Vec<usize> = (0..12).filter(|i| *i != 3).collect();
+    expect_exactly(&nodes, &others, "to everyone): hello everyone");
+    let sender = format!("message from {} (", ids[3].short());
+    assert!(nodes[0].stdout().iter().any(|l| l.starts_with(&sender)));
+    eprintln!("[{:?}] broadcast reached 11/11", t0.elapsed());
+
+    // A group of five; a non-member sends.
+    let members = [1usize, 4, 6, 9, 11];
+    for m in members {
+        cli_ok(&nodes[m], &["group", "join", "chess"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cli_ok(&nodes[2], &["group", "send", "chess", "e2e4"]);
+    expect_exactly(&nodes, &members, "to group chess): e2e4");
+    let status = nodes[4].status();
+    assert!(status
+        .groups
+        .iter()
+        .any(|g| g.member && g.name.as_deref() == Some("chess")));
+    eprintln!(
+        "[{:?}] group of 5 got a message from a non-member",
+        t0.elapsed()
+    );
+
+    // A member crashes (SIGKILL); the tree repairs and the others keep receiving.
+    nodes[6].kill();
+    let mut alive: Vec<&mut NodeProc> = nodes
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| *i != 6)
+        .map(|(_, n)| n)
+        .collect();
+    wait_ring(&mut alive, RING_WAIT);
+    // Two tree refresh periods (2 s with FAST) for the tree to route around the dead node.
+    std::thread::sleep(Duration::from_secs(4));
+    cli_ok(&nodes[9], &["group", "send", "chess", "d7d5"]);
+    expect_exactly(&nodes, &[1, 4, 11], "to group chess): d7d5");
+    // And a member that leaves gets nothing more.
+    cli_ok(&nodes[1], &["group", "leave", "chess"]);
+    std::thread::sleep(Duration::from_millis(300));
+    cli_ok(&nodes[0], &["group", "send", "chess", "g1f3"]);
+    expect_exactly(&nodes, &[4, 9, 11], "to group chess): g1f3");
+    eprintln!(
+        "[{:?}] group repaired after a crash and a leave",
+        t0.elapsed()
+    );
+}
