@@ -34,11 +34,13 @@
 
 mod cmd;
 mod error;
+mod mapper;
 mod netns;
 mod rules;
 mod upnpd;
 
 pub use error::{NatLabError, Result};
+pub use mapper::NsPortMapper;
 
 use rules::Behaviour;
 use std::fmt;
