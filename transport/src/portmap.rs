@@ -361,12 +361,13 @@ async fn run(
                         state.send_replace(MappingState::Stopped);
                         return result;
                     }
-                    Err(reason) => {
+                    Err((reason, renewals)) => {
                         tracing::warn!(%reason, "UPnP port mapping lost");
                         state.send_replace(MappingState::Failed { reason });
-                        // A lost renewal (gateway restarted, lease ran out) is retried at once,
-                        // a second failure in a row waits for the retry interval.
-                        retry_now = !retry_now;
+                        // A lost mapping (gateway restarted, address changed) is sought again at
+                        // once, unless it was itself just re-made by such a retry and already
+                        // failed at its first renewal: then wait for the retry interval.
+                        retry_now = renewals > 0 || !retry_now;
                     }
                 }
             }
@@ -586,13 +587,13 @@ fn request_failure(action: &str, e: igd_next::RequestError) -> AddFailure {
 }
 
 /// Keeps the mapping alive until told to stop (then removes it: `Ok(result of the removal)`)
-/// or until a renewal fails (`Err(reason)`).
+/// or until a renewal fails (`Err((reason, renewals that succeeded before))`).
 async fn hold(
     config: &PortMapConfig,
     held: Held,
     state: &watch::Sender<MappingState>,
     stop: &mut oneshot::Receiver<()>,
-) -> Result<Result<(), PortMapError>, String> {
+) -> Result<Result<(), PortMapError>, (String, u64)> {
     let mut renewals = 0u64;
     let mut external = held.external;
     let publish = |external, renewals| {
@@ -620,7 +621,8 @@ async fn hold(
                 &config.description,
             ),
         )
-        .await?;
+        .await
+        .map_err(|reason| (reason, renewals))?;
         renewals += 1;
         // The external address may have changed (new DHCP lease on the WAN side).
         let ip = call(
@@ -628,11 +630,12 @@ async fn hold(
             "GetExternalIPAddress",
             held.gateway.get_external_ip(),
         )
-        .await?;
+        .await
+        .map_err(|reason| (reason, renewals))?;
         if let Some(reason) = unusable_external(ip) {
             // Best effort: the mapping is of no use any more.
             let _ = remove(config, &held).await;
-            return Err(reason);
+            return Err((reason, renewals));
         }
         external.set_ip(ip);
         tracing::debug!(%external, renewals, "UPnP port mapping renewed");
