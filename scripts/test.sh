@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use (the network-namespace tests need ip and nft).
-APT_PACKAGES=(iproute2 nftables)
+# Debian packages the tests use: the network-namespace tests need ip and nft; the NAT lab runs
+# a real UPnP gateway (miniupnpd; the -nftables package holds only the daemon, with no service
+# that would start on this machine and no debconf questions) and upnpc for checking it by hand.
+APT_PACKAGES=(iproute2 nftables miniupnpd-nftables miniupnpc)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -12,6 +12,10 @@
 //!
 //! Every wait is bounded, and every failure panics with what the node printed, so that a
 //! failing test explains itself.
+//!
+//! [`natlab`] builds an emulated internet with NATs and a UPnP gateway in network namespaces.
+
+pub mod natlab;
 
 use p2ps::{NodeId, RingId, Status};
 use std::collections::BTreeSet;

@@ -34,6 +34,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod identity;
+pub mod portmap;
 pub mod stats;
 pub mod tls;
 mod writer;
@@ -48,6 +49,7 @@ pub use error::{
 pub use event::{CloseCode, DisconnectReason, Event, Events, StreamStopCode};
 pub use frame::{Frame, DEFAULT_MAX_FRAME_SIZE};
 pub use identity::{Identity, NodeId, ShortNodeId};
+pub use portmap::{MappingState, PortMapConfig, PortMapError, PortMapper};
 pub use stats::{ClassStats, PeerStats, TransportStats};
 pub use tls::{ALPN, PROTOCOL_VERSION};
 
