@@ -29,11 +29,15 @@ mod addresses;
 pub mod class;
 pub mod config;
 mod connections;
+mod control;
 pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod holepunch;
 pub mod identity;
+pub mod observed;
+pub mod reachability;
 pub mod stats;
 pub mod tls;
 mod writer;
@@ -47,7 +51,10 @@ pub use error::{
 };
 pub use event::{CloseCode, DisconnectReason, Event, Events, StreamStopCode};
 pub use frame::{Frame, DEFAULT_MAX_FRAME_SIZE};
+pub use holepunch::{PunchError, PunchOptions, PunchOutcome, PunchRefusal, PunchStage};
 pub use identity::{Identity, NodeId, ShortNodeId};
+pub use observed::{ExternalAddr, MappingBehaviour};
+pub use reachability::{PortMapping, PortMappingState, Reachability, ReachabilityStatus};
 pub use stats::{ClassStats, PeerStats, TransportStats};
 pub use tls::{ALPN, PROTOCOL_VERSION};
 
