@@ -67,7 +67,7 @@ pub(crate) struct ConnCtx {
     /// Our class streams on this connection not yet finished and acknowledged.
     pub(crate) open_send: AtomicUsize,
     /// Our control stream on this connection (see `control`).
-    pub(crate) control: crate::control::ControlSender,
+    pub(crate) control: crate::control::ConnControl,
     /// The peer's class streams on this connection not yet ended.
     open_recv: AtomicUsize,
     /// Signalled whenever one of the counters above drops.

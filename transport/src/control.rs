@@ -9,7 +9,8 @@
 //! whose variant this version does not know is skipped with a log line, so newer nodes can add
 //! variants without breaking older ones.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,13 +147,16 @@ pub(crate) enum ControlError {
     Encode(#[from] FrameError),
 }
 
-/// Our control stream on one connection, opened on first use.
+/// Control state of one connection: our control stream (opened on first use) and whether the
+/// peer already reported our address on it.
 #[derive(Debug, Default)]
-pub(crate) struct ControlSender {
+pub(crate) struct ConnControl {
     stream: tokio::sync::Mutex<Option<quinn::SendStream>>,
+    /// One report per connection counts: a peer repeating itself cannot flap our status.
+    observed_reported: AtomicBool,
 }
 
-impl ControlSender {
+impl ConnControl {
     /// Sends `msg` on `conn`'s control stream, opening (or, after the peer stopped it,
     /// reopening) the stream as needed.
     pub(crate) async fn send(
@@ -212,7 +216,7 @@ where
         tokio::spawn(async move {
             if let Err(e) = ctx
                 .control
-                .send(&ctx.conn, &Control::Observed(ctx.remote))
+                .send(&ctx.conn, &Control::Observed(canonical(ctx.remote)))
                 .await
             {
                 debug!(peer = %ctx.peer.short(), error = %e, "could not send observed address");
@@ -344,13 +348,17 @@ where
     /// A peer told us where it sees us.
     fn on_observed(&self, ctx: &ConnCtx, observed: SocketAddr) {
         bump(&self.counters.observed_reports);
-        if is_relayed(&ctx.remote) || !crate::reachability::usable_candidate(&observed) {
+        let observed = canonical(observed);
+        if is_relayed(&ctx.remote)
+            || !crate::reachability::usable_candidate(&observed)
+            || ctx.control.observed_reported.swap(true, Ordering::AcqRel)
+        {
             debug!(peer = %ctx.peer.short(), %observed, "ignored an observed-address report");
             return;
         }
         let report = Report {
             reporter: ctx.peer,
-            reporter_addr: ctx.remote,
+            reporter_addr: canonical(ctx.remote),
             observed,
             local: self.local_addr_of(ctx),
         };
@@ -366,16 +374,38 @@ where
         }
     }
 
-    /// Our address on `ctx`: the connection's local IP (known for incoming connections) or the
-    /// bound IP if it is specific, with our socket's port.
+    /// Our address on `ctx`: the connection's local IP (known for incoming connections), else
+    /// the bound IP if it is specific, else the source IP the OS routes to the peer from; with
+    /// our socket's port.
     pub(crate) fn local_addr_of(&self, ctx: &ConnCtx) -> Option<SocketAddr> {
         let bound = self.endpoint.local_addr().ok()?;
         let ip = ctx
             .conn
             .local_ip()
-            .or_else(|| (!bound.ip().is_unspecified()).then(|| bound.ip()))?;
+            .or_else(|| (!bound.ip().is_unspecified()).then(|| bound.ip()))
+            .or_else(|| route_source_ip(canonical(ctx.remote)))?;
         Some(SocketAddr::new(ip.to_canonical(), bound.port()))
     }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address turned into IPv4 (dual-stack sockets report them).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The local IP the OS would send from to reach `remote`: connecting a UDP socket only picks
+/// the route, nothing is sent. Needed for connections we dialed from a wildcard-bound socket,
+/// where quinn does not know the local IP; without it a LAN peer and an internet peer seeing us
+/// at different addresses would look like a symmetric NAT.
+fn route_source_ip(remote: SocketAddr) -> Option<IpAddr> {
+    let any: IpAddr = if remote.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    socket.connect(remote).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
 }
 
 #[cfg(test)]
@@ -421,6 +451,14 @@ mod tests {
                 code: 1,
             },
         ]
+    }
+
+    #[test]
+    fn route_source_of_loopback_is_loopback() {
+        let remote: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(route_source_ip(remote), Some(IpAddr::from([127, 0, 0, 1])));
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:7".parse().unwrap();
+        assert_eq!(canonical(mapped), "10.1.2.3:7".parse().unwrap());
     }
 
     #[test]

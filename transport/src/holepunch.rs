@@ -26,7 +26,7 @@
 //! [`MAX_REQUESTS_PER_WINDOW`] requests per requester per [`RATE_WINDOW`], keeps at most
 //! [`MAX_PENDING_INTRODUCTIONS`] introductions open, and a target runs at most
 //! [`MAX_ACTIVE_OFFERS`] accepted punches at once, each to at most
-//! [`crate::reachability::MAX_ADVERTISED`] addresses.
+//! 8 addresses.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;

@@ -7,6 +7,12 @@
 //! long-lived stream per [`StreamClass`] in each direction with length-prefixed postcard frames,
 //! plus raw bidirectional streams for bulk data.
 //!
+//! Behind NATs, peers tell each other where they see each other ([`observed`]), from which the
+//! node derives its [`Reachability`] and the addresses worth advertising
+//! ([`Transport::advertised_addrs`]); two nodes connected to a common third one can open a
+//! direct connection by coordinated hole punching ([`Transport::punch`]). These messages travel
+//! on an internal control stream the application's message type never sees.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use p2ps_transport::{Event, Identity, StreamClass, Transport, TransportConfig};

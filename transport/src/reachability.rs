@@ -4,8 +4,8 @@
 //! ([`crate::observed`]), each compared with our local address on the connection it came over
 //! (seen unchanged means no NAT on that path), a port mapping obtained from the gateway (UPnP /
 //! NAT-PMP, supplied with `Transport::set_port_mapping`), and the NAT's mapping behaviour. The
-//! result decides what goes into the addresses we hand out ([`advertised`]) and whether hole
-//! punching is worth trying. Everything here is pure; [`ReachabilityTracker`] only adds a
+//! result decides what goes into the addresses we hand out (`Transport::advertised_addrs`) and whether hole
+//! punching is worth trying. Everything here is pure; the tracker only adds a
 //! `watch` channel so that changes reach the application.
 
 use std::net::{IpAddr, SocketAddr};

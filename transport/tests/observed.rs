@@ -180,3 +180,22 @@ async fn bad_control_frames_close_only_the_control_stream() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+#[tokio::test]
+async fn wildcard_bound_node_finds_its_local_address_for_dialed_connections() {
+    let (a, _ea) = node_with(|c| c.bind_addr = "0.0.0.0:0".parse().unwrap());
+    let (c, _ec) = node();
+    let port = addr(&a).port();
+    assert!(a.advertised_addrs().is_empty(), "nothing known yet");
+    // a dials: quinn does not know the local IP of an outgoing connection.
+    bounded("connect", a.connect(c.node_id(), addr(&c)))
+        .await
+        .unwrap();
+    eventually("a is public", || {
+        a.reachability().class == Reachability::Public
+    })
+    .await;
+    let local = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(a.reachability().external_addrs[0].addr, local);
+    assert_eq!(a.advertised_addrs(), vec![local]);
+}
