@@ -415,7 +415,7 @@ where
         }
     }
 
-    fn refuse_stream(
+    pub(crate) fn refuse_stream(
         &self,
         ctx: &ConnCtx,
         recv: &mut quinn::RecvStream,

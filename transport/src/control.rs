@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, info, trace};
 
 use crate::connections::{lock, ConnCtx, Shared};
 use crate::error::FrameError;
@@ -248,7 +248,13 @@ where
                 Ok(Some(chunk)) => chunk.bytes,
                 Ok(None) => {
                     if let Err(e) = decoder.finish() {
-                        self.refuse_control(&ctx, &mut recv, StreamStopCode::MalformedFrame, &e);
+                        self.refuse_stream(
+                            &ctx,
+                            &mut recv,
+                            None,
+                            StreamStopCode::MalformedFrame,
+                            &e,
+                        );
                     }
                     return;
                 }
@@ -263,7 +269,13 @@ where
                     Ok(Some(body)) => parse(body),
                     Ok(None) => break,
                     Err(e) => {
-                        self.refuse_control(&ctx, &mut recv, StreamStopCode::FrameTooLarge, &e);
+                        self.refuse_stream(
+                            &ctx,
+                            &mut recv,
+                            None,
+                            StreamStopCode::FrameTooLarge,
+                            &e,
+                        );
                         return;
                     }
                 };
@@ -273,29 +285,18 @@ where
                         debug!(peer = %ctx.peer.short(), "skipped a control message of an unknown kind (newer peer)");
                     }
                     Err(e) => {
-                        self.refuse_control(&ctx, &mut recv, StreamStopCode::MalformedFrame, &e);
+                        self.refuse_stream(
+                            &ctx,
+                            &mut recv,
+                            None,
+                            StreamStopCode::MalformedFrame,
+                            &e,
+                        );
                         return;
                     }
                 }
             }
         }
-    }
-
-    fn refuse_control(
-        &self,
-        ctx: &ConnCtx,
-        recv: &mut quinn::RecvStream,
-        code: StreamStopCode,
-        error: &dyn std::fmt::Display,
-    ) {
-        let _ = recv.stop(code.varint());
-        bump(&self.counters.frame_errors);
-        warn!(
-            peer = %ctx.peer.short(),
-            ?code,
-            %error,
-            "refused a control frame: closed the control stream, the connection stays up"
-        );
     }
 
     async fn on_control(self: &Arc<Self>, ctx: &Arc<ConnCtx>, msg: Control) {

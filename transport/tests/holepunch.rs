@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use p2ps_transport::{
-    Event, Identity, PunchError, PunchOptions, PunchRefusal, PunchStage, Reachability, StreamClass,
-    Transport,
+    Event, PunchError, PunchOptions, PunchRefusal, PunchStage, Reachability, StreamClass,
 };
 
 /// A and B each connected to C only, each knowing its observed address.
@@ -156,19 +155,6 @@ async fn target_declines_and_introducer_rate_limits() {
     assert!(!a.connected_peers().contains(&b.node_id()));
 }
 
-/// A peer that completes a genuine handshake with `to` and then never answers anything.
-async fn silent_peer(to: &Transport<Msg>) -> (Identity, quinn::Endpoint, quinn::Connection) {
-    let id = Identity::generate().unwrap();
-    let (endpoint, config) = genuine_raw_client(&id);
-    let conn = bounded(
-        "raw handshake",
-        endpoint.connect_with(config, addr(to), "p2ps").unwrap(),
-    )
-    .await
-    .unwrap();
-    (id, endpoint, conn)
-}
-
 #[tokio::test]
 async fn silent_target_times_out_within_the_bound() {
     let (a, _ea) = node();
@@ -176,7 +162,7 @@ async fn silent_target_times_out_within_the_bound() {
     bounded("connect", a.connect(c.node_id(), addr(&c)))
         .await
         .unwrap();
-    let (silent, _endpoint, _conn) = silent_peer(&c).await;
+    let (silent, _endpoint, _conn) = connected_raw_peer(&c).await;
     wait_event(
         &mut ec,
         "silent peer connected",
@@ -220,7 +206,7 @@ async fn unreachable_candidates_time_out_while_dialing() {
     bounded("connect", a.connect(c.node_id(), addr(&c)))
         .await
         .unwrap();
-    let (target, _endpoint, conn) = silent_peer(&c).await;
+    let (target, _endpoint, conn) = connected_raw_peer(&c).await;
     wait_event(
         &mut ec,
         "target connected",

@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use p2ps_transport::{
-    Event, Identity, MappingBehaviour, PortMappingState, Reachability, StreamClass,
-};
+use p2ps_transport::{Event, MappingBehaviour, PortMappingState, Reachability, StreamClass};
 
 /// Tag of the transport's control stream and the variant index of `Observed` (wire format).
 const CONTROL_TAG: u8 = 0xC0;
@@ -118,16 +116,7 @@ async fn port_mapping_is_advertised_first_and_can_be_withdrawn() {
 #[tokio::test]
 async fn bad_control_frames_close_only_the_control_stream() {
     let (server, mut es) = node();
-    let rogue = Identity::generate().unwrap();
-    let (endpoint, config) = genuine_raw_client(&rogue);
-    let conn = bounded(
-        "raw handshake",
-        endpoint
-            .connect_with(config, addr(&server), "p2ps")
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let (_rogue, _endpoint, conn) = connected_raw_peer(&server).await;
     wait_event(&mut es, "Connected", |e| {
         matches!(e, Event::Connected { .. })
     })
