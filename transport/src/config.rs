@@ -35,7 +35,8 @@ pub struct TransportConfig {
     /// refused before the handshake and dials fail with `TooManyConnections`. Default 512.
     pub max_connections: usize,
     /// Unidirectional streams a peer may have open towards us at once (one per traffic class is
-    /// used, plus replacements after an error). Default 16, at least 3.
+    /// used, one for the transport's control messages, plus replacements after an error).
+    /// Default 16, at least 4.
     pub max_concurrent_uni_streams: u32,
     /// Raw bidirectional streams a peer may have open towards us at once. Default 64.
     pub max_concurrent_bidi_streams: u32,
@@ -114,10 +115,10 @@ impl TransportConfig {
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1");
         }
-        if self.max_concurrent_uni_streams < 3 {
+        if self.max_concurrent_uni_streams < 4 {
             return bad(
                 "max_concurrent_uni_streams",
-                "must be at least 3 (one per traffic class)",
+                "must be at least 4 (one per traffic class and one for control messages)",
             );
         }
         if self.event_capacity == 0 {
@@ -161,7 +162,7 @@ mod tests {
             })
         ));
         let mut c = config();
-        c.max_concurrent_uni_streams = 2;
+        c.max_concurrent_uni_streams = 3;
         assert!(matches!(
             c.validate(),
             Err(ConfigError::Invalid {

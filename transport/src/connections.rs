@@ -66,6 +66,8 @@ pub(crate) struct ConnCtx {
     pub(crate) remote: SocketAddr,
     /// Our class streams on this connection not yet finished and acknowledged.
     pub(crate) open_send: AtomicUsize,
+    /// Our control stream on this connection (see `control`).
+    pub(crate) control: crate::control::ConnControl,
     /// The peer's class streams on this connection not yet ended.
     open_recv: AtomicUsize,
     /// Signalled whenever one of the counters above drops.
@@ -81,6 +83,7 @@ impl ConnCtx {
             outbound,
             remote,
             open_send: AtomicUsize::new(0),
+            control: Default::default(),
             open_recv: AtomicUsize::new(0),
             quiet: Notify::new(),
         }
@@ -163,6 +166,8 @@ pub(crate) struct Shared<M> {
     pub(crate) addresses: Mutex<AddressBook>,
     pub(crate) events: mpsc::Sender<Event<M>>,
     pub(crate) counters: Arc<Counters>,
+    /// Observed addresses, reachability and hole punching (see `control`).
+    pub(crate) traversal: crate::control::Traversal,
     pub(crate) closing: AtomicBool,
     /// Set once shut down, so that [`crate::Events::recv`] ends after the last event.
     pub(crate) closed: watch::Sender<bool>,
@@ -247,8 +252,10 @@ where
                 Some(existing) if existing.is_alive() => {
                     // Same direction: the newer one wins (the peer restarted or re-dialed).
                     // Opposite directions: keep the one initiated by the smaller node id.
-                    let keep_new =
-                        existing.outbound == outbound || outbound == (self.node_id < peer);
+                    // A direct connection always beats a relayed one (see `holepunch`).
+                    let keep_new = crate::holepunch::prefer_path(&existing, &ctx).unwrap_or(
+                        existing.outbound == outbound || outbound == (self.node_id < peer),
+                    );
                     if keep_new {
                         st.set_current(ctx.clone());
                         loser = Some(existing);
@@ -283,6 +290,7 @@ where
                 })
                 .await;
         }
+        self.on_connection_up(&ctx);
         tokio::spawn(self.clone().drive_connection(ctx));
         if let Some(l) = loser {
             tokio::spawn(self.clone().drain_duplicate(l));
@@ -321,6 +329,12 @@ where
         let ctx = guard.0.clone();
         let mut tag = [0u8; 1];
         if recv.read_exact(&mut tag).await.is_err() {
+            return;
+        }
+        if tag[0] == crate::control::CONTROL_TAG {
+            // Lives as long as the connection: not a class stream that draining waits for.
+            drop(guard);
+            self.read_control_stream(ctx, recv).await;
             return;
         }
         let Some(class) = StreamClass::from_tag(tag[0]) else {
@@ -401,7 +415,7 @@ where
         }
     }
 
-    fn refuse_stream(
+    pub(crate) fn refuse_stream(
         &self,
         ctx: &ConnCtx,
         recv: &mut quinn::RecvStream,
@@ -691,6 +705,16 @@ where
         peer: NodeId,
         addr: SocketAddr,
     ) -> Result<quinn::Connection, ConnectError> {
+        self.dial_with(peer, addr, self.quic.clone()).await
+    }
+
+    /// [`Shared::dial_once`] with other quinn settings (hole punching uses a short initial RTT).
+    pub(crate) async fn dial_with(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        transport: Arc<quinn::TransportConfig>,
+    ) -> Result<quinn::Connection, ConnectError> {
         if self.is_closing() {
             return Err(ConnectError::ShuttingDown);
         }
@@ -715,7 +739,7 @@ where
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .map_err(|e| local_error(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
-        client.transport_config(self.quic.clone());
+        client.transport_config(transport);
         let connecting = self
             .endpoint
             .connect_with(client, addr, SERVER_NAME)
@@ -856,7 +880,7 @@ where
         }
     }
 
-    fn current_connection(&self, peer: &NodeId) -> Option<Arc<ConnCtx>> {
+    pub(crate) fn current_connection(&self, peer: &NodeId) -> Option<Arc<ConnCtx>> {
         lock(&self.table)
             .peers
             .get(peer)

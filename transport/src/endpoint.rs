@@ -30,7 +30,7 @@ use crate::tls;
 /// `M` is the message type carried on the class streams. Dropping the last clone closes all
 /// connections at once; call [`Transport::shutdown`] for a clean exit.
 pub struct Transport<M> {
-    shared: Arc<Shared<M>>,
+    pub(crate) shared: Arc<Shared<M>>,
     _guard: Arc<DropGuard<M>>,
 }
 
@@ -64,7 +64,9 @@ impl<M> Drop for DropGuard<M> {
     }
 }
 
-fn quic_transport_config(config: &TransportConfig) -> Result<quinn::TransportConfig, ConfigError> {
+pub(crate) fn quic_transport_config(
+    config: &TransportConfig,
+) -> Result<quinn::TransportConfig, ConfigError> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(config.keep_alive));
     let idle =
@@ -119,6 +121,7 @@ where
             addresses: Mutex::new(addresses),
             events: tx,
             counters: Arc::new(Counters::default()),
+            traversal: Default::default(),
             closing: AtomicBool::new(false),
             closed: closed_tx,
         });

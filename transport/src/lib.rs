@@ -7,6 +7,13 @@
 //! long-lived stream per [`StreamClass`] in each direction with length-prefixed postcard frames,
 //! plus raw bidirectional streams for bulk data.
 //!
+//! Behind NATs, peers tell each other where they see each other ([`observed`]), from which the
+//! node derives its [`Reachability`] and the addresses worth advertising
+//! ([`Transport::advertised_addrs`]); two nodes connected to a common third one can open a
+//! direct connection by coordinated hole punching ([`Transport::punch`]). These messages travel
+//! on an internal control stream the application's message type never sees. [`portmap`] asks a
+//! UPnP gateway (igd-next) to forward the node's port and keeps the mapping alive.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use p2ps_transport::{Event, Identity, StreamClass, Transport, TransportConfig};
@@ -29,12 +36,16 @@ mod addresses;
 pub mod class;
 pub mod config;
 mod connections;
+mod control;
 pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod holepunch;
 pub mod identity;
+pub mod observed;
 pub mod portmap;
+pub mod reachability;
 pub mod stats;
 pub mod tls;
 mod writer;
@@ -48,8 +59,11 @@ pub use error::{
 };
 pub use event::{CloseCode, DisconnectReason, Event, Events, StreamStopCode};
 pub use frame::{Frame, DEFAULT_MAX_FRAME_SIZE};
+pub use holepunch::{PunchError, PunchOptions, PunchOutcome, PunchRefusal, PunchStage};
 pub use identity::{Identity, NodeId, ShortNodeId};
+pub use observed::{ExternalAddr, MappingBehaviour};
 pub use portmap::{MappingState, PortMapConfig, PortMapError, PortMapper};
+pub use reachability::{PortMapping, PortMappingState, Reachability, ReachabilityStatus};
 pub use stats::{ClassStats, PeerStats, TransportStats};
 pub use tls::{ALPN, PROTOCOL_VERSION};
 

@@ -31,6 +31,14 @@ pub(crate) struct Counters {
     pub connections_refused: AtomicU64,
     pub duplicates_closed: AtomicU64,
     pub dials_failed: AtomicU64,
+    // NAT traversal (control.rs, holepunch.rs).
+    pub observed_reports: AtomicU64,
+    pub punch_attempts: AtomicU64,
+    pub punch_successes: AtomicU64,
+    pub punch_failures: AtomicU64,
+    pub punch_introductions: AtomicU64,
+    pub punch_requests_refused: AtomicU64,
+    pub punch_offers: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -82,6 +90,13 @@ impl Counters {
             streams_stopped_by_peer: get(&self.streams_stopped_by_peer),
             frames_dropped: get(&self.frames_dropped),
             queue_full: get(&self.queue_full),
+            observed_reports: get(&self.observed_reports),
+            punch_attempts: get(&self.punch_attempts),
+            punch_successes: get(&self.punch_successes),
+            punch_failures: get(&self.punch_failures),
+            punch_introductions: get(&self.punch_introductions),
+            punch_requests_refused: get(&self.punch_requests_refused),
+            punch_offers: get(&self.punch_offers),
             peers,
         }
     }
@@ -144,6 +159,20 @@ pub struct TransportStats {
     pub frames_dropped: u64,
     /// `try_send` calls refused with `QueueFull`.
     pub queue_full: u64,
+    /// Observed-address reports received from peers (`Transport::reachability`).
+    pub observed_reports: u64,
+    /// Hole punches started by `Transport::punch` (not counting "already connected").
+    pub punch_attempts: u64,
+    /// Hole punches that ended with a direct connection.
+    pub punch_successes: u64,
+    /// Hole punches that failed (refused, timed out, introducer lost).
+    pub punch_failures: u64,
+    /// Punch requests we forwarded to their target as introducer.
+    pub punch_introductions: u64,
+    /// Punch requests we refused as introducer (rate limit, target not connected).
+    pub punch_requests_refused: u64,
+    /// Punch offers we received as target (accepted or declined).
+    pub punch_offers: u64,
     /// The connected peers, with RTT.
     pub peers: Vec<PeerStats>,
 }

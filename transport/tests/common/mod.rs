@@ -190,3 +190,19 @@ pub fn genuine_raw_client(identity: &Identity) -> (quinn::Endpoint, quinn::Clien
     .unwrap();
     raw_client(crypto)
 }
+
+/// A raw quinn client with a genuine P2PS identity, connected (handshake done) to `to`; it
+/// answers nothing unless the test makes it.
+pub async fn connected_raw_peer(
+    to: &Transport<Msg>,
+) -> (Identity, quinn::Endpoint, quinn::Connection) {
+    let identity = Identity::generate().unwrap();
+    let (endpoint, config) = genuine_raw_client(&identity);
+    let conn = bounded(
+        "raw handshake",
+        endpoint.connect_with(config, addr(to), "p2ps").unwrap(),
+    )
+    .await
+    .unwrap();
+    (identity, endpoint, conn)
+}

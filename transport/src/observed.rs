@@ -1,0 +1,413 @@
+//! What other nodes tell us about our own address: a bounded, deterministic aggregator.
+//!
+//! Right after a connection is set up each side tells the other the address it sees it at
+//! (`Control::Observed`). One report alone proves little (the reporter may lie, or sit on our
+//! LAN); several agreeing reporters give our external address, and comparing what reporters at
+//! different addresses saw tells how the NAT in front of us maps ports:
+//!
+//! * **endpoint-independent** (a "cone"): reporters at two or more distinct IPs saw the same
+//!   external ip:port, so a peer told that address can reach us there (hole punching works);
+//! * **endpoint-dependent** ("symmetric"): reporters saw different external addresses through
+//!   the same local address, so the address one peer saw is useless to another.
+//!
+//! No clocks, no I/O: the result depends only on the sequence of reports, so it is unit-tested
+//! and property-tested directly. One report is kept per reporting node (the latest), at most
+//! `max_reporters` reporters (the least recently heard is forgotten first).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::identity::NodeId;
+
+/// One node's statement of where it sees us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Report {
+    /// The node that reported.
+    pub reporter: NodeId,
+    /// The reporter's address as we reach it (the remote address of the connection).
+    pub reporter_addr: SocketAddr,
+    /// Where the reporter sees us.
+    pub observed: SocketAddr,
+    /// Our own address on that connection, when known (local IP of the connection and the port
+    /// of our socket).
+    pub local: Option<SocketAddr>,
+}
+
+impl Report {
+    /// The reporter saw our local address unchanged: no address translation on that path.
+    fn untranslated(&self) -> bool {
+        self.local == Some(self.observed)
+    }
+
+    /// The reporter saw another address than our local one: a NAT is on that path.
+    fn translated(&self) -> bool {
+        self.local.is_some_and(|l| l != self.observed)
+    }
+}
+
+/// How the NAT in front of this node maps our socket to external addresses, as far as the
+/// reports tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MappingBehaviour {
+    /// Not enough reports through a NAT to tell (or no NAT at all).
+    Unknown,
+    /// The same external address for every destination (reporters at two or more distinct IPs
+    /// agree): peers we have never talked to can reach us at it once we send to them.
+    EndpointIndependent,
+    /// A different external address per destination: what one peer saw is useless to another.
+    EndpointDependent,
+}
+
+/// An external address of this node, with the evidence for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExternalAddr {
+    /// The address other nodes see us at.
+    pub addr: SocketAddr,
+    /// How many distinct nodes reported it.
+    pub reporters: usize,
+    /// Reported by at least two distinct nodes. An unconfirmed address comes from the only
+    /// reporter we have.
+    pub confirmed: bool,
+}
+
+/// What the reports say, derived on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Summary {
+    /// External addresses, best supported first.
+    pub external: Vec<ExternalAddr>,
+    /// The NAT's mapping behaviour.
+    pub behaviour: MappingBehaviour,
+    /// Reports that saw our local address unchanged.
+    pub untranslated: usize,
+    /// Reports that saw another address than our local one.
+    pub translated: usize,
+    /// Distinct reporting nodes.
+    pub reporters: usize,
+    /// Our local addresses seen on reporting connections, most recent first.
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+/// The bounded set of reports, one per reporting node.
+#[derive(Debug)]
+pub(crate) struct ObservedAddrs {
+    reports: HashMap<NodeId, (u64, Report)>,
+    /// Reporters from least to most recently heard.
+    order: VecDeque<NodeId>,
+    next_seq: u64,
+    max_reporters: usize,
+}
+
+impl ObservedAddrs {
+    /// An empty aggregator keeping at most `max_reporters` reports (at least one).
+    pub(crate) fn new(max_reporters: usize) -> Self {
+        Self {
+            reports: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            max_reporters: max_reporters.max(1),
+        }
+    }
+
+    /// Records `report`, replacing the reporter's earlier one. Returns whether anything changed.
+    pub(crate) fn record(&mut self, report: Report) -> bool {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let changed = self
+            .reports
+            .insert(report.reporter, (seq, report))
+            .is_none_or(|(_, old)| old != report);
+        if let Some(pos) = self.order.iter().position(|r| *r == report.reporter) {
+            self.order.remove(pos);
+        }
+        self.order.push_back(report.reporter);
+        while self.reports.len() > self.max_reporters {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.reports.remove(&old);
+                }
+                None => break,
+            }
+        }
+        changed
+    }
+
+    /// Number of reporters held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.reports.len()
+    }
+
+    /// Reports, most recent first.
+    fn newest_first(&self) -> Vec<&Report> {
+        let mut all: Vec<&(u64, Report)> = self.reports.values().collect();
+        all.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+        all.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Derives external addresses and mapping behaviour from the reports held.
+    pub(crate) fn summary(&self) -> Summary {
+        let reports = self.newest_first();
+        let reporters = reports.len();
+
+        // Reports per observed address, in order of the most recent report of each.
+        let mut by_addr: Vec<(SocketAddr, usize)> = Vec::new();
+        for r in &reports {
+            match by_addr.iter_mut().find(|(a, _)| *a == r.observed) {
+                Some((_, n)) => *n += 1,
+                None => by_addr.push((r.observed, 1)),
+            }
+        }
+        // Stable: equal counts keep the most recent first.
+        by_addr.sort_by_key(|a| std::cmp::Reverse(a.1));
+        let mut external: Vec<ExternalAddr> = by_addr
+            .iter()
+            .filter(|(_, n)| *n >= 2)
+            .map(|&(addr, reporters)| ExternalAddr {
+                addr,
+                reporters,
+                confirmed: true,
+            })
+            .collect();
+        if external.is_empty() && reporters == 1 {
+            external.extend(by_addr.first().map(|&(addr, reporters)| ExternalAddr {
+                addr,
+                reporters,
+                confirmed: false,
+            }));
+        }
+
+        let mut local_addrs: Vec<SocketAddr> = Vec::new();
+        for l in reports.iter().filter_map(|r| r.local) {
+            if !local_addrs.contains(&l) {
+                local_addrs.push(l);
+            }
+        }
+
+        Summary {
+            external,
+            behaviour: behaviour(&reports),
+            untranslated: reports.iter().filter(|r| r.untranslated()).count(),
+            translated: reports.iter().filter(|r| r.translated()).count(),
+            reporters,
+            local_addrs,
+        }
+    }
+}
+
+/// Mapping behaviour from reports that went through a translation, compared only between
+/// reports made through the same local IP (a multi-homed node has one mapping per interface).
+/// Evidence of an endpoint-dependent mapping wins over evidence of an independent one, because
+/// advertising an address that only worked for one peer wastes every other peer's dial.
+fn behaviour(reports: &[&Report]) -> MappingBehaviour {
+    let natted: Vec<&&Report> = reports.iter().filter(|r| !r.untranslated()).collect();
+    let mut independent = false;
+    for (i, a) in natted.iter().enumerate() {
+        for b in &natted[i + 1..] {
+            let local_ip = |r: &Report| r.local.map(|l| l.ip());
+            if local_ip(a) != local_ip(b) || a.observed.is_ipv4() != b.observed.is_ipv4() {
+                continue;
+            }
+            if a.observed != b.observed {
+                return MappingBehaviour::EndpointDependent;
+            }
+            if distinct_hosts(a.reporter_addr.ip(), b.reporter_addr.ip()) {
+                independent = true;
+            }
+        }
+    }
+    if independent {
+        MappingBehaviour::EndpointIndependent
+    } else {
+        MappingBehaviour::Unknown
+    }
+}
+
+fn distinct_hosts(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() != b.to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 32])
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    const LOCAL: &str = "192.168.1.10:4000";
+
+    fn report(n: u8, reporter_addr: &str, observed: &str) -> Report {
+        Report {
+            reporter: id(n),
+            reporter_addr: sa(reporter_addr),
+            observed: sa(observed),
+            local: Some(sa(LOCAL)),
+        }
+    }
+
+    #[test]
+    fn single_reporter_gives_an_unconfirmed_address() {
+        let mut o = ObservedAddrs::new(8);
+        assert!(o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000")));
+        let s = o.summary();
+        assert_eq!(
+            s.external,
+            vec![ExternalAddr {
+                addr: sa("5.5.5.5:7000"),
+                reporters: 1,
+                confirmed: false
+            }]
+        );
+        assert_eq!(s.behaviour, MappingBehaviour::Unknown);
+        assert_eq!((s.translated, s.untranslated, s.reporters), (1, 0, 1));
+    }
+
+    #[test]
+    fn two_reporters_at_distinct_ips_confirm_and_show_independent_mapping() {
+        let mut o = ObservedAddrs::new(8);
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
+        o.record(report(2, "2.2.2.2:9", "5.5.5.5:7000"));
+        let s = o.summary();
+        assert_eq!(s.external.len(), 1);
+        assert!(s.external[0].confirmed);
+        assert_eq!(s.external[0].reporters, 2);
+        assert_eq!(s.behaviour, MappingBehaviour::EndpointIndependent);
+    }
+
+    #[test]
+    fn same_ip_reporters_confirm_but_do_not_prove_independence() {
+        let mut o = ObservedAddrs::new(8);
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
+        o.record(report(2, "1.1.1.1:10", "5.5.5.5:7000"));
+        let s = o.summary();
+        assert!(s.external[0].confirmed);
+        assert_eq!(s.behaviour, MappingBehaviour::Unknown);
+    }
+
+    #[test]
+    fn different_ports_per_destination_is_endpoint_dependent() {
+        let mut o = ObservedAddrs::new(8);
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
+        o.record(report(2, "2.2.2.2:9", "5.5.5.5:7001"));
+        let s = o.summary();
+        assert!(
+            s.external.is_empty(),
+            "two disagreeing reports confirm nothing"
+        );
+        assert_eq!(s.behaviour, MappingBehaviour::EndpointDependent);
+        // A third agreeing with one of them confirms that one; the behaviour stays dependent.
+        o.record(report(3, "3.3.3.3:9", "5.5.5.5:7001"));
+        let s = o.summary();
+        assert_eq!(s.external.len(), 1);
+        assert_eq!(s.external[0].addr, sa("5.5.5.5:7001"));
+        assert_eq!(s.behaviour, MappingBehaviour::EndpointDependent);
+    }
+
+    #[test]
+    fn untranslated_reports_count_as_public_and_say_nothing_of_mapping() {
+        let mut o = ObservedAddrs::new(8);
+        o.record(report(1, "1.1.1.1:9", LOCAL));
+        o.record(report(2, "2.2.2.2:9", LOCAL));
+        let s = o.summary();
+        assert_eq!((s.untranslated, s.translated), (2, 0));
+        assert_eq!(s.behaviour, MappingBehaviour::Unknown);
+        assert_eq!(s.external[0].addr, sa(LOCAL));
+        assert_eq!(s.local_addrs, vec![sa(LOCAL)]);
+    }
+
+    #[test]
+    fn different_local_ips_are_not_compared() {
+        let mut o = ObservedAddrs::new(8);
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
+        let mut other = report(2, "2.2.2.2:9", "6.6.6.6:8000");
+        other.local = Some(sa("10.0.0.3:4000"));
+        o.record(other);
+        assert_eq!(o.summary().behaviour, MappingBehaviour::Unknown);
+    }
+
+    #[test]
+    fn latest_report_of_a_reporter_replaces_its_earlier_one() {
+        let mut o = ObservedAddrs::new(8);
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
+        assert!(!o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000")));
+        assert!(o.record(report(1, "1.1.1.1:9", "5.5.5.5:7001")));
+        let s = o.summary();
+        assert_eq!(s.reporters, 1);
+        assert_eq!(s.external[0].addr, sa("5.5.5.5:7001"));
+    }
+
+    #[test]
+    fn least_recently_heard_reporter_is_evicted() {
+        let mut o = ObservedAddrs::new(2);
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:1"));
+        o.record(report(2, "2.2.2.2:9", "5.5.5.5:2"));
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:1"));
+        o.record(report(3, "3.3.3.3:9", "5.5.5.5:1"));
+        assert_eq!(o.len(), 2);
+        let s = o.summary();
+        // Reporter 2 (least recently heard) is gone; 1 and 3 agree.
+        assert_eq!(s.external.len(), 1);
+        assert_eq!(s.external[0].addr, sa("5.5.5.5:1"));
+        assert_eq!(s.behaviour, MappingBehaviour::EndpointIndependent);
+    }
+
+    fn arb_report() -> impl Strategy<Value = Report> {
+        (0u8..12, 0u8..4, 0u16..3, 0u16..3, any::<bool>()).prop_map(
+            |(n, rip, rport, oport, same_local)| Report {
+                reporter: id(n),
+                reporter_addr: SocketAddr::from(([9, 9, 9, rip], 100 + rport)),
+                observed: SocketAddr::from(([5, 5, 5, 5], 7000 + oport)),
+                local: Some(if same_local {
+                    sa(LOCAL)
+                } else {
+                    sa("10.0.0.3:4000")
+                }),
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn bounded_and_consistent(reports in proptest::collection::vec(arb_report(), 0..60), cap in 1usize..6) {
+            let mut o = ObservedAddrs::new(cap);
+            for r in &reports {
+                o.record(*r);
+            }
+            prop_assert!(o.len() <= cap);
+            prop_assert_eq!(o.order.len(), o.len());
+            let s = o.summary();
+            prop_assert_eq!(s.reporters, o.len());
+            prop_assert!(s.translated + s.untranslated <= s.reporters);
+            for e in &s.external {
+                prop_assert!(e.reporters >= 1 && e.reporters <= s.reporters);
+                prop_assert_eq!(e.confirmed, e.reporters >= 2);
+                if !e.confirmed {
+                    prop_assert_eq!(s.reporters, 1);
+                }
+            }
+            // Deterministic: the same sequence gives the same summary.
+            let mut again = ObservedAddrs::new(cap);
+            for r in &reports {
+                again.record(*r);
+            }
+            prop_assert_eq!(again.summary(), s.clone());
+            // Independence needs two reporters at distinct IPs agreeing through one local IP.
+            if s.behaviour == MappingBehaviour::EndpointIndependent {
+                let held: Vec<&Report> = o.reports.values().map(|(_, r)| r).collect();
+                let witnessed = held.iter().any(|a| held.iter().any(|b| {
+                    a.reporter != b.reporter && a.observed == b.observed
+                        && a.local == b.local
+                        && a.reporter_addr.ip() != b.reporter_addr.ip()
+                }));
+                prop_assert!(witnessed);
+            }
+        }
+    }
+}
