@@ -34,6 +34,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod identity;
+pub mod relay;
 pub mod stats;
 pub mod tls;
 mod writer;
@@ -48,6 +49,10 @@ pub use error::{
 pub use event::{CloseCode, DisconnectReason, Event, Events, StreamStopCode};
 pub use frame::{Frame, DEFAULT_MAX_FRAME_SIZE};
 pub use identity::{Identity, NodeId, ShortNodeId};
+pub use relay::{
+    is_relayed, CircuitEnd, CircuitInfo, CircuitLimits, PathKind, RelayConfig, RelayError,
+    RelayLimits, RelayStats, RelayTap,
+};
 pub use stats::{ClassStats, PeerStats, TransportStats};
 pub use tls::{ALPN, PROTOCOL_VERSION};
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::class::StreamClass;
 use crate::identity::NodeId;
+use crate::relay::RelayStats;
 
 #[derive(Debug, Default)]
 pub(crate) struct ClassCounters {
@@ -82,6 +83,7 @@ impl Counters {
             streams_stopped_by_peer: get(&self.streams_stopped_by_peer),
             frames_dropped: get(&self.frames_dropped),
             queue_full: get(&self.queue_full),
+            relay: RelayStats::default(),
             peers,
         }
     }
@@ -144,6 +146,8 @@ pub struct TransportStats {
     pub frames_dropped: u64,
     /// `try_send` calls refused with `QueueFull`.
     pub queue_full: u64,
+    /// Relay numbers (as relay and as circuit end).
+    pub relay: RelayStats,
     /// The connected peers, with RTT.
     pub peers: Vec<PeerStats>,
 }
