@@ -37,6 +37,8 @@ async fn triangle(relay_config: impl FnOnce(&mut TransportConfig)) -> (Node, Nod
     bounded("b to r", b.connect(r.node_id(), addr(&r)))
         .await
         .unwrap();
+    // The dialer's handshake completes before the relay's side does.
+    eventually("relay sees a and b", || r.connected_peers().len() == 2).await;
     ((a, ea), (b, eb), (r, er))
 }
 
@@ -419,4 +421,94 @@ async fn measure(
     assert_eq!(got.len(), 16 << 20);
     drop(writer.await.unwrap());
     (rtts[rtts.len() / 2], 16.0 / secs)
+}
+
+#[tokio::test]
+async fn duration_limit_ends_the_circuit_at_both_ends() {
+    let limits = CircuitLimits {
+        max_bytes: None,
+        max_rate: None,
+        max_duration: Some(Duration::from_millis(500)),
+    };
+    let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
+    bounded(
+        "relayed connect",
+        a.connect_relayed(b.node_id(), r.node_id()),
+    )
+    .await
+    .unwrap();
+    for (events, peer) in [(&mut ea, b.node_id()), (&mut eb, a.node_id())] {
+        match wait_event(
+            events,
+            "Disconnected by the duration limit",
+            |e| matches!(e, Event::Disconnected { peer: p, .. } if *p == peer),
+        )
+        .await
+        {
+            Event::Disconnected { reason, .. } => assert_eq!(
+                reason,
+                DisconnectReason::Relay {
+                    relay: r.node_id(),
+                    end: CircuitEnd::DurationLimit
+                }
+            ),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(r.stats().relay.circuits_limited, 1);
+}
+
+#[tokio::test]
+async fn rate_limit_throttles_without_cutting_off() {
+    let rate = 256 * 1024;
+    let limits = CircuitLimits {
+        max_bytes: None,
+        max_rate: Some(rate),
+        max_duration: None,
+    };
+    let ((a, _ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
+    bounded(
+        "relayed connect",
+        a.connect_relayed(b.node_id(), r.node_id()),
+    )
+    .await
+    .unwrap();
+    let blob = Msg::Blob(vec![3u8; 512 * 1024]);
+    let start = Instant::now();
+    a.send(b.node_id(), StreamClass::User, &blob).await.unwrap();
+    assert_eq!(wait_message(&mut eb, a.node_id()).await.1, blob);
+    // 512 KiB at 256 KiB/s with a 64 KiB burst takes at least 1.75 s; only a lower bound is
+    // checked (a slow machine may take longer, never shorter).
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1500), "took {took:?}");
+    assert!(a.path(b.node_id()).is_some());
+}
+
+#[tokio::test]
+async fn a_target_that_does_not_accept_circuits_refuses_through_the_relay() {
+    let (a, _ea) = node();
+    let (b, _eb) = node_with(|c| c.relay.accept = false);
+    let (r, _er) = node_with(serving(CircuitLimits::default(), None));
+    bounded("a to r", a.connect(r.node_id(), addr(&r)))
+        .await
+        .unwrap();
+    bounded("b to r", b.connect(r.node_id(), addr(&r)))
+        .await
+        .unwrap();
+    eventually("relay sees a and b", || r.connected_peers().len() == 2).await;
+    let err = bounded("refusal", a.connect_relayed(b.node_id(), r.node_id()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RelayError::Refused {
+                code: RefuseCode::TargetRefused,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(r.stats().relay.circuits_active, 0);
+    assert!(b.relay_circuits().is_empty());
 }

@@ -146,6 +146,7 @@ where
         let (send_b, recv_b) = match self.open_to_target(&conn_b, from, target, limits).await {
             Ok(streams) => streams,
             Err(reason) => {
+                drop(slot);
                 let reply = refuse(RefuseCode::TargetRefused, reason);
                 reply_and_finish(&mut send_a, &reply).await;
                 return;
