@@ -265,8 +265,9 @@ where
     }
 
     /// Opens a raw bidirectional stream to `peer` for bulk data (dialing from the address book
-    /// if needed). The peer receives it as [`crate::Event::IncomingStream`] once we write to it.
-    /// Its priority is below every class stream.
+    /// if needed). The peer receives it as [`crate::Event::IncomingStream`] (a tag byte written
+    /// here tells it apart from the transport's internal streams). Its priority is below every
+    /// class stream.
     pub async fn open_bi(
         &self,
         peer: NodeId,

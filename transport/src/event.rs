@@ -45,8 +45,8 @@ pub enum Event<M> {
         /// The decoded message.
         msg: M,
     },
-    /// The peer opened a raw bidirectional stream (see `Transport::open_bi`). The stream becomes
-    /// visible once the peer has written to it.
+    /// The peer opened a raw bidirectional stream (see `Transport::open_bi`). Streams the
+    /// transport uses internally (relay circuits) never appear here.
     IncomingStream {
         /// The peer.
         peer: NodeId,

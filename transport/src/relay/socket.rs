@@ -29,7 +29,7 @@ use crate::identity::NodeId;
 use crate::relay::limits::{CircuitLimits, RelayConfig};
 use crate::relay::protocol::CircuitEnd;
 use crate::relay::{CircuitInfo, RelayCounters};
-use crate::stats::{add, bump};
+use crate::stats::bump;
 
 /// IPv4 synthetic addresses: `240.0.0.0/8` (inside the reserved `240.0.0.0/4`), port 1.
 const V4_PREFIX: u8 = 240;
@@ -338,13 +338,6 @@ impl RelaySocket {
         meta: &mut [RecvMeta],
     ) -> Option<usize> {
         let mut inbound = lock(&self.inbound);
-        if inbound.queue.is_empty() {
-            match &inbound.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => inbound.waker = Some(cx.waker().clone()),
-            }
-            return None;
-        }
         let mut n = 0;
         while n < bufs.len().min(meta.len()) {
             let Some((addr, packet)) = inbound.queue.pop_front() else {
@@ -364,7 +357,15 @@ impl RelaySocket {
             };
             n += 1;
         }
-        (n > 0).then_some(n)
+        if n == 0 {
+            // Nothing to hand over: be woken by the next packet.
+            match &inbound.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => inbound.waker = Some(cx.waker().clone()),
+            }
+            return None;
+        }
+        Some(n)
     }
 
     fn send_relayed(&self, transmit: &Transmit) {
@@ -442,7 +443,7 @@ impl AsyncUdpSocket for RelaySocket {
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         if is_relayed(&transmit.destination) {
             self.send_relayed(transmit);
-            add(&self.counters.packets_sent, 1);
+            bump(&self.counters.packets_sent);
             return Ok(());
         }
         self.inner.try_send(transmit)
