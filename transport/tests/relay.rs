@@ -512,3 +512,37 @@ async fn a_target_that_does_not_accept_circuits_refuses_through_the_relay() {
     assert_eq!(r.stats().relay.circuits_active, 0);
     assert!(b.relay_circuits().is_empty());
 }
+
+#[tokio::test]
+async fn losing_the_relay_disconnects_the_relayed_peer_at_both_ends() {
+    let ((a, mut ea), (b, mut eb), (r, _er)) =
+        triangle(serving(CircuitLimits::default(), None)).await;
+    bounded(
+        "relayed connect",
+        a.connect_relayed(b.node_id(), r.node_id()),
+    )
+    .await
+    .unwrap();
+    connected_via(&mut ea, b.node_id()).await;
+    connected_via(&mut eb, a.node_id()).await;
+    r.shutdown("relay going away").await;
+    for (events, peer) in [(&mut ea, b.node_id()), (&mut eb, a.node_id())] {
+        match wait_event(
+            events,
+            "Disconnected with the relay",
+            |e| matches!(e, Event::Disconnected { peer: p, .. } if *p == peer),
+        )
+        .await
+        {
+            Event::Disconnected { reason, .. } => assert_eq!(
+                reason,
+                DisconnectReason::Relay {
+                    relay: r.node_id(),
+                    end: CircuitEnd::RelayConnectionLost
+                }
+            ),
+            _ => unreachable!(),
+        }
+    }
+    assert!(a.connected_peers().is_empty() && b.connected_peers().is_empty());
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::class::StreamClass;
 use crate::connections::Shared;
@@ -159,7 +159,7 @@ where
             return;
         }
         bump(&counters.client_circuits_accepted);
-        debug!(from = %from.short(), relay = %relay.short(), addr = %registered.addr, limits = ?incoming.limits, "accepted relayed circuit");
+        info!(from = %from.short(), relay = %relay.short(), addr = %registered.addr, limits = ?incoming.limits, "accepted relayed circuit");
         let unused_after = self.circuit_unused_after();
         self.relay
             .socket

@@ -98,8 +98,8 @@ pub enum RefuseCode {
     BadRequest,
 }
 
-/// Why a circuit ended; relays send the code of the first five when they end a circuit, and both
-/// ends report it (logs, `DisconnectReason::Relay`).
+/// Why a circuit ended. Relays send the codes of the first four when they end a circuit (the
+/// others are seen locally); both ends report it (logs, `DisconnectReason::Relay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CircuitEnd {
     /// The relay's byte limit for the circuit was reached.
@@ -110,8 +110,6 @@ pub enum CircuitEnd {
     PeerClosed,
     /// An end sent something the relay could not parse.
     Malformed,
-    /// The relay is shutting down.
-    RelayShutdown,
     /// The connection to the relay was lost.
     RelayConnectionLost,
     /// The circuit was never used by a QUIC connection within the connect timeout.
@@ -130,7 +128,6 @@ impl CircuitEnd {
             CircuitEnd::DurationLimit => 0x101,
             CircuitEnd::PeerClosed => 0x102,
             CircuitEnd::Malformed => 0x103,
-            CircuitEnd::RelayShutdown => 0x104,
             CircuitEnd::RelayConnectionLost => 0x105,
             CircuitEnd::Unused => 0x106,
             CircuitEnd::Closed => 0x107,
@@ -147,7 +144,6 @@ impl CircuitEnd {
             0x101 => CircuitEnd::DurationLimit,
             0x102 => CircuitEnd::PeerClosed,
             0x103 => CircuitEnd::Malformed,
-            0x104 => CircuitEnd::RelayShutdown,
             0x105 => CircuitEnd::RelayConnectionLost,
             0x106 => CircuitEnd::Unused,
             0x107 => CircuitEnd::Closed,
@@ -167,7 +163,6 @@ impl std::fmt::Display for CircuitEnd {
             CircuitEnd::DurationLimit => f.write_str("relay duration limit reached"),
             CircuitEnd::PeerClosed => f.write_str("the other end closed the circuit"),
             CircuitEnd::Malformed => f.write_str("malformed circuit data"),
-            CircuitEnd::RelayShutdown => f.write_str("the relay is shutting down"),
             CircuitEnd::RelayConnectionLost => f.write_str("connection to the relay lost"),
             CircuitEnd::Unused => f.write_str("circuit unused"),
             CircuitEnd::Closed => f.write_str("closed by this end"),
@@ -240,7 +235,6 @@ mod tests {
             CircuitEnd::DurationLimit,
             CircuitEnd::PeerClosed,
             CircuitEnd::Malformed,
-            CircuitEnd::RelayShutdown,
             CircuitEnd::RelayConnectionLost,
             CircuitEnd::Unused,
             CircuitEnd::Closed,
