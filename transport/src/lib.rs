@@ -5,7 +5,9 @@
 //! those keys, so every connection is to a proven node id ([`tls`]). Each node uses one UDP
 //! socket for everything. Between two nodes there is at most one connection, carrying one
 //! long-lived stream per [`StreamClass`] in each direction with length-prefixed postcard frames,
-//! plus raw bidirectional streams for bulk data.
+//! plus raw bidirectional streams for bulk data. When no direct path works, two nodes connect
+//! through a third one they both reach ([`Transport::connect_relayed`], [`relay`]); the relay
+//! only carries the ciphertext of their end-to-end connection.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

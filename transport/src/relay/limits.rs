@@ -24,13 +24,14 @@ pub struct RelayConfig {
     /// Whether this node accepts circuits that other nodes open to it through a relay.
     /// Default `true`.
     pub accept: bool,
-    /// Most relayed circuits this node is an end of at once (opened or accepted). Default 64.
+    /// Most relayed circuits this node is an end of at once (opened or accepted); at most a
+    /// quarter of them (at least one) may be accepted through any one relay. Default 64.
     pub max_client_circuits: usize,
     /// Packets that may wait to enter one circuit; more are dropped, as a full UDP send buffer
     /// would. Default 256.
     pub circuit_queue_packets: usize,
-    /// Packets that arrived on circuits and wait for the QUIC endpoint; more are dropped.
-    /// Default 1024.
+    /// Packets that arrived on circuits and wait for the QUIC endpoint; more are dropped (the
+    /// queue also holds at most 1500 bytes per packet slot). Default 1024.
     pub inbound_queue_packets: usize,
     /// Diagnostics only: when set, a relay copies the first bytes it forwards into this tap so
     /// that tests can check what a relay can see (only ciphertext). Default `None`.

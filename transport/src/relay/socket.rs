@@ -99,8 +99,15 @@ struct Circuits {
 #[derive(Default)]
 struct Inbound {
     queue: VecDeque<(SocketAddr, Bytes)>,
+    /// Bytes in `queue`.
+    bytes: usize,
     waker: Option<Waker>,
 }
+
+/// Bytes budgeted per inbound packet slot: QUIC packets stay below 1500 bytes (quinn's path MTU
+/// discovery tops out at 1452), so a relay sending larger ones cannot make the queue hold more
+/// than `inbound_queue_packets` typical packets' worth of memory.
+const INBOUND_BYTES_PER_PACKET: usize = 1500;
 
 /// The socket quinn uses: the real UDP socket plus the circuits.
 pub(crate) struct RelaySocket {
@@ -162,6 +169,15 @@ impl RelaySocket {
     ) -> Option<Registered> {
         let mut c = lock(&self.circuits);
         if c.map.len() >= self.max_circuits {
+            return None;
+        }
+        // One relay (or a peer posing as one) cannot take every slot with announced circuits.
+        let from_relay = c
+            .map
+            .values()
+            .filter(|k| !k.info.outbound && k.info.relay == relay)
+            .count();
+        if !outbound && from_relay >= (self.max_circuits / 4).max(1) {
             return None;
         }
         let addr = loop {
@@ -318,10 +334,13 @@ impl RelaySocket {
     fn push_inbound(&self, addr: SocketAddr, packet: Bytes) {
         let waker = {
             let mut inbound = lock(&self.inbound);
-            if inbound.queue.len() >= self.inbound_capacity {
+            if inbound.queue.len() >= self.inbound_capacity
+                || inbound.bytes + packet.len() > self.inbound_capacity * INBOUND_BYTES_PER_PACKET
+            {
                 bump(&self.counters.packets_dropped);
                 return;
             }
+            inbound.bytes += packet.len();
             inbound.queue.push_back((addr, packet));
             inbound.waker.take()
         };
@@ -343,6 +362,7 @@ impl RelaySocket {
             let Some((addr, packet)) = inbound.queue.pop_front() else {
                 break;
             };
+            inbound.bytes -= packet.len();
             if packet.len() > bufs[n].len() {
                 bump(&self.counters.packets_dropped);
                 continue;
