@@ -287,16 +287,19 @@ impl Actor {
                 peer,
                 remote_addr,
                 outbound,
+                relay,
             } => {
-                debug!(peer = %peer.short(), %remote_addr, outbound, "connected");
+                debug!(peer = %peer.short(), %remote_addr, outbound, relayed = relay.is_some(), "connected");
                 if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
                     self.join_connected = true;
                 }
                 // One socket per node dials and accepts, so the address a connection comes
                 // from is where the peer can be reached: remember it for the overlay's
-                // contacts and for later dials.
-                self.overlay.add_addresses(OverlayId(peer), &[remote_addr]);
-                self.transport.add_addresses(peer, [remote_addr]);
+                // contacts and for later dials. A relayed connection's address is synthetic.
+                if relay.is_none() {
+                    self.overlay.add_addresses(OverlayId(peer), &[remote_addr]);
+                    self.transport.add_addresses(peer, [remote_addr]);
+                }
                 self.overlay.handle_link_up(now, OverlayId(peer));
             }
             TransportEvent::Disconnected { peer, reason } => {

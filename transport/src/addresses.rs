@@ -31,7 +31,8 @@ impl AddressBook {
     pub(crate) fn add(&mut self, peer: NodeId, addrs: impl IntoIterator<Item = SocketAddr>) {
         let mut fresh: Vec<SocketAddr> = Vec::new();
         for a in addrs {
-            if !fresh.contains(&a) {
+            // A relayed circuit's synthetic address means nothing for a later dial.
+            if !fresh.contains(&a) && !crate::relay::is_relayed(&a) {
                 fresh.push(a);
             }
         }

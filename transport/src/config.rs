@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::frame::DEFAULT_MAX_FRAME_SIZE;
 use crate::identity::Identity;
+use crate::relay::RelayConfig;
 
 /// Settings of one node's transport. Build with [`TransportConfig::new`] and adjust the public
 /// fields; every field's default is given in its documentation.
@@ -55,6 +56,9 @@ pub struct TransportConfig {
     /// How long `shutdown` waits for queued messages to be delivered and for the endpoint to
     /// drain. Default 2 s.
     pub shutdown_timeout: Duration,
+    /// Relaying for other nodes (off by default) and relayed circuits to this node; see
+    /// [`RelayConfig`].
+    pub relay: RelayConfig,
 }
 
 impl TransportConfig {
@@ -76,6 +80,7 @@ impl TransportConfig {
             addresses_per_peer: 8,
             shutdown_timeout: Duration::from_secs(2),
             protocol_version: crate::PROTOCOL_VERSION,
+            relay: RelayConfig::default(),
         }
     }
 
@@ -130,7 +135,7 @@ impl TransportConfig {
                 "address book sizes must be at least 1",
             );
         }
-        Ok(())
+        self.relay.validate()
     }
 }
 

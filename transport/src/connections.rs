@@ -23,6 +23,10 @@
 //! * **A bad frame costs one stream, not the connection.** A reader that gets an oversized or
 //!   undecodable frame stops that stream with a [`StreamStopCode`]; the writer on the other side
 //!   sees the stop and opens a fresh stream for later messages.
+//! * **Direct beats relayed.** A connection over a relay circuit (see `relay`) and a direct one
+//!   to the same peer: both sides keep the direct one whoever dialed, and drain the relayed one
+//!   like any duplicate (its circuit then closes). So a successful hole punch or any direct dial
+//!   replaces a relayed path just by connecting.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +49,7 @@ use crate::error::{ConnectError, OpenStreamError, SendError, TrySendError};
 use crate::event::{CloseCode, DisconnectReason, Event, StreamStopCode};
 use crate::frame::{self, FrameDecoder, HEADER_LEN};
 use crate::identity::NodeId;
+use crate::relay::{self, PathKind, RelayState};
 use crate::stats::{add, bump, Counters, PeerStats, TransportStats};
 use crate::tls::{self, PeerServerVerifier, SERVER_NAME};
 use crate::writer::{Link, PeerQueues, PushError};
@@ -168,6 +173,8 @@ pub(crate) struct Shared<M> {
     pub(crate) counters: Arc<Counters>,
     /// Observed addresses, reachability and hole punching (see `control`).
     pub(crate) traversal: crate::control::Traversal,
+    /// Relayed circuits and relay service.
+    pub(crate) relay: RelayState,
     pub(crate) closing: AtomicBool,
     /// Set once shut down, so that [`crate::Events::recv`] ends after the last event.
     pub(crate) closed: watch::Sender<bool>,
@@ -250,12 +257,15 @@ where
             let st = self.peer_entry(&mut table, peer);
             match st.current.clone() {
                 Some(existing) if existing.is_alive() => {
-                    // Same direction: the newer one wins (the peer restarted or re-dialed).
-                    // Opposite directions: keep the one initiated by the smaller node id.
-                    // A direct connection always beats a relayed one (see `holepunch`).
-                    let keep_new = crate::holepunch::prefer_path(&existing, &ctx).unwrap_or(
-                        existing.outbound == outbound || outbound == (self.node_id < peer),
-                    );
+                    // A direct connection beats a relayed one. Otherwise: same direction, the
+                    // newer one wins (the peer restarted or re-dialed); opposite directions,
+                    // keep the one initiated by the smaller node id.
+                    let new_relayed = relay::is_relayed(&ctx.remote);
+                    let keep_new = if new_relayed != relay::is_relayed(&existing.remote) {
+                        !new_relayed
+                    } else {
+                        existing.outbound == outbound || outbound == (self.node_id < peer)
+                    };
                     if keep_new {
                         st.set_current(ctx.clone());
                         loser = Some(existing);
@@ -280,6 +290,9 @@ where
             duplicate = loser.is_some(),
             "connection established"
         );
+        if relay::is_relayed(&ctx.remote) {
+            self.relay.socket.bind_connection(ctx.remote, &ctx.conn);
+        }
         if announce {
             let _ = self
                 .events
@@ -287,6 +300,10 @@ where
                     peer,
                     remote_addr: ctx.remote,
                     outbound,
+                    relay: match self.relay.path(ctx.remote) {
+                        PathKind::Relayed { relay, .. } => Some(relay),
+                        PathKind::Direct(_) => None,
+                    },
                 })
                 .await;
         }
@@ -311,10 +328,8 @@ where
                 },
                 bi = ctx.conn.accept_bi() => match bi {
                     Ok((send, recv)) => {
-                        let _ = self
-                            .events
-                            .send(Event::IncomingStream { peer: ctx.peer, send, recv })
-                            .await;
+                        // Application stream or relay circuit, by its tag (see `relay`).
+                        tokio::spawn(self.clone().dispatch_bi(ctx.peer, send, recv));
                     }
                     Err(_) => break,
                 },
@@ -436,7 +451,10 @@ where
 
     /// A connection ended: forget it, and the peer too if it was the peer's connection.
     async fn on_closed(self: &Arc<Self>, ctx: &Arc<ConnCtx>, error: quinn::ConnectionError) {
-        let reason = disconnect_reason(&error);
+        let reason = match self.relay.socket.take_end(&ctx.remote) {
+            Some((relay, end)) => DisconnectReason::Relay { relay, end },
+            None => disconnect_reason(&error),
+        };
         let mut event = None;
         {
             let mut table = lock(&self.table);
@@ -560,11 +578,14 @@ where
                 if peer == self.node_id {
                     return Err(ConnectError::SelfConnect);
                 }
+                // A relayed connection does not stop a dial to a direct address: the direct
+                // connection replaces it (see "direct beats relayed").
+                let upgrade = addrs.iter().any(|a| !relay::is_relayed(a));
                 if table
                     .peers
                     .get(&peer)
                     .and_then(PeerState::live_current)
-                    .is_some()
+                    .is_some_and(|c| !(upgrade && relay::is_relayed(&c.remote)))
                 {
                     return Ok(());
                 }
@@ -880,6 +901,12 @@ where
         }
     }
 
+    /// How the current connection to `peer` travels, if there is one.
+    pub(crate) fn path(&self, peer: &NodeId) -> Option<PathKind> {
+        let remote = self.current_connection(peer)?.remote;
+        Some(self.relay.path(remote))
+    }
+
     pub(crate) fn current_connection(&self, peer: &NodeId) -> Option<Arc<ConnCtx>> {
         lock(&self.table)
             .peers
@@ -904,12 +931,21 @@ where
                     .ok_or(ConnectError::NoAddress { peer })?
             }
         };
-        let (send, recv) = ctx
+        let (mut send, recv) = ctx
             .conn
             .open_bi()
             .await
             .map_err(|source| OpenStreamError::ConnectionLost { peer, source })?;
         let _ = send.set_priority(RAW_STREAM_PRIORITY);
+        // The tag tells the peer this is an application stream (see `relay::protocol`).
+        send.write_all(&[relay::protocol::TAG_RAW])
+            .await
+            .map_err(|source| match source {
+                quinn::WriteError::ConnectionLost(source) => {
+                    OpenStreamError::ConnectionLost { peer, source }
+                }
+                source => OpenStreamError::StreamRefused { peer, source },
+            })?;
         Ok((send, recv))
     }
 
@@ -963,8 +999,11 @@ where
                 .collect()
         };
         peers.sort_unstable_by_key(|p| p.peer);
-        self.counters
-            .snapshot(self.endpoint.open_connections(), peers)
+        let mut stats = self
+            .counters
+            .snapshot(self.endpoint.open_connections(), peers);
+        stats.relay = self.relay.counters.snapshot();
+        stats
     }
 
     /// Flushes queued frames (bounded), closes every connection and waits for the endpoint.

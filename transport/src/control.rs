@@ -23,10 +23,11 @@ use crate::connections::{lock, ConnCtx, Shared};
 use crate::error::FrameError;
 use crate::event::StreamStopCode;
 use crate::frame::{self, FrameDecoder};
-use crate::holepunch::{is_relayed, PunchState};
+use crate::holepunch::PunchState;
 use crate::identity::NodeId;
 use crate::observed::Report;
 use crate::reachability::ReachabilityTracker;
+use crate::relay::is_relayed;
 use crate::stats::bump;
 
 /// First byte of a control stream. Class tags are small numbers; this one is far from them.

@@ -22,6 +22,7 @@ use crate::error::{
 use crate::event::Events;
 use crate::frame::{self, Frame};
 use crate::identity::NodeId;
+use crate::relay::{CircuitInfo, PathKind, RelayError, RelayState};
 use crate::stats::{bump, Counters, TransportStats};
 use crate::tls;
 
@@ -99,13 +100,14 @@ where
         let quic = Arc::new(quic_transport_config(&config)?);
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server_config.transport_config(quic.clone());
-        let endpoint =
-            quinn::Endpoint::server(server_config, config.bind_addr).map_err(|source| {
-                BindError::Io {
+        // The socket under the endpoint also carries relayed circuits (see `relay`).
+        let (endpoint, relay) =
+            RelayState::bind_endpoint(&config.relay, server_config, config.bind_addr).map_err(
+                |source| BindError::Io {
                     addr: config.bind_addr,
                     source,
-                }
-            })?;
+                },
+            )?;
         let (tx, rx) = mpsc::channel(config.event_capacity);
         let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
         let node_id = config.identity.node_id();
@@ -122,6 +124,7 @@ where
             events: tx,
             counters: Arc::new(Counters::default()),
             traversal: Default::default(),
+            relay,
             closing: AtomicBool::new(false),
             closed: closed_tx,
         });
@@ -173,9 +176,34 @@ where
     }
 
     /// Connects to `peer` at `addr` and authenticates it; returns once the connection is usable.
-    /// Succeeds at once if already connected; waits for a dial already in progress.
+    /// Succeeds at once if already connected; waits for a dial already in progress. If `peer` is
+    /// connected through a relay, dials `addr` anyway: a direct connection replaces the relayed
+    /// one (this is the hook for hole punching).
     pub async fn connect(&self, peer: NodeId, addr: SocketAddr) -> Result<(), ConnectError> {
         self.shared.connect(peer, vec![addr]).await
+    }
+
+    /// Connects to `peer` through `relay`, for when no direct path works: asks the relay (which
+    /// must be connected to both nodes and serve, see [`crate::RelayConfig`]) for a circuit,
+    /// then runs the usual authenticated QUIC handshake with `peer` over it. The relay only
+    /// carries ciphertext. Returns the path of the connection to `peer`; if `peer` is already
+    /// connected, nothing is set up and its current path is returned.
+    pub async fn connect_relayed(
+        &self,
+        peer: NodeId,
+        relay: NodeId,
+    ) -> Result<PathKind, RelayError> {
+        self.shared.connect_relayed(peer, relay).await
+    }
+
+    /// How the current connection to `peer` travels, if connected.
+    pub fn path(&self, peer: NodeId) -> Option<PathKind> {
+        self.shared.path(&peer)
+    }
+
+    /// The relayed circuits this node is an end of, with the limits their relays set.
+    pub fn relay_circuits(&self) -> Vec<CircuitInfo> {
+        self.shared.relay.socket.circuits()
     }
 
     /// Encodes `msg` once, for sending the same frame to several peers with
@@ -240,8 +268,9 @@ where
     }
 
     /// Opens a raw bidirectional stream to `peer` for bulk data (dialing from the address book
-    /// if needed). The peer receives it as [`crate::Event::IncomingStream`] once we write to it.
-    /// Its priority is below every class stream.
+    /// if needed). The peer receives it as [`crate::Event::IncomingStream`] (a tag byte written
+    /// here tells it apart from the transport's internal streams). Its priority is below every
+    /// class stream.
     pub async fn open_bi(
         &self,
         peer: NodeId,

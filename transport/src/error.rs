@@ -356,4 +356,13 @@ pub enum OpenStreamError {
         #[source]
         source: quinn::ConnectionError,
     },
+    /// The new stream could not be written to (the peer stopped it at once).
+    #[error("stream to {peer} refused: {source}")]
+    StreamRefused {
+        /// The peer.
+        peer: NodeId,
+        /// quinn's error.
+        #[source]
+        source: quinn::WriteError,
+    },
 }

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::class::StreamClass;
 use crate::error::ConnectError;
 use crate::identity::NodeId;
+use crate::relay::CircuitEnd;
 
 /// Something that happened on the transport.
 #[derive(Debug)]
@@ -24,6 +25,9 @@ pub enum Event<M> {
         remote_addr: SocketAddr,
         /// Whether we dialed it.
         outbound: bool,
+        /// The relay carrying the connection, `None` for a direct one. A relayed connection's
+        /// `remote_addr` is synthetic (see [`crate::is_relayed`]): do not advertise or dial it.
+        relay: Option<NodeId>,
     },
     /// The peer is no longer connected. Messages still queued for it were dropped.
     Disconnected {
@@ -41,8 +45,8 @@ pub enum Event<M> {
         /// The decoded message.
         msg: M,
     },
-    /// The peer opened a raw bidirectional stream (see `Transport::open_bi`). The stream becomes
-    /// visible once the peer has written to it.
+    /// The peer opened a raw bidirectional stream (see `Transport::open_bi`). Streams the
+    /// transport uses internally (relay circuits) never appear here.
     IncomingStream {
         /// The peer.
         peer: NodeId,
@@ -82,6 +86,13 @@ pub enum DisconnectReason {
     TimedOut,
     /// A transport or protocol error ended the connection.
     Error(String),
+    /// The relay circuit carrying the connection ended (for example on a relay limit).
+    Relay {
+        /// The relay.
+        relay: NodeId,
+        /// Why the circuit ended.
+        end: CircuitEnd,
+    },
 }
 
 /// Application close codes carried in QUIC CONNECTION_CLOSE frames between P2PS nodes.

@@ -49,6 +49,7 @@ use crate::error::ConnectError;
 use crate::event::CloseCode;
 use crate::identity::NodeId;
 use crate::reachability::{usable_candidate, MAX_ADVERTISED};
+use crate::relay::is_relayed;
 use crate::stats::bump;
 
 /// Requests one requester may have forwarded per [`RATE_WINDOW`].
@@ -70,25 +71,6 @@ const POLL: Duration = Duration::from_millis(25);
 /// Initial RTT estimate of punch handshakes: the first packet is repeated after about three
 /// times this, so the handshake keeps knocking while the other side opens its NAT.
 const PUNCH_INITIAL_RTT: Duration = Duration::from_millis(100);
-
-/// Whether `addr` is the synthetic address of a relayed peer. The relay module
-/// (`transport/src/relay/`) gives relayed peers synthetic socket addresses and supplies the real
-/// test here; until it is merged no connection is relayed.
-pub(crate) fn is_relayed(_addr: &SocketAddr) -> bool {
-    false
-}
-
-/// Hook of the duplicate rule in `register`: between an existing live connection and a new one
-/// to the same peer, a direct connection is preferred to a relayed one (`Some(true)`: keep the
-/// new one, `Some(false)`: keep the existing one). `None` leaves the choice to the usual rule.
-/// Both ends see the same connection as relayed, so both make the same choice.
-pub(crate) fn prefer_path(existing: &ConnCtx, new: &ConnCtx) -> Option<bool> {
-    match (is_relayed(&existing.remote), is_relayed(&new.remote)) {
-        (true, false) => Some(true),
-        (false, true) => Some(false),
-        _ => None,
-    }
-}
 
 /// Settings of one punch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,9 @@
 //! those keys, so every connection is to a proven node id ([`tls`]). Each node uses one UDP
 //! socket for everything. Between two nodes there is at most one connection, carrying one
 //! long-lived stream per [`StreamClass`] in each direction with length-prefixed postcard frames,
-//! plus raw bidirectional streams for bulk data.
+//! plus raw bidirectional streams for bulk data. When no direct path works, two nodes connect
+//! through a third one they both reach ([`Transport::connect_relayed`], [`relay`]); the relay
+//! only carries the ciphertext of their end-to-end connection.
 //!
 //! Behind NATs, peers tell each other where they see each other ([`observed`]), from which the
 //! node derives its [`Reachability`] and the addresses worth advertising
@@ -46,6 +48,7 @@ pub mod identity;
 pub mod observed;
 pub mod portmap;
 pub mod reachability;
+pub mod relay;
 pub mod stats;
 pub mod tls;
 mod writer;
@@ -64,6 +67,10 @@ pub use identity::{Identity, NodeId, ShortNodeId};
 pub use observed::{ExternalAddr, MappingBehaviour};
 pub use portmap::{MappingState, PortMapConfig, PortMapError, PortMapper};
 pub use reachability::{PortMapping, PortMappingState, Reachability, ReachabilityStatus};
+pub use relay::{
+    is_relayed, CircuitEnd, CircuitInfo, CircuitLimits, PathKind, RelayConfig, RelayError,
+    RelayLimits, RelayStats, RelayTap,
+};
 pub use stats::{ClassStats, PeerStats, TransportStats};
 pub use tls::{ALPN, PROTOCOL_VERSION};
 

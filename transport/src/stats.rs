@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::class::StreamClass;
 use crate::identity::NodeId;
+use crate::relay::RelayStats;
 
 #[derive(Debug, Default)]
 pub(crate) struct ClassCounters {
@@ -97,6 +98,7 @@ impl Counters {
             punch_introductions: get(&self.punch_introductions),
             punch_requests_refused: get(&self.punch_requests_refused),
             punch_offers: get(&self.punch_offers),
+            relay: RelayStats::default(),
             peers,
         }
     }
@@ -173,6 +175,8 @@ pub struct TransportStats {
     pub punch_requests_refused: u64,
     /// Punch offers we received as target (accepted or declined).
     pub punch_offers: u64,
+    /// Relay numbers (as relay and as circuit end).
+    pub relay: RelayStats,
     /// The connected peers, with RTT.
     pub peers: Vec<PeerStats>,
 }

@@ -30,7 +30,9 @@ async fn handshake_and_messages_both_ways_on_every_class() {
             peer,
             remote_addr,
             outbound,
+            relay,
         } => {
+            assert_eq!(relay, None);
             assert_eq!(peer, b.node_id());
             assert_eq!(remote_addr, addr(&b));
             assert!(outbound);
@@ -46,7 +48,9 @@ async fn handshake_and_messages_both_ways_on_every_class() {
             peer,
             remote_addr,
             outbound,
+            relay,
         } => {
+            assert_eq!(relay, None);
             assert_eq!(peer, a.node_id());
             assert_eq!(remote_addr, addr(&a));
             assert!(!outbound);
