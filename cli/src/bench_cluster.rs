@@ -133,6 +133,18 @@ struct Report {
     cold: Pass,
     warm: Pass,
     all_lookups_correct: bool,
+    /// Broadcasts measured (each from a random node, with the delivery count).
+    broadcasts: usize,
+    /// Time from the `broadcast` call to the last node's delivery, p50 over the broadcasts, ms.
+    broadcast_last_p50_ms: f64,
+    /// The same, worst broadcast, ms.
+    broadcast_last_max_ms: f64,
+    /// Deepest delivery (tree depth) seen.
+    broadcast_depth: u16,
+    /// broadcast_last_p50 / (depth × one-hop lookup p50): the tree's time against its depth.
+    broadcast_ratio_to_depth_hops: f64,
+    /// Whether every broadcast reached every other node exactly once.
+    broadcasts_exact: bool,
 }
 
 /// Runs the benchmark and prints the numbers.
@@ -408,6 +420,16 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
         "  trouble counters during the lookups: {}",
         warm.trouble
     ));
+    let b = broadcast_times(nodes, 5, &mut rng).await?;
+    let b_p50 = quantile(&b.last_ms, 0.5);
+    let b_max = b.last_ms.iter().copied().fold(0.0, f64::max);
+    p.say(format!(
+        "broadcast: last of {} other nodes reached after p50 {b_p50:.2} ms, max {b_max:.2} ms; \
+         tree depth {}; exact {}",
+        n - 1,
+        b.depth,
+        b.exact
+    ));
 
     Ok(Report {
         nodes: n,
@@ -441,7 +463,79 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
         all_lookups_correct: r1.ok() && r2.ok(),
         cold,
         warm,
+        broadcasts: b.last_ms.len(),
+        broadcast_last_p50_ms: b_p50,
+        broadcast_last_max_ms: b_max,
+        broadcast_depth: b.depth,
+        broadcast_ratio_to_depth_hops: b_p50 * 1000.0 / (f64::from(b.depth.max(1)) * one_hop_us),
+        broadcasts_exact: b.exact,
     })
+}
+
+struct BroadcastTimes {
+    last_ms: Vec<f64>,
+    depth: u16,
+    exact: bool,
+}
+
+/// `rounds` broadcasts, one at a time, each from a random node: the time from the call to the
+/// last delivery, and whether every other node got it exactly once.
+async fn broadcast_times(nodes: &[Node], rounds: usize, rng: &mut Rng) -> Result<BroadcastTimes> {
+    let mut out = BroadcastTimes {
+        last_ms: Vec::new(),
+        depth: 0,
+        exact: true,
+    };
+    for round in 0..rounds {
+        let origin = rng.below(nodes.len());
+        let payload = format!("bench broadcast {round}").into_bytes();
+        let start = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if i == origin {
+                continue;
+            }
+            let (n, want) = (n.clone(), payload.clone());
+            set.spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                let mut first: Option<(Instant, u16)> = None;
+                let mut count = 0;
+                while let Ok(Some(m)) = tokio::time::timeout_at(deadline, n.recv()).await {
+                    if m.payload.as_ref() == want.as_slice() {
+                        count += 1;
+                        first.get_or_insert((Instant::now(), m.hops));
+                        // Linger briefly to catch a duplicate.
+                        let grace = tokio::time::Instant::now() + Duration::from_millis(200);
+                        while let Ok(Some(m)) = tokio::time::timeout_at(grace, n.recv()).await {
+                            count += usize::from(m.payload.as_ref() == want.as_slice());
+                        }
+                        break;
+                    }
+                }
+                (first, count)
+            });
+        }
+        let report = timeout(Duration::from_secs(15), nodes[origin].broadcast(payload.clone()))
+            .await
+            .context("no broadcast report within 15 s")?
+            .context("broadcast")?;
+        let mut last = start;
+        while let Some(r) = set.join_next().await {
+            let (first, count) = r.context("a receiver task failed")?;
+            match first {
+                Some((t, hops)) if count == 1 => {
+                    last = last.max(t);
+                    out.depth = out.depth.max(hops);
+                }
+                _ => out.exact = false,
+            }
+        }
+        if report.delivered as usize != nodes.len() - 1 {
+            out.exact = false;
+        }
+        out.last_ms.push(last.duration_since(start).as_secs_f64() * 1000.0);
+    }
+    Ok(out)
 }
 
 /// Round trips of a 64-byte datagram between two UDP sockets on loopback, echoed by a task on
@@ -698,6 +792,30 @@ fn print_report(r: &Report) {
         format!("{:.1}", r.fingers_per_node),
         "",
         "",
+    );
+    row(
+        "broadcast: last node reached, p50 (max)",
+        format!(
+            "{:.2} ({:.2}) ms",
+            r.broadcast_last_p50_ms, r.broadcast_last_max_ms
+        ),
+        "",
+        "",
+    );
+    row(
+        "  tree depth; p50 / (depth × one-hop lookup)",
+        format!(
+            "{}; {:.2}",
+            r.broadcast_depth, r.broadcast_ratio_to_depth_hops
+        ),
+        "",
+        "",
+    );
+    row(
+        "  every other node exactly once",
+        format!("{} broadcasts", r.broadcasts),
+        "all",
+        verdict(r.broadcasts_exact),
     );
     println!("{}", "-".repeat(104));
     println!(

@@ -17,6 +17,8 @@
 //! The helpers shared with `p2ps bench cluster` (ground truth, ring checks, lookup rounds, RSS,
 //! a small seeded RNG) live here too.
 
+mod cast;
+
 use anyhow::{bail, Context, Result};
 use p2ps::id::ring_id_of;
 use p2ps::{key_of, Identity, Node, NodeConfig, NodeEvent, NodeId, RingId, Ticket, Via};
@@ -1166,6 +1168,9 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
             strays.join("; ")
         },
     );
+
+    // --- Broadcast and groups -----------------------------------------------------------
+    d.cast_checks(&live).await;
 
     // --- Graceful leave -----------------------------------------------------------------
     let candidates: Vec<usize> = d.live_idx().into_iter().filter(|i| *i != 0).collect();

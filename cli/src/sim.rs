@@ -24,6 +24,8 @@ enum SimMode {
     Stable(StableArgs),
     /// The full protocol with churn, loss and latency: joins, leaves, crashes and lookups.
     Churn(ChurnArgs),
+    /// Broadcast and group multicast: messages, depth, reach and time, stable and under churn.
+    Cast(crate::sim_cast::CastArgs),
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +145,7 @@ pub fn run(args: SimArgs) -> Result<()> {
     match args.mode {
         SimMode::Stable(a) => run_stable(a),
         SimMode::Churn(a) => run_churn(a),
+        SimMode::Cast(a) => crate::sim_cast::run(a),
     }
 }
 

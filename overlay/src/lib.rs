@@ -37,7 +37,7 @@ pub use message::{Cast, Class, Message, Routed, RoutedBody};
 pub use node::{
     CommandError, Delivery, Event, GroupRole, LookupError, Node, NodeStats, Output, State, Via,
 };
-pub use peer::{Contact, Peer, PeerId};
+pub use peer::{Contact, Peer, PeerId, RelayHint};
 pub use ring::{Dir, RingId};
 pub use routing_table::{ListChange, NextHop, RoutingTable};
 pub use segment::Segment;

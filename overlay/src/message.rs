@@ -323,6 +323,7 @@ mod tests {
         let c = || Contact {
             id: 1u8,
             addrs: Vec::new(),
+            relay: None,
         };
         let routed = |body| {
             Message::Routed(Routed {

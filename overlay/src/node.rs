@@ -19,7 +19,7 @@
 
 use crate::config::Config;
 use crate::message::{Message, Routed, RoutedBody};
-use crate::peer::{Contact, Peer, PeerId};
+use crate::peer::{Contact, Peer, PeerId, RelayHint};
 use crate::ring::{Dir, RingId};
 use crate::rng::{mix64, SplitMix64};
 use crate::routing_table::{ListChange, NextHop, RoutingTable};
@@ -231,6 +231,10 @@ pub struct Node<P: PeerId> {
     table: RoutingTable<P>,
     neighbours: Vec<P>,
     addrs: BTreeMap<P, Vec<SocketAddr>>,
+    /// Relay hints of peers behind NATs, passed on in contacts.
+    hints: BTreeMap<P, RelayHint<P>>,
+    /// This node's own relay hint, if it is behind a NAT.
+    my_relay: Option<RelayHint<P>>,
     tombstones: BTreeMap<P, Time>,
     awaiting: BTreeMap<P, Time>,
     links: BTreeMap<P, Time>,
@@ -270,6 +274,8 @@ impl<P: PeerId> Node<P> {
             state: State::Idle,
             neighbours: Vec::new(),
             addrs: BTreeMap::new(),
+            hints: BTreeMap::new(),
+            my_relay: None,
             tombstones: BTreeMap::new(),
             awaiting: BTreeMap::new(),
             links: BTreeMap::new(),
@@ -344,6 +350,17 @@ impl<P: PeerId> Node<P> {
         self.my_addrs.truncate(MAX_ADDRS_PER_PEER);
     }
 
+    /// Sets the node through which this node can be reached when behind a NAT (`None` when it
+    /// is reachable directly); it travels in this node's contacts.
+    pub fn set_relay_hint(&mut self, relay: Option<RelayHint<P>>) {
+        self.my_relay = relay.filter(|r| r.id != self.me.id);
+    }
+
+    /// The relay hint known for `peer`, if it announced one.
+    pub fn relay_hint(&self, peer: &P) -> Option<&RelayHint<P>> {
+        self.hints.get(peer)
+    }
+
     /// The addresses this node knows for `peer` (empty if none).
     pub fn addresses(&self, peer: &P) -> &[SocketAddr] {
         self.addrs.get(peer).map(Vec::as_slice).unwrap_or(&[])
@@ -403,7 +420,7 @@ impl<P: PeerId> Node<P> {
         if bootstrap.id == self.me.id {
             return Err(CommandError::SelfBootstrap);
         }
-        learn(&mut self.addrs, self.me.id, &bootstrap);
+        learn(&mut self.addrs, &mut self.hints, self.me.id, &bootstrap);
         self.state = State::Joining;
         self.join_bootstrap = Some(bootstrap);
         self.join_attempt = 0;
@@ -519,8 +536,9 @@ impl<P: PeerId> Node<P> {
         let c = Contact {
             id: peer,
             addrs: addrs.to_vec(),
+            relay: None,
         };
-        learn(&mut self.addrs, self.me.id, &c);
+        learn(&mut self.addrs, &mut self.hints, self.me.id, &c);
     }
 
     /// A connection to `peer` opened.
@@ -561,7 +579,7 @@ impl<P: PeerId> Node<P> {
         if !self.tombstones.is_empty() {
             self.tombstones.remove(&from);
         }
-        msg.for_each_contact(|c| learn(&mut self.addrs, self.me.id, c));
+        msg.for_each_contact(|c| learn(&mut self.addrs, &mut self.hints, self.me.id, c));
         let from_joined = !matches!(
             &msg,
             Message::Routed(Routed { body: RoutedBody::Join, origin, .. }) if origin.id == from
@@ -1226,6 +1244,7 @@ impl<P: PeerId> Node<P> {
             .chain(self.links.keys().copied())
             .collect();
         self.addrs.retain(|p, _| keep.contains(p));
+        self.hints.retain(|p, _| keep.contains(p));
     }
 
     // ----- helpers -----
@@ -1239,6 +1258,7 @@ impl<P: PeerId> Node<P> {
         Contact {
             id: self.me.id,
             addrs: self.my_addrs.clone(),
+            relay: self.my_relay.clone(),
         }
     }
 
@@ -1249,6 +1269,7 @@ impl<P: PeerId> Node<P> {
         Contact {
             id: p.id,
             addrs: self.addresses(&p.id).to_vec(),
+            relay: self.hints.get(&p.id).cloned(),
         }
     }
 
@@ -1298,10 +1319,25 @@ impl<P: PeerId> Node<P> {
 }
 
 /// Records the addresses a contact carries (if any) in an address book.
-fn learn<P: PeerId>(book: &mut BTreeMap<P, Vec<SocketAddr>>, me: P, c: &Contact<P>) {
-    if c.id != me && !c.addrs.is_empty() && book.get(&c.id) != Some(&c.addrs) {
+fn learn<P: PeerId>(
+    book: &mut BTreeMap<P, Vec<SocketAddr>>,
+    hints: &mut BTreeMap<P, RelayHint<P>>,
+    me: P,
+    c: &Contact<P>,
+) {
+    if c.id == me {
+        return;
+    }
+    if !c.addrs.is_empty() && book.get(&c.id) != Some(&c.addrs) {
         let mut a = c.addrs.clone();
         a.truncate(MAX_ADDRS_PER_PEER);
         book.insert(c.id, a);
+    }
+    if let Some(r) = &c.relay {
+        if r.id != c.id && hints.get(&c.id) != Some(r) {
+            let mut r = r.clone();
+            r.addrs.truncate(MAX_ADDRS_PER_PEER);
+            hints.insert(c.id, r);
+        }
     }
 }

@@ -41,6 +41,18 @@ pub struct Contact<P> {
     pub id: P,
     /// Addresses to dial; empty in the simulator and when unknown.
     pub addrs: Vec<SocketAddr>,
+    /// A node that keeps a connection to this one and can introduce (hole punching) or relay
+    /// for it, when it sits behind a NAT that refuses unsolicited connections.
+    pub relay: Option<RelayHint<P>>,
+}
+
+/// A node through which another can be reached: its id and addresses.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RelayHint<P> {
+    /// The relay's identity.
+    pub id: P,
+    /// Where to dial it.
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl<P: PeerId> Contact<P> {
@@ -49,6 +61,7 @@ impl<P: PeerId> Contact<P> {
         Contact {
             id,
             addrs: Vec::new(),
+            relay: None,
         }
     }
 

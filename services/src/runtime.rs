@@ -170,6 +170,7 @@ impl Actor {
                 let contact = Contact {
                     id: OverlayId(ticket.id),
                     addrs: ticket.addrs,
+                    relay: None,
                 };
                 match self.overlay.join(now, contact) {
                     Ok(()) => {

@@ -240,6 +240,7 @@ pub struct Simulator {
     epoch: u64,
     counters: Counters,
     deliveries: Option<Vec<(SimId, crate::node::Delivery<SimId>)>>,
+    delivery_times: Vec<Time>,
     traced: Option<(Vec<usize>, Vec<Sent>)>,
     outbuf: Vec<Output<SimId>>,
 }
@@ -263,6 +264,7 @@ impl Simulator {
             epoch: 0,
             counters: Counters::default(),
             deliveries: None,
+            delivery_times: Vec::new(),
             traced: None,
             outbuf: Vec::new(),
         }
@@ -291,6 +293,7 @@ impl Simulator {
     /// Keeps every payload delivered from now on, for tests.
     pub fn record_deliveries(&mut self) {
         self.deliveries = Some(Vec::new());
+        self.delivery_times.clear();
     }
 
     /// Keeps who sent what to whom for the message kinds named (see [`Message::KINDS`]).
@@ -315,6 +318,19 @@ impl Simulator {
     /// Payloads delivered so far (if recording), with the receiving node.
     pub fn deliveries(&self) -> &[(SimId, crate::node::Delivery<SimId>)] {
         self.deliveries.as_deref().unwrap_or(&[])
+    }
+
+    /// When each recorded delivery happened, in the order of [`Simulator::deliveries`].
+    pub fn delivery_times(&self) -> &[Time] {
+        &self.delivery_times
+    }
+
+    /// Forgets the deliveries recorded so far (recording goes on).
+    pub fn clear_deliveries(&mut self) {
+        if let Some(log) = &mut self.deliveries {
+            log.clear();
+        }
+        self.delivery_times.clear();
     }
 
     /// Number of members (joined and alive).
@@ -628,6 +644,7 @@ impl Simulator {
                 Output::Deliver(d) => {
                     self.counters.delivered += 1;
                     if let Some(log) = &mut self.deliveries {
+                        self.delivery_times.push(self.now);
                         log.push((me, d));
                     }
                 }
