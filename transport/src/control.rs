@@ -201,6 +201,8 @@ pub(crate) struct Traversal {
     pub(crate) reach: std::sync::Mutex<ReachabilityTracker>,
     /// Hole punching: our requests, our introductions, our accepted offers.
     pub(crate) punch: PunchState,
+    /// `connect_any`: counters and background upgrades of relayed connections.
+    pub(crate) traverse: crate::traverse::TraverseState,
 }
 
 impl<M> Shared<M>

@@ -436,7 +436,7 @@ where
             .filter(|c| !is_relayed(&c.remote))
     }
 
-    async fn punch(
+    pub(crate) async fn punch(
         self: &Arc<Self>,
         target: NodeId,
         via: NodeId,
@@ -584,7 +584,7 @@ where
     ///
     /// Boxed: it registers connections, whose readers may start another session, and the
     /// compiler cannot see through that cycle that the future is `Send`.
-    fn dial_session(
+    pub(crate) fn dial_session(
         self: Arc<Self>,
         peer: NodeId,
         addrs: Vec<SocketAddr>,

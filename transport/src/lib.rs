@@ -15,6 +15,8 @@
 //! direct connection by coordinated hole punching ([`Transport::punch`]). These messages travel
 //! on an internal control stream the application's message type never sees. [`portmap`] asks a
 //! UPnP gateway (igd-next) to forward the node's port and keeps the mapping alive.
+//! [`Transport::connect_any`] ([`traverse`]) combines it all: direct addresses first, then a
+//! punch, then a relay, with background punches to replace a relayed connection later.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,6 +53,7 @@ pub mod reachability;
 pub mod relay;
 pub mod stats;
 pub mod tls;
+pub mod traverse;
 mod writer;
 
 pub use class::{StreamClass, RAW_STREAM_PRIORITY};
@@ -73,6 +76,9 @@ pub use relay::{
 };
 pub use stats::{ClassStats, PeerStats, TransportStats};
 pub use tls::{ALPN, PROTOCOL_VERSION};
+pub use traverse::{
+    DirectError, Method, NoPath, PathReport, TraverseError, TraverseOptions, TraverseStats,
+};
 
 /// The quinn version this crate is built on (stream types appear in the API).
 pub use quinn;
