@@ -452,6 +452,20 @@ pub(crate) fn render_status(s: &Status) -> String {
         s.state, s.strategy, s.uptime_secs
     );
     let _ = writeln!(o, "addresses:     {addrs}");
+    let external = s
+        .external_addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let _ = writeln!(
+        o,
+        "reachability:  {} (seen at: {}; UPnP: {}; relay: {})",
+        s.reachability,
+        if external.is_empty() { "-" } else { &external },
+        s.port_mapping,
+        short_list(&s.relay)
+    );
     let _ = writeln!(o, "ring position: {}", s.ring_position);
     let _ = writeln!(o, "successors:    {}", short_list(&s.successors));
     let _ = writeln!(o, "predecessors:  {}", short_list(&s.predecessors));
@@ -468,9 +482,14 @@ pub(crate) fn render_status(s: &Status) -> String {
     let _ = writeln!(o, "neighbours:    {} distinct", s.distinct_neighbours);
     let _ = writeln!(o, "connections:   {}", s.connections.len());
     for c in &s.connections {
+        let path = if c.relayed_by.is_empty() {
+            String::new()
+        } else {
+            format!("  relayed by {}", short_list(&c.relayed_by))
+        };
         let _ = writeln!(
             o,
-            "  {}  {:<22} {:<3}  rtt {:.2} ms",
+            "  {}  {:<22} {:<3}  rtt {:.2} ms{path}",
             c.node.short(),
             c.addr.to_string(),
             if c.outbound { "out" } else { "in" },

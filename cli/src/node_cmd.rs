@@ -98,6 +98,14 @@ pub struct NodeArgs {
     /// each other).
     #[arg(long, hide = true, value_name = "N")]
     protocol_version: Option<u32>,
+    /// Ask the local UPnP gateway to forward the node's port (off by default: discovery sends
+    /// SSDP multicast on the local network).
+    #[arg(long)]
+    upnp: bool,
+    /// Relay traffic for nodes behind NATs that cannot be reached directly (end-to-end
+    /// encrypted: this node sees only ciphertext).
+    #[arg(long)]
+    relay_serve: bool,
     #[command(flatten)]
     tunables: Tunables,
 }
@@ -266,6 +274,8 @@ struct NodeConfigParts {
     overlay: p2ps_overlay::Config,
     idle_timeout: Option<Duration>,
     protocol_version: Option<u32>,
+    upnp: bool,
+    relay_serve: bool,
 }
 
 fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
@@ -348,6 +358,8 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
             overlay,
             idle_timeout: t.idle_timeout_ms.map(ms),
             protocol_version: args.protocol_version,
+            upnp: args.upnp,
+            relay_serve: args.relay_serve,
         },
         json: args.json,
     })
@@ -416,6 +428,8 @@ async fn run_node(
     let mut cfg = NodeConfig::new(identity, s.config.listen);
     cfg.advertise = s.config.advertise.clone();
     cfg.overlay = s.config.overlay.clone();
+    cfg.upnp = s.config.upnp;
+    cfg.relay_serve = s.config.relay_serve;
     if let Some(v) = s.config.protocol_version {
         cfg.protocol_version = v;
     }

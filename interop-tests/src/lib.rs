@@ -234,6 +234,19 @@ impl TestNet {
     /// `<dir>/<name>.sock`, ticket file `<dir>/<name>.ticket`, listening on `127.0.0.1:0`,
     /// with `extra` arguments after those.
     pub fn spawn(&self, name: &str, start: Start, extra: &[&str]) -> NodeProc {
+        self.spawn_at(None, name, start, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`TestNet::spawn`], but inside network namespace `netns` (with `ip netns exec`)
+    /// when given, listening on `listen`.
+    pub fn spawn_at(
+        &self,
+        netns: Option<&str>,
+        name: &str,
+        start: Start,
+        listen: &str,
+        extra: &[&str],
+    ) -> NodeProc {
         let d = self.path();
         let key = d.join(format!("{name}.key"));
         let control = d.join(format!("{name}.sock"));
@@ -247,7 +260,7 @@ impl TestNet {
             "--ticket-file".into(),
             path_str(&ticket_file),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            listen.into(),
         ];
         match start {
             Start::Create => args.push("--create".into()),
@@ -257,7 +270,7 @@ impl TestNet {
             }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        NodeProc::spawn_raw(name, args, control, ticket_file)
+        NodeProc::spawn_in(netns, name, args, control, ticket_file)
     }
 
     /// Starts `n` nodes named `n00`, `n01`, …: the first creates the network, three join
@@ -341,7 +354,35 @@ impl NodeProc {
         control: PathBuf,
         ticket_file: PathBuf,
     ) -> NodeProc {
-        let mut child = p2ps_command(&args)
+        Self::spawn_in(None, name, args, control, ticket_file)
+    }
+
+    /// Like [`NodeProc::spawn_raw`], inside network namespace `netns` when given.
+    pub fn spawn_in(
+        netns: Option<&str>,
+        name: &str,
+        args: Vec<String>,
+        control: PathBuf,
+        ticket_file: PathBuf,
+    ) -> NodeProc {
+        let mut cmd = p2ps_command(&args);
+        if let Some(ns) = netns {
+            // `ip netns exec` execs the program, so the child is the node itself.
+            let mut wrapped = Command::new("ip");
+            wrapped
+                .args(["netns", "exec", ns])
+                .arg(p2ps_bin())
+                .args(&args)
+                .env_remove("P2PS_CONTROL")
+                .env_remove("P2PS_NAME")
+                .env_remove("P2PS_KEY")
+                .env_remove("P2PS_LISTEN")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd = wrapped;
+        }
+        let mut child = cmd
             .env("P2PS_LOG", "info")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start node {name} (p2ps {args:?}): {e}"));
@@ -377,7 +418,11 @@ impl NodeProc {
     /// A description for panic messages: command, exit status and output.
     pub fn describe(&mut self) -> String {
         let state = match self.try_exit() {
-            Some(s) => format!("exited with {s}"),
+            Some(s) => {
+                // Give the reader threads a moment to collect the last lines it wrote.
+                std::thread::sleep(Duration::from_millis(300));
+                format!("exited with {s}")
+            }
             None => "running".into(),
         };
         let err = self.stderr.snapshot();

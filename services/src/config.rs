@@ -34,6 +34,14 @@ pub struct NodeConfig {
     /// Events buffered for each subscriber; a subscriber that falls further behind misses the
     /// oldest. Default 1024.
     pub event_capacity: usize,
+    /// Ask the local UPnP gateway to forward the node's port (and keep the mapping alive).
+    /// Default: off (discovery sends SSDP multicast on the local network).
+    pub upnp: bool,
+    /// Relay circuits for other nodes (behind NATs) through this one. Default: off.
+    pub relay_serve: bool,
+    /// The node that introduces and, if needed, relays for this one while it is behind a NAT;
+    /// by default the node it joined through.
+    pub relay: Option<crate::Ticket>,
 }
 
 impl NodeConfig {
@@ -50,6 +58,9 @@ impl NodeConfig {
             inbox_capacity: 1024,
             event_capacity: 1024,
             protocol_version: p2ps_transport::PROTOCOL_VERSION,
+            upnp: false,
+            relay_serve: false,
+            relay: None,
         }
     }
 }

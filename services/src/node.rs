@@ -97,7 +97,7 @@ pub struct Node {
 
 struct Inner {
     id: NodeId,
-    addrs: Vec<SocketAddr>,
+    addrs: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
     commands: mpsc::Sender<Command>,
     inbox: Mutex<mpsc::Receiver<Message>>,
     subscribers: broadcast::Sender<NodeEvent>,
@@ -122,6 +122,10 @@ impl Node {
         tc.protocol_version = config.protocol_version;
         // Room for the routing envelope around the largest payload.
         tc.max_frame_size = config.max_message_size.saturating_add(1024);
+        tc.relay.serve = config.relay_serve;
+        // A dial that gets no answer may be blocked by a NAT: give up soon enough for the
+        // fallback (hole punching, relay) to run within the overlay's timeouts.
+        tc.connect_timeout = std::time::Duration::from_secs(4);
         let (transport, events) = Transport::<Wire>::bind(tc)?;
         let id = transport.node_id();
         let bound = transport.local_addr().map_err(|source| {
@@ -137,6 +141,27 @@ impl Node {
         };
         let mut overlay = Overlay::new(OverlayId(id), config.overlay.clone());
         overlay.set_local_addrs(addrs.clone());
+        let mapper = if config.upnp {
+            match p2ps_transport::PortMapper::start(
+                p2ps_transport::PortMapConfig::default(),
+                bound.port(),
+            ) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "UPnP port mapping not started");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let nat = crate::runtime::Nat {
+            mapper,
+            relay: config.relay.as_ref().map(|t| (t.id, t.addrs.clone())),
+            fixed_addrs: !config.advertise.is_empty(),
+            ..Default::default()
+        };
+        let shared_addrs = Arc::new(std::sync::RwLock::new(addrs.clone()));
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(1));
         let (ev_tx, _) = broadcast::channel(config.event_capacity.max(1));
@@ -148,7 +173,9 @@ impl Node {
             inbox: inbox_tx,
             subscribers: ev_tx.clone(),
             start: Instant::now(),
-            addrs: addrs.clone(),
+            addrs: shared_addrs.clone(),
+            nat,
+            traversals: mpsc::channel(64),
             max_payload: config.max_message_size,
             lookups: BTreeMap::new(),
             casts: BTreeMap::new(),
@@ -162,7 +189,7 @@ impl Node {
         Ok(Node {
             inner: Arc::new(Inner {
                 id,
-                addrs,
+                addrs: shared_addrs,
                 commands: cmd_tx,
                 inbox: Mutex::new(inbox_rx),
                 subscribers: ev_tx,
@@ -175,14 +202,19 @@ impl Node {
         self.inner.id
     }
 
-    /// The addresses this node advertises.
-    pub fn addrs(&self) -> &[SocketAddr] {
-        &self.inner.addrs
+    /// The addresses this node advertises now (they follow what peers observe and the UPnP
+    /// mapping, unless fixed by [`NodeConfig::advertise`]).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.inner
+            .addrs
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     /// A ticket others can join through.
     pub fn ticket(&self) -> Ticket {
-        Ticket::new(self.inner.id, self.inner.addrs.clone())
+        Ticket::new(self.inner.id, self.addrs())
     }
 
     async fn ask<T>(

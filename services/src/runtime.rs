@@ -18,12 +18,15 @@ use p2ps_overlay::{
     Class, Contact, Delivery, Dir, Event as OverlayEvent, Node as Overlay, Output, RingId, State,
     Time, Via as OverlayVia,
 };
+use p2ps_overlay::RelayHint;
 use p2ps_transport::{
-    ConnectError, DisconnectReason, Event as TransportEvent, Events, NodeId, SendError,
-    StreamClass, Transport, TrySendError,
+    ConnectError, DisconnectReason, Event as TransportEvent, Events, MappingState, NodeId,
+    PathKind, PortMapper, Reachability, ReachabilityStatus, SendError, StreamClass, Transport,
+    TraverseError, TrySendError,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -71,6 +74,34 @@ pub(crate) enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Most NAT traversals (punch, then relay) running at once.
+const MAX_TRAVERSALS: usize = 32;
+/// A peer whose traversal failed is not tried again for this long.
+const TRAVERSAL_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the connection to the relay is checked (and re-opened).
+const RELAY_CHECK: Duration = Duration::from_secs(5);
+
+/// NAT traversal state of the actor.
+#[derive(Default)]
+pub(crate) struct Nat {
+    /// The UPnP mapper, if enabled.
+    pub(crate) mapper: Option<PortMapper>,
+    /// The relay introducing this node while it is behind a NAT.
+    pub(crate) relay: Option<(NodeId, Vec<SocketAddr>)>,
+    /// Peers being reached through a relay now.
+    pub(crate) traversing: BTreeSet<NodeId>,
+    /// Peers whose traversal failed, and when.
+    pub(crate) failed: BTreeMap<NodeId, Instant>,
+    /// The advertised addresses are the configured ones, not the observed ones.
+    pub(crate) fixed_addrs: bool,
+}
+
+/// Results of background NAT traversals, back to the actor.
+pub(crate) type TraversalResults = (
+    mpsc::Sender<(NodeId, Result<(), TraverseError>)>,
+    mpsc::Receiver<(NodeId, Result<(), TraverseError>)>,
+);
+
 pub(crate) struct Actor {
     pub(crate) overlay: Overlay<OverlayId>,
     pub(crate) transport: Transport<Wire>,
@@ -79,7 +110,9 @@ pub(crate) struct Actor {
     pub(crate) inbox: mpsc::Sender<Message>,
     pub(crate) subscribers: broadcast::Sender<NodeEvent>,
     pub(crate) start: Instant,
-    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Arc<RwLock<Vec<SocketAddr>>>,
+    pub(crate) nat: Nat,
+    pub(crate) traversals: TraversalResults,
     pub(crate) max_payload: usize,
     pub(crate) lookups: BTreeMap<u64, oneshot::Sender<Result<LookupResult, LookupError>>>,
     /// Broadcasts and range multicasts waiting for their report, by message number.
@@ -111,6 +144,11 @@ impl Actor {
 
     /// Runs until the node is shut down or every handle is gone.
     pub(crate) async fn run(mut self) {
+        let mut reach = self.transport.watch_reachability();
+        let mut mapping = self.nat.mapper.as_ref().map(|m| m.watch());
+        let mut relay_check = tokio::time::interval(RELAY_CHECK);
+        relay_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.update_reachability();
         loop {
             let deadline = self.overlay.poll_timeout().map(|t| self.instant(t));
             let sleep = async {
@@ -140,6 +178,19 @@ impl Actor {
                     let now = self.now();
                     self.overlay.handle_timeout(now);
                 }
+                Ok(()) = reach.changed() => self.update_reachability(),
+                Ok(()) = async {
+                    match mapping.as_mut() {
+                        Some(m) => m.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let external = self.nat.mapper.as_ref().and_then(|m| m.external());
+                    self.transport.set_port_mapping(external);
+                    self.update_reachability();
+                }
+                _ = relay_check.tick() => self.keep_relay(),
+                Some((peer, result)) = self.traversals.1.recv() => self.traversal_done(peer, result),
             }
             self.flush();
         }
@@ -151,7 +202,122 @@ impl Actor {
             self.overlay.leave(now);
             self.flush();
         }
+        if let Some(m) = self.nat.mapper.take() {
+            if let Err(e) = m.shutdown().await {
+                warn!(error = %e, "removing the UPnP port mapping");
+            }
+        }
         self.transport.shutdown("node shut down").await;
+    }
+
+    /// Reachability or the port mapping changed: advertise what is useful now, and tell peers
+    /// where to find this node's relay while it is behind a NAT.
+    fn update_reachability(&mut self) {
+        let r = self.transport.reachability();
+        if !self.nat.fixed_addrs {
+            let addrs = self.transport.advertised_addrs();
+            if !addrs.is_empty() {
+                self.overlay.set_local_addrs(addrs.clone());
+                if let Ok(mut a) = self.addrs.write() {
+                    *a = addrs;
+                }
+            }
+        }
+        let hint = match r.class {
+            Reachability::Public | Reachability::PortMapped => None,
+            _ => self.nat.relay.as_ref().map(|(id, addrs)| RelayHint {
+                id: OverlayId(*id),
+                addrs: addrs.clone(),
+            }),
+        };
+        self.overlay.set_relay_hint(hint);
+    }
+
+    /// Keeps the connection to this node's relay open while it is behind a NAT.
+    fn keep_relay(&mut self) {
+        let Some((relay, addrs)) = self.nat.relay.clone() else {
+            return;
+        };
+        if matches!(
+            self.transport.reachability().class,
+            Reachability::Public | Reachability::PortMapped
+        ) || self.transport.path(relay).is_some()
+        {
+            return;
+        }
+        self.transport.add_addresses(relay, addrs.iter().copied());
+        let t = self.transport.clone();
+        tokio::spawn(async move {
+            if let Some(a) = addrs.first() {
+                if let Err(e) = t.connect(relay, *a).await {
+                    debug!(relay = %relay.short(), error = %e, "reconnecting to the relay");
+                }
+            }
+        });
+    }
+
+    /// `peer` could not be dialed directly: if it announced a relay, reach it through that
+    /// (hole punching, then a relayed circuit) in the background. Returns whether a traversal
+    /// runs (the overlay is told of the failure only if it fails).
+    fn traverse(&mut self, peer: NodeId) -> bool {
+        let Some(hint) = self.overlay.relay_hint(&OverlayId(peer)).cloned() else {
+            return false;
+        };
+        let relay = hint.id.0;
+        if relay == self.transport.node_id() {
+            // We are its relay and not connected to it: nothing to go through.
+            return false;
+        }
+        if self.nat.traversing.contains(&peer) {
+            return true;
+        }
+        if self.nat.traversing.len() >= MAX_TRAVERSALS
+            || self
+                .nat
+                .failed
+                .get(&peer)
+                .is_some_and(|t| t.elapsed() < TRAVERSAL_BACKOFF)
+        {
+            return false;
+        }
+        self.nat.traversing.insert(peer);
+        self.counters.traversals += 1;
+        let addrs = self.overlay.addresses(&OverlayId(peer)).to_vec();
+        let t = self.transport.clone();
+        let done = self.traversals.0.clone();
+        tokio::spawn(async move {
+            let result = async {
+                if t.path(relay).is_none() {
+                    t.add_addresses(relay, hint.addrs.iter().copied());
+                    if let Some(a) = hint.addrs.first() {
+                        let _ = t.connect(relay, *a).await;
+                    }
+                }
+                t.connect_any(peer, &addrs, Some(relay)).await.map(|_| ())
+            }
+            .await;
+            let _ = done.send((peer, result)).await;
+        });
+        true
+    }
+
+    fn traversal_done(&mut self, peer: NodeId, result: Result<(), TraverseError>) {
+        self.nat.traversing.remove(&peer);
+        match result {
+            Ok(()) => {
+                self.nat.failed.remove(&peer);
+            }
+            Err(e) => {
+                debug!(peer = %peer.short(), error = %e, "NAT traversal failed");
+                self.counters.traversals_failed += 1;
+                self.nat.failed.insert(peer, Instant::now());
+                if self.nat.failed.len() > 4096 {
+                    self.nat.failed.retain(|_, t| t.elapsed() < TRAVERSAL_BACKOFF);
+                }
+                let now = self.now();
+                self.overlay.handle_link_down(now, OverlayId(peer));
+            }
+        }
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -167,6 +333,11 @@ impl Actor {
                 }
                 self.transport
                     .add_addresses(ticket.id, ticket.addrs.iter().copied());
+                if self.nat.relay.is_none() {
+                    // The node we join through introduces us while we are behind a NAT.
+                    self.nat.relay = Some((ticket.id, ticket.addrs.clone()));
+                    self.update_reachability();
+                }
                 let contact = Contact {
                     id: OverlayId(ticket.id),
                     addrs: ticket.addrs,
@@ -315,7 +486,9 @@ impl Actor {
                 if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
                     self.join_dial_error = Some(error);
                 }
-                self.overlay.handle_link_down(now, OverlayId(peer));
+                if !self.traverse(peer) {
+                    self.overlay.handle_link_down(now, OverlayId(peer));
+                }
             }
             TransportEvent::Message {
                 peer,
@@ -337,6 +510,10 @@ impl Actor {
             match out {
                 Output::Send { to, msg } => self.send(to.0, msg),
                 Output::Disconnect { peer } => {
+                    if self.nat.relay.as_ref().is_some_and(|(r, _)| *r == peer.0) {
+                        // The link to our relay stays open while we are behind a NAT.
+                        continue;
+                    }
                     let t = self.transport.clone();
                     tokio::spawn(async move {
                         t.disconnect(peer.0, "idle").await;
@@ -369,8 +546,10 @@ impl Actor {
             }
             Err(TrySendError::Send(SendError::NoAddress { .. })) => {
                 self.counters.send_failed += 1;
-                let now = self.now();
-                self.overlay.handle_link_down(now, OverlayId(to));
+                if !self.traverse(to) {
+                    let now = self.now();
+                    self.overlay.handle_link_down(now, OverlayId(to));
+                }
             }
             Err(e) => {
                 self.counters.send_failed += 1;
@@ -481,10 +660,21 @@ impl Actor {
         let ids = |v: &[p2ps_overlay::Peer<OverlayId>]| v.iter().map(|p| p.id.0).collect();
         let ts = self.transport.stats();
         let os = self.overlay.stats();
+        let reach = self.transport.reachability();
         Status {
             id: self.transport.node_id(),
             ring_position: self.overlay.pos(),
-            addrs: self.addrs.clone(),
+            addrs: self.addrs.read().map(|a| a.clone()).unwrap_or_default(),
+            reachability: reachability_name(&reach).to_string(),
+            external_addrs: reach.external_addrs.iter().map(|e| e.addr).collect(),
+            port_mapping: match &self.nat.mapper {
+                None => "off".to_string(),
+                Some(m) => mapping_text(&m.state()),
+            },
+            relay: match reach.class {
+                Reachability::Public | Reachability::PortMapped => Vec::new(),
+                _ => self.nat.relay.iter().map(|(id, _)| *id).collect(),
+            },
             state: format!("{:?}", self.overlay.state()).to_lowercase(),
             strategy: self.overlay.config().strategy.name().to_string(),
             successors: ids(t.successors()),
@@ -507,6 +697,10 @@ impl Actor {
                     node: p.peer,
                     addr: p.remote_addr,
                     outbound: p.outbound,
+                    relayed_by: match self.transport.path(p.peer) {
+                        Some(PathKind::Relayed { relay, .. }) => vec![relay],
+                        _ => Vec::new(),
+                    },
                     rtt_ms: p.rtt.as_secs_f64() * 1000.0,
                 })
                 .collect(),
@@ -544,5 +738,29 @@ impl Actor {
             },
             uptime_secs: self.start.elapsed().as_secs_f64(),
         }
+    }
+}
+
+fn reachability_name(r: &ReachabilityStatus) -> &'static str {
+    match r.class {
+        Reachability::Unknown => "unknown",
+        Reachability::Public => "public",
+        Reachability::PortMapped => "port-mapped",
+        Reachability::Cone => "cone",
+        Reachability::Symmetric => "symmetric",
+    }
+}
+
+fn mapping_text(m: &MappingState) -> String {
+    match m {
+        MappingState::Disabled => "off".into(),
+        MappingState::Searching => "searching for a gateway".into(),
+        MappingState::NoGateway { reason } => format!("no gateway ({reason})"),
+        MappingState::Mapped {
+            external, renewals, ..
+        } => format!("mapped {external} ({renewals} renewals)"),
+        MappingState::Useless { reason, .. } => format!("useless: {reason}"),
+        MappingState::Failed { reason } => format!("failed: {reason}"),
+        MappingState::Stopped => "stopped".into(),
     }
 }

@@ -17,6 +17,15 @@ pub struct Status {
     pub ring_position: p2ps_overlay::RingId,
     /// Addresses it advertises.
     pub addrs: Vec<SocketAddr>,
+    /// How others can reach it: `unknown`, `public`, `port-mapped`, `cone` or `symmetric`.
+    pub reachability: String,
+    /// External addresses peers reported seeing it at (best supported first).
+    pub external_addrs: Vec<SocketAddr>,
+    /// The UPnP port mapping, in words (`off`, `mapped 1.2.3.4:5`, `useless: …`, …).
+    pub port_mapping: String,
+    /// The node that introduces and relays for this one while it is behind a NAT.
+    #[serde(with = "hex_ids")]
+    pub relay: Vec<NodeId>,
     /// `idle`, `joining`, `joined` or `left`.
     pub state: String,
     /// Finger strategy.
@@ -85,6 +94,9 @@ pub struct PeerEntry {
     pub addr: SocketAddr,
     /// Whether we dialed it.
     pub outbound: bool,
+    /// The relay carrying it, if it is not direct.
+    #[serde(with = "hex_ids")]
+    pub relayed_by: Vec<NodeId>,
     /// Smoothed round-trip time, in milliseconds.
     pub rtt_ms: f64,
 }
@@ -133,6 +145,11 @@ pub struct Counters {
     pub frame_errors: u64,
     /// Incoming handshakes refused.
     pub handshakes_failed: u64,
+    /// Peers that could not be dialed directly and were reached through their relay (hole
+    /// punching, then a relayed circuit), attempts.
+    pub traversals: u64,
+    /// Of those, the ones that failed.
+    pub traversals_failed: u64,
 }
 
 mod hex_id {

@@ -1,0 +1,148 @@
+//! A P2PS network spread over emulated NATs: real `p2ps node` processes, one per site of the
+//! namespace lab (full cone, address-restricted, port-restricted, two symmetric NATs, a double
+//! NAT and a UPnP home router) plus a public bootstrap node that introduces and relays. The
+//! nodes must form the true ring, agree on lookups and pass a broadcast; the test prints how
+//! each node classified itself and how its connections travel.
+//!
+//! Needs root (network namespaces); under `CI=true` it runs, elsewhere it says why it skips.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use p2ps_interop_tests::natlab::{require_root, NatKind, NatLab};
+use p2ps_interop_tests::{check_lookups, random_keys, wait_ring, NodeProc, Start, TestNet};
+use std::time::{Duration, Instant};
+
+const JOIN_WAIT: Duration = Duration::from_secs(40);
+const RING_WAIT: Duration = Duration::from_secs(90);
+
+/// Overlay timings for a network where a first contact may need a punch or a relay (up to the
+/// transport's 10 s dial timeout before the fallback starts): neighbours are not declared dead
+/// before that.
+const NAT_TIMINGS: &[&str] = &[
+    "--stabilize-interval-ms",
+    "500",
+    "--stabilize-timeout-ms",
+    "20000",
+    "--finger-refresh-ms",
+    "5000",
+    "--lookup-timeout-ms",
+    "2000",
+    "--group-refresh-ms",
+    "2000",
+];
+
+#[test]
+fn ring_over_nats_forms_and_serves() {
+    if !require_root() {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut lab = NatLab::new().expect("lab");
+    let public = lab.add_public_host().expect("public host");
+    let kinds = [
+        NatKind::FullCone,
+        NatKind::AddressRestricted,
+        NatKind::PortRestricted,
+        NatKind::Symmetric,
+        NatKind::Symmetric,
+        NatKind::DoubleNat,
+        NatKind::Upnp,
+    ];
+    let sites: Vec<_> = kinds
+        .iter()
+        .map(|k| lab.add_site(*k).expect("site"))
+        .collect();
+    eprintln!("[{:?}] lab ready", t0.elapsed());
+
+    let net = TestNet::new();
+    let mut boot_args: Vec<&str> = NAT_TIMINGS.to_vec();
+    boot_args.push("--relay-serve");
+    let listen = format!("{}:4100", public.host_ip);
+    let mut nodes: Vec<NodeProc> = vec![net.spawn_at(
+        Some(&public.ns),
+        "boot",
+        Start::Create,
+        &listen,
+        &boot_args,
+    )];
+    let ticket = nodes[0].wait_ticket(JOIN_WAIT);
+    for (i, site) in sites.iter().enumerate() {
+        let mut args: Vec<&str> = NAT_TIMINGS.to_vec();
+        if site.kind == NatKind::Upnp || site.kind == NatKind::DoubleNat {
+            args.push("--upnp");
+        }
+        let name = format!("n{i}-{}", site.kind);
+        nodes.push(net.spawn_at(
+            Some(&site.ns),
+            &name,
+            Start::Join(ticket.clone()),
+            "0.0.0.0:0",
+            &args,
+        ));
+    }
+    for n in &mut nodes[1..] {
+        n.wait_ticket(JOIN_WAIT);
+    }
+    eprintln!("[{:?}] 8 nodes joined", t0.elapsed());
+
+    wait_ring(&mut nodes.iter_mut().collect::<Vec<_>>(), RING_WAIT);
+    eprintln!("[{:?}] the ring is exact", t0.elapsed());
+
+    let keys = random_keys(200);
+    check_lookups(&mut nodes.iter_mut().collect::<Vec<_>>(), &keys);
+    eprintln!("[{:?}] 8 x 200 lookups agree with the true ring", t0.elapsed());
+
+    // A broadcast from the node behind the port-restricted NAT reaches the 7 others.
+    let out = nodes[3].cli(&["broadcast", "over the NATs"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "broadcast failed: {err}");
+    assert!(err.contains("7 nodes received it"), "{err}");
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i != 3 {
+            n.wait_line(Duration::from_secs(10), "the broadcast", |l| {
+                l.ends_with("to everyone): over the NATs")
+            });
+        }
+    }
+    eprintln!("[{:?}] broadcast reached 7/7", t0.elapsed());
+
+    // What each node found out about itself, and how its connections travel.
+    let mut relayed = 0;
+    for n in &mut nodes {
+        let s = n.status();
+        let paths: Vec<String> = s
+            .connections
+            .iter()
+            .map(|c| {
+                if c.relayed_by.is_empty() {
+                    format!("{} direct", c.node.short())
+                } else {
+                    relayed += 1;
+                    format!("{} relayed", c.node.short())
+                }
+            })
+            .collect();
+        eprintln!(
+            "{:<24} {:<11} upnp: {:<40} {}",
+            n.name,
+            s.reachability,
+            s.port_mapping,
+            paths.join(", ")
+        );
+        let upnp_mapped = s.port_mapping.starts_with("mapped");
+        if n.name.ends_with("upnp") {
+            assert!(upnp_mapped, "the UPnP site did not map its port: {}", s.port_mapping);
+        }
+        if n.name.ends_with("double-nat") {
+            assert!(
+                s.port_mapping.starts_with("useless"),
+                "behind a double NAT the mapping must be reported useless: {}",
+                s.port_mapping
+            );
+        }
+    }
+    eprintln!(
+        "[{:?}] done; {relayed} connection ends relayed",
+        t0.elapsed()
+    );
+}
