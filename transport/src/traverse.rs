@@ -9,9 +9,14 @@
 //!    or has a port mapping. The failed handshakes are not wasted: they open our own NAT towards
 //!    the peer, which the punch relies on.
 //! 2. **Punch** (needs `via`, a node both are connected to): coordinated hole punching through
-//!    `via` ([`Transport::punch_with`]). Works when both NATs map endpoint-independently.
+//!    `via` ([`Transport::punch_with`]). Works unless one NAT maps endpoint-dependently
+//!    (symmetric) and the other filters by port.
 //! 3. **Relay** (needs `via` to serve as relay, see [`crate::RelayConfig::serve`]): a circuit
 //!    through `via` ([`Transport::connect_relayed`]). Works whenever both reach the relay.
+//!
+//! By default the punch waits for the direct stage to fail; with
+//! [`TraverseOptions::punch_head_start`] it starts alongside the direct handshakes after a short
+//! head start, which saves most of the direct timeout when the peer's NAT filters.
 //!
 //! After a relayed success the node keeps trying to punch in the background, a bounded number of
 //! times ([`TraverseOptions::upgrade_attempts`]), while the connection is still relayed: a NAT
@@ -36,7 +41,7 @@ use tracing::{debug, info};
 use crate::connections::{lock, Shared};
 use crate::endpoint::Transport;
 use crate::error::ConnectError;
-use crate::holepunch::{PunchError, PunchOptions};
+use crate::holepunch::{PunchError, PunchOptions, PunchOutcome};
 use crate::identity::NodeId;
 use crate::reachability::{usable_candidate, MAX_ADVERTISED};
 use crate::relay::{is_relayed, PathKind, RelayError};
@@ -60,6 +65,12 @@ pub struct TraverseOptions {
     pub upgrade_attempts: u32,
     /// Time before each background punch. Default 20 s.
     pub upgrade_interval: Duration,
+    /// When set (and `via` is given), the punch starts this long after the direct handshakes
+    /// if none has completed by then and runs alongside them (the first connection wins),
+    /// instead of after [`direct_timeout`](Self::direct_timeout). Saves most of the direct
+    /// timeout behind filtering NATs, at the price of an introduction through `via` even when
+    /// a slow direct handshake would have won. Default `None`: one stage after the other.
+    pub punch_head_start: Option<Duration>,
 }
 
 impl Default for TraverseOptions {
@@ -70,6 +81,7 @@ impl Default for TraverseOptions {
             relay: true,
             upgrade_attempts: 3,
             upgrade_interval: Duration::from_secs(20),
+            punch_head_start: None,
         }
     }
 }
@@ -112,7 +124,14 @@ pub struct PathReport {
     pub direct_attempts: usize,
     /// Dial rounds of the punch stage (0: not reached or not needed).
     pub punch_rounds: u32,
-    /// Why the direct stage failed, when a later stage connected.
+    /// The punch had been requested when the connection came up. With
+    /// [`TraverseOptions::punch_head_start`], a direct handshake that completes after that
+    /// (reported [`Method::Direct`]) may have got through the hole the punch opened in the
+    /// peer's NAT.
+    pub punch_started: bool,
+    /// Why the direct stage failed, when a later stage connected (`None` as well when the
+    /// punch won while the direct handshakes were still running, see
+    /// [`TraverseOptions::punch_head_start`]).
     pub direct_error: Option<DirectError>,
     /// Why the punch failed, when the relay connected.
     pub punch_error: Option<PunchError>,
@@ -287,6 +306,7 @@ where
             already_connected: false,
             direct_attempts: 0,
             punch_rounds: 0,
+            punch_started: false,
             direct_error: None,
             punch_error: None,
             upgrade_scheduled: false,
@@ -300,18 +320,17 @@ where
             return Ok(report);
         }
 
-        // 1. Direct.
-        match self.direct_stage(peer, addrs, options.direct_timeout).await {
-            Ok((remote, attempts)) => {
-                bump(&counters.direct);
-                report.direct_attempts = attempts;
-                return Ok(self.finish(report, Method::Direct, remote, start));
-            }
-            Err((e, attempts)) => {
-                debug!(peer = %peer.short(), error = %e, "connect_any: direct stage failed");
-                report.direct_attempts = attempts;
-                report.direct_error = Some(e);
-            }
+        // 1. Direct, then 2. the punch (or both at once after `punch_head_start`).
+        if let Some((method, remote)) = self
+            .direct_then_punch(peer, addrs, via, &options, &mut report)
+            .await
+        {
+            bump(if method == Method::Direct {
+                &counters.direct
+            } else {
+                &counters.punched
+            });
+            return Ok(self.finish(report, method, remote, start));
         }
         if self.is_closing() {
             return Err(TraverseError::ShuttingDown);
@@ -319,22 +338,6 @@ where
         let Some(via) = via else {
             return self.no_path(report, None, None, start, existing);
         };
-
-        // 2. Punch.
-        match self.punch(peer, via, options.punch).await {
-            Ok(outcome) => {
-                bump(&counters.punched);
-                report.punch_rounds = outcome.rounds;
-                return Ok(self.finish(report, Method::Punched, outcome.remote_addr, start));
-            }
-            Err(e) => {
-                debug!(peer = %peer.short(), via = %via.short(), error = %e, "connect_any: punch failed");
-                report.punch_error = Some(e);
-            }
-        }
-        if self.is_closing() {
-            return Err(TraverseError::ShuttingDown);
-        }
 
         // 3. Relay.
         if !options.relay {
@@ -367,27 +370,83 @@ where
         }
     }
 
-    /// Dials every usable address of `addrs` at once, within `timeout`. Returns the remote
-    /// address of the direct connection and the number of addresses dialed.
-    async fn direct_stage(
+    /// The direct stage, then the punch through `via` when the direct stage failed; with
+    /// [`TraverseOptions::punch_head_start`], the punch starts alongside the direct handshakes
+    /// once the head start has passed, and the first connection wins. Records each stage's
+    /// outcome in `report`; returns the method and remote address of a direct connection.
+    async fn direct_then_punch(
         self: &Arc<Self>,
         peer: NodeId,
         addrs: &[SocketAddr],
-        timeout: Duration,
-    ) -> Result<(SocketAddr, usize), (DirectError, usize)> {
-        let mut candidates: Vec<SocketAddr> = Vec::new();
-        for a in addrs {
-            if usable_candidate(a)
-                && !is_relayed(a)
-                && !candidates.contains(a)
-                && candidates.len() < MAX_ADVERTISED
-            {
-                candidates.push(*a);
+        via: Option<NodeId>,
+        options: &TraverseOptions,
+        report: &mut PathReport,
+    ) -> Option<(Method, SocketAddr)> {
+        let candidates = direct_candidates(addrs);
+        report.direct_attempts = candidates.len();
+        let mut direct =
+            std::pin::pin!(self.direct_stage(peer, candidates, options.direct_timeout));
+        let mut direct_done = false;
+        if let Some((via, head_start)) = via.zip(options.punch_head_start) {
+            let mut early = None;
+            tokio::select! {
+                r = &mut direct => early = Some(r),
+                _ = tokio::time::sleep(head_start) => {}
+            }
+            if let Some(r) = early {
+                direct_done = true;
+                if let Some(ok) = note_direct(peer, r, report) {
+                    return Some(ok);
+                }
+            } else {
+                report.punch_started = true;
+                let mut punch = std::pin::pin!(self.punch(peer, via, options.punch));
+                let mut punch_done = false;
+                while !(direct_done && punch_done) {
+                    tokio::select! {
+                        r = &mut direct, if !direct_done => {
+                            direct_done = true;
+                            if let Some(ok) = note_direct(peer, r, report) {
+                                return Some(ok);
+                            }
+                        }
+                        r = &mut punch, if !punch_done => {
+                            punch_done = true;
+                            if let Some(ok) = note_punch(peer, via, r, report) {
+                                return Some(ok);
+                            }
+                        }
+                    }
+                }
+                return None;
             }
         }
+        if !direct_done {
+            let r = direct.await;
+            if let Some(ok) = note_direct(peer, r, report) {
+                return Some(ok);
+            }
+        }
+        let via = via?;
+        if self.is_closing() {
+            return None;
+        }
+        report.punch_started = true;
+        let r = self.punch(peer, via, options.punch).await;
+        note_punch(peer, via, r, report)
+    }
+
+    /// Dials every address of `candidates` at once, within `timeout`. Returns the remote
+    /// address of the direct connection.
+    async fn direct_stage(
+        self: &Arc<Self>,
+        peer: NodeId,
+        candidates: Vec<SocketAddr>,
+        timeout: Duration,
+    ) -> Result<SocketAddr, DirectError> {
         let attempts = candidates.len();
         if attempts == 0 {
-            return Err((DirectError::NoAddresses, 0));
+            return Err(DirectError::NoAddresses);
         }
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -402,23 +461,17 @@ where
                 .dial_session(peer, candidates, options, deadline, done_tx),
         );
         match done_rx.await {
-            Ok(Ok((remote, _))) => Ok((remote, attempts)),
-            Ok(Err(last)) => Err((
-                DirectError::Failed {
-                    attempts,
-                    after: start.elapsed(),
-                    last: last.map(Box::new),
-                },
+            Ok(Ok((remote, _))) => Ok(remote),
+            Ok(Err(last)) => Err(DirectError::Failed {
                 attempts,
-            )),
-            Err(_) => Err((
-                DirectError::Failed {
-                    attempts,
-                    after: start.elapsed(),
-                    last: Some(Box::new(ConnectError::ShuttingDown)),
-                },
+                after: start.elapsed(),
+                last: last.map(Box::new),
+            }),
+            Err(_) => Err(DirectError::Failed {
                 attempts,
-            )),
+                after: start.elapsed(),
+                last: Some(Box::new(ConnectError::ShuttingDown)),
+            }),
         }
     }
 
@@ -526,6 +579,58 @@ where
                     debug!(peer = %peer.short(), attempt, error = %e, "background punch failed");
                 }
             }
+        }
+    }
+}
+
+/// Records the direct stage's outcome; the connection's method and remote address on success.
+fn note_direct(
+    peer: NodeId,
+    result: Result<SocketAddr, DirectError>,
+    report: &mut PathReport,
+) -> Option<(Method, SocketAddr)> {
+    match result {
+        Ok(remote) => Some((Method::Direct, remote)),
+        Err(e) => {
+            debug!(peer = %peer.short(), error = %e, "connect_any: direct stage failed");
+            report.direct_error = Some(e);
+            None
+        }
+    }
+}
+
+/// The addresses of `addrs` worth a direct handshake: dialable, not relayed, no duplicates, at
+/// most [`MAX_ADVERTISED`].
+fn direct_candidates(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut candidates: Vec<SocketAddr> = Vec::new();
+    for a in addrs {
+        if usable_candidate(a)
+            && !is_relayed(a)
+            && !candidates.contains(a)
+            && candidates.len() < MAX_ADVERTISED
+        {
+            candidates.push(*a);
+        }
+    }
+    candidates
+}
+
+/// Records the punch's outcome; the connection's method and remote address on success.
+fn note_punch(
+    peer: NodeId,
+    via: NodeId,
+    result: Result<PunchOutcome, PunchError>,
+    report: &mut PathReport,
+) -> Option<(Method, SocketAddr)> {
+    match result {
+        Ok(outcome) => {
+            report.punch_rounds = outcome.rounds;
+            Some((Method::Punched, outcome.remote_addr))
+        }
+        Err(e) => {
+            debug!(peer = %peer.short(), via = %via.short(), error = %e, "connect_any: punch failed");
+            report.punch_error = Some(e);
+            None
         }
     }
 }

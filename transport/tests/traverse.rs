@@ -60,6 +60,7 @@ async fn direct_addresses_answer_first() {
     assert_eq!(report.method, Method::Direct);
     assert_eq!(report.path, PathKind::Direct(addr(&b)));
     assert_eq!(report.direct_attempts, 2);
+    assert!(!report.punch_started);
     assert!(report.direct_error.is_none() && report.punch_error.is_none());
     assert!(!report.already_connected);
     assert!(report.elapsed < Duration::from_millis(800), "{report:?}");
@@ -97,9 +98,54 @@ async fn punch_answers_when_no_address_works() {
         report.direct_error,
         Some(DirectError::Failed { attempts: 1, .. })
     ));
-    assert!(report.punch_rounds >= 1);
+    assert!(report.punch_rounds >= 1 && report.punch_started);
     assert_eq!(a.traverse_stats().punched, 1);
     assert_serves(&a, &mut ea, &b, &mut eb).await;
+}
+
+#[tokio::test]
+async fn a_punch_head_start_saves_the_direct_timeout_and_direct_still_wins_when_quick() {
+    let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(true).await;
+    let (c, _ec) = node();
+    bounded("c to r", c.connect(r.node_id(), addr(&r)))
+        .await
+        .unwrap();
+    eventually("r sees c", || r.connected_peers().len() == 3).await;
+    let options = TraverseOptions {
+        direct_timeout: Duration::from_secs(3),
+        punch_head_start: Some(Duration::from_millis(100)),
+        ..quick()
+    };
+    // The only address is dead: the punch, started after 100 ms, wins long before 3 s.
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let report = bounded(
+        "connect_any",
+        a.connect_any_with(
+            b.node_id(),
+            &[dead.local_addr().unwrap()],
+            Some(r.node_id()),
+            options,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.method, Method::Punched, "{report:?}");
+    assert!(report.elapsed < Duration::from_secs(2), "{report:?}");
+    assert!(
+        report.direct_error.is_none(),
+        "the direct stage was still running"
+    );
+    assert_serves(&a, &mut ea, &b, &mut eb).await;
+
+    // A good address answers within the head start: no punch at all.
+    let report = bounded(
+        "connect_any",
+        a.connect_any_with(c.node_id(), &[addr(&c)], Some(r.node_id()), options),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.method, Method::Direct, "{report:?}");
+    assert_eq!(a.stats().punch_attempts, 1, "only the punch to b");
 }
 
 #[tokio::test]

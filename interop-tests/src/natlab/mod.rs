@@ -37,10 +37,12 @@ mod error;
 mod mapper;
 mod netns;
 mod rules;
+mod runtime;
 mod upnpd;
 
 pub use error::{NatLabError, Result};
 pub use mapper::NsPortMapper;
+pub use runtime::NsRuntime;
 
 use rules::Behaviour;
 use std::fmt;
@@ -384,6 +386,12 @@ impl NatLab {
             what: format!("building a tokio runtime in {ns}"),
             source,
         })
+    }
+
+    /// Starts a tokio runtime on a thread inside namespace `ns`, for async code that keeps
+    /// running (a node) while the test thread does other things.
+    pub fn runtime(&self, ns: impl AsRef<str>) -> Result<NsRuntime> {
+        NsRuntime::start(ns.as_ref())
     }
 
     /// A UDP socket bound to `0.0.0.0:port` inside namespace `ns` (port 0: any).
