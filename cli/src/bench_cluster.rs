@@ -515,10 +515,13 @@ async fn broadcast_times(nodes: &[Node], rounds: usize, rng: &mut Rng) -> Result
                 (first, count)
             });
         }
-        let report = timeout(Duration::from_secs(15), nodes[origin].broadcast(payload.clone()))
-            .await
-            .context("no broadcast report within 15 s")?
-            .context("broadcast")?;
+        let report = timeout(
+            Duration::from_secs(15),
+            nodes[origin].broadcast(payload.clone()),
+        )
+        .await
+        .context("no broadcast report within 15 s")?
+        .context("broadcast")?;
         let mut last = start;
         while let Some(r) = set.join_next().await {
             let (first, count) = r.context("a receiver task failed")?;
@@ -533,7 +536,8 @@ async fn broadcast_times(nodes: &[Node], rounds: usize, rng: &mut Rng) -> Result
         if report.delivered as usize != nodes.len() - 1 {
             out.exact = false;
         }
-        out.last_ms.push(last.duration_since(start).as_secs_f64() * 1000.0);
+        out.last_ms
+            .push(last.duration_since(start).as_secs_f64() * 1000.0);
     }
     Ok(out)
 }

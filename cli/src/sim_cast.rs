@@ -360,7 +360,10 @@ fn render(r: &Report) -> String {
     );
     for (name, runs) in [
         ("stable", &r.stable),
-        (&format!("churn {:.1}%/min", r.churn_per_min * 100.0)[..], &r.churn),
+        (
+            &format!("churn {:.1}%/min", r.churn_per_min * 100.0)[..],
+            &r.churn,
+        ),
     ] {
         if runs.is_empty() {
             continue;

@@ -14,11 +14,11 @@ use crate::status::{Counters, FingerEntry, GroupEntry, PeerEntry, Status};
 use crate::ticket::Ticket;
 use crate::wire::Wire;
 use crate::{Message, NodeEvent, Via};
+use p2ps_overlay::RelayHint;
 use p2ps_overlay::{
     Class, Contact, Delivery, Dir, Event as OverlayEvent, Node as Overlay, Output, RingId, State,
     Time, Via as OverlayVia,
 };
-use p2ps_overlay::RelayHint;
 use p2ps_transport::{
     ConnectError, DisconnectReason, Event as TransportEvent, Events, MappingState, NodeId,
     PathKind, PortMapper, Reachability, ReachabilityStatus, SendError, StreamClass, Transport,
@@ -293,7 +293,15 @@ impl Actor {
                         let _ = t.connect(relay, *a).await;
                     }
                 }
-                t.connect_any(peer, &addrs, Some(relay)).await.map(|_| ())
+                // The direct dial just failed: try it briefly once more while the punch starts.
+                let options = p2ps_transport::TraverseOptions {
+                    direct_timeout: Duration::from_secs(1),
+                    punch_head_start: Some(Duration::from_millis(150)),
+                    ..Default::default()
+                };
+                t.connect_any_with(peer, &addrs, Some(relay), options)
+                    .await
+                    .map(|_| ())
             }
             .await;
             let _ = done.send((peer, result)).await;
@@ -312,7 +320,9 @@ impl Actor {
                 self.counters.traversals_failed += 1;
                 self.nat.failed.insert(peer, Instant::now());
                 if self.nat.failed.len() > 4096 {
-                    self.nat.failed.retain(|_, t| t.elapsed() < TRAVERSAL_BACKOFF);
+                    self.nat
+                        .failed
+                        .retain(|_, t| t.elapsed() < TRAVERSAL_BACKOFF);
                 }
                 let now = self.now();
                 self.overlay.handle_link_down(now, OverlayId(peer));

@@ -98,7 +98,9 @@ impl Demo {
         let got = receipts(live, payload.as_bytes(), Duration::from_secs(1)).await;
         let want: BTreeMap<usize, usize> = members.iter().map(|m| (*m, 1)).collect();
         if got != want {
-            problems.push(format!("received by (node, times) {got:?}, members {members:?}"));
+            problems.push(format!(
+                "received by (node, times) {got:?}, members {members:?}"
+            ));
         }
         let mut tree = 0;
         for n in live {
