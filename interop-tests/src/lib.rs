@@ -384,6 +384,8 @@ impl NodeProc {
         }
         let mut child = cmd
             .env("P2PS_LOG", "info")
+            // An error's backtrace would push the node's last log lines out of `describe`.
+            .env("RUST_BACKTRACE", "0")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start node {name} (p2ps {args:?}): {e}"));
         let stdout = child.stdout.take().map(Lines::collect).unwrap_or_default();

@@ -1,5 +1,5 @@
 //! A P2PS network spread over emulated NATs: real `p2ps node` processes, one per site of the
-//! namespace lab (full cone, address-restricted, port-restricted, two symmetric NATs, a double
+//! namespace lab (full cone, address-restricted, port-restricted, symmetric, no NAT, a double
 //! NAT and a UPnP home router) plus a public bootstrap node that introduces and relays. The
 //! nodes must form the true ring, agree on lookups and pass a broadcast; the test prints how
 //! each node classified itself and how its connections travel.
@@ -12,7 +12,7 @@ use p2ps_interop_tests::natlab::{require_root, NatKind, NatLab};
 use p2ps_interop_tests::{check_lookups, random_keys, wait_ring, NodeProc, Start, TestNet};
 use std::time::{Duration, Instant};
 
-const JOIN_WAIT: Duration = Duration::from_secs(40);
+const JOIN_WAIT: Duration = Duration::from_secs(80);
 const RING_WAIT: Duration = Duration::from_secs(90);
 
 /// Overlay timings for a network where a first contact may need a punch or a relay (up to the
@@ -26,20 +26,17 @@ const NAT_TIMINGS: &[&str] = &[
     "--finger-refresh-ms",
     "5000",
     "--lookup-timeout-ms",
-    "2000",
+    "5000",
     "--join-timeout-ms",
-    "15000",
+    "10000",
+    "--join-attempts",
+    "8",
     "--group-refresh-ms",
     "2000",
 ];
 
-#[test]
-#[ignore = "work in progress (issue #6): a node behind an address-restricted NAT does not \
-            finish joining when other NATed nodes join at the same time; run with --ignored"]
-fn ring_over_nats_forms_and_serves() {
-    if !require_root() {
-        return;
-    }
+/// The lab, the bootstrap node and one node per site, all joined, with the ring exact.
+fn network_over_nats() -> (NatLab, TestNet, Vec<NodeProc>, Instant) {
     let t0 = Instant::now();
     let mut lab = NatLab::new().expect("lab");
     let public = lab.add_public_host().expect("public host");
@@ -48,7 +45,7 @@ fn ring_over_nats_forms_and_serves() {
         NatKind::AddressRestricted,
         NatKind::PortRestricted,
         NatKind::Symmetric,
-        NatKind::Symmetric,
+        NatKind::None,
         NatKind::DoubleNat,
         NatKind::Upnp,
     ];
@@ -79,35 +76,38 @@ fn ring_over_nats_forms_and_serves() {
             &args,
         ));
     }
-    for n in &mut nodes[1..] {
-        n.wait_ticket(JOIN_WAIT);
+    let deadline = Instant::now() + JOIN_WAIT;
+    while nodes[1..]
+        .iter()
+        .any(|n| !std::fs::read_to_string(&n.ticket_file).is_ok_and(|t| t.starts_with("p2ps1")))
+    {
+        if Instant::now() >= deadline {
+            let all: Vec<String> = nodes.iter_mut().map(|n| n.describe()).collect();
+            panic!(
+                "not every node joined within {JOIN_WAIT:?}:\n{}",
+                all.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("[{:?}] 8 nodes joined", t0.elapsed());
 
     wait_ring(&mut nodes.iter_mut().collect::<Vec<_>>(), RING_WAIT);
     eprintln!("[{:?}] the ring is exact", t0.elapsed());
+    (lab, net, nodes, t0)
+}
 
-    let keys = random_keys(200);
-    check_lookups(&mut nodes.iter_mut().collect::<Vec<_>>(), &keys);
-    eprintln!(
-        "[{:?}] 8 x 200 lookups agree with the true ring",
-        t0.elapsed()
-    );
-
-    // A broadcast from the node behind the port-restricted NAT reaches the 7 others.
-    let out = nodes[3].cli(&["broadcast", "over the NATs"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "broadcast failed: {err}");
-    assert!(err.contains("7 nodes received it"), "{err}");
-    for (i, n) in nodes.iter_mut().enumerate() {
-        if i != 3 {
-            n.wait_line(Duration::from_secs(10), "the broadcast", |l| {
-                l.ends_with("to everyone): over the NATs")
-            });
-        }
+/// Eight nodes over seven kinds of NAT form the exact ring (joins answered through punched or
+/// relayed paths), and each node classifies itself; the UPnP site maps its port, the double
+/// NAT's mapping is reported useless.
+#[test]
+#[ignore = "work in progress (issue #6): passes in most runs, but a join answered through a \
+            relayed path sometimes misses the 80 s bound; run with --ignored"]
+fn ring_over_nats_forms() {
+    if !require_root() {
+        return;
     }
-    eprintln!("[{:?}] broadcast reached 7/7", t0.elapsed());
-
+    let (_lab, _net, mut nodes, t0) = network_over_nats();
     // What each node found out about itself, and how its connections travel.
     let mut relayed = 0;
     for n in &mut nodes {
@@ -151,4 +151,40 @@ fn ring_over_nats_forms_and_serves() {
         "[{:?}] done; {relayed} connection ends relayed",
         t0.elapsed()
     );
+}
+
+/// Lookups and a broadcast over the NATed ring.
+#[test]
+#[ignore = "work in progress (issue #6): lookups between two NATed nodes that need a relayed \
+            path both ways time out (their relayed handshakes cross); run with --ignored"]
+fn ring_over_nats_serves_lookups_and_broadcast() {
+    if !require_root() {
+        return;
+    }
+    let (_lab, _net, mut nodes, t0) = network_over_nats();
+    // Lookup answers go straight back to the asker: the first ones between two nodes behind
+    // NATs wait for a punch or a relay. A first round opens those paths (answers unchecked).
+    for n in &mut nodes {
+        let _ = n.request(&serde_json::json!({"op": "lookup_many", "keys": random_keys(40)}));
+    }
+    let keys = random_keys(200);
+    check_lookups(&mut nodes.iter_mut().collect::<Vec<_>>(), &keys);
+    eprintln!(
+        "[{:?}] 8 x 200 lookups agree with the true ring",
+        t0.elapsed()
+    );
+
+    // A broadcast from the node behind the port-restricted NAT reaches the 7 others.
+    let out = nodes[3].cli(&["broadcast", "over the NATs"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "broadcast failed: {err}");
+    assert!(err.contains("7 nodes received it"), "{err}");
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i != 3 {
+            n.wait_line(Duration::from_secs(10), "the broadcast", |l| {
+                l.ends_with("to everyone): over the NATs")
+            });
+        }
+    }
+    eprintln!("[{:?}] broadcast reached 7/7", t0.elapsed());
 }

@@ -1333,11 +1333,17 @@ fn learn<P: PeerId>(
         a.truncate(MAX_ADDRS_PER_PEER);
         book.insert(c.id, a);
     }
-    if let Some(r) = &c.relay {
-        if r.id != c.id && hints.get(&c.id) != Some(r) {
+    match &c.relay {
+        Some(r) if r.id != c.id && hints.get(&c.id) != Some(r) => {
             let mut r = r.clone();
             r.addrs.truncate(MAX_ADDRS_PER_PEER);
             hints.insert(c.id, r);
         }
+        Some(_) => {}
+        // A contact with addresses and no relay: the peer is (now) reachable directly.
+        None if !c.addrs.is_empty() => {
+            hints.remove(&c.id);
+        }
+        None => {}
     }
 }

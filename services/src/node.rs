@@ -349,15 +349,28 @@ fn check_group_name(name: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// The address to advertise for a socket bound to `a`: an unspecified IP becomes loopback.
+/// The address to advertise for a socket bound to `a` until peers report what they see: an
+/// unspecified IP becomes the address of the interface that holds the default route (found by
+/// a route lookup, no packet is sent), or loopback on a machine without one.
 fn advertised(a: SocketAddr) -> SocketAddr {
     match a.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port())
-        }
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(
+            primary_ip("0.0.0.0:0", "203.0.113.1:9").unwrap_or(Ipv4Addr::LOCALHOST.into()),
+            a.port(),
+        ),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(
+            primary_ip("[::]:0", "[2001:db8::1]:9").unwrap_or(Ipv6Addr::LOCALHOST.into()),
+            a.port(),
+        ),
         _ => a,
     }
+}
+
+/// The local IP the kernel would use to reach `probe` (a documentation address: connecting a
+/// UDP socket only looks the route up).
+fn primary_ip(bind: &str, probe: &str) -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(probe).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }

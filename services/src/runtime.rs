@@ -78,8 +78,14 @@ pub(crate) enum Command {
 const MAX_TRAVERSALS: usize = 32;
 /// A peer whose traversal failed is not tried again for this long.
 const TRAVERSAL_BACKOFF: Duration = Duration::from_secs(10);
+/// How long the node with the larger id waits before reaching a peer through its relay.
+const TRAVERSAL_DEFER: Duration = Duration::from_millis(2500);
 /// How often the connection to the relay is checked (and re-opened).
 const RELAY_CHECK: Duration = Duration::from_secs(5);
+/// Messages kept per peer while its first connection is being made (re-sent if the dial fails
+/// and a traversal gets through), and peers kept at once.
+const WAITING_PER_PEER: usize = 16;
+const WAITING_PEERS: usize = 256;
 
 /// NAT traversal state of the actor.
 #[derive(Default)]
@@ -94,6 +100,9 @@ pub(crate) struct Nat {
     pub(crate) failed: BTreeMap<NodeId, Instant>,
     /// The advertised addresses are the configured ones, not the observed ones.
     pub(crate) fixed_addrs: bool,
+    /// Copies of the messages sent to peers with no connection yet: the transport drops its
+    /// queue when the dial fails, and a traversal that gets through re-sends these.
+    pub(crate) waiting: BTreeMap<NodeId, Vec<p2ps_overlay::Message<OverlayId>>>,
 }
 
 /// Results of background NAT traversals, back to the actor.
@@ -285,8 +294,18 @@ impl Actor {
         let addrs = self.overlay.addresses(&OverlayId(peer)).to_vec();
         let t = self.transport.clone();
         let done = self.traversals.0.clone();
+        let defer = self.transport.node_id() > peer;
         tokio::spawn(async move {
             let result = async {
+                if defer {
+                    // Both ends often need each other at once (stabilisation runs both ways);
+                    // two traversals crossing (two relay circuits, two handshakes) can defeat
+                    // each other. The larger id gives the smaller one a head start.
+                    tokio::time::sleep(TRAVERSAL_DEFER).await;
+                    if t.path(peer).is_some() {
+                        return Ok(());
+                    }
+                }
                 if t.path(relay).is_none() {
                     t.add_addresses(relay, hint.addrs.iter().copied());
                     if let Some(a) = hint.addrs.first() {
@@ -297,6 +316,10 @@ impl Actor {
                 let options = p2ps_transport::TraverseOptions {
                     direct_timeout: Duration::from_secs(1),
                     punch_head_start: Some(Duration::from_millis(150)),
+                    punch: p2ps_transport::PunchOptions {
+                        timeout: Duration::from_secs(4),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 t.connect_any_with(peer, &addrs, Some(relay), options)
@@ -314,8 +337,13 @@ impl Actor {
         match result {
             Ok(()) => {
                 self.nat.failed.remove(&peer);
+                // What the failed dial dropped goes out on the new connection.
+                for msg in self.nat.waiting.remove(&peer).unwrap_or_default() {
+                    self.send(peer, msg);
+                }
             }
             Err(e) => {
+                self.nat.waiting.remove(&peer);
                 debug!(peer = %peer.short(), error = %e, "NAT traversal failed");
                 self.counters.traversals_failed += 1;
                 self.nat.failed.insert(peer, Instant::now());
@@ -482,6 +510,10 @@ impl Actor {
                     self.overlay.add_addresses(OverlayId(peer), &[remote_addr]);
                     self.transport.add_addresses(peer, [remote_addr]);
                 }
+                if !self.nat.traversing.contains(&peer) {
+                    // The dial got through: nothing to re-send.
+                    self.nat.waiting.remove(&peer);
+                }
                 self.overlay.handle_link_up(now, OverlayId(peer));
             }
             TransportEvent::Disconnected { peer, reason } => {
@@ -497,6 +529,7 @@ impl Actor {
                     self.join_dial_error = Some(error);
                 }
                 if !self.traverse(peer) {
+                    self.nat.waiting.remove(&peer);
                     self.overlay.handle_link_down(now, OverlayId(peer));
                 }
             }
@@ -536,6 +569,15 @@ impl Actor {
     }
 
     fn send(&mut self, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {
+        if self.transport.path(to).is_none() && self.overlay.relay_hint(&OverlayId(to)).is_some() {
+            // First contact with a peer behind a NAT: keep a copy in case the dial fails.
+            if self.nat.waiting.len() < WAITING_PEERS || self.nat.waiting.contains_key(&to) {
+                let w = self.nat.waiting.entry(to).or_default();
+                if w.len() < WAITING_PER_PEER {
+                    w.push(msg.clone());
+                }
+            }
+        }
         let known = self.overlay.addresses(&OverlayId(to));
         if !known.is_empty() {
             self.transport.add_addresses(to, known.iter().copied());
