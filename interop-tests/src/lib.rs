@@ -131,7 +131,20 @@ fn locate_bin() -> Result<PathBuf, String> {
 /// `p2ps` with `args`, no stdin, piped output, and none of the `P2PS_*` settings of the
 /// environment the tests run in (so they cannot redirect a test node).
 fn p2ps_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
-    let mut c = Command::new(p2ps_bin());
+    p2ps_command_in(None, args)
+}
+
+/// `p2ps <args>`, run inside network namespace `netns` (with `ip netns exec`, which execs the
+/// program, so the child is the node itself) when given.
+fn p2ps_command_in<S: AsRef<std::ffi::OsStr>>(netns: Option<&str>, args: &[S]) -> Command {
+    let mut c = match netns {
+        None => Command::new(p2ps_bin()),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(p2ps_bin());
+            c
+        }
+    };
     c.args(args)
         .env_remove("P2PS_CONTROL")
         .env_remove("P2PS_NAME")
@@ -365,23 +378,7 @@ impl NodeProc {
         control: PathBuf,
         ticket_file: PathBuf,
     ) -> NodeProc {
-        let mut cmd = p2ps_command(&args);
-        if let Some(ns) = netns {
-            // `ip netns exec` execs the program, so the child is the node itself.
-            let mut wrapped = Command::new("ip");
-            wrapped
-                .args(["netns", "exec", ns])
-                .arg(p2ps_bin())
-                .args(&args)
-                .env_remove("P2PS_CONTROL")
-                .env_remove("P2PS_NAME")
-                .env_remove("P2PS_KEY")
-                .env_remove("P2PS_LISTEN")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            cmd = wrapped;
-        }
+        let mut cmd = p2ps_command_in(netns, &args);
         let mut child = cmd
             .env("P2PS_LOG", "info")
             // An error's backtrace would push the node's last log lines out of `describe`.

@@ -266,3 +266,40 @@ fn group_tree_repairs_after_crashes_and_leaves() {
     assert_eq!(got.keys().copied().collect::<BTreeSet<_>>(), want);
     assert!(got.values().all(|c| *c == 1));
 }
+
+/// A child the driver keeps reporting as congested is dropped from the tree and reported; the
+/// others keep receiving, and the dropped child comes back with the next refresh.
+#[test]
+fn congested_child_is_dropped_then_rejoins() {
+    let mut sim = stable(500, 41);
+    let group = RingId(u128::MAX / 5);
+    let mut members = BTreeSet::new();
+    while members.len() < 20 {
+        members.insert(sim.random_member().unwrap());
+    }
+    for m in &members {
+        sim.join_group(*m, group);
+    }
+    sim.run_for(Duration::from_secs(2));
+    // A tree node with a child.
+    let (parent, child) = sim
+        .members()
+        .find_map(|n| {
+            let roles = sim.node(n).group_roles();
+            roles
+                .first()
+                .and_then(|r| r.children.first().map(|c| (n, *c)))
+        })
+        .unwrap();
+    let strikes = sim.node(parent).config().congestion_strikes;
+    for _ in 0..strikes {
+        sim.command(parent, |n, now| n.handle_congestion(now, child));
+    }
+    assert_eq!(sim.counters().group_children_dropped, 1);
+    let roles = sim.node(parent).group_roles();
+    assert!(roles.iter().all(|r| !r.children.contains(&child)));
+    // The child re-attaches at its next refresh (its parent did not tell it anything).
+    sim.run_for(sim.node(parent).config().group_refresh * 2);
+    let roles = sim.node(parent).group_roles();
+    assert!(roles.iter().any(|r| r.children.contains(&child)));
+}

@@ -421,35 +421,11 @@ impl Actor {
                 let _ = reply.send(r);
             }
             Command::Broadcast(payload, reply) => {
-                let r = self.check_size(&payload).and_then(|()| {
-                    self.overlay
-                        .broadcast(now, payload, true)
-                        .map_err(NodeError::from)
-                });
-                match r {
-                    Ok(seq) => {
-                        self.casts.insert(seq, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                self.start_cast(payload, reply, |o, p| o.broadcast(now, p, true))
             }
-            Command::Range(lo, hi, payload, reply) => {
-                let r = self.check_size(&payload).and_then(|()| {
-                    self.overlay
-                        .multicast_range(now, lo, hi, payload, true)
-                        .map_err(NodeError::from)
-                });
-                match r {
-                    Ok(seq) => {
-                        self.casts.insert(seq, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
+            Command::Range(lo, hi, payload, reply) => self.start_cast(payload, reply, |o, p| {
+                o.multicast_range(now, lo, hi, p, true)
+            }),
             Command::JoinGroup(name, reply) => {
                 let key = group_key(&name);
                 let r = self.overlay.join_group(now, key).map_err(NodeError::from);
@@ -477,6 +453,26 @@ impl Actor {
                 let _ = reply.send(self.status());
             }
             Command::Shutdown(_) => {}
+        }
+    }
+
+    /// Starts a broadcast or range multicast; `reply` is answered when its report comes.
+    fn start_cast(
+        &mut self,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<CastReport, NodeError>>,
+        start: impl FnOnce(&mut Overlay<OverlayId>, Vec<u8>) -> Result<u64, p2ps_overlay::CommandError>,
+    ) {
+        match self
+            .check_size(&payload)
+            .and_then(|()| start(&mut self.overlay, payload).map_err(NodeError::from))
+        {
+            Ok(seq) => {
+                self.casts.insert(seq, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
         }
     }
 

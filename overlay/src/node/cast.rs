@@ -108,10 +108,7 @@ impl<P: PeerId> Node<P> {
         payload: Vec<u8>,
         reply: bool,
     ) -> Result<u64, CommandError> {
-        self.now = self.now.max(now);
-        self.check_cast_command()?;
-        let seq = self.next_message_seq();
-        self.seen.insert((self.me.id, seq), now);
+        let seq = self.begin_cast(now)?;
         let cast = Cast {
             origin: self.my_contact(),
             seq,
@@ -137,10 +134,7 @@ impl<P: PeerId> Node<P> {
         payload: Vec<u8>,
         reply: bool,
     ) -> Result<u64, CommandError> {
-        self.now = self.now.max(now);
-        self.check_cast_command()?;
-        let seq = self.next_message_seq();
-        self.seen.insert((self.me.id, seq), now);
+        let seq = self.begin_cast(now)?;
         let deadline = now
             + self.done_wait(Segment::full(self.me.pos))
             + self.cfg.lookup_timeout * self.cfg.lookup_attempts;
@@ -157,14 +151,18 @@ impl<P: PeerId> Node<P> {
         Ok(seq)
     }
 
-    fn check_cast_command(&self) -> Result<(), CommandError> {
+    /// Checks that a cast may start now and gives it its message number.
+    fn begin_cast(&mut self, now: Time) -> Result<u64, CommandError> {
+        self.now = self.now.max(now);
         if self.state != super::State::Joined {
             return Err(CommandError::NotJoined);
         }
         if self.casts.covers.len() >= self.cfg.max_casts {
             return Err(CommandError::TooManyPending);
         }
-        Ok(())
+        let seq = self.next_message_seq();
+        self.seen.insert((self.me.id, seq), now);
+        Ok(seq)
     }
 
     pub(super) fn next_message_seq(&mut self) -> u64 {
