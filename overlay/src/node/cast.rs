@@ -181,6 +181,12 @@ impl<P: PeerId> Node<P> {
         body: (RingId, u64, bool, Vec<u8>),
     ) {
         let (lo, seq, reply, payload) = body;
+        if self.casts.covers.len() >= self.cfg.max_casts {
+            // As many casts in progress as allowed: this one is refused (its origin's wait
+            // ends incomplete).
+            self.stats.dropped += 1;
+            return;
+        }
         let first = self.seen.insert((origin.id, seq), now);
         let mut delivered = 0;
         if first && origin.id != self.me.id {
