@@ -101,8 +101,6 @@ fn network_over_nats() -> (NatLab, TestNet, Vec<NodeProc>, Instant) {
 /// relayed paths), and each node classifies itself; the UPnP site maps its port, the double
 /// NAT's mapping is reported useless.
 #[test]
-#[ignore = "work in progress (issue #6): passes in most runs, but a join answered through a \
-            relayed path sometimes misses the 80 s bound; run with --ignored"]
 fn ring_over_nats_forms() {
     if !require_root() {
         return;
@@ -155,8 +153,6 @@ fn ring_over_nats_forms() {
 
 /// Lookups and a broadcast over the NATed ring.
 #[test]
-#[ignore = "work in progress (issue #6): lookups between two NATed nodes that need a relayed \
-            path both ways time out (their relayed handshakes cross); run with --ignored"]
 fn ring_over_nats_serves_lookups_and_broadcast() {
     if !require_root() {
         return;

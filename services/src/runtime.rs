@@ -78,8 +78,10 @@ pub(crate) enum Command {
 const MAX_TRAVERSALS: usize = 32;
 /// A peer whose traversal failed is not tried again for this long.
 const TRAVERSAL_BACKOFF: Duration = Duration::from_secs(10);
-/// How long the node with the larger id waits before reaching a peer through its relay.
-const TRAVERSAL_DEFER: Duration = Duration::from_millis(2500);
+/// How long the node with the larger id waits before reaching a peer through its relay: longer
+/// than the smaller id's own traversal (1 s direct, 4 s punch, then the relay), so that two
+/// traversals of one pair do not cross (two circuits and two handshakes defeat each other).
+const TRAVERSAL_DEFER: Duration = Duration::from_millis(6000);
 /// How often the connection to the relay is checked (and re-opened).
 const RELAY_CHECK: Duration = Duration::from_secs(5);
 /// Messages kept per peer while its first connection is being made (re-sent if the dial fails
