@@ -220,6 +220,8 @@ struct Timers {
 
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// Peers at once whose link the driver is still setting up.
+const MAX_PENDING_LINKS: usize = 1024;
 
 /// A Tango overlay node. See the module documentation for how to drive it.
 #[derive(Debug)]
@@ -237,6 +239,8 @@ pub struct Node<P: PeerId> {
     my_relay: Option<RelayHint<P>>,
     tombstones: BTreeMap<P, Time>,
     awaiting: BTreeMap<P, Time>,
+    /// Peers the driver is still trying to reach (NAT traversal): silence is not failure yet.
+    pending_links: BTreeSet<P>,
     links: BTreeMap<P, Time>,
     lookups: BTreeMap<u64, PendingLookup>,
     lookup_deadlines: BTreeSet<(Time, u64)>,
@@ -278,6 +282,7 @@ impl<P: PeerId> Node<P> {
             my_relay: None,
             tombstones: BTreeMap::new(),
             awaiting: BTreeMap::new(),
+            pending_links: BTreeSet::new(),
             links: BTreeMap::new(),
             lookups: BTreeMap::new(),
             lookup_deadlines: BTreeSet::new(),
@@ -541,9 +546,20 @@ impl<P: PeerId> Node<P> {
         learn(&mut self.addrs, &mut self.hints, self.me.id, &c);
     }
 
+    /// The driver could not reach `peer` directly and is trying other paths (hole punching, a
+    /// relay): until [`Node::handle_link_up`] or [`Node::handle_link_down`], an unanswered
+    /// request to it does not make it count as crashed.
+    pub fn handle_link_pending(&mut self, now: Time, peer: P) {
+        self.now = self.now.max(now);
+        if peer != self.me.id && self.pending_links.len() < MAX_PENDING_LINKS {
+            self.pending_links.insert(peer);
+        }
+    }
+
     /// A connection to `peer` opened.
     pub fn handle_link_up(&mut self, now: Time, peer: P) {
         self.now = self.now.max(now);
+        self.pending_links.remove(&peer);
         if peer != self.me.id && self.state != State::Left {
             self.links.insert(peer, now);
         }
@@ -552,6 +568,7 @@ impl<P: PeerId> Node<P> {
     /// `peer` cannot be reached (its connection failed or closed). It is taken for crashed.
     pub fn handle_link_down(&mut self, now: Time, peer: P) {
         self.now = self.now.max(now);
+        self.pending_links.remove(&peer);
         self.links.remove(&peer);
         if self.state == State::Left || peer == self.me.id {
             return;
@@ -575,6 +592,9 @@ impl<P: PeerId> Node<P> {
         }
         if !self.awaiting.is_empty() {
             self.awaiting.remove(&from);
+        }
+        if !self.pending_links.is_empty() {
+            self.pending_links.remove(&from);
         }
         if !self.tombstones.is_empty() {
             self.tombstones.remove(&from);
@@ -654,6 +674,13 @@ impl<P: PeerId> Node<P> {
             .filter(|(_, t)| **t <= now)
             .map(|(p, _)| *p)
             .collect();
+        let (waiting, failed): (Vec<P>, Vec<P>) = failed
+            .into_iter()
+            .partition(|p| self.pending_links.contains(p));
+        for p in waiting {
+            // Still being reached some other way: give it another period.
+            self.awaiting.insert(p, now + self.cfg.stabilize_timeout);
+        }
         for p in failed {
             self.awaiting.remove(&p);
             self.peer_failed(now, p);

@@ -314,3 +314,28 @@ fn link_down_removes_a_peer_everywhere() {
     assert_eq!(ids(a.table().predecessors()), vec![30]);
     assert!(!a.table().contains(&T(40)));
 }
+
+#[test]
+fn a_peer_being_reached_otherwise_is_not_declared_dead_until_its_link_fails() {
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    let a = &mut nodes[0];
+    let t1 = a.poll_timeout().unwrap();
+    a.handle_timeout(t1);
+    drain(a);
+    // The driver could not dial 20 and is trying a punch or a relay.
+    a.handle_link_pending(t1, T(20));
+    let deadline = t1 + cfg().stabilize_timeout;
+    a.handle_timeout(deadline);
+    drain(a);
+    a.handle_timeout(deadline + cfg().stabilize_timeout);
+    drain(a);
+    assert!(
+        a.table().contains(&T(20)),
+        "declared dead while its link was pending"
+    );
+    // The other paths failed too: now it is gone.
+    a.handle_link_down(deadline + cfg().stabilize_timeout, T(20));
+    let out = drain(a);
+    assert!(out.contains(&Output::Event(Event::NeighbourDown(T(20)))));
+    assert!(!a.table().contains(&T(20)));
+}

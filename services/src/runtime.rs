@@ -293,6 +293,8 @@ impl Actor {
         }
         self.nat.traversing.insert(peer);
         self.counters.traversals += 1;
+        let now = self.now();
+        self.overlay.handle_link_pending(now, OverlayId(peer));
         let addrs = self.overlay.addresses(&OverlayId(peer)).to_vec();
         let t = self.transport.clone();
         let done = self.traversals.0.clone();
