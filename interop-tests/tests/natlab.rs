@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_interop_tests::natlab::{require_root, NatKind, NatLab, NsPortMapper, Site};
+use p2ps_interop_tests::natlab::{recv_token, require_root, NatKind, NatLab, NsPortMapper, Site};
 use p2ps_transport::portmap::{MappingState, PortMapConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -21,32 +21,6 @@ use std::time::{Duration, Instant};
 const ARRIVAL: Duration = Duration::from_secs(2);
 /// How long to wait before concluding that a packet was filtered.
 const SILENCE: Duration = Duration::from_secs(1);
-
-/// Waits up to `timeout` for a datagram carrying exactly `token`; returns its source. Other
-/// datagrams (late answers of earlier steps) are skipped.
-fn recv_token(sock: &UdpSocket, token: &str, timeout: Duration) -> Option<SocketAddr> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) if &buf[..n] == token.as_bytes() => return Some(from),
-            Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return None
-            }
-            // ICMP errors of earlier sends surface as ConnectionRefused on Linux: ignore.
-            Err(_) => continue,
-        }
-    }
-}
 
 /// What one site's NAT was measured to do.
 #[derive(Debug)]

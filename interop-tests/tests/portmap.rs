@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_interop_tests::natlab::{require_root, NatKind, NatLab, NsPortMapper};
+use p2ps_interop_tests::natlab::{recv_token, require_root, NatKind, NatLab, NsPortMapper};
 use p2ps_transport::portmap::{MappingState, PortMapConfig};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -33,31 +33,12 @@ fn config(lease: Duration) -> PortMapConfig {
 fn reaches(lab: &NatLab, probe: &str, to: SocketAddr, host: &UdpSocket, token: &str) -> bool {
     let probe = lab.udp_socket(probe, 0).unwrap();
     probe.send_to(token.as_bytes(), to).unwrap();
-    let deadline = Instant::now()
-        + if token.ends_with('?') {
-            SILENCE
-        } else {
-            ARRIVAL
-        };
-    let mut buf = [0u8; 1500];
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        host.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        match host.recv_from(&mut buf) {
-            Ok((n, _)) if &buf[..n] == token.as_bytes() => return true,
-            Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => continue,
-        }
-    }
-    false
+    let wait = if token.ends_with('?') {
+        SILENCE
+    } else {
+        ARRIVAL
+    };
+    recv_token(host, token, wait).is_some()
 }
 
 /// How many mappings the gateway lists (GetGenericPortMappingEntry until the index is invalid),

@@ -177,24 +177,13 @@ async fn byte_limit_ends_the_circuit_at_both_ends() {
     .unwrap();
     let blob = Msg::Blob(vec![7u8; 512 * 1024]);
     a.send(b.node_id(), StreamClass::User, &blob).await.unwrap();
-    for (events, peer) in [(&mut ea, b.node_id()), (&mut eb, a.node_id())] {
-        match wait_event(
-            events,
-            "Disconnected by the relay limit",
-            |e| matches!(e, Event::Disconnected { peer: p, .. } if *p == peer),
-        )
-        .await
-        {
-            Event::Disconnected { reason, .. } => assert_eq!(
-                reason,
-                DisconnectReason::Relay {
-                    relay: r.node_id(),
-                    end: CircuitEnd::ByteLimit
-                }
-            ),
-            _ => unreachable!(),
-        }
-    }
+    expect_circuit_end(
+        [(&mut ea, b.node_id()), (&mut eb, a.node_id())],
+        r.node_id(),
+        CircuitEnd::ByteLimit,
+        "Disconnected by the relay limit",
+    )
+    .await;
     assert_eq!(r.stats().relay.circuits_limited, 1);
     assert_eq!(a.stats().relay.client_circuits_limited, 1);
     assert_eq!(b.stats().relay.client_circuits_limited, 1);
@@ -437,24 +426,13 @@ async fn duration_limit_ends_the_circuit_at_both_ends() {
     )
     .await
     .unwrap();
-    for (events, peer) in [(&mut ea, b.node_id()), (&mut eb, a.node_id())] {
-        match wait_event(
-            events,
-            "Disconnected by the duration limit",
-            |e| matches!(e, Event::Disconnected { peer: p, .. } if *p == peer),
-        )
-        .await
-        {
-            Event::Disconnected { reason, .. } => assert_eq!(
-                reason,
-                DisconnectReason::Relay {
-                    relay: r.node_id(),
-                    end: CircuitEnd::DurationLimit
-                }
-            ),
-            _ => unreachable!(),
-        }
-    }
+    expect_circuit_end(
+        [(&mut ea, b.node_id()), (&mut eb, a.node_id())],
+        r.node_id(),
+        CircuitEnd::DurationLimit,
+        "Disconnected by the duration limit",
+    )
+    .await;
     assert_eq!(r.stats().relay.circuits_limited, 1);
 }
 
@@ -526,23 +504,35 @@ async fn losing_the_relay_disconnects_the_relayed_peer_at_both_ends() {
     connected_via(&mut ea, b.node_id()).await;
     connected_via(&mut eb, a.node_id()).await;
     r.shutdown("relay going away").await;
-    for (events, peer) in [(&mut ea, b.node_id()), (&mut eb, a.node_id())] {
+    expect_circuit_end(
+        [(&mut ea, b.node_id()), (&mut eb, a.node_id())],
+        r.node_id(),
+        CircuitEnd::RelayConnectionLost,
+        "Disconnected with the relay",
+    )
+    .await;
+    assert!(a.connected_peers().is_empty() && b.connected_peers().is_empty());
+}
+
+/// Both ends see their relayed connection to the other end with `end`, told by `relay`.
+async fn expect_circuit_end(
+    ends: [(&mut Events<Msg>, p2ps_transport::NodeId); 2],
+    relay: p2ps_transport::NodeId,
+    end: CircuitEnd,
+    what: &str,
+) {
+    for (events, peer) in ends {
         match wait_event(
             events,
-            "Disconnected with the relay",
+            what,
             |e| matches!(e, Event::Disconnected { peer: p, .. } if *p == peer),
         )
         .await
         {
-            Event::Disconnected { reason, .. } => assert_eq!(
-                reason,
-                DisconnectReason::Relay {
-                    relay: r.node_id(),
-                    end: CircuitEnd::RelayConnectionLost
-                }
-            ),
+            Event::Disconnected { reason, .. } => {
+                assert_eq!(reason, DisconnectReason::Relay { relay, end })
+            }
             _ => unreachable!(),
         }
     }
-    assert!(a.connected_peers().is_empty() && b.connected_peers().is_empty());
 }

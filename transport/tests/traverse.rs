@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use p2ps_transport::{
-    DirectError, Method, NoPath, PathKind, PunchError, PunchOptions, PunchRefusal, Reachability,
-    RelayError, StreamClass, TraverseError, TraverseOptions,
+    DirectError, Method, NoPath, PathKind, PathReport, PunchError, PunchOptions, PunchRefusal,
+    Reachability, RelayError, StreamClass, Transport, TraverseError, TraverseOptions,
 };
 
 /// A and B connected to R only (R relays when `serve`), each knowing its observed address.
@@ -43,6 +43,26 @@ fn quick() -> TraverseOptions {
         upgrade_attempts: 0,
         ..TraverseOptions::default()
     }
+}
+
+/// `a.connect_any_with(b, [an address nobody answers on], via r, options)`, bounded.
+async fn via_dead_address(
+    a: &Transport<Msg>,
+    b: &Transport<Msg>,
+    r: &Transport<Msg>,
+    options: TraverseOptions,
+) -> Result<PathReport, TraverseError> {
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+    bounded(
+        "connect_any",
+        a.connect_any_with(
+            b.node_id(),
+            &[dead.local_addr().unwrap()],
+            Some(r.node_id()),
+            options,
+        ),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -80,18 +100,7 @@ async fn direct_addresses_answer_first() {
 #[tokio::test]
 async fn punch_answers_when_no_address_works() {
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(true).await;
-    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let report = bounded(
-        "connect_any",
-        a.connect_any_with(
-            b.node_id(),
-            &[dead.local_addr().unwrap()],
-            Some(r.node_id()),
-            quick(),
-        ),
-    )
-    .await
-    .unwrap();
+    let report = via_dead_address(&a, &b, &r, quick()).await.unwrap();
     assert_eq!(report.method, Method::Punched, "{report:?}");
     assert_eq!(report.path, PathKind::Direct(addr(&b)));
     assert!(matches!(
@@ -117,18 +126,7 @@ async fn a_punch_head_start_saves_the_direct_timeout_and_direct_still_wins_when_
         ..quick()
     };
     // The only address is dead: the punch, started after 100 ms, wins long before 3 s.
-    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let report = bounded(
-        "connect_any",
-        a.connect_any_with(
-            b.node_id(),
-            &[dead.local_addr().unwrap()],
-            Some(r.node_id()),
-            options,
-        ),
-    )
-    .await
-    .unwrap();
+    let report = via_dead_address(&a, &b, &r, options).await.unwrap();
     assert_eq!(report.method, Method::Punched, "{report:?}");
     assert!(report.elapsed < Duration::from_secs(2), "{report:?}");
     assert!(
@@ -203,18 +201,7 @@ async fn every_stage_error_is_kept_when_nothing_works() {
     // R does not relay, B declines punches, the only address is dead.
     let ((a, _ea), (b, _eb), (r, _er)) = triangle(false).await;
     b.set_accept_punches(false);
-    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let err = bounded(
-        "connect_any",
-        a.connect_any_with(
-            b.node_id(),
-            &[dead.local_addr().unwrap()],
-            Some(r.node_id()),
-            quick(),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = via_dead_address(&a, &b, &r, quick()).await.unwrap_err();
     let TraverseError::NoPath(no_path) = &err else {
         panic!("unexpected error {err:?}");
     };

@@ -579,6 +579,32 @@ fn public_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, 10 + n)
 }
 
+/// Waits up to `timeout` for a datagram carrying exactly `token`; returns its source. Other
+/// datagrams (late answers of earlier steps) are skipped.
+pub fn recv_token(sock: &UdpSocket, token: &str, timeout: Duration) -> Option<SocketAddr> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if &buf[..n] == token.as_bytes() => return Some(from),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            // ICMP errors of earlier sends surface as ConnectionRefused on Linux: ignore.
+            Err(_) => continue,
+        }
+    }
+}
+
 /// A public endpoint of the lab.
 pub fn public_addr(site: &Site, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(site.public_ip, port))
