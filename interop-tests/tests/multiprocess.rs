@@ -506,29 +506,31 @@ fn bad_input_fails_clearly() {
 #[test]
 fn other_protocol_version_is_refused() {
     let net = TestNet::new();
-    let mut first = net.spawn("v1", Start::Create, FAST);
+    let mut first = net.spawn("ours", Start::Create, FAST);
     let ticket = first.wait_ticket(Duration::from_secs(20));
-    let mut v2 = net.spawn(
-        "v2",
+    let other = (p2ps_transport::PROTOCOL_VERSION + 1).to_string();
+    let mut newer = net.spawn(
+        "newer",
         Start::Join(ticket.clone()),
         &[
             "--protocol-version",
-            "2",
+            &other,
             "--join-attempts",
             "2",
             "--join-timeout-ms",
             "500",
         ],
     );
-    let status = v2.wait_exit(Duration::from_secs(40));
+    let status = newer.wait_exit(Duration::from_secs(40));
     assert!(
         !status.success(),
-        "a version-2 node joined a version-1 network"
+        "a node of protocol version {other} joined a network of version {}",
+        p2ps_transport::PROTOCOL_VERSION
     );
-    let err = v2.stderr();
+    let err = newer.stderr();
     assert!(err.contains("protocol version"), "unclear error: {err}");
-    // The version-1 node still serves a node of its own version.
-    let mut ok = net.spawn("v1b", Start::Join(ticket), FAST);
+    // The network still serves a node of its own version.
+    let mut ok = net.spawn("ours-too", Start::Join(ticket), FAST);
     ok.wait_ticket(Duration::from_secs(20));
     assert_eq!(first.status().state, "joined");
 }

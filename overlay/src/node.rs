@@ -425,7 +425,13 @@ impl<P: PeerId> Node<P> {
         if bootstrap.id == self.me.id {
             return Err(CommandError::SelfBootstrap);
         }
-        learn(&mut self.addrs, &mut self.hints, self.me.id, &bootstrap);
+        learn(
+            &mut self.addrs,
+            &mut self.hints,
+            self.me.id,
+            &bootstrap,
+            false,
+        );
         self.state = State::Joining;
         self.join_bootstrap = Some(bootstrap);
         self.join_attempt = 0;
@@ -538,12 +544,19 @@ impl<P: PeerId> Node<P> {
     /// `peer` can be reached at `addrs` (for example the address its connection came from).
     /// They are kept while the peer is in the table and passed on in contacts.
     pub fn add_addresses(&mut self, peer: P, addrs: &[SocketAddr]) {
-        let c = Contact {
-            id: peer,
-            addrs: addrs.to_vec(),
-            relay: None,
-        };
-        learn(&mut self.addrs, &mut self.hints, self.me.id, &c);
+        if peer == self.me.id || addrs.is_empty() {
+            return;
+        }
+        // Addresses the driver saw work go first; the peer's own advertised ones stay after
+        // them. They say nothing of whether the peer is behind a NAT: its relay hint stays.
+        let old = self.addrs.remove(&peer).unwrap_or_default();
+        let mut merged: Vec<SocketAddr> = Vec::with_capacity(MAX_ADDRS_PER_PEER);
+        for a in addrs.iter().chain(&old) {
+            if merged.len() < MAX_ADDRS_PER_PEER && !merged.contains(a) {
+                merged.push(*a);
+            }
+        }
+        self.addrs.insert(peer, merged);
     }
 
     /// The driver could not reach `peer` directly and is trying other paths (hole punching, a
@@ -599,7 +612,16 @@ impl<P: PeerId> Node<P> {
         if !self.tombstones.is_empty() {
             self.tombstones.remove(&from);
         }
-        msg.for_each_contact(|c| learn(&mut self.addrs, &mut self.hints, self.me.id, c));
+        // A contact is first-hand when its node made it: the sender's own, or a routed
+        // message's origin.
+        let origin = match &msg {
+            Message::Routed(r) => Some(r.origin.id),
+            _ => None,
+        };
+        msg.for_each_contact(|c| {
+            let first_hand = c.id == from || Some(c.id) == origin;
+            learn(&mut self.addrs, &mut self.hints, self.me.id, c, first_hand)
+        });
         let from_joined = !matches!(
             &msg,
             Message::Routed(Routed { body: RoutedBody::Join, origin, .. }) if origin.id == from
@@ -1345,18 +1367,27 @@ impl<P: PeerId> Node<P> {
     }
 }
 
-/// Records the addresses a contact carries (if any) in an address book.
+/// Records the addresses and relay hint a contact carries. A first-hand contact (made by its
+/// node) replaces what was known; another node's copy only adds to it, since it may be older.
 fn learn<P: PeerId>(
     book: &mut BTreeMap<P, Vec<SocketAddr>>,
     hints: &mut BTreeMap<P, RelayHint<P>>,
     me: P,
     c: &Contact<P>,
+    first_hand: bool,
 ) {
     if c.id == me {
         return;
     }
     if !c.addrs.is_empty() && book.get(&c.id) != Some(&c.addrs) {
         let mut a = c.addrs.clone();
+        if !first_hand {
+            // What we knew (from the peer itself, or seen working) stays first.
+            if let Some(known) = book.get(&c.id) {
+                let extra: Vec<SocketAddr> = a.into_iter().filter(|x| !known.contains(x)).collect();
+                a = known.iter().copied().chain(extra).collect();
+            }
+        }
         a.truncate(MAX_ADDRS_PER_PEER);
         book.insert(c.id, a);
     }
@@ -1367,8 +1398,9 @@ fn learn<P: PeerId>(
             hints.insert(c.id, r);
         }
         Some(_) => {}
-        // A contact with addresses and no relay: the peer is (now) reachable directly.
-        None if !c.addrs.is_empty() => {
+        // The peer itself says it has no relay: it is (now) reachable directly. Another node's
+        // copy of its contact without a relay may just be older than the hint.
+        None if first_hand && !c.addrs.is_empty() => {
             hints.remove(&c.id);
         }
         None => {}

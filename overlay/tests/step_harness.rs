@@ -5,8 +5,8 @@
 
 use p2ps_overlay::sim::ideal::Ring;
 use p2ps_overlay::{
-    Config, Contact, Dir, Event, Message, Node, Output, Peer, PeerId, RingId, Routed, RoutedBody,
-    State, Time,
+    Config, Contact, Dir, Event, Message, Node, Output, Peer, PeerId, RelayHint, RingId, Routed,
+    RoutedBody, State, Time,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -338,4 +338,51 @@ fn a_peer_being_reached_otherwise_is_not_declared_dead_until_its_link_fails() {
     let out = drain(a);
     assert!(out.contains(&Output::Event(Event::NeighbourDown(T(20)))));
     assert!(!a.table().contains(&T(20)));
+}
+
+fn addr(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([192, 0, 2, 1], port))
+}
+
+fn contact(id: u8, port: u16, relay: Option<u8>) -> Contact<T> {
+    Contact {
+        id: T(id),
+        addrs: vec![addr(port)],
+        relay: relay.map(|r| RelayHint {
+            id: T(r),
+            addrs: vec![addr(9000 + r as u16)],
+        }),
+    }
+}
+
+/// A relay hint is dropped only when the peer itself says it has none: another node's copy of
+/// its contact may predate the hint. Addresses the driver saw work go first and keep the hint.
+#[test]
+fn relay_hints_and_addresses_follow_first_hand_contacts() {
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    let a = &mut nodes[0];
+    let now = Time::from_secs(1);
+    // 20 passes on 30's contact, with 30's relay.
+    let stab = |list| Message::Stabilize { dir: Dir::Cw, list };
+    a.handle_message(now, T(20), stab(vec![contact(30, 3000, Some(40))]));
+    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
+    // An older copy without the relay, from someone else: the hint stays; the address is
+    // added after the known one.
+    a.handle_message(now, T(20), stab(vec![contact(30, 3001, None)]));
+    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
+    assert_eq!(a.addresses(&T(30)), &[addr(3000), addr(3001)]);
+    // The driver connected to 30 at another address: it goes first, the hint stays.
+    a.add_addresses(T(30), &[addr(3002)]);
+    assert_eq!(a.addresses(&T(30)), &[addr(3002), addr(3000), addr(3001)]);
+    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
+    // 30 itself, now reachable directly, routes a lookup through us: its own contact wins.
+    let lookup = Message::Routed(Routed {
+        key: RingId(25 << 120),
+        origin: contact(30, 3003, None),
+        hops: 1,
+        body: RoutedBody::Lookup { req: 1 },
+    });
+    a.handle_message(now, T(20), lookup);
+    assert_eq!(a.relay_hint(&T(30)), None);
+    assert_eq!(a.addresses(&T(30)), &[addr(3003)]);
 }

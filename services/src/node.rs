@@ -181,6 +181,8 @@ impl Node {
             casts: BTreeMap::new(),
             group_names: BTreeMap::new(),
             join: None,
+            settling: None,
+            join_ready: mpsc::channel(1),
             join_dial_error: None,
             join_connected: false,
             counters: Counters::default(),
@@ -353,23 +355,34 @@ fn check_group_name(name: &str) -> Result<(), NodeError> {
 /// unspecified IP becomes the address of the interface that holds the default route (found by
 /// a route lookup, no packet is sent), or loopback on a machine without one.
 fn advertised(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(
-            primary_ip("0.0.0.0:0", "203.0.113.1:9").unwrap_or(Ipv4Addr::LOCALHOST.into()),
-            a.port(),
-        ),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(
-            primary_ip("[::]:0", "[2001:db8::1]:9").unwrap_or(Ipv6Addr::LOCALHOST.into()),
-            a.port(),
-        ),
-        _ => a,
+    let probe: SocketAddr = if a.is_ipv4() {
+        SocketAddr::from(([203, 0, 113, 1], 9))
+    } else {
+        SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9))
+    };
+    if !a.ip().is_unspecified() {
+        return a;
     }
+    let loopback: IpAddr = if a.is_ipv4() {
+        Ipv4Addr::LOCALHOST.into()
+    } else {
+        Ipv6Addr::LOCALHOST.into()
+    };
+    SocketAddr::new(route_ip(a, probe).unwrap_or(loopback), a.port())
 }
 
-/// The local IP the kernel would use to reach `probe` (a documentation address: connecting a
-/// UDP socket only looks the route up).
-fn primary_ip(bind: &str, probe: &str) -> Option<IpAddr> {
-    let s = std::net::UdpSocket::bind(bind).ok()?;
+/// The local IP the kernel would use from a socket bound like `bound` to reach `probe`
+/// (connecting a UDP socket only looks the route up; no packet is sent).
+pub(crate) fn route_ip(bound: SocketAddr, probe: SocketAddr) -> Option<IpAddr> {
+    if bound.is_ipv4() != probe.is_ipv4() {
+        return None;
+    }
+    let any: SocketAddr = if bound.is_ipv4() {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
     s.connect(probe).ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_unspecified()).then_some(ip)

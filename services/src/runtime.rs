@@ -12,7 +12,7 @@ use crate::id::group_key;
 use crate::id::OverlayId;
 use crate::status::{Counters, FingerEntry, GroupEntry, PeerEntry, Status};
 use crate::ticket::Ticket;
-use crate::wire::Wire;
+use crate::wire::{forwardable, Wire};
 use crate::{Message, NodeEvent, Via};
 use p2ps_overlay::RelayHint;
 use p2ps_overlay::{
@@ -84,6 +84,11 @@ const TRAVERSAL_BACKOFF: Duration = Duration::from_secs(10);
 const TRAVERSAL_DEFER: Duration = Duration::from_millis(6000);
 /// How often the connection to the relay is checked (and re-opened).
 const RELAY_CHECK: Duration = Duration::from_secs(5);
+/// Longest wait, before a join, for the bootstrap connection, the first report of our external
+/// address and the UPnP gateway's answer.
+const JOIN_SETTLE: Duration = Duration::from_secs(3);
+/// Most background dials to peers reached through their relay, at once.
+const MAX_DIALING: usize = 64;
 /// Messages kept per peer while its first connection is being made (re-sent if the dial fails
 /// and a traversal gets through), and peers kept at once.
 const WAITING_PER_PEER: usize = 16;
@@ -105,6 +110,9 @@ pub(crate) struct Nat {
     /// Copies of the messages sent to peers with no connection yet: the transport drops its
     /// queue when the dial fails, and a traversal that gets through re-sends these.
     pub(crate) waiting: BTreeMap<NodeId, Vec<p2ps_overlay::Message<OverlayId>>>,
+    /// Peers behind NATs being dialed directly in the background while their overlay messages
+    /// go through their relay (a failed dial starts a traversal).
+    pub(crate) dialing: BTreeSet<NodeId>,
 }
 
 /// Results of background NAT traversals, back to the actor.
@@ -131,6 +139,10 @@ pub(crate) struct Actor {
     /// Names of the groups this node joined, by ring position.
     pub(crate) group_names: BTreeMap<RingId, String>,
     pub(crate) join: Option<(NodeId, oneshot::Sender<Result<(), JoinError>>)>,
+    /// A join waiting for this node to learn its own address (see [`Actor::settle_before_join`]).
+    pub(crate) settling: Option<(Ticket, oneshot::Sender<Result<(), JoinError>>)>,
+    /// Signals that the settling is over.
+    pub(crate) join_ready: (mpsc::Sender<()>, mpsc::Receiver<()>),
     pub(crate) join_dial_error: Option<ConnectError>,
     pub(crate) join_connected: bool,
     pub(crate) counters: Counters,
@@ -202,6 +214,7 @@ impl Actor {
                 }
                 _ = relay_check.tick() => self.keep_relay(),
                 Some((peer, result)) = self.traversals.1.recv() => self.traversal_done(peer, result),
+                Some(()) = self.join_ready.1.recv() => self.start_join(),
             }
             self.flush();
         }
@@ -242,6 +255,33 @@ impl Actor {
             }),
         };
         self.overlay.set_relay_hint(hint);
+    }
+
+    /// Before any peer has reported our address, a socket bound to a wildcard address
+    /// advertises the IP of the interface that routes to the node we are about to join: on a
+    /// machine without a default route (or with several interfaces) that is the one the rest
+    /// of the network can reach, where the default-route guess made at start-up is not.
+    fn guess_addrs_towards(&mut self, peer_addrs: &[SocketAddr]) {
+        if self.nat.fixed_addrs || !self.transport.advertised_addrs().is_empty() {
+            return;
+        }
+        let Ok(bound) = self.transport.local_addr() else {
+            return;
+        };
+        if !bound.ip().is_unspecified() {
+            return;
+        }
+        let Some(ip) = peer_addrs
+            .iter()
+            .find_map(|a| crate::node::route_ip(bound, *a))
+        else {
+            return;
+        };
+        let addrs = vec![SocketAddr::new(ip, bound.port())];
+        self.overlay.set_local_addrs(addrs.clone());
+        if let Ok(mut a) = self.addrs.write() {
+            *a = addrs;
+        }
     }
 
     /// Keeps the connection to this node's relay open while it is behind a NAT.
@@ -293,8 +333,11 @@ impl Actor {
         }
         self.nat.traversing.insert(peer);
         self.counters.traversals += 1;
-        let now = self.now();
-        self.overlay.handle_link_pending(now, OverlayId(peer));
+        if !self.can_forward(peer) {
+            // Nothing reaches the peer meanwhile: its silence is not a crash.
+            let now = self.now();
+            self.overlay.handle_link_pending(now, OverlayId(peer));
+        }
         let addrs = self.overlay.addresses(&OverlayId(peer)).to_vec();
         let t = self.transport.clone();
         let done = self.traversals.0.clone();
@@ -336,6 +379,57 @@ impl Actor {
         true
     }
 
+    /// The join request carries this node's contact, which the ring then passes around: first
+    /// learn what to put in it. Connects to the bootstrap node and waits (bounded by
+    /// [`JOIN_SETTLE`]) for the first report of our external address and for the UPnP
+    /// gateway's answer, then [`Actor::start_join`] runs.
+    fn settle_before_join(&mut self, ticket: &Ticket) {
+        let t = self.transport.clone();
+        let boot = ticket.id;
+        let addr = ticket.addrs.first().copied();
+        let mut reach = t.watch_reachability();
+        let mapping = self.nat.mapper.as_ref().map(|m| m.watch());
+        let ready = self.join_ready.0.clone();
+        tokio::spawn(async move {
+            let settle = async {
+                if let Some(a) = addr {
+                    if t.connect(boot, a).await.is_ok() {
+                        let _ = reach.wait_for(|s| s.reporters > 0).await;
+                    }
+                }
+                if let Some(mut m) = mapping {
+                    let _ = m.wait_for(|s| !matches!(s, MappingState::Searching)).await;
+                }
+            };
+            let _ = tokio::time::timeout(JOIN_SETTLE, settle).await;
+            let _ = ready.send(()).await;
+        });
+    }
+
+    /// Sends the join request, with the addresses and relay hint learnt meanwhile.
+    fn start_join(&mut self) {
+        let Some((ticket, reply)) = self.settling.take() else {
+            return;
+        };
+        self.update_reachability();
+        let now = self.now();
+        let contact = Contact {
+            id: OverlayId(ticket.id),
+            addrs: ticket.addrs,
+            relay: None,
+        };
+        match self.overlay.join(now, contact) {
+            Ok(()) => {
+                self.join_dial_error = None;
+                self.join_connected = self.transport.path(ticket.id).is_some();
+                self.join = Some((ticket.id, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(JoinError::Node(e.into())));
+            }
+        }
+    }
+
     fn traversal_done(&mut self, peer: NodeId, result: Result<(), TraverseError>) {
         self.nat.traversing.remove(&peer);
         match result {
@@ -356,8 +450,7 @@ impl Actor {
                         .failed
                         .retain(|_, t| t.elapsed() < TRAVERSAL_BACKOFF);
                 }
-                let now = self.now();
-                self.overlay.handle_link_down(now, OverlayId(peer));
+                self.unreachable(peer);
             }
         }
     }
@@ -373,28 +466,21 @@ impl Actor {
                     let _ = reply.send(Err(JoinError::OwnTicket));
                     return;
                 }
+                if self.overlay.state() != State::Idle || self.settling.is_some() {
+                    let e = p2ps_overlay::CommandError::AlreadyStarted;
+                    let _ = reply.send(Err(JoinError::Node(e.into())));
+                    return;
+                }
                 self.transport
                     .add_addresses(ticket.id, ticket.addrs.iter().copied());
+                self.guess_addrs_towards(&ticket.addrs);
                 if self.nat.relay.is_none() {
                     // The node we join through introduces us while we are behind a NAT.
                     self.nat.relay = Some((ticket.id, ticket.addrs.clone()));
                     self.update_reachability();
                 }
-                let contact = Contact {
-                    id: OverlayId(ticket.id),
-                    addrs: ticket.addrs,
-                    relay: None,
-                };
-                match self.overlay.join(now, contact) {
-                    Ok(()) => {
-                        self.join_dial_error = None;
-                        self.join_connected = false;
-                        self.join = Some((ticket.id, reply));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(JoinError::Node(e.into())));
-                    }
-                }
+                self.settle_before_join(&ticket);
+                self.settling = Some((ticket, reply));
             }
             Command::Leave(reply) => {
                 self.overlay.leave(now);
@@ -514,6 +600,7 @@ impl Actor {
                     // The dial got through: nothing to re-send.
                     self.nat.waiting.remove(&peer);
                 }
+                self.nat.dialing.remove(&peer);
                 self.overlay.handle_link_up(now, OverlayId(peer));
             }
             TransportEvent::Disconnected { peer, reason } => {
@@ -528,9 +615,10 @@ impl Actor {
                 if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
                     self.join_dial_error = Some(error);
                 }
+                self.nat.dialing.remove(&peer);
                 if !self.traverse(peer) {
                     self.nat.waiting.remove(&peer);
-                    self.overlay.handle_link_down(now, OverlayId(peer));
+                    self.unreachable(peer);
                 }
             }
             TransportEvent::Message {
@@ -539,6 +627,25 @@ impl Actor {
                 ..
             } => {
                 self.overlay.handle_message(now, OverlayId(peer), msg);
+            }
+            TransportEvent::Message {
+                peer,
+                msg: Wire::Forward { to, msg },
+                ..
+            } => self.forward_for(peer, to.0, msg),
+            TransportEvent::Message {
+                peer,
+                msg: Wire::Forwarded { from, msg },
+                ..
+            } => {
+                // Only this node's own relay passes messages on, and only overlay upkeep.
+                let from_relay = self.nat.relay.as_ref().is_some_and(|(r, _)| *r == peer);
+                if from_relay && forwardable(&msg) && from.0 != self.transport.node_id() {
+                    self.overlay.handle_message(now, from, msg);
+                } else {
+                    self.counters.forwards_refused += 1;
+                    debug!(peer = %peer.short(), "refused a forwarded message: not our relay");
+                }
             }
             TransportEvent::IncomingStream { peer, .. } => {
                 // No service uses raw streams yet; dropping them resets the stream.
@@ -569,6 +676,14 @@ impl Actor {
     }
 
     fn send(&mut self, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {
+        let msg = if self.transport.path(to).is_none() && forwardable(&msg) {
+            match self.forward_via_relay(to, msg) {
+                None => return,
+                Some(msg) => msg,
+            }
+        } else {
+            msg
+        };
         if self.transport.path(to).is_none() && self.overlay.relay_hint(&OverlayId(to)).is_some() {
             // First contact with a peer behind a NAT: keep a copy in case the dial fails.
             if self.nat.waiting.len() < WAITING_PEERS || self.nat.waiting.contains_key(&to) {
@@ -599,13 +714,115 @@ impl Actor {
             Err(TrySendError::Send(SendError::NoAddress { .. })) => {
                 self.counters.send_failed += 1;
                 if !self.traverse(to) {
-                    let now = self.now();
-                    self.overlay.handle_link_down(now, OverlayId(to));
+                    self.unreachable(to);
                 }
             }
             Err(e) => {
                 self.counters.send_failed += 1;
                 debug!(peer = %to.short(), error = %e, "send failed");
+            }
+        }
+    }
+
+    /// Whether messages for `peer` can go through the relay it announced (not this node).
+    fn can_forward(&self, peer: NodeId) -> bool {
+        self.overlay
+            .relay_hint(&OverlayId(peer))
+            .is_some_and(|h| h.id.0 != self.transport.node_id() && h.id.0 != peer)
+    }
+
+    /// No direct, punched or relayed connection to `peer` could be made. If its relay still
+    /// passes our messages on, the overlay's own timeouts judge whether it lives; otherwise it
+    /// is taken for crashed.
+    fn unreachable(&mut self, peer: NodeId) {
+        if !self.can_forward(peer) {
+            let now = self.now();
+            self.overlay.handle_link_down(now, OverlayId(peer));
+        }
+    }
+
+    /// `to` (not connected) is behind a NAT: hands `msg` to its relay, which is connected to
+    /// it, and starts reaching `to` itself in the background (a dial, then a traversal if the
+    /// dial fails), so that later messages go straight. Gives `msg` back if there is no relay
+    /// to use (`None`: it went to the relay).
+    fn forward_via_relay(
+        &mut self,
+        to: NodeId,
+        msg: p2ps_overlay::Message<OverlayId>,
+    ) -> Option<p2ps_overlay::Message<OverlayId>> {
+        if !self.can_forward(to) {
+            return Some(msg);
+        }
+        let Some(hint) = self.overlay.relay_hint(&OverlayId(to)).cloned() else {
+            return Some(msg);
+        };
+        let relay = hint.id.0;
+        if self.transport.path(relay).is_none() {
+            self.transport
+                .add_addresses(relay, hint.addrs.iter().copied());
+        }
+        let class = class_of(msg.class());
+        let wire = Wire::Forward {
+            to: OverlayId(to),
+            msg,
+        };
+        if let Err(e) = self.transport.try_send(relay, class, &wire) {
+            debug!(peer = %to.short(), relay = %relay.short(), error = %e, "could not forward through the relay");
+            return match wire {
+                Wire::Forward { msg, .. } | Wire::Forwarded { msg, .. } | Wire::Overlay(msg) => {
+                    Some(msg)
+                }
+            };
+        }
+        self.counters.forwarded_via_relay += 1;
+        self.reach_in_background(to);
+        None
+    }
+
+    /// Starts a direct dial to `to` unless one, or a traversal, already runs (or failed lately).
+    fn reach_in_background(&mut self, to: NodeId) {
+        if self.nat.dialing.contains(&to)
+            || self.nat.traversing.contains(&to)
+            || self.nat.dialing.len() >= MAX_DIALING
+            || self
+                .nat
+                .failed
+                .get(&to)
+                .is_some_and(|t| t.elapsed() < TRAVERSAL_BACKOFF)
+        {
+            return;
+        }
+        let Some(addr) = self.overlay.addresses(&OverlayId(to)).first().copied() else {
+            // No address to dial: go straight to punching and relaying.
+            self.traverse(to);
+            return;
+        };
+        self.nat.dialing.insert(to);
+        let t = self.transport.clone();
+        // A failure comes back as `DialFailed`, which starts the traversal.
+        tokio::spawn(async move {
+            let _ = t.connect(to, addr).await;
+        });
+    }
+
+    /// `peer` asks this node to pass `msg` on to `to`, one of the nodes it relays for.
+    fn forward_for(&mut self, peer: NodeId, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {
+        if !forwardable(&msg) || to == self.transport.node_id() || self.transport.path(to).is_none()
+        {
+            self.counters.forwards_refused += 1;
+            debug!(peer = %peer.short(), to = %to.short(), "refused to forward: not connected or not upkeep");
+            return;
+        }
+        let class = class_of(msg.class());
+        let wire = Wire::Forwarded {
+            from: OverlayId(peer),
+            msg,
+        };
+        match self.transport.try_send(to, class, &wire) {
+            Ok(()) => self.counters.forwarded_for_peers += 1,
+            Err(e) => {
+                self.counters.forwards_refused += 1;
+                debug!(to = %to.short(), error = %e, "could not forward");
             }
         }
     }
@@ -664,7 +881,10 @@ impl Actor {
             }
             OverlayEvent::Left => Some(NodeEvent::Left),
             OverlayEvent::NeighbourUp(p) => Some(NodeEvent::NeighbourUp(p.0)),
-            OverlayEvent::NeighbourDown(p) => Some(NodeEvent::NeighbourDown(p.0)),
+            OverlayEvent::NeighbourDown(p) => {
+                debug!(peer = %p.0.short(), path = ?self.transport.path(p.0), "neighbour down");
+                Some(NodeEvent::NeighbourDown(p.0))
+            }
             OverlayEvent::LookupDone { req, result, .. } => {
                 if let Some(reply) = self.lookups.remove(&req) {
                     let r = result

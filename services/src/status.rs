@@ -150,6 +150,14 @@ pub struct Counters {
     pub traversals: u64,
     /// Of those, the ones that failed.
     pub traversals_failed: u64,
+    /// Overlay messages for peers behind NATs handed to their relay while no connection to
+    /// them existed yet.
+    pub forwarded_via_relay: u64,
+    /// Overlay messages this node passed on to the peers it relays for.
+    pub forwarded_for_peers: u64,
+    /// Forwarding requests refused (addressee not connected, application data, or a
+    /// forwarded message that did not come from this node's relay).
+    pub forwards_refused: u64,
 }
 
 mod hex_id {

@@ -237,7 +237,7 @@ pub enum ConnectError {
         /// The peer's reason text.
         reason: String,
     },
-    /// The peer does not speak our protocol version (ALPN `p2ps/1` was not negotiated).
+    /// The peer does not speak our protocol version (ALPN `p2ps/<version>` was not negotiated).
     #[error("{addr} does not speak {protocol}: {reason}")]
     Protocol {
         /// The address dialed.

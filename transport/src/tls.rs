@@ -35,14 +35,14 @@ use crate::error::PeerCertificateError;
 use crate::identity::{Identity, NodeId};
 
 /// Protocol version carried in the ALPN identifier.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// ALPN protocol identifier of P2PS version [`PROTOCOL_VERSION`]. A peer that does not offer it
 /// is refused during the handshake.
-pub const ALPN: &[u8] = b"p2ps/1";
+pub const ALPN: &[u8] = b"p2ps/2";
 
 /// [`ALPN`] as text, for messages.
-pub const ALPN_STR: &str = "p2ps/1";
+pub const ALPN_STR: &str = "p2ps/2";
 
 /// The TLS server name a dialer sends. The peer's identity is checked against the node id, not a
 /// name, so this is a constant (and it is not sent at all: SNI is disabled).
@@ -523,6 +523,12 @@ pub fn client_config(
 mod tests {
     use super::*;
     use rcgen::{Issuer, KeyPair, PKCS_ED25519};
+
+    #[test]
+    fn alpn_constants_match_the_protocol_version() {
+        assert_eq!(alpn_for(PROTOCOL_VERSION), ALPN);
+        assert_eq!(ALPN_STR.as_bytes(), ALPN);
+    }
 
     fn now() -> UnixTime {
         UnixTime::now()

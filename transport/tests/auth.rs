@@ -106,7 +106,7 @@ async fn wrong_alpn_is_refused() {
 #[tokio::test]
 async fn other_protocol_version_is_refused_with_a_clear_error() {
     let (server, mut es) = node();
-    let (newer, _en) = node_with(|c| c.protocol_version = 2);
+    let (newer, _en) = node_with(|c| c.protocol_version = p2ps_transport::PROTOCOL_VERSION + 1);
     let err = bounded("dial", newer.connect(server.node_id(), addr(&server)))
         .await
         .unwrap_err();
@@ -114,7 +114,8 @@ async fn other_protocol_version_is_refused_with_a_clear_error() {
         ConnectError::Protocol {
             protocol, reason, ..
         } => {
-            assert_eq!(protocol, "p2ps/2");
+            let theirs = format!("p2ps/{}", p2ps_transport::PROTOCOL_VERSION + 1);
+            assert_eq!(protocol, &theirs);
             assert!(reason.contains("protocol version"), "{reason}");
         }
         other => panic!("expected a protocol error, got {other:?}"),
