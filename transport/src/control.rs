@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -366,7 +366,10 @@ where
             observed,
             local: self.local_addr_of(ctx),
         };
-        let changed = lock(&self.traversal.reach).record(report);
+        let connected = self.connected_peers();
+        let changed = lock(&self.traversal.reach).record(report, Instant::now(), |p| {
+            connected.binary_search(p).is_ok()
+        });
         if let Some(status) = changed {
             info!(
                 class = ?status.class,

@@ -10,12 +10,15 @@
 //! * **endpoint-dependent** ("symmetric"): reporters saw different external addresses through
 //!   the same local address, so the address one peer saw is useless to another.
 //!
-//! No clocks, no I/O: the result depends only on the sequence of reports, so it is unit-tested
-//! and property-tested directly. One report is kept per reporting node (the latest), at most
-//! `max_reporters` reporters (the least recently heard is forgotten first).
+//! No clock reads, no I/O: the result depends only on the sequence of reports (and the times
+//! the caller gives), so it is unit-tested and property-tested directly. One report is kept per
+//! reporting node (the latest), at most `max_reporters` reporters (the least recently heard is
+//! forgotten first); a report whose reporter is gone is forgotten once it is old (see
+//! [`ObservedAddrs::expire`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use crate::identity::NodeId;
 
@@ -90,7 +93,8 @@ pub(crate) struct Summary {
 /// The bounded set of reports, one per reporting node.
 #[derive(Debug)]
 pub(crate) struct ObservedAddrs {
-    reports: HashMap<NodeId, (u64, Report)>,
+    /// Per reporter: arrival order, the report, and when it arrived.
+    reports: HashMap<NodeId, (u64, Report, Instant)>,
     /// Reporters from least to most recently heard.
     order: VecDeque<NodeId>,
     next_seq: u64,
@@ -108,14 +112,15 @@ impl ObservedAddrs {
         }
     }
 
-    /// Records `report`, replacing the reporter's earlier one. Returns whether anything changed.
-    pub(crate) fn record(&mut self, report: Report) -> bool {
+    /// Records `report`, heard at `now`, replacing the reporter's earlier one. Returns whether
+    /// anything changed.
+    pub(crate) fn record(&mut self, report: Report, now: Instant) -> bool {
         let seq = self.next_seq;
         self.next_seq += 1;
         let changed = self
             .reports
-            .insert(report.reporter, (seq, report))
-            .is_none_or(|(_, old)| old != report);
+            .insert(report.reporter, (seq, report, now))
+            .is_none_or(|(_, old, _)| old != report);
         if let Some(pos) = self.order.iter().position(|r| *r == report.reporter) {
             self.order.remove(pos);
         }
@@ -131,6 +136,27 @@ impl ObservedAddrs {
         changed
     }
 
+    /// Forgets the reports older than `max_age` whose reporter is no longer connected
+    /// (`connected` says which are): the NAT may have given us another address since, and a
+    /// peer reports only once per connection. Returns whether any was dropped.
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        max_age: Duration,
+        connected: impl Fn(&NodeId) -> bool,
+    ) -> bool {
+        let before = self.reports.len();
+        self.reports.retain(|reporter, (_, _, heard)| {
+            connected(reporter) || now.saturating_duration_since(*heard) < max_age
+        });
+        if self.reports.len() == before {
+            return false;
+        }
+        let reports = &self.reports;
+        self.order.retain(|r| reports.contains_key(r));
+        true
+    }
+
     /// Number of reporters held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -139,9 +165,9 @@ impl ObservedAddrs {
 
     /// Reports, most recent first.
     fn newest_first(&self) -> Vec<&Report> {
-        let mut all: Vec<&(u64, Report)> = self.reports.values().collect();
+        let mut all: Vec<&(u64, Report, Instant)> = self.reports.values().collect();
         all.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
-        all.into_iter().map(|(_, r)| r).collect()
+        all.into_iter().map(|(_, r, _)| r).collect()
     }
 
     /// Derives external addresses and mapping behaviour from the reports held.
@@ -233,6 +259,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    static BASE: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+    fn now() -> Instant {
+        *BASE
+    }
+
     fn id(n: u8) -> NodeId {
         NodeId::from_bytes([n; 32])
     }
@@ -255,7 +287,7 @@ mod tests {
     #[test]
     fn single_reporter_gives_an_unconfirmed_address() {
         let mut o = ObservedAddrs::new(8);
-        assert!(o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000")));
+        assert!(o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), now()));
         let s = o.summary();
         assert_eq!(
             s.external,
@@ -272,8 +304,8 @@ mod tests {
     #[test]
     fn two_reporters_at_distinct_ips_confirm_and_show_independent_mapping() {
         let mut o = ObservedAddrs::new(8);
-        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
-        o.record(report(2, "2.2.2.2:9", "5.5.5.5:7000"));
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), now());
+        o.record(report(2, "2.2.2.2:9", "5.5.5.5:7000"), now());
         let s = o.summary();
         assert_eq!(s.external.len(), 1);
         assert!(s.external[0].confirmed);
@@ -284,8 +316,8 @@ mod tests {
     #[test]
     fn same_ip_reporters_confirm_but_do_not_prove_independence() {
         let mut o = ObservedAddrs::new(8);
-        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
-        o.record(report(2, "1.1.1.1:10", "5.5.5.5:7000"));
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), now());
+        o.record(report(2, "1.1.1.1:10", "5.5.5.5:7000"), now());
         let s = o.summary();
         assert!(s.external[0].confirmed);
         assert_eq!(s.behaviour, MappingBehaviour::Unknown);
@@ -294,8 +326,8 @@ mod tests {
     #[test]
     fn different_ports_per_destination_is_endpoint_dependent() {
         let mut o = ObservedAddrs::new(8);
-        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
-        o.record(report(2, "2.2.2.2:9", "5.5.5.5:7001"));
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), now());
+        o.record(report(2, "2.2.2.2:9", "5.5.5.5:7001"), now());
         let s = o.summary();
         assert!(
             s.external.is_empty(),
@@ -303,7 +335,7 @@ mod tests {
         );
         assert_eq!(s.behaviour, MappingBehaviour::EndpointDependent);
         // A third agreeing with one of them confirms that one; the behaviour stays dependent.
-        o.record(report(3, "3.3.3.3:9", "5.5.5.5:7001"));
+        o.record(report(3, "3.3.3.3:9", "5.5.5.5:7001"), now());
         let s = o.summary();
         assert_eq!(s.external.len(), 1);
         assert_eq!(s.external[0].addr, sa("5.5.5.5:7001"));
@@ -313,8 +345,8 @@ mod tests {
     #[test]
     fn untranslated_reports_count_as_public_and_say_nothing_of_mapping() {
         let mut o = ObservedAddrs::new(8);
-        o.record(report(1, "1.1.1.1:9", LOCAL));
-        o.record(report(2, "2.2.2.2:9", LOCAL));
+        o.record(report(1, "1.1.1.1:9", LOCAL), now());
+        o.record(report(2, "2.2.2.2:9", LOCAL), now());
         let s = o.summary();
         assert_eq!((s.untranslated, s.translated), (2, 0));
         assert_eq!(s.behaviour, MappingBehaviour::Unknown);
@@ -325,19 +357,19 @@ mod tests {
     #[test]
     fn different_local_ips_are_not_compared() {
         let mut o = ObservedAddrs::new(8);
-        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), now());
         let mut other = report(2, "2.2.2.2:9", "6.6.6.6:8000");
         other.local = Some(sa("10.0.0.3:4000"));
-        o.record(other);
+        o.record(other, now());
         assert_eq!(o.summary().behaviour, MappingBehaviour::Unknown);
     }
 
     #[test]
     fn latest_report_of_a_reporter_replaces_its_earlier_one() {
         let mut o = ObservedAddrs::new(8);
-        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"));
-        assert!(!o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000")));
-        assert!(o.record(report(1, "1.1.1.1:9", "5.5.5.5:7001")));
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), now());
+        assert!(!o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), now()));
+        assert!(o.record(report(1, "1.1.1.1:9", "5.5.5.5:7001"), now()));
         let s = o.summary();
         assert_eq!(s.reporters, 1);
         assert_eq!(s.external[0].addr, sa("5.5.5.5:7001"));
@@ -346,10 +378,10 @@ mod tests {
     #[test]
     fn least_recently_heard_reporter_is_evicted() {
         let mut o = ObservedAddrs::new(2);
-        o.record(report(1, "1.1.1.1:9", "5.5.5.5:1"));
-        o.record(report(2, "2.2.2.2:9", "5.5.5.5:2"));
-        o.record(report(1, "1.1.1.1:9", "5.5.5.5:1"));
-        o.record(report(3, "3.3.3.3:9", "5.5.5.5:1"));
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:1"), now());
+        o.record(report(2, "2.2.2.2:9", "5.5.5.5:2"), now());
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:1"), now());
+        o.record(report(3, "3.3.3.3:9", "5.5.5.5:1"), now());
         assert_eq!(o.len(), 2);
         let s = o.summary();
         // Reporter 2 (least recently heard) is gone; 1 and 3 agree.
@@ -373,12 +405,34 @@ mod tests {
         )
     }
 
+    #[test]
+    fn old_reports_of_gone_reporters_are_forgotten() {
+        let mut o = ObservedAddrs::new(8);
+        let t0 = now();
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), t0);
+        o.record(report(2, "2.2.2.2:9", "5.5.5.5:7000"), t0);
+        let later = t0 + Duration::from_secs(60);
+        // The NAT gave us a new address; a new peer reports it.
+        o.record(report(3, "3.3.3.3:9", "6.6.6.6:7000"), later);
+        let ttl = Duration::from_secs(30);
+        // Reporter 1 is still connected: its report stays; 2 is gone and old: dropped.
+        assert!(o.expire(later, ttl, |r| *r == id(1)));
+        assert_eq!(o.len(), 2);
+        assert_eq!(o.order.len(), 2);
+        // Nothing else is old enough, or everyone left is connected.
+        assert!(!o.expire(later, ttl, |r| *r == id(1)));
+        assert!(!o.expire(later + ttl, ttl, |_| true));
+        assert!(o.expire(later + ttl, ttl, |_| false));
+        assert_eq!(o.len(), 0);
+        assert_eq!(o.summary().reporters, 0);
+    }
+
     proptest! {
         #[test]
         fn bounded_and_consistent(reports in proptest::collection::vec(arb_report(), 0..60), cap in 1usize..6) {
             let mut o = ObservedAddrs::new(cap);
             for r in &reports {
-                o.record(*r);
+                o.record(*r, now());
             }
             prop_assert!(o.len() <= cap);
             prop_assert_eq!(o.order.len(), o.len());
@@ -395,12 +449,12 @@ mod tests {
             // Deterministic: the same sequence gives the same summary.
             let mut again = ObservedAddrs::new(cap);
             for r in &reports {
-                again.record(*r);
+                again.record(*r, now());
             }
             prop_assert_eq!(again.summary(), s.clone());
             // Independence needs two reporters at distinct IPs agreeing through one local IP.
             if s.behaviour == MappingBehaviour::EndpointIndependent {
-                let held: Vec<&Report> = o.reports.values().map(|(_, r)| r).collect();
+                let held: Vec<&Report> = o.reports.values().map(|(_, r, _)| r).collect();
                 let witnessed = held.iter().any(|a| held.iter().any(|b| {
                     a.reporter != b.reporter && a.observed == b.observed
                         && a.local == b.local

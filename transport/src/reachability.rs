@@ -9,9 +9,11 @@
 //! `watch` channel so that changes reach the application.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::identity::NodeId;
 use crate::observed::{ExternalAddr, MappingBehaviour, ObservedAddrs, Report, Summary};
 
 /// Most addresses advertised (and accepted as punch candidates).
@@ -19,6 +21,10 @@ pub(crate) const MAX_ADVERTISED: usize = 8;
 
 /// Reporting peers remembered for the classification.
 const MAX_REPORTERS: usize = 32;
+
+/// A report from a peer we are no longer connected to is forgotten after this long: our NAT
+/// may have moved us since, and peers report once per connection.
+const REPORT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// How this node can be reached from the outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,8 +196,14 @@ impl Default for ReachabilityTracker {
 impl ReachabilityTracker {
     /// Records one report; returns the new status if the class or the external addresses
     /// changed.
-    pub(crate) fn record(&mut self, report: Report) -> Option<ReachabilityStatus> {
-        self.observed.record(report);
+    pub(crate) fn record(
+        &mut self,
+        report: Report,
+        now: Instant,
+        connected: impl Fn(&NodeId) -> bool,
+    ) -> Option<ReachabilityStatus> {
+        self.observed.expire(now, REPORT_MAX_AGE, connected);
+        self.observed.record(report, now);
         self.publish()
     }
 
@@ -291,12 +303,15 @@ mod tests {
     fn summary(reports: &[(u8, &str, &str)]) -> Summary {
         let mut o = ObservedAddrs::new(16);
         for &(n, from, seen) in reports {
-            o.record(Report {
-                reporter: NodeId::from_bytes([n; 32]),
-                reporter_addr: sa(from),
-                observed: sa(seen),
-                local: Some(sa(LOCAL)),
-            });
+            o.record(
+                Report {
+                    reporter: NodeId::from_bytes([n; 32]),
+                    reporter_addr: sa(from),
+                    observed: sa(seen),
+                    local: Some(sa(LOCAL)),
+                },
+                Instant::now(),
+            );
         }
         o.summary()
     }
@@ -412,13 +427,19 @@ mod tests {
             observed: sa(seen),
             local: Some(sa(LOCAL)),
         };
-        let first = t.record(r(1, "1.1.1.1:1", LOCAL)).unwrap();
+        let first = t
+            .record(r(1, "1.1.1.1:1", LOCAL), Instant::now(), |_| true)
+            .unwrap();
         assert_eq!(first.class, Reachability::Public);
         assert!(rx.has_changed().unwrap());
         // A second reporter confirms: the external address became confirmed.
-        assert!(t.record(r(2, "2.2.2.2:1", LOCAL)).is_some());
+        assert!(t
+            .record(r(2, "2.2.2.2:1", LOCAL), Instant::now(), |_| true)
+            .is_some());
         // A third one only raises the count: no notification, but the snapshot is current.
-        assert!(t.record(r(3, "3.3.3.3:1", LOCAL)).is_none());
+        assert!(t
+            .record(r(3, "3.3.3.3:1", LOCAL), Instant::now(), |_| true)
+            .is_none());
         assert_eq!(t.status().reporters, 3);
         assert!(t.set_port_mapping(Some(sa("5.5.5.5:1"))).is_some());
         assert_eq!(t.status().class, Reachability::PortMapped);
