@@ -19,6 +19,28 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Runs `p2ps args`, which must fail, and returns what it printed on stderr.
+fn fails(args: &[&str], timeout: Duration) -> String {
+    let out = run_p2ps(args, timeout);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "p2ps {args:?} should have failed: {err}"
+    );
+    err
+}
+
+/// Runs the client command `p2ps args` against node `n`; it must fail. Returns its stderr.
+fn cli_fails(n: &mut NodeProc, args: &[&str]) -> String {
+    let out = n.cli(args);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "p2ps {args:?} should have failed: {err}"
+    );
+    err
+}
+
 fn refs(nodes: &mut [NodeProc]) -> Vec<&mut NodeProc> {
     nodes.iter_mut().collect()
 }
@@ -193,16 +215,11 @@ fn twelve_processes_agree_deliver_repair_and_leave() {
         "the control socket {} should be removed",
         sock.display()
     );
-    let out = run_p2ps(
+    let err = fails(
         &["status", "--control", &sock.to_string_lossy()],
         Duration::from_secs(10),
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("no node running at"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(err.contains("no node running at"), "{err}");
     let mut rest: Vec<NodeProc> = survivors;
     rest.remove(leaver_idx);
     wait_ring(&mut refs(&mut rest), RING_WAIT);
@@ -311,21 +328,22 @@ fn bad_input_fails_clearly() {
     let control = format!("{dir}/bad.sock");
     let quick = Duration::from_secs(15);
 
+    let node = |extra: &[&str]| -> Vec<String> {
+        ["node", "--key", &key, "--control", &control]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let fails_with = |args: Vec<String>, timeout: Duration| {
+        fails(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            timeout,
+        )
+    };
+
     // Malformed ticket.
-    let out = run_p2ps(
-        &[
-            "node",
-            "--key",
-            &key,
-            "--control",
-            &control,
-            "--join",
-            "hello",
-        ],
-        quick,
-    );
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = fails_with(node(&["--join", "hello"]), quick);
     assert!(err.contains("not a P2PS ticket"), "{err}");
 
     eprintln!("[{:?}] malformed ticket checked", t0.elapsed());
@@ -336,12 +354,7 @@ fn bad_input_fails_clearly() {
     )
     .to_string();
     let cut = &real[..real.len() - 6];
-    let out = run_p2ps(
-        &["node", "--key", &key, "--control", &control, "--join", cut],
-        quick,
-    );
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = fails_with(node(&["--join", cut]), quick);
     assert!(
         err.contains("truncated") || err.contains("checksum"),
         "{err}"
@@ -349,13 +362,8 @@ fn bad_input_fails_clearly() {
 
     eprintln!("[{:?}] truncated ticket checked", t0.elapsed());
     // Neither --create nor --join.
-    let out = run_p2ps(&["node", "--key", &key, "--control", &control], quick);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("--create"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = fails_with(node(&[]), quick);
+    assert!(err.contains("--create"), "{err}");
 
     eprintln!("[{:?}] no mode checked", t0.elapsed());
     // Unreachable bootstrap: a port where a UDP socket we hold never answers.
@@ -366,25 +374,18 @@ fn bad_input_fails_clearly() {
     )
     .to_string();
     let started = Instant::now();
-    let out = run_p2ps(
-        &[
-            "node",
-            "--key",
-            &key,
-            "--control",
-            &control,
+    let err = fails_with(
+        node(&[
             "--join",
             &ghost,
             "--join-attempts",
             "2",
             "--join-timeout-ms",
             "500",
-        ],
+        ]),
         Duration::from_secs(40),
     );
     let took = started.elapsed();
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "joining a ghost must fail: {err}");
     assert!(err.contains("joining the network through"), "{err}");
     assert!(
         err.contains("cannot reach the bootstrap node") || err.contains("no answer"),
@@ -401,9 +402,7 @@ fn bad_input_fails_clearly() {
 
     eprintln!("[{:?}] unreachable bootstrap checked", t0.elapsed());
     // Client with no node.
-    let out = run_p2ps(&["status", "--control", &control], quick);
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = fails(&["status", "--control", &control], quick);
     assert!(
         err.contains("no node running at") && err.contains("p2ps node --create"),
         "{err}"
@@ -415,7 +414,7 @@ fn bad_input_fails_clearly() {
     a.wait_ticket(JOIN_WAIT);
     let aid = a.id();
     let a_control = a.control.to_string_lossy().into_owned();
-    let out = run_p2ps(
+    let err = fails(
         &[
             "node",
             "--create",
@@ -426,11 +425,6 @@ fn bad_input_fails_clearly() {
         ],
         quick,
     );
-    assert!(
-        !out.status.success(),
-        "a second node on a live socket must be refused"
-    );
-    let err = text(&out.stderr);
     assert!(err.contains("already running"), "{err}");
     assert!(
         err.contains(&aid.to_string()),
@@ -472,20 +466,10 @@ fn bad_input_fails_clearly() {
 
     eprintln!("[{:?}] bad requests checked", t0.elapsed());
     // Bad client arguments.
-    let out = a.cli(&["send", "not-an-id", "x"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("not a node id"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = a.cli(&["lookup", "--raw-key", "xyz"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("32 hex digits"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = cli_fails(&mut a, &["send", "not-an-id", "x"]);
+    assert!(err.contains("not a node id"), "{err}");
+    let err = cli_fails(&mut a, &["lookup", "--raw-key", "xyz"]);
+    assert!(err.contains("32 hex digits"), "{err}");
 
     eprintln!("[{:?}] bad client args checked", t0.elapsed());
     // Ctrl-C (SIGINT) ends it gracefully too. Not joined to anyone, so it just stops.
