@@ -4,13 +4,30 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
 use p2ps_transport::{
-    CloseCode, ConnectError, DisconnectReason, Event, SendError, StreamClass, Transport,
-    TrySendError,
+    CloseCode, ConnectError, DisconnectReason, Event, Events, NodeId, SendError, StreamClass,
+    Transport, TrySendError,
 };
+
+/// Waits for the next `Connected` event: (peer, remote address, outbound, relay).
+async fn connected(
+    events: &mut Events<Msg>,
+    what: &str,
+) -> (NodeId, SocketAddr, bool, Option<NodeId>) {
+    match wait_event(events, what, |e| matches!(e, Event::Connected { .. })).await {
+        Event::Connected {
+            peer,
+            remote_addr,
+            outbound,
+            relay,
+        } => (peer, remote_addr, outbound, relay),
+        other => panic!("{what}: got {other:?}"),
+    }
+}
 
 #[tokio::test]
 async fn handshake_and_messages_both_ways_on_every_class() {
@@ -21,42 +38,14 @@ async fn handshake_and_messages_both_ways_on_every_class() {
         .unwrap();
 
     // Both sides learn the other's authenticated id.
-    match wait_event(&mut ea, "Connected on a", |e| {
-        matches!(e, Event::Connected { .. })
-    })
-    .await
-    {
-        Event::Connected {
-            peer,
-            remote_addr,
-            outbound,
-            relay,
-        } => {
-            assert_eq!(relay, None);
-            assert_eq!(peer, b.node_id());
-            assert_eq!(remote_addr, addr(&b));
-            assert!(outbound);
-        }
-        _ => unreachable!(),
-    }
-    match wait_event(&mut eb, "Connected on b", |e| {
-        matches!(e, Event::Connected { .. })
-    })
-    .await
-    {
-        Event::Connected {
-            peer,
-            remote_addr,
-            outbound,
-            relay,
-        } => {
-            assert_eq!(relay, None);
-            assert_eq!(peer, a.node_id());
-            assert_eq!(remote_addr, addr(&a));
-            assert!(!outbound);
-        }
-        _ => unreachable!(),
-    }
+    assert_eq!(
+        connected(&mut ea, "Connected on a").await,
+        (b.node_id(), addr(&b), true, None)
+    );
+    assert_eq!(
+        connected(&mut eb, "Connected on b").await,
+        (a.node_id(), addr(&a), false, None)
+    );
     assert_eq!(a.connected_peers(), vec![b.node_id()]);
     assert_eq!(b.connected_peers(), vec![a.node_id()]);
 

@@ -51,6 +51,20 @@ async fn connected_via(events: &mut Events<Msg>, peer: p2ps_transport::NodeId) -
     .await
 }
 
+/// A connects to B through the relay R; returns the path of the connection.
+async fn connect_a_to_b_via_r(
+    a: &Transport<Msg>,
+    b: &Transport<Msg>,
+    r: &Transport<Msg>,
+) -> PathKind {
+    bounded(
+        "relayed connect",
+        a.connect_relayed(b.node_id(), r.node_id()),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn relayed_peers_exchange_everything_and_the_relay_sees_only_ciphertext() {
     let tap = RelayTap::new(4 << 20);
@@ -61,12 +75,7 @@ async fn relayed_peers_exchange_everything_and_the_relay_sees_only_ciphertext() 
     };
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, Some(tap.clone()))).await;
 
-    let path = bounded(
-        "relayed connect",
-        a.connect_relayed(b.node_id(), r.node_id()),
-    )
-    .await
-    .unwrap();
+    let path = connect_a_to_b_via_r(&a, &b, &r).await;
     assert!(matches!(path, PathKind::Relayed { relay, .. } if relay == r.node_id()));
     assert_eq!(a.path(b.node_id()), Some(path));
     assert!(matches!(a.path(r.node_id()), Some(PathKind::Direct(_))));
@@ -169,12 +178,7 @@ async fn byte_limit_ends_the_circuit_at_both_ends() {
         max_duration: None,
     };
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
-    bounded(
-        "relayed connect",
-        a.connect_relayed(b.node_id(), r.node_id()),
-    )
-    .await
-    .unwrap();
+    connect_a_to_b_via_r(&a, &b, &r).await;
     let blob = Msg::Blob(vec![7u8; 512 * 1024]);
     a.send(b.node_id(), StreamClass::User, &blob).await.unwrap();
     expect_circuit_end(
@@ -301,12 +305,7 @@ async fn malformed_circuit_request_closes_only_that_stream() {
 async fn a_direct_connection_replaces_the_relayed_one() {
     let ((a, mut ea), (b, mut eb), (r, _er)) =
         triangle(serving(CircuitLimits::default(), None)).await;
-    bounded(
-        "relayed connect",
-        a.connect_relayed(b.node_id(), r.node_id()),
-    )
-    .await
-    .unwrap();
+    connect_a_to_b_via_r(&a, &b, &r).await;
     connected_via(&mut eb, a.node_id()).await;
     // B (not the dialer of the relayed connection) dials directly.
     bounded("direct", b.connect(a.node_id(), addr(&a)))
@@ -351,9 +350,7 @@ async fn measure_relayed_against_direct() {
         max_duration: None,
     };
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
-    bounded("relayed", a.connect_relayed(b.node_id(), r.node_id()))
-        .await
-        .unwrap();
+    connect_a_to_b_via_r(&a, &b, &r).await;
     let relayed = measure(&a, &mut ea, &b, &mut eb).await;
     let (c, mut ec) = node();
     let (d, mut ed) = node();
@@ -420,12 +417,7 @@ async fn duration_limit_ends_the_circuit_at_both_ends() {
         max_duration: Some(Duration::from_millis(500)),
     };
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
-    bounded(
-        "relayed connect",
-        a.connect_relayed(b.node_id(), r.node_id()),
-    )
-    .await
-    .unwrap();
+    connect_a_to_b_via_r(&a, &b, &r).await;
     expect_circuit_end(
         [(&mut ea, b.node_id()), (&mut eb, a.node_id())],
         r.node_id(),
@@ -445,12 +437,7 @@ async fn rate_limit_throttles_without_cutting_off() {
         max_duration: None,
     };
     let ((a, _ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
-    bounded(
-        "relayed connect",
-        a.connect_relayed(b.node_id(), r.node_id()),
-    )
-    .await
-    .unwrap();
+    connect_a_to_b_via_r(&a, &b, &r).await;
     let blob = Msg::Blob(vec![3u8; 512 * 1024]);
     let start = Instant::now();
     a.send(b.node_id(), StreamClass::User, &blob).await.unwrap();
@@ -495,12 +482,7 @@ async fn a_target_that_does_not_accept_circuits_refuses_through_the_relay() {
 async fn losing_the_relay_disconnects_the_relayed_peer_at_both_ends() {
     let ((a, mut ea), (b, mut eb), (r, _er)) =
         triangle(serving(CircuitLimits::default(), None)).await;
-    bounded(
-        "relayed connect",
-        a.connect_relayed(b.node_id(), r.node_id()),
-    )
-    .await
-    .unwrap();
+    connect_a_to_b_via_r(&a, &b, &r).await;
     connected_via(&mut ea, b.node_id()).await;
     connected_via(&mut eb, a.node_id()).await;
     r.shutdown("relay going away").await;
