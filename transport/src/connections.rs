@@ -58,6 +58,11 @@ use crate::writer::{Link, PeerQueues, PushError};
 /// connection we kept before ours closes.
 const DUPLICATE_LINGER: Duration = Duration::from_millis(300);
 
+/// When a peer has several addresses, how long one dial runs alone before the next address is
+/// tried alongside it (see [`Shared::dial_addresses`]). A handshake on a working path takes
+/// one or two round trips, well under this.
+const DIAL_STAGGER: Duration = Duration::from_millis(500);
+
 /// Locks a mutex; a panic elsewhere while holding it does not make the table unusable.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -685,27 +690,66 @@ where
         }
     }
 
+    /// Dials `addrs` in order of preference, racing them: the next address starts
+    /// [`DIAL_STAGGER`] after the previous one unless that one already failed, and the first
+    /// handshake to complete wins (the others are dropped). A stale first address then costs
+    /// the stagger, not a whole connect timeout.
     async fn dial_addresses(
         self: &Arc<Self>,
         peer: NodeId,
         addrs: &[SocketAddr],
     ) -> Result<(), ConnectError> {
+        let mut pending = addrs.iter().copied();
+        let mut running = tokio::task::JoinSet::new();
         let mut last = None;
-        for &addr in addrs {
-            match self.dial_once(peer, addr).await {
-                Ok(conn) => {
-                    lock(&self.addresses).promote(peer, addr);
-                    self.register(conn, peer, true).await;
-                    return Ok(());
+        let start = |running: &mut tokio::task::JoinSet<_>, addr: SocketAddr| {
+            let this = self.clone();
+            running.spawn(async move { (addr, this.dial_once(peer, addr).await) });
+        };
+        match pending.next() {
+            Some(a) => start(&mut running, a),
+            None => return Err(ConnectError::NoAddress { peer }),
+        }
+        loop {
+            let stagger = async {
+                if pending.len() > 0 {
+                    tokio::time::sleep(DIAL_STAGGER).await
+                } else {
+                    std::future::pending().await
                 }
-                Err(
-                    e @ (ConnectError::ShuttingDown
-                    | ConnectError::TooManyConnections { .. }
-                    | ConnectError::SelfConnect),
-                ) => return Err(e),
-                Err(e) => {
-                    debug!(peer = %peer.short(), %addr, error = %e, "dial failed");
-                    last = Some(e);
+            };
+            tokio::select! {
+                done = running.join_next() => {
+                    let Some(done) = done else { break };
+                    match done {
+                        Ok((addr, Ok(conn))) => {
+                            running.abort_all();
+                            lock(&self.addresses).promote(peer, addr);
+                            self.register(conn, peer, true).await;
+                            return Ok(());
+                        }
+                        Ok((_, Err(
+                            e @ (ConnectError::ShuttingDown
+                            | ConnectError::TooManyConnections { .. }
+                            | ConnectError::SelfConnect),
+                        ))) => return Err(e),
+                        Ok((addr, Err(e))) => {
+                            debug!(peer = %peer.short(), %addr, error = %e, "dial failed");
+                            last = Some(e);
+                        }
+                        Err(e) => debug!(peer = %peer.short(), error = %e, "dial task ended"),
+                    }
+                    if running.is_empty() {
+                        match pending.next() {
+                            Some(a) => start(&mut running, a),
+                            None => break,
+                        }
+                    }
+                }
+                () = stagger => {
+                    if let Some(a) = pending.next() {
+                        start(&mut running, a);
+                    }
                 }
             }
         }

@@ -251,3 +251,37 @@ async fn concurrent_connects_share_one_dial_and_survive_cancellation() {
     .await;
     assert_eq!(a.stats().connections_dialed, 1, "{:?}", a.stats());
 }
+
+/// A peer's addresses are raced, best first: a dead first address costs the stagger, not a
+/// whole connect timeout; when every address fails the error says how many were tried.
+#[tokio::test]
+async fn a_dead_first_address_does_not_hold_up_the_next() {
+    // The connect timeout is far longer than the test's patience (`bounded`).
+    let (a, _ea) = node_with(|c| c.connect_timeout = Duration::from_secs(60));
+    let (b, mut eb) = node();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.add_addresses(b.node_id(), [silent.local_addr().unwrap(), addr(&b)]);
+    a.try_send(b.node_id(), StreamClass::User, &Msg::Num(7))
+        .unwrap();
+    assert_eq!(wait_message(&mut eb, a.node_id()).await.1, Msg::Num(7));
+
+    let (c, mut ec) = node_with(|c| c.connect_timeout = Duration::from_millis(600));
+    let nobody = Identity::generate().unwrap().node_id();
+    let silent2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.add_addresses(
+        nobody,
+        [silent.local_addr().unwrap(), silent2.local_addr().unwrap()],
+    );
+    c.try_send(nobody, StreamClass::User, &Msg::Num(1)).unwrap();
+    match wait_event(&mut ec, "DialFailed", |e| {
+        matches!(e, Event::DialFailed { .. })
+    })
+    .await
+    {
+        Event::DialFailed { error, .. } => assert!(
+            matches!(error, ConnectError::AllAddressesFailed { attempts: 2, .. }),
+            "{error:?}"
+        ),
+        _ => unreachable!(),
+    }
+}
