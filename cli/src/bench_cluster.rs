@@ -25,8 +25,8 @@
 //!   keep-alive PINGs are not in it.
 
 use crate::demo::{
-    lookup_round, plan, quantile, rss_kib, status_of, wait_for_ring, LookupRound, Progress,
-    RingReport, Rng, Truth,
+    lookup_round, plan, quantile, rss_kib, run_and_print, status_of, wait_for_ring, LookupRound,
+    Progress, RingReport, Rng, Truth,
 };
 use anyhow::{bail, Context, Result};
 use p2ps::id::ring_id_of;
@@ -155,20 +155,7 @@ pub fn run(args: ClusterBenchArgs) -> Result<()> {
     if args.lookups == 0 || args.idle_secs == 0 {
         bail!("--lookups and --idle-secs must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    let report = rt.block_on(bench(&args))?;
-    drop(rt);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("encoding the report")?
-        );
-    } else {
-        print_report(&report);
-    }
+    let report = run_and_print(bench(&args), args.json, "report", print_report)?;
     if !report.all_lookups_correct {
         bail!("some lookups named the wrong node or failed");
     }
@@ -672,155 +659,10 @@ fn print_report(r: &Report) {
     println!("({})", r.settings);
     println!("{:<46} {:>16}  {:<30} result", "metric", "value", "target");
     println!("{}", "-".repeat(104));
-    let row = |m: &str, v: String, t: &str, res: &str| {
-        println!("{m:<46} {v:>16}  {t:<30} {res}");
-    };
-    row(
-        "joins (first start to last join returned)",
-        format!("{:.2} s", r.joins_secs),
-        "",
-        "",
-    );
-    row(
-        "formation (all joined, every successor true)",
-        format!("{:.2} s", r.formation_secs),
-        &format!("< {:.0} s (set for 64 nodes)", r.formation_target_secs),
-        verdict(r.formation_pass),
-    );
-    row(
-        "all 8+8 neighbour lists exact",
-        r.lists_exact_secs
-            .map(|s| format!("{s:.2} s"))
-            .unwrap_or_else(|| format!("not in {:.0} s", r.idle_secs)),
-        "",
-        "",
-    );
-    row(
-        "one-hop lookup p50 (full stack)",
-        format!("{:.0} µs", r.one_hop_lookup_p50_us),
-        "",
-        "",
-    );
-    row(
-        "bare UDP round trip p50",
-        format!("{:.0} µs", r.udp_rtt_p50_us),
-        "",
-        "",
-    );
-    row(
-        "smoothed QUIC RTT, median",
-        format!("{:.3} ms", r.rtt_quic_median_ms),
-        "",
-        "",
-    );
-    for (name, x) in [("cold", &r.cold), ("warm", &r.warm)] {
-        row(
-            &format!("lookup p50, {name}"),
-            format!("{:.0} µs", x.p50_us),
-            &format!("<= {:.0} µs", x.target_p50_us),
-            verdict(x.pass),
-        );
-        row(
-            &format!("lookup p99, {name}"),
-            format!("{:.0} µs", x.p99_us),
-            "",
-            "",
-        );
-        row(
-            &format!("mean hops h (max), {name}"),
-            format!("{:.2} ({})", x.hops_mean, x.hops_max),
-            "",
-            "",
-        );
-        row(
-            &format!("p50 / ((h+1) × one-hop lookup), {name}"),
-            format!("{:.2}", x.ratio_to_one_hop_lookup),
-            &format!("<= {LOOKUP_FACTOR}"),
-            verdict(x.pass),
-        );
-        row(
-            &format!("p50 / ((h+1) × UDP round trip), {name}"),
-            format!("{:.1}", x.ratio_to_udp_rtt),
-            "",
-            "",
-        );
-        row(
-            &format!("p50 / ((h+1) × QUIC RTT), {name}"),
-            format!("{:.2}", x.ratio_to_quic_rtt),
-            "",
-            "",
-        );
-        row(
-            &format!("correct answers, {name}"),
-            format!("{} / {}", x.correct, x.planned),
-            "all",
-            if x.correct == x.planned {
-                "PASS"
-            } else {
-                "FAIL"
-            },
-        );
-        row(
-            &format!("connections before -> after, {name}"),
-            format!("{} -> {}", x.connections_before, x.connections_after),
-            "",
-            "",
-        );
+    for (metric, value, target) in report_rows(r) {
+        let (target, result) = target.unwrap_or_default();
+        println!("{metric:<46} {value:>16}  {target:<30} {result}");
     }
-    row(
-        "memory per node (RSS delta / N)",
-        format!("{:.0} KiB", r.memory_per_node_kib),
-        "",
-        "",
-    );
-    row(
-        "idle upkeep per node (frames out)",
-        format!("{:.0} B/s", r.upkeep_bytes_per_node_per_sec),
-        &format!("<= {:.0} B/s", r.upkeep_target_bytes),
-        verdict(r.upkeep_pass),
-    );
-    row(
-        "  frames per node per second",
-        format!("{:.2}", r.upkeep_messages_per_node_per_sec),
-        "",
-        "",
-    );
-    row(
-        "connections per node (after formation)",
-        format!("{:.1}", r.connections_per_node),
-        "",
-        "",
-    );
-    row(
-        "fingers per node (after formation)",
-        format!("{:.1}", r.fingers_per_node),
-        "",
-        "",
-    );
-    row(
-        "broadcast: last node reached, p50 (max)",
-        format!(
-            "{:.2} ({:.2}) ms",
-            r.broadcast_last_p50_ms, r.broadcast_last_max_ms
-        ),
-        "",
-        "",
-    );
-    row(
-        "  tree depth; p50 / (depth × one-hop lookup)",
-        format!(
-            "{}; {:.2}",
-            r.broadcast_depth, r.broadcast_ratio_to_depth_hops
-        ),
-        "",
-        "",
-    );
-    row(
-        "  every other node exactly once",
-        format!("{} broadcasts", r.broadcasts),
-        "all",
-        verdict(r.broadcasts_exact),
-    );
     println!("{}", "-".repeat(104));
     println!(
         "Lookups run one at a time, timed from the `lookup` call to its answer. \"cold\": {} \
@@ -830,4 +672,61 @@ fn print_report(r: &Report) {
          or keep-alive PINGs.",
         r.cold.planned, r.idle_secs
     );
+}
+
+/// A row of the report table: metric, value, and the target with its verdict if it has one.
+type Row = (String, String, Option<(String, &'static str)>);
+
+/// The rows of the report table, in order.
+#[rustfmt::skip] // a table: a row a line
+fn report_rows(r: &Report) -> Vec<Row> {
+    let info = |metric: &str, value: String| -> Row { (metric.into(), value, None) };
+    let goal = |metric: &str, value: String, target: String, result: &'static str| -> Row {
+        (metric.into(), value, Some((target, result)))
+    };
+    let mut rows = vec![
+        info("joins (first start to last join returned)", format!("{:.2} s", r.joins_secs)),
+        goal("formation (all joined, every successor true)", format!("{:.2} s", r.formation_secs),
+            format!("< {:.0} s (set for 64 nodes)", r.formation_target_secs),
+            verdict(r.formation_pass)),
+        info("all 8+8 neighbour lists exact", r.lists_exact_secs.map_or_else(
+            || format!("not in {:.0} s", r.idle_secs), |s| format!("{s:.2} s"))),
+        info("one-hop lookup p50 (full stack)", format!("{:.0} µs", r.one_hop_lookup_p50_us)),
+        info("bare UDP round trip p50", format!("{:.0} µs", r.udp_rtt_p50_us)),
+        info("smoothed QUIC RTT, median", format!("{:.3} ms", r.rtt_quic_median_ms)),
+    ];
+    for (name, x) in [("cold", &r.cold), ("warm", &r.warm)] {
+        let m = |what: &str| format!("{what}, {name}");
+        let all_correct = if x.correct == x.planned { "PASS" } else { "FAIL" };
+        rows.extend([
+            goal(&m("lookup p50"), format!("{:.0} µs", x.p50_us),
+                format!("<= {:.0} µs", x.target_p50_us), verdict(x.pass)),
+            info(&m("lookup p99"), format!("{:.0} µs", x.p99_us)),
+            info(&m("mean hops h (max)"), format!("{:.2} ({})", x.hops_mean, x.hops_max)),
+            goal(&m("p50 / ((h+1) × one-hop lookup)"), format!("{:.2}", x.ratio_to_one_hop_lookup),
+                format!("<= {LOOKUP_FACTOR}"), verdict(x.pass)),
+            info(&m("p50 / ((h+1) × UDP round trip)"), format!("{:.1}", x.ratio_to_udp_rtt)),
+            info(&m("p50 / ((h+1) × QUIC RTT)"), format!("{:.2}", x.ratio_to_quic_rtt)),
+            goal(&m("correct answers"), format!("{} / {}", x.correct, x.planned),
+                "all".into(), all_correct),
+            info(&m("connections before -> after"),
+                format!("{} -> {}", x.connections_before, x.connections_after)),
+        ]);
+    }
+    rows.extend([
+        info("memory per node (RSS delta / N)", format!("{:.0} KiB", r.memory_per_node_kib)),
+        goal("idle upkeep per node (frames out)",
+            format!("{:.0} B/s", r.upkeep_bytes_per_node_per_sec),
+            format!("<= {:.0} B/s", r.upkeep_target_bytes), verdict(r.upkeep_pass)),
+        info("  frames per node per second", format!("{:.2}", r.upkeep_messages_per_node_per_sec)),
+        info("connections per node (after formation)", format!("{:.1}", r.connections_per_node)),
+        info("fingers per node (after formation)", format!("{:.1}", r.fingers_per_node)),
+        info("broadcast: last node reached, p50 (max)",
+            format!("{:.2} ({:.2}) ms", r.broadcast_last_p50_ms, r.broadcast_last_max_ms)),
+        info("  tree depth; p50 / (depth × one-hop lookup)",
+            format!("{}; {:.2}", r.broadcast_depth, r.broadcast_ratio_to_depth_hops)),
+        goal("  every other node exactly once", format!("{} broadcasts", r.broadcasts),
+            "all".into(), verdict(r.broadcasts_exact)),
+    ]);
+    rows
 }

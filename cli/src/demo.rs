@@ -64,20 +64,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if args.lookups == 0 {
         bail!("--lookups must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    let summary = rt.block_on(demo(&args))?;
-    drop(rt);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).context("encoding the summary")?
-        );
-    } else {
-        print_summary(&summary);
-    }
+    let summary = run_and_print(demo(&args), args.json, "summary", print_summary)?;
     if summary.failed > 0 {
         bail!(
             "{} of {} checks failed",
@@ -91,6 +78,31 @@ pub fn run(args: DemoArgs) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Shared helpers (also used by `p2ps bench cluster`).
 // ---------------------------------------------------------------------------------------------
+
+/// Runs `work` on a new multi-threaded runtime, then prints its outcome: as JSON on stdout with
+/// `json` (`what` names it in errors), else with `print`.
+pub(crate) fn run_and_print<T: Serialize>(
+    work: impl std::future::Future<Output = Result<T>>,
+    json: bool,
+    what: &str,
+    print: fn(&T),
+) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let out = rt.block_on(work)?;
+    drop(rt);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).with_context(|| format!("encoding the {what}"))?
+        );
+    } else {
+        print(&out);
+    }
+    Ok(out)
+}
 
 /// A small seeded generator (SplitMix64): the demo's choices are reproducible from `--seed`.
 pub(crate) struct Rng(u64);
@@ -713,34 +725,110 @@ struct Demo {
     crash_times: (Option<f64>, Option<f64>),
 }
 
+/// A node that just left or crashed, as the checks after it name it.
+struct Departure<'a> {
+    /// `leave` or `crash`, as in the check names.
+    event: &'a str,
+    /// The node that went.
+    gone: NodeId,
+    /// How details name it: `the leaver`, `the victim`.
+    who: &'a str,
+    /// Every node gone so far: no list may mention one.
+    departed: &'a [NodeId],
+    /// When it went.
+    since: Instant,
+    /// A repair time as the details say it (e.g. `120 ms after it left`).
+    after: fn(Duration) -> String,
+}
+
 impl Demo {
-    /// Checks `count` lookups of keys tagged `tag` from random live nodes against `truth`
-    /// after `event` (a leave or a crash), none of which may name `gone` (called `who`).
-    #[allow(clippy::too_many_arguments)]
-    async fn check_lookups_after(
+    /// The indices of `id`'s true predecessor and successor in `truth`, and the progress text
+    /// `its neighbours: … before, … after`.
+    fn neighbours_of(&self, truth: &Truth, id: &NodeId) -> (Vec<usize>, String) {
+        let pred = truth.predecessors(id, 1);
+        let succ = truth.successors(id, 1);
+        let idxs = pred
+            .iter()
+            .chain(succ.iter())
+            .filter_map(|x| self.idx_of(x))
+            .collect();
+        let text = format!(
+            "its neighbours: {} before, {} after",
+            short_opt(pred.first()),
+            short_opt(succ.first())
+        );
+        (idxs, text)
+    }
+
+    /// Waits up to `limit` until every node in `idxs` emitted `NeighbourDown(gone)` after
+    /// `since`; returns how long after `since` the last did, or the nodes that did not.
+    async fn neighbour_down(
         &mut self,
-        event: &str,
-        live: &[Node],
-        truth: &Truth,
-        count: usize,
-        tag: &str,
+        idxs: &[usize],
         gone: NodeId,
-        who: &str,
-    ) {
+        since: Instant,
+        limit: Duration,
+    ) -> std::result::Result<Duration, Vec<usize>> {
+        self.events
+            .wait_all(idxs, since, &NodeEvent::NeighbourDown(gone), limit)
+            .await
+            .map(|t| t.duration_since(since))
+    }
+
+    /// After `dep`, waits (up to 20 s) for the ring of `live` to be repaired and checks it,
+    /// then checks `--lookups` lookups of keys tagged `after-{event}-{seed}`, none of which may
+    /// name the departed node. Returns the repair time.
+    async fn check_repaired(
+        &mut self,
+        dep: &Departure<'_>,
+        live: &[Node],
+        args: &DemoArgs,
+    ) -> Result<Duration> {
+        let truth = truth_of(live);
+        let (ok, _, r) = wait_for_ring(
+            live,
+            &truth,
+            self.list_len,
+            dep.departed,
+            Duration::from_secs(20),
+            RingReport::repaired,
+        )
+        .await?;
+        let repaired = dep.since.elapsed();
+        self.check(
+            &format!("ring repaired after {}", dep.event),
+            ok,
+            repaired,
+            if ok {
+                format!(
+                    "successors and predecessors true again and no list names {} {} ({} lists \
+                     not yet exact)",
+                    dep.who,
+                    (dep.after)(repaired),
+                    r.wrong_lists
+                )
+            } else {
+                r.describe()
+            },
+        );
+
         let t = Instant::now();
-        let asks = plan(&mut self.rng, live.len(), count, Some(tag));
-        let round = lookup_round(live, truth, &asks, &[gone], ROUND_LIMIT).await;
+        let tag = format!("after-{}-{}", dep.event, args.seed);
+        let asks = plan(&mut self.rng, live.len(), args.lookups, Some(&tag));
+        let round = lookup_round(live, &truth, &asks, &[dep.gone], ROUND_LIMIT).await;
         let p50 = quantile(&round.micros, 0.5);
         self.check(
-            &format!("lookups after {event}"),
+            &format!("lookups after {}", dep.event),
             round.ok() && round.named_gone == 0,
             t.elapsed(),
             format!(
-                "{}; {} named {who}",
+                "{}; {} named {}",
                 lookup_detail(&round, p50),
-                round.named_gone
+                round.named_gone,
+                dep.who
             ),
         );
+        Ok(repaired)
     }
 
     fn check(&mut self, name: &str, ok: bool, took: Duration, detail: String) {
@@ -1179,18 +1267,10 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
     };
     let leaver = d.nodes[li].clone();
     let lid = leaver.id();
-    let pred = truth.predecessors(&lid, 1);
-    let succ = truth.successors(&lid, 1);
-    let neighbours: Vec<usize> = pred
-        .iter()
-        .chain(succ.iter())
-        .filter_map(|x| d.idx_of(x))
-        .collect();
+    let (neighbours, around) = d.neighbours_of(&truth, &lid);
     d.p.say(format!(
-        "node {li} {} leaves gracefully (its neighbours: {} before, {} after)",
-        lid.short(),
-        short_opt(pred.first()),
-        short_opt(succ.first())
+        "node {li} {} leaves gracefully ({around})",
+        lid.short()
     ));
     let t_leave = Instant::now();
     timeout(Duration::from_secs(10), leaver.leave())
@@ -1208,26 +1288,19 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
         .wait_all(&[li], t_leave, &NodeEvent::Left, Duration::from_secs(5))
         .await;
     let seen = d
-        .events
-        .wait_all(
-            &neighbours,
-            t_leave,
-            &NodeEvent::NeighbourDown(lid),
-            Duration::from_secs(10),
-        )
+        .neighbour_down(&neighbours, lid, t_leave, Duration::from_secs(10))
         .await;
-    let detect = seen.as_ref().ok().map(|t| t.duration_since(t_leave));
-    d.leave_times.0 = detect.map(|x| x.as_secs_f64());
+    d.leave_times.0 = seen.as_ref().ok().map(Duration::as_secs_f64);
     d.check(
         "graceful leave seen",
         left.is_ok() && seen.is_ok(),
         t_leave.elapsed(),
         match (&left, &seen) {
-            (Ok(_), Ok(_)) => format!(
+            (Ok(_), Ok(detect)) => format!(
                 "the leaver emitted Left; its predecessor and successor emitted \
                  NeighbourDown({}) within {:.0} ms",
                 lid.short(),
-                detect.unwrap_or_default().as_secs_f64() * 1e3
+                detect.as_secs_f64() * 1e3
             ),
             _ => format!(
                 "Left event: {}; neighbours without NeighbourDown: {:?}",
@@ -1236,45 +1309,17 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
             ),
         },
     );
+    let departure = Departure {
+        event: "leave",
+        gone: lid,
+        who: "the leaver",
+        departed: &[lid],
+        since: t_leave,
+        after: |t| format!("{:.0} ms after it left", t.as_secs_f64() * 1e3),
+    };
     let live = d.live();
-    let truth = Truth::new(live.iter().map(Node::id));
-    let (ok, _, r) = wait_for_ring(
-        &live,
-        &truth,
-        d.list_len,
-        &[lid],
-        Duration::from_secs(20),
-        RingReport::repaired,
-    )
-    .await?;
-    let repaired = t_leave.elapsed();
+    let repaired = d.check_repaired(&departure, &live, args).await?;
     d.leave_times.1 = Some(repaired.as_secs_f64());
-    d.check(
-        "ring repaired after leave",
-        ok,
-        repaired,
-        if ok {
-            format!(
-                "successors and predecessors true again and no list names the leaver {:.0} ms \
-                 after it left ({} lists not yet exact)",
-                repaired.as_secs_f64() * 1e3,
-                r.wrong_lists
-            )
-        } else {
-            r.describe()
-        },
-    );
-    let tag = format!("after-leave-{}", args.seed);
-    d.check_lookups_after(
-        "leave",
-        &live,
-        &truth,
-        args.lookups,
-        &tag,
-        lid,
-        "the leaver",
-    )
-    .await;
     let closed = closing.await.is_ok_and(|r| r.is_ok());
     d.check(
         "leaver shut down",
@@ -1571,89 +1616,43 @@ async fn crash_step(d: &mut Demo, args: &DemoArgs, leaver: NodeId) -> Result<()>
     }
 
     // SIGKILL: no goodbye, no QUIC close. Detection is by silence.
-    let pred = with_child.predecessors(&vid, 1);
-    let succ = with_child.successors(&vid, 1);
-    let neighbours: Vec<usize> = pred
-        .iter()
-        .chain(succ.iter())
-        .filter_map(|x| d.idx_of(x))
-        .collect();
+    let (neighbours, around) = d.neighbours_of(&with_child, &vid);
     let before = sum_counters(&live).await?;
     let t_kill = Instant::now();
     child.kill()?;
-    d.p.say(format!(
-        "SIGKILLed the child {} (its neighbours: {} before, {} after)",
-        vid.short(),
-        short_opt(pred.first()),
-        short_opt(succ.first())
-    ));
+    d.p.say(format!("SIGKILLed the child {} ({around})", vid.short()));
     let seen = d
-        .events
-        .wait_all(
-            &neighbours,
-            t_kill,
-            &NodeEvent::NeighbourDown(vid),
-            Duration::from_secs(20),
-        )
+        .neighbour_down(&neighbours, vid, t_kill, Duration::from_secs(20))
         .await;
-    let detect = seen.as_ref().ok().map(|t| t.duration_since(t_kill));
-    d.crash_times.0 = detect.map(|x| x.as_secs_f64());
+    d.crash_times.0 = seen.as_ref().ok().map(Duration::as_secs_f64);
     let after = sum_counters(&live).await?;
     d.check(
         "crash detected",
         seen.is_ok(),
         t_kill.elapsed(),
         match &seen {
-            Ok(_) => format!(
+            Ok(detect) => format!(
                 "the victim's predecessor and successor emitted NeighbourDown({}) {:.2} s after \
                  the kill (across nodes: {} QUIC idle timeouts, {} peers declared failed by the \
                  overlay)",
                 vid.short(),
-                detect.unwrap_or_default().as_secs_f64(),
+                detect.as_secs_f64(),
                 after.0.saturating_sub(before.0),
                 after.1.saturating_sub(before.1)
             ),
             Err(missing) => format!("neighbours without NeighbourDown after 20 s: {missing:?}"),
         },
     );
-    let (ok, _, r) = wait_for_ring(
-        &live,
-        &truth_of(&live),
-        d.list_len,
-        &[leaver, vid],
-        Duration::from_secs(20),
-        RingReport::repaired,
-    )
-    .await?;
-    let repaired = t_kill.elapsed();
+    let departure = Departure {
+        event: "crash",
+        gone: vid,
+        who: "the victim",
+        departed: &[leaver, vid],
+        since: t_kill,
+        after: |t| format!("{:.2} s after the kill", t.as_secs_f64()),
+    };
+    let repaired = d.check_repaired(&departure, &live, args).await?;
     d.crash_times.1 = Some(repaired.as_secs_f64());
-    d.check(
-        "ring repaired after crash",
-        ok,
-        repaired,
-        if ok {
-            format!(
-                "successors and predecessors true again and no list names the victim {:.2} s \
-                 after the kill ({} lists not yet exact)",
-                repaired.as_secs_f64(),
-                r.wrong_lists
-            )
-        } else {
-            r.describe()
-        },
-    );
-    let truth = truth_of(&live);
-    let tag = format!("after-crash-{}", args.seed);
-    d.check_lookups_after(
-        "crash",
-        &live,
-        &truth,
-        args.lookups,
-        &tag,
-        vid,
-        "the victim",
-    )
-    .await;
     Ok(())
 }
 
