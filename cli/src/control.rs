@@ -536,6 +536,16 @@ pub(crate) fn render_status(s: &Status) -> String {
         "  lookups          ok {}  failed {}",
         c.lookups_ok, c.lookups_failed
     );
+    let _ = writeln!(
+        o,
+        "  NAT              traversals {} (failed {})  sent via a relay {}  passed on for \
+         peers {}  forwards refused {}",
+        c.traversals,
+        c.traversals_failed,
+        c.forwarded_via_relay,
+        c.forwarded_for_peers,
+        c.forwards_refused
+    );
     let _ = write!(
         o,
         "  failures         peers failed {}  timed out {}  queue full {} (tree {})  send failed {}  \
