@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use p2ps_transport::{Event, MappingBehaviour, PortMappingState, Reachability, StreamClass};
+use p2ps_transport::{
+    Event, MappingBehaviour, PortMappingState, Reachability, StreamClass, Transport,
+};
 
 /// Tag of the transport's control stream and the variant index of `Observed` (wire format).
 const CONTROL_TAG: u8 = 0xC0;
@@ -40,6 +42,17 @@ fn observed_body(addr: SocketAddr) -> Vec<u8> {
         body.push(byte | 0x80);
     }
     body
+}
+
+/// A connects to C and waits for C's report to make it public (both on loopback, no NAT).
+async fn connect_until_public(a: &Transport<Msg>, c: &Transport<Msg>) {
+    bounded("connect", a.connect(c.node_id(), addr(c)))
+        .await
+        .unwrap();
+    eventually("a is public", || {
+        a.reachability().class == Reachability::Public
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -88,13 +101,7 @@ async fn each_side_learns_its_address_and_is_public_on_loopback() {
 async fn port_mapping_is_advertised_first_and_can_be_withdrawn() {
     let (a, _ea) = node();
     let (c, _ec) = node();
-    bounded("connect", a.connect(c.node_id(), addr(&c)))
-        .await
-        .unwrap();
-    eventually("a is public", || {
-        a.reachability().class == Reachability::Public
-    })
-    .await;
+    connect_until_public(&a, &c).await;
 
     let mapped: SocketAddr = "203.0.113.7:40000".parse().unwrap();
     let mut watch = a.watch_reachability();
@@ -177,13 +184,7 @@ async fn wildcard_bound_node_finds_its_local_address_for_dialed_connections() {
     let port = addr(&a).port();
     assert!(a.advertised_addrs().is_empty(), "nothing known yet");
     // a dials: quinn does not know the local IP of an outgoing connection.
-    bounded("connect", a.connect(c.node_id(), addr(&c)))
-        .await
-        .unwrap();
-    eventually("a is public", || {
-        a.reachability().class == Reachability::Public
-    })
-    .await;
+    connect_until_public(&a, &c).await;
     let local = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(a.reachability().external_addrs[0].addr, local);
     assert_eq!(a.advertised_addrs(), vec![local]);

@@ -31,15 +31,20 @@ async fn triangle(relay_config: impl FnOnce(&mut TransportConfig)) -> (Node, Nod
     let (a, ea) = node();
     let (b, eb) = node();
     let (r, er) = node_with(relay_config);
-    bounded("a to r", a.connect(r.node_id(), addr(&r)))
+    connect_both_to_relay(&a, &b, &r).await;
+    ((a, ea), (b, eb), (r, er))
+}
+
+/// A and B connect to R, and R sees both.
+async fn connect_both_to_relay(a: &Transport<Msg>, b: &Transport<Msg>, r: &Transport<Msg>) {
+    bounded("a to r", a.connect(r.node_id(), addr(r)))
         .await
         .unwrap();
-    bounded("b to r", b.connect(r.node_id(), addr(&r)))
+    bounded("b to r", b.connect(r.node_id(), addr(r)))
         .await
         .unwrap();
     // The dialer's handshake completes before the relay's side does.
     eventually("relay sees a and b", || r.connected_peers().len() == 2).await;
-    ((a, ea), (b, eb), (r, er))
 }
 
 async fn connected_via(events: &mut Events<Msg>, peer: p2ps_transport::NodeId) -> Event<Msg> {
@@ -454,13 +459,7 @@ async fn a_target_that_does_not_accept_circuits_refuses_through_the_relay() {
     let (a, _ea) = node();
     let (b, _eb) = node_with(|c| c.relay.accept = false);
     let (r, _er) = node_with(serving(CircuitLimits::default(), None));
-    bounded("a to r", a.connect(r.node_id(), addr(&r)))
-        .await
-        .unwrap();
-    bounded("b to r", b.connect(r.node_id(), addr(&r)))
-        .await
-        .unwrap();
-    eventually("relay sees a and b", || r.connected_peers().len() == 2).await;
+    connect_both_to_relay(&a, &b, &r).await;
     let err = bounded("refusal", a.connect_relayed(b.node_id(), r.node_id()))
         .await
         .unwrap_err();
