@@ -20,9 +20,9 @@
 //!   loopback is an order of magnitude above both and so is no usable basis.
 //! - **Memory**: `VmRSS` after formation minus before the first start, divided by the nodes.
 //! - **Upkeep**: after formation, no traffic for `--idle-secs`; the sum over nodes of
-//!   `Status.counters.bytes_out` before and after, per node per second. Those counters count
-//!   frames handed to QUIC (length header included), not UDP bytes: QUIC headers, ACKs and
-//!   keep-alive PINGs are not in it.
+//!   `Status.counters.udp_bytes_out` before and after, per node per second: what QUIC put in
+//!   UDP datagrams (headers, ACKs and keep-alive PINGs included); the frames handed to QUIC
+//!   (`bytes_out`) are shown as the part of it that is ours.
 
 use crate::demo::{
     lookup_round, plan, quantile, rss_kib, run_and_print, status_of, wait_for_ring, LookupRound,
@@ -120,6 +120,7 @@ struct Report {
     upkeep_bytes_per_node_per_sec: f64,
     upkeep_routing_bytes_per_node_per_sec: f64,
     upkeep_messages_per_node_per_sec: f64,
+    upkeep_udp_bytes_per_node_per_sec: f64,
     upkeep_target_bytes: f64,
     upkeep_pass: bool,
     connections_per_node: f64,
@@ -289,9 +290,10 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
     let upkeep = per(after.bytes, before.bytes);
     let upkeep_routing = per(after.routing_bytes, before.routing_bytes);
     let upkeep_msgs = per(after.messages, before.messages);
+    let upkeep_udp = per(after.udp_bytes, before.udp_bytes);
     p.say(format!(
         "upkeep {upkeep:.0} B/s per node ({upkeep_routing:.0} B/s on the routing class, \
-         {upkeep_msgs:.2} frames/s)"
+         {upkeep_msgs:.2} frames/s; {upkeep_udp:.0} B/s of UDP)"
     ));
     // --- One-hop round trips -------------------------------------------------------------
     let (rtts, conns, fingers) = rtt_sample(nodes).await?;
@@ -437,8 +439,9 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
         upkeep_bytes_per_node_per_sec: upkeep,
         upkeep_routing_bytes_per_node_per_sec: upkeep_routing,
         upkeep_messages_per_node_per_sec: upkeep_msgs,
+        upkeep_udp_bytes_per_node_per_sec: upkeep_udp,
         upkeep_target_bytes: UPKEEP_TARGET,
-        upkeep_pass: upkeep <= UPKEEP_TARGET,
+        upkeep_pass: upkeep_udp <= UPKEEP_TARGET,
         connections_per_node: conns as f64 / n as f64,
         fingers_per_node: fingers as f64 / n as f64,
         rtt_quic_median_ms: rtt_ms,
@@ -568,6 +571,7 @@ async fn udp_echo_rtt(count: usize) -> Result<Vec<f64>> {
 #[derive(Clone, Copy, Debug, Default)]
 struct Totals {
     bytes: u64,
+    udp_bytes: u64,
     routing_bytes: u64,
     messages: u64,
 }
@@ -577,6 +581,7 @@ async fn totals(nodes: &[Node]) -> Result<Totals> {
     for n in nodes {
         let c = status_of(n).await?.counters;
         t.bytes += c.bytes_out;
+        t.udp_bytes += c.udp_bytes_out;
         t.routing_bytes += c.routing_bytes_out;
         t.messages += c.messages_out;
     }
@@ -668,8 +673,8 @@ fn print_report(r: &Report) {
         "Lookups run one at a time, timed from the `lookup` call to its answer. \"cold\": {} \
          random (node, key) pairs; \"warm\": each of them again right after, so the answer \
          returns on an existing connection. The lookup target is 1.2 × (h+1) × the full-stack one-hop \
-         lookup. Upkeep counts frames handed to QUIC over {:.0} s idle, not QUIC headers, ACKs \
-         or keep-alive PINGs.",
+         lookup. Upkeep counts UDP payload bytes sent over {:.0} s idle (QUIC headers, ACKs \
+         and keep-alive PINGs included); the frames are our part of it.",
         r.cold.planned, r.idle_secs
     );
 }
@@ -715,10 +720,11 @@ fn report_rows(r: &Report) -> Vec<Row> {
     }
     rows.extend([
         info("memory per node (RSS delta / N)", format!("{:.0} KiB", r.memory_per_node_kib)),
-        goal("idle upkeep per node (frames out)",
-            format!("{:.0} B/s", r.upkeep_bytes_per_node_per_sec),
+        goal("idle upkeep per node (UDP bytes out)",
+            format!("{:.0} B/s", r.upkeep_udp_bytes_per_node_per_sec),
             format!("<= {:.0} B/s", r.upkeep_target_bytes), verdict(r.upkeep_pass)),
-        info("  frames per node per second", format!("{:.2}", r.upkeep_messages_per_node_per_sec)),
+        info("  of which frames (B/s, frames/s)", format!("{:.0}, {:.2}",
+            r.upkeep_bytes_per_node_per_sec, r.upkeep_messages_per_node_per_sec)),
         info("connections per node (after formation)", format!("{:.1}", r.connections_per_node)),
         info("fingers per node (after formation)", format!("{:.1}", r.fingers_per_node)),
         info("broadcast: last node reached, p50 (max)",

@@ -517,14 +517,17 @@ pub(crate) fn render_status(s: &Status) -> String {
     let _ = writeln!(o, "counters:");
     let _ = writeln!(
         o,
-        "  messages in/out  {} / {}   bytes in/out {} / {} (routing {}, tree {}, user {})",
+        "  messages in/out  {} / {}   bytes in/out {} / {} (routing {}, tree {}, user {})   \
+         UDP bytes in/out {} / {}",
         c.messages_in,
         c.messages_out,
         c.bytes_in,
         c.bytes_out,
         c.routing_bytes_out,
         c.tree_bytes_out,
-        c.user_bytes_out
+        c.user_bytes_out,
+        c.udp_bytes_in,
+        c.udp_bytes_out
     );
     let _ = writeln!(
         o,

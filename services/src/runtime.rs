@@ -995,6 +995,8 @@ impl Actor {
                 messages_in: ts.classes.iter().map(|c| c.messages_in).sum(),
                 bytes_out: ts.classes.iter().map(|c| c.bytes_out).sum(),
                 bytes_in: ts.classes.iter().map(|c| c.bytes_in).sum(),
+                udp_bytes_out: ts.udp.bytes_out,
+                udp_bytes_in: ts.udp.bytes_in,
                 routing_bytes_out: ts.class(StreamClass::Routing).bytes_out,
                 user_bytes_out: ts.class(StreamClass::User).bytes_out,
                 tree_bytes_out: ts.class(StreamClass::Tree).bytes_out,

@@ -108,10 +108,15 @@ pub struct Counters {
     pub messages_out: u64,
     /// Messages received.
     pub messages_in: u64,
-    /// Bytes sent.
+    /// Bytes sent (whole frames, all classes).
     pub bytes_out: u64,
-    /// Bytes received.
+    /// Bytes received (whole frames).
     pub bytes_in: u64,
+    /// UDP payload bytes sent, as QUIC counts them: frames plus packet headers,
+    /// acknowledgements, keep-alives, handshakes and retransmissions.
+    pub udp_bytes_out: u64,
+    /// UDP payload bytes received.
+    pub udp_bytes_in: u64,
     /// Bytes sent on the routing-upkeep stream class.
     pub routing_bytes_out: u64,
     /// Bytes sent on the user stream class.

@@ -456,6 +456,14 @@ where
 
     /// A connection ended: forget it, and the peer too if it was the peer's connection.
     async fn on_closed(self: &Arc<Self>, ctx: &Arc<ConnCtx>, error: quinn::ConnectionError) {
+        let udp = ctx.conn.stats();
+        add(&self.counters.udp_closed_bytes_out, udp.udp_tx.bytes);
+        add(&self.counters.udp_closed_bytes_in, udp.udp_rx.bytes);
+        add(
+            &self.counters.udp_closed_datagrams_out,
+            udp.udp_tx.datagrams,
+        );
+        add(&self.counters.udp_closed_datagrams_in, udp.udp_rx.datagrams);
         let reason = match self.relay.socket.take_end(&ctx.remote) {
             Some((relay, end)) => DisconnectReason::Relay { relay, end },
             None => disconnect_reason(&error),
@@ -1027,8 +1035,21 @@ where
     }
 
     pub(crate) fn stats(&self) -> TransportStats {
+        // Closed connections' UDP totals, then the live ones (a connection is added to the
+        // totals only after it closed, so it is never counted twice; one closing right now may
+        // be missing from this snapshot).
+        let mut stats = self
+            .counters
+            .snapshot(self.endpoint.open_connections(), Vec::new());
         let mut peers: Vec<PeerStats> = {
             let table = lock(&self.table);
+            for st in table.peers.values() {
+                for c in st.current.iter().chain(&st.draining) {
+                    if c.conn.close_reason().is_none() {
+                        stats.udp.add(&c.conn.stats());
+                    }
+                }
+            }
             table
                 .peers
                 .iter()
@@ -1043,9 +1064,8 @@ where
                 .collect()
         };
         peers.sort_unstable_by_key(|p| p.peer);
-        let mut stats = self
-            .counters
-            .snapshot(self.endpoint.open_connections(), peers);
+        stats.connected_peers = peers.len();
+        stats.peers = peers;
         stats.relay = self.relay.counters.snapshot();
         stats
     }

@@ -74,7 +74,7 @@ pub use relay::{
     is_relayed, CircuitEnd, CircuitInfo, CircuitLimits, PathKind, RelayConfig, RelayError,
     RelayLimits, RelayStats, RelayTap,
 };
-pub use stats::{ClassStats, PeerStats, TransportStats};
+pub use stats::{ClassStats, PeerStats, TransportStats, UdpStats};
 pub use tls::{ALPN, PROTOCOL_VERSION};
 pub use traverse::{
     DirectError, Method, NoPath, PathReport, TraverseError, TraverseOptions, TraverseStats,

@@ -40,6 +40,11 @@ pub(crate) struct Counters {
     pub punch_introductions: AtomicU64,
     pub punch_requests_refused: AtomicU64,
     pub punch_offers: AtomicU64,
+    // UDP traffic of connections that have closed (live ones are read from quinn).
+    pub udp_closed_bytes_out: AtomicU64,
+    pub udp_closed_bytes_in: AtomicU64,
+    pub udp_closed_datagrams_out: AtomicU64,
+    pub udp_closed_datagrams_in: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -99,6 +104,12 @@ impl Counters {
             punch_requests_refused: get(&self.punch_requests_refused),
             punch_offers: get(&self.punch_offers),
             relay: RelayStats::default(),
+            udp: UdpStats {
+                bytes_out: get(&self.udp_closed_bytes_out),
+                bytes_in: get(&self.udp_closed_bytes_in),
+                datagrams_out: get(&self.udp_closed_datagrams_out),
+                datagrams_in: get(&self.udp_closed_datagrams_in),
+            },
             peers,
         }
     }
@@ -115,6 +126,31 @@ pub struct ClassStats {
     pub messages_in: u64,
     /// Bytes received in decoded frames.
     pub bytes_in: u64,
+}
+
+/// What went over UDP for QUIC connections (headers, acknowledgements, keep-alives, handshakes
+/// and retransmissions included, which frame counters do not see): live connections plus the
+/// ones that have closed. Handshakes that never completed are not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    /// UDP payload bytes sent.
+    pub bytes_out: u64,
+    /// UDP payload bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+}
+
+impl UdpStats {
+    /// Adds one connection's quinn statistics.
+    pub(crate) fn add(&mut self, s: &quinn::ConnectionStats) {
+        self.bytes_out += s.udp_tx.bytes;
+        self.bytes_in += s.udp_rx.bytes;
+        self.datagrams_out += s.udp_tx.datagrams;
+        self.datagrams_in += s.udp_rx.datagrams;
+    }
 }
 
 /// One connected peer.
@@ -177,6 +213,8 @@ pub struct TransportStats {
     pub punch_offers: u64,
     /// Relay numbers (as relay and as circuit end).
     pub relay: RelayStats,
+    /// UDP traffic of all connections, as quinn counts it.
+    pub udp: UdpStats,
     /// The connected peers, with RTT.
     pub peers: Vec<PeerStats>,
 }

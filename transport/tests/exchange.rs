@@ -365,3 +365,37 @@ fn crash_is_detected_within_the_idle_timeout() {
         "too late: {detected:?}"
     );
 }
+
+/// UDP totals count what QUIC put on the wire (more than the frames: headers, handshake,
+/// acknowledgements), for live connections and, after a disconnect, closed ones.
+#[tokio::test]
+async fn udp_totals_cover_frames_and_survive_disconnects() {
+    let (a, _ea) = node();
+    let (b, mut eb) = node();
+    assert_eq!(a.stats().udp, Default::default());
+    bounded("connect", a.connect(b.node_id(), addr(&b)))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        a.send(b.node_id(), StreamClass::User, &Msg::Blob(vec![i; 1000]))
+            .await
+            .unwrap();
+    }
+    for _ in 0..20 {
+        wait_message(&mut eb, a.node_id()).await;
+    }
+    let live = a.stats();
+    let frames = live.class(StreamClass::User).bytes_out;
+    assert!(frames >= 20_000, "{frames}");
+    assert!(live.udp.bytes_out > frames, "{:?} vs {frames}", live.udp);
+    assert!(
+        live.udp.datagrams_out >= 20 && live.udp.datagrams_in > 0,
+        "{:?}",
+        live.udp
+    );
+    assert!(a.disconnect(b.node_id(), "done").await);
+    eventually("the closed connection's totals are kept", || {
+        a.connected_peers().is_empty() && a.stats().udp.bytes_out >= live.udp.bytes_out
+    })
+    .await;
+}
