@@ -241,10 +241,7 @@ impl Actor {
         if !self.nat.fixed_addrs {
             let addrs = self.transport.advertised_addrs();
             if !addrs.is_empty() {
-                self.overlay.set_local_addrs(addrs.clone());
-                if let Ok(mut a) = self.addrs.write() {
-                    *a = addrs;
-                }
+                self.advertise(addrs);
             }
         }
         let hint = match r.class {
@@ -277,11 +274,23 @@ impl Actor {
         else {
             return;
         };
-        let addrs = vec![SocketAddr::new(ip, bound.port())];
+        self.advertise(vec![SocketAddr::new(ip, bound.port())]);
+    }
+
+    /// The addresses this node hands out: in its overlay contacts and its ticket.
+    fn advertise(&mut self, addrs: Vec<SocketAddr>) {
         self.overlay.set_local_addrs(addrs.clone());
         if let Ok(mut a) = self.addrs.write() {
             *a = addrs;
         }
+    }
+
+    /// Whether a traversal to `peer` failed less than [`TRAVERSAL_BACKOFF`] ago.
+    fn failed_lately(&self, peer: NodeId) -> bool {
+        self.nat
+            .failed
+            .get(&peer)
+            .is_some_and(|t| t.elapsed() < TRAVERSAL_BACKOFF)
     }
 
     /// Keeps the connection to this node's relay open while it is behind a NAT.
@@ -322,13 +331,7 @@ impl Actor {
         if self.nat.traversing.contains(&peer) {
             return true;
         }
-        if self.nat.traversing.len() >= MAX_TRAVERSALS
-            || self
-                .nat
-                .failed
-                .get(&peer)
-                .is_some_and(|t| t.elapsed() < TRAVERSAL_BACKOFF)
-        {
+        if self.nat.traversing.len() >= MAX_TRAVERSALS || self.failed_lately(peer) {
             return false;
         }
         self.nat.traversing.insert(peer);
@@ -676,7 +679,8 @@ impl Actor {
     }
 
     fn send(&mut self, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {
-        let msg = if self.transport.path(to).is_none() && forwardable(&msg) {
+        let unconnected = self.transport.path(to).is_none();
+        let msg = if unconnected && forwardable(&msg) {
             match self.forward_via_relay(to, msg) {
                 None => return,
                 Some(msg) => msg,
@@ -684,7 +688,7 @@ impl Actor {
         } else {
             msg
         };
-        if self.transport.path(to).is_none() && self.overlay.relay_hint(&OverlayId(to)).is_some() {
+        if unconnected && self.overlay.relay_hint(&OverlayId(to)).is_some() {
             // First contact with a peer behind a NAT: keep a copy in case the dial fails.
             if self.nat.waiting.len() < WAITING_PEERS || self.nat.waiting.contains_key(&to) {
                 let w = self.nat.waiting.entry(to).or_default();
@@ -724,11 +728,17 @@ impl Actor {
         }
     }
 
-    /// Whether messages for `peer` can go through the relay it announced (not this node).
-    fn can_forward(&self, peer: NodeId) -> bool {
+    /// The relay `peer` announced, if messages for it can go through that relay (not this
+    /// node, not the peer itself).
+    fn forwarding_relay(&self, peer: NodeId) -> Option<&RelayHint<OverlayId>> {
         self.overlay
             .relay_hint(&OverlayId(peer))
-            .is_some_and(|h| h.id.0 != self.transport.node_id() && h.id.0 != peer)
+            .filter(|h| h.id.0 != self.transport.node_id() && h.id.0 != peer)
+    }
+
+    /// Whether messages for `peer` can go through the relay it announced.
+    fn can_forward(&self, peer: NodeId) -> bool {
+        self.forwarding_relay(peer).is_some()
     }
 
     /// No direct, punched or relayed connection to `peer` could be made. If its relay still
@@ -750,10 +760,7 @@ impl Actor {
         to: NodeId,
         msg: p2ps_overlay::Message<OverlayId>,
     ) -> Option<p2ps_overlay::Message<OverlayId>> {
-        if !self.can_forward(to) {
-            return Some(msg);
-        }
-        let Some(hint) = self.overlay.relay_hint(&OverlayId(to)).cloned() else {
+        let Some(hint) = self.forwarding_relay(to).cloned() else {
             return Some(msg);
         };
         let relay = hint.id.0;
@@ -784,11 +791,7 @@ impl Actor {
         if self.nat.dialing.contains(&to)
             || self.nat.traversing.contains(&to)
             || self.nat.dialing.len() >= MAX_DIALING
-            || self
-                .nat
-                .failed
-                .get(&to)
-                .is_some_and(|t| t.elapsed() < TRAVERSAL_BACKOFF)
+            || self.failed_lately(to)
         {
             return;
         }

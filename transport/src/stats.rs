@@ -55,7 +55,8 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-fn get(c: &AtomicU64) -> u64 {
+/// Reads a counter.
+pub(crate) fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
 

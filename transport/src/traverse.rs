@@ -260,7 +260,7 @@ where
     /// Counters of [`Transport::connect_any`].
     pub fn traverse_stats(&self) -> TraverseStats {
         let c = &self.shared.traversal.traverse.counters;
-        let g = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let g = crate::stats::get;
         TraverseStats {
             calls: g(&c.calls),
             direct: g(&c.direct),

@@ -178,7 +178,7 @@ pub struct RelayStats {
 
 impl RelayCounters {
     pub(crate) fn snapshot(&self) -> RelayStats {
-        let g = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let g = crate::stats::get;
         RelayStats {
             circuits_served: g(&self.circuits_served),
             circuits_active: g(&self.circuits_active),
