@@ -550,13 +550,7 @@ impl<P: PeerId> Node<P> {
         // Addresses the driver saw work go first; the peer's own advertised ones stay after
         // them. They say nothing of whether the peer is behind a NAT: its relay hint stays.
         let old = self.addrs.remove(&peer).unwrap_or_default();
-        let mut merged: Vec<SocketAddr> = Vec::with_capacity(MAX_ADDRS_PER_PEER);
-        for a in addrs.iter().chain(&old) {
-            if merged.len() < MAX_ADDRS_PER_PEER && !merged.contains(a) {
-                merged.push(*a);
-            }
-        }
-        self.addrs.insert(peer, merged);
+        self.addrs.insert(peer, merge_addrs(addrs, &old));
     }
 
     /// The driver could not reach `peer` directly and is trying other paths (hole punching, a
@@ -1367,6 +1361,18 @@ impl<P: PeerId> Node<P> {
     }
 }
 
+/// `first`, then those of `then` not in it, without duplicates, at most
+/// [`MAX_ADDRS_PER_PEER`].
+fn merge_addrs(first: &[SocketAddr], then: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut merged: Vec<SocketAddr> = Vec::with_capacity(MAX_ADDRS_PER_PEER);
+    for a in first.iter().chain(then) {
+        if merged.len() < MAX_ADDRS_PER_PEER && !merged.contains(a) {
+            merged.push(*a);
+        }
+    }
+    merged
+}
+
 /// Records the addresses and relay hint a contact carries. A first-hand contact (made by its
 /// node) replaces what was known; another node's copy only adds to it, since it may be older.
 fn learn<P: PeerId>(
@@ -1380,15 +1386,11 @@ fn learn<P: PeerId>(
         return;
     }
     if !c.addrs.is_empty() && book.get(&c.id) != Some(&c.addrs) {
-        let mut a = c.addrs.clone();
-        if !first_hand {
+        let a = match book.get(&c.id) {
             // What we knew (from the peer itself, or seen working) stays first.
-            if let Some(known) = book.get(&c.id) {
-                let extra: Vec<SocketAddr> = a.into_iter().filter(|x| !known.contains(x)).collect();
-                a = known.iter().copied().chain(extra).collect();
-            }
-        }
-        a.truncate(MAX_ADDRS_PER_PEER);
+            Some(known) if !first_hand => merge_addrs(known, &c.addrs),
+            _ => merge_addrs(&c.addrs, &[]),
+        };
         book.insert(c.id, a);
     }
     match &c.relay {
