@@ -541,6 +541,12 @@ pub(crate) fn render_status(s: &Status) -> String {
     );
     let _ = writeln!(
         o,
+        "  trust            forged {}  stale {}  unverified contacts {}  bad answers {}  \
+         rejoins {}",
+        c.forged, c.stale, c.unverified, c.bad_answers, c.rejoins
+    );
+    let _ = writeln!(
+        o,
         "  NAT              traversals {} (failed {})  sent via a relay {}  passed on for \
          peers {}  forwards refused {}",
         c.traversals,

@@ -676,6 +676,13 @@ impl Output {
                 );
                 return;
             }
+            NodeEvent::Isolated => {
+                self.line(
+                    || "isolated: lost every neighbour, joining again".to_string(),
+                    || serde_json::json!({"event": "isolated"}),
+                );
+                return;
+            }
             // Joining and leaving are printed where they happen.
             NodeEvent::Joined | NodeEvent::JoinFailed | NodeEvent::Left => return,
         };

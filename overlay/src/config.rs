@@ -65,7 +65,19 @@ pub struct Config {
     /// A child reported congested this many times in a row is dropped from the tree.
     /// Default: 3.
     pub congestion_strikes: u32,
-    /// Seed of the node's random choices (timer jitter). Default: 0.
+    /// How long a signed contact record is believed after it was made; a node signs its own
+    /// anew every quarter of this. Default: 1 h.
+    pub record_ttl: Duration,
+    /// How far in the future a signed record or envelope may claim to be made (clocks of two
+    /// nodes differ). Envelopes older than `seen_ttl - max_clock_skew` are dropped, so that
+    /// duplicate detection covers every envelope still accepted. Default: 30 s.
+    pub max_clock_skew: Duration,
+    /// A node that lost every neighbour tries to join again through a node it knew (or its
+    /// bootstrap) this often. Default: 5 s.
+    pub rejoin_interval: Duration,
+    /// Seed of the node's random choices (timer jitter) and, with its position, the key of its
+    /// request ids and message numbers. The runtime draws it from the OS; the simulator from
+    /// its own seed. Default: 0.
     pub seed: u64,
 }
 
@@ -97,6 +109,9 @@ impl Default for Config {
             max_groups: 1024,
             max_children: 256,
             congestion_strikes: 3,
+            record_ttl: Duration::from_secs(3600),
+            max_clock_skew: Duration::from_secs(30),
+            rejoin_interval: Duration::from_secs(5),
             seed: 0,
         }
     }
@@ -108,6 +123,9 @@ pub enum ConfigError {
     /// A value that must be positive is zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// Envelopes could not be told apart from replays.
+    #[error("max_clock_skew must be shorter than seen_ttl")]
+    SkewOverSeen,
 }
 
 impl Config {
@@ -123,6 +141,8 @@ impl Config {
             ("cast_done_timeout", self.cast_done_timeout),
             ("seen_ttl", self.seen_ttl),
             ("group_refresh", self.group_refresh),
+            ("record_ttl", self.record_ttl),
+            ("rejoin_interval", self.rejoin_interval),
         ];
         for (name, d) in durations {
             if d.is_zero() {
@@ -146,6 +166,9 @@ impl Config {
             if n == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.max_clock_skew >= self.seen_ttl {
+            return Err(ConfigError::SkewOverSeen);
         }
         Ok(())
     }

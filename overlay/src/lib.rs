@@ -11,9 +11,12 @@
 //! - [`ring`]: ring positions and interval arithmetic;
 //! - [`strategy`]: finger placement (Tango, Chord, Tango+);
 //! - [`routing_table`]: successor/predecessor lists, finger slots, next-hop choice;
-//! - [`message`]: wire messages and their traffic classes;
-//! - [`node`]: the state machine (joins, leaves, stabilisation, fingers, routing, lookups),
-//!   with broadcast and range multicast in `node/cast.rs` and group trees in `node/groups.rs`;
+//! - [`message`]: wire messages, the signed envelope, and traffic classes;
+//! - [`proof`]: how nodes sign what they say and how receivers check it;
+//! - [`node`]: the state machine (joins, leaves, stabilisation, fingers, routing), with
+//!   contact records and the evidence rule in `node/records.rs`, lookups and signed answers in
+//!   `node/requests.rs`, rejoining after isolation in `node/heal.rs`, broadcast and range
+//!   multicast in `node/cast.rs` and group trees in `node/groups.rs`;
 //! - [`segment`]: ring segments and the midpoint split that gives broadcast its disjoint pieces;
 //! - [`sim`] (feature `sim`): the discrete-event simulator and the stable-ring fast path.
 
@@ -21,6 +24,7 @@ pub mod config;
 pub mod message;
 pub mod node;
 pub mod peer;
+pub mod proof;
 pub mod ring;
 pub mod rng;
 pub mod routing_table;
@@ -33,11 +37,12 @@ pub mod time;
 pub mod sim;
 
 pub use config::{Config, ConfigError};
-pub use message::{Cast, Class, Message, Routed, RoutedBody};
+pub use message::{Answer, Body, Cast, Class, Envelope, Message, Routed, Sealed};
 pub use node::{
     CommandError, Delivery, Event, GroupRole, LookupError, Node, NodeStats, Output, State, Via,
 };
 pub use peer::{Contact, Peer, PeerId, RelayHint};
+pub use proof::{Signer, StandIn, StandInProof};
 pub use ring::{Dir, RingId};
 pub use routing_table::{ListChange, NextHop, RoutingTable};
 pub use segment::Segment;

@@ -1,12 +1,19 @@
-//! The overlay's wire messages and the traffic class each travels in.
+//! The overlay's wire messages, the signed envelope they carry, and their traffic classes.
 //!
-//! Messages are plain serde types; the transport frames them with postcard. Every contact a
-//! message carries can be read with [`Message::contacts`], so the runtime can learn addresses
-//! without understanding the protocol.
+//! Messages are plain serde types; the transport frames them with postcard. Everything a node
+//! says on its own behalf to a peer it is connected to (stabilisation, join replies, acks) is
+//! authenticated by the connection. Everything that others pass on — a routed message, a
+//! broadcast or range multicast piece, a group message, a lookup answer — travels in one
+//! [`Sealed`] [`Envelope`] signed by its origin: the origin's contact record, a message number,
+//! when it was made, the key, and the [`Body`]. Forwarders change only what lies outside the
+//! envelope (hop counts, the trail back, the piece of a cast), and every receiver checks the
+//! signature before it acts. Contacts carried in lists are records signed by their own nodes.
 
-use crate::peer::Contact;
+use crate::peer::{Contact, PeerId};
+use crate::proof::{signed_bytes, Signer};
 use crate::ring::{Dir, RingId};
 use crate::segment::Segment;
+use crate::time::Time;
 use serde::{Deserialize, Serialize};
 
 /// Which stream class a message travels on, so that a burst of user data never delays upkeep.
@@ -22,13 +29,16 @@ pub enum Class {
 
 /// A message between two overlay nodes.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub enum Message<P> {
+#[serde(bound = "")]
+pub enum Message<P: PeerId> {
     /// Periodic upkeep, sent to the neighbour in direction `dir` (the successor for `Cw`):
     /// "I am your neighbour in the other direction; here is my list on that side".
     Stabilize {
         /// Direction from the sender to the receiver.
         dir: Dir,
-        /// The sender's list in the opposite direction, nearest first.
+        /// The sender's own signed record.
+        me: Contact<P>,
+        /// The sender's list in the opposite direction, nearest first (signed records).
         list: Vec<Contact<P>>,
     },
     /// Answer to [`Message::Stabilize`]: the receiver's list in the same direction, and its
@@ -36,6 +46,8 @@ pub enum Message<P> {
     StabilizeReply {
         /// The direction of the request this answers.
         dir: Dir,
+        /// The replier's own signed record.
+        me: Contact<P>,
         /// The replier's nearest neighbour in the opposite direction.
         back: Option<Contact<P>>,
         /// The replier's list in direction `dir`, nearest first.
@@ -43,7 +55,9 @@ pub enum Message<P> {
     },
     /// Sent by the responsible node to a node that asked to join.
     JoinReply {
-        /// Successors for the joiner (the replier first).
+        /// The message number of the join request this answers.
+        req: u64,
+        /// Successors for the joiner (the replier's own record first).
         succs: Vec<Contact<P>>,
         /// Predecessors for the joiner.
         preds: Vec<Contact<P>>,
@@ -55,16 +69,9 @@ pub enum Message<P> {
         /// The leaver's predecessors.
         preds: Vec<Contact<P>>,
     },
-    /// A finger probe's answer: the replier is responsible for the probed key.
-    FingerReply {
-        /// Slot direction.
-        dir: Dir,
-        /// Slot level.
-        level: u8,
-    },
     /// "`new` just joined and should be your finger in slot `(dir, level)`".
     FingerNotify {
-        /// The node that joined.
+        /// The node that joined (its signed record).
         new: Contact<P>,
         /// Slot direction at the receiver.
         dir: Dir,
@@ -73,15 +80,10 @@ pub enum Message<P> {
         /// Lower end (exclusive) of the interval still to notify, walking counter-clockwise.
         stop: RingId,
     },
-    /// The answer to a lookup, sent straight to its origin.
-    LookupReply {
-        /// The origin's request id.
-        req: u64,
-        /// Hops the request took.
-        hops: u16,
-    },
-    /// A message routed hop by hop towards the node responsible for `key`.
+    /// A message routed hop by hop towards the node responsible for its key.
     Routed(Routed<P>),
+    /// The signed answer to a lookup or finger probe, on its way back to the asker.
+    Answer(Answer<P>),
     /// A piece of a broadcast or range multicast: deliver it to every node in the piece.
     Cast(Cast<P>),
     /// "I have your piece `piece` of cast `(origin, seq)` and cover it now."
@@ -116,60 +118,74 @@ pub enum Message<P> {
     },
     /// A group message travelling along the tree's edges.
     GroupCast {
-        /// The group.
-        group: RingId,
-        /// Who sent it.
-        origin: P,
-        /// The origin's message number.
-        seq: u64,
         /// Tree edges crossed so far.
         hops: u16,
-        /// The payload.
-        payload: Vec<u8>,
+        /// The origin's envelope: body [`Body::GroupSend`], key the group.
+        sealed: Sealed<P>,
     },
 }
 
-/// A piece of a broadcast (the whole ring) or of a range multicast (the nodes responsible for
-/// the keys in a range), handed down the dissemination tree.
+/// What an origin signs: everything about a message except how it travels.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct Cast<P> {
-    /// Who sent the broadcast.
+#[serde(bound = "")]
+pub struct Envelope<P: PeerId> {
+    /// The origin's signed contact record; the envelope is signed by `origin.id`.
     pub origin: Contact<P>,
-    /// The origin's message number; `(origin, seq)` identifies the cast.
+    /// The origin's message number: unpredictable, unique per origin. It identifies a cast
+    /// for duplicate detection and a request for its answer.
     pub seq: u64,
-    /// The sender's number for this piece, echoed in acknowledgements.
-    pub piece: u64,
-    /// The nodes to reach: every node whose position lies here.
-    pub seg: Segment,
-    /// For a range multicast, the key range `[lo, hi]`; `None` for a broadcast.
-    pub keys: Option<(RingId, RingId)>,
-    /// Tree depth of the receiver (1 for the origin's direct children).
-    pub depth: u16,
-    /// Whether the origin wants a count of deliveries gathered back up the tree.
-    pub reply: bool,
-    /// The payload.
-    pub payload: Vec<u8>,
-}
-
-/// A message routed through the overlay.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct Routed<P> {
-    /// Target key; the node responsible for it (its successor) receives the message.
+    /// When the origin made the message; receivers drop envelopes too old to be told apart
+    /// from replays.
+    pub issued: Time,
+    /// The key: where a routed message goes, the looked-up key of an answer, the group of a
+    /// group message.
     pub key: RingId,
-    /// Who sent it first.
-    pub origin: Contact<P>,
-    /// Hops so far.
-    pub hops: u16,
-    /// What to do on arrival.
-    pub body: RoutedBody<P>,
+    /// What the message is.
+    pub body: Body<P>,
 }
 
-/// What a routed message asks of the responsible node.
+/// An [`Envelope`] with its origin's proof.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub enum RoutedBody<P> {
-    /// The origin wants to join; its key is its own position.
+#[serde(bound = "")]
+pub struct Sealed<P: PeerId> {
+    /// The signed content.
+    pub env: Envelope<P>,
+    /// The origin's signature over `env`.
+    pub proof: P::Proof,
+}
+
+/// What an envelope's signature covers.
+const ENVELOPE_DOMAIN: &str = "p2ps/envelope";
+
+impl<P: PeerId> Sealed<P> {
+    /// Signs `env` as `signer` (which must be `env.origin.id`).
+    pub fn seal(signer: &dyn Signer<P>, env: Envelope<P>) -> Self {
+        let proof = signer.sign(&signed_bytes(ENVELOPE_DOMAIN, &env));
+        Sealed { env, proof }
+    }
+
+    /// Whether the origin named in the envelope signed it.
+    pub fn verify(&self) -> bool {
+        self.env
+            .origin
+            .id
+            .verify(&signed_bytes(ENVELOPE_DOMAIN, &self.env), &self.proof)
+    }
+
+    /// The origin.
+    pub fn origin(&self) -> P {
+        self.env.origin.id
+    }
+}
+
+/// What a sealed message is.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum Body<P: PeerId> {
+    /// The origin wants to join; the key is its own position. The answer is
+    /// [`Message::JoinReply`] with the envelope's number.
     Join,
-    /// The origin looks up its finger for `key`.
+    /// The origin looks up its finger for the key; the envelope's number is the request id.
     FingerProbe {
         /// Slot direction at the origin.
         dir: Dir,
@@ -181,29 +197,19 @@ pub enum RoutedBody<P> {
         /// origin (slot `(dir.opposite(), level)`) are to be told.
         notify_from: Option<RingId>,
     },
-    /// A lookup: who is responsible for `key`?
-    Lookup {
-        /// The origin's request id.
+    /// A lookup: who is responsible for the key? The envelope's number is the request id.
+    Lookup,
+    /// The answer to a lookup or finger probe, signed by the node responsible for the key.
+    Answer {
+        /// The request's id (its envelope's number).
         req: u64,
-    },
-    /// A range multicast on its way to the node responsible for `hi` (the routed key), which
-    /// then covers every node from `lo` to itself.
-    Range {
-        /// Lower end of the key range.
-        lo: RingId,
-        /// The origin's message number.
-        seq: u64,
-        /// Whether the origin wants a count of deliveries.
-        reply: bool,
-        /// The payload.
-        payload: Vec<u8>,
-    },
-    /// A group message on its way to the group's tree (the routed key is the group).
-    GroupSend {
-        /// The origin's message number.
-        seq: u64,
-        /// The payload.
-        payload: Vec<u8>,
+        /// Who asked.
+        asker: P,
+        /// The responder's predecessor when it answered: it is responsible for the keys in
+        /// `(pred, responder]`, which must hold the key.
+        pred: Option<RingId>,
+        /// Hops the request took.
+        hops: u16,
     },
     /// Application data.
     Data {
@@ -212,21 +218,128 @@ pub enum RoutedBody<P> {
         /// The payload.
         payload: Vec<u8>,
     },
+    /// A broadcast: every node delivers the payload once.
+    Broadcast {
+        /// Whether the origin wants a count of deliveries gathered back up the tree.
+        reply: bool,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// A range multicast to the nodes responsible for `[lo, key]`: routed to the node
+    /// responsible for the key, which then covers every node from `lo` to itself.
+    Range {
+        /// Lower end of the key range.
+        lo: RingId,
+        /// Whether the origin wants a count of deliveries.
+        reply: bool,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// A group message: routed to the group's tree (the key is the group), then flooded along
+    /// the tree as [`Message::GroupCast`].
+    GroupSend {
+        /// The payload.
+        payload: Vec<u8>,
+    },
 }
 
-impl<P> Message<P> {
+/// A message routed through the overlay.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Routed<P: PeerId> {
+    /// Hops so far.
+    pub hops: u16,
+    /// For requests that want an answer: the nodes that forwarded it, in order, so that the
+    /// answer can come back over connections that already exist.
+    pub trail: Vec<P>,
+    /// The origin's envelope; its key is where the message goes.
+    pub sealed: Sealed<P>,
+}
+
+impl<P: PeerId> Routed<P> {
+    /// The target key.
+    pub fn key(&self) -> RingId {
+        self.sealed.env.key
+    }
+
+    /// The origin.
+    pub fn origin(&self) -> P {
+        self.sealed.env.origin.id
+    }
+}
+
+/// A signed answer travelling back along a request's trail.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Answer<P: PeerId> {
+    /// The rest of the way back: the nodes that forwarded the request, nearest to the asker
+    /// first; each passes the answer to the asker if connected to it, else to the last one.
+    pub trail: Vec<P>,
+    /// The responder's envelope, body [`Body::Answer`].
+    pub sealed: Sealed<P>,
+}
+
+/// A piece of a broadcast (the whole ring) or of a range multicast (the nodes responsible for
+/// the keys in a range), handed down the dissemination tree.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Cast<P: PeerId> {
+    /// The sender's number for this piece, echoed in acknowledgements.
+    pub piece: u64,
+    /// The nodes to reach: every node whose position lies here.
+    pub seg: Segment,
+    /// Tree depth of the receiver (1 for the origin's direct children).
+    pub depth: u16,
+    /// The origin's envelope: body [`Body::Broadcast`] or [`Body::Range`].
+    pub sealed: Sealed<P>,
+}
+
+impl<P: PeerId> Cast<P> {
+    /// The origin.
+    pub fn origin(&self) -> P {
+        self.sealed.env.origin.id
+    }
+
+    /// The origin's message number.
+    pub fn seq(&self) -> u64 {
+        self.sealed.env.seq
+    }
+
+    /// Whether the origin wants a count of deliveries.
+    pub fn reply(&self) -> bool {
+        matches!(
+            self.sealed.env.body,
+            Body::Broadcast { reply: true, .. } | Body::Range { reply: true, .. }
+        )
+    }
+
+    /// For a range multicast, its key range `[lo, hi]`; `None` for a broadcast.
+    pub fn keys(&self) -> Option<(RingId, RingId)> {
+        match self.sealed.env.body {
+            Body::Range { lo, .. } => Some((lo, self.sealed.env.key)),
+            _ => None,
+        }
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        match &self.sealed.env.body {
+            Body::Broadcast { payload, .. } | Body::Range { payload, .. } => payload,
+            _ => &[],
+        }
+    }
+}
+
+impl<P: PeerId> Message<P> {
     /// The stream class this message travels on.
     pub fn class(&self) -> Class {
         match self {
-            Message::Routed(Routed {
-                body: RoutedBody::Data { .. },
-                ..
-            }) => Class::User,
-            Message::Routed(Routed {
-                body: RoutedBody::Range { .. } | RoutedBody::GroupSend { .. },
-                ..
-            })
-            | Message::Cast(_)
+            Message::Routed(r) => match r.sealed.env.body {
+                Body::Data { .. } => Class::User,
+                Body::Range { .. } | Body::GroupSend { .. } | Body::Broadcast { .. } => Class::Tree,
+                _ => Class::Routing,
+            },
+            Message::Cast(_)
             | Message::CastAck { .. }
             | Message::CastDone { .. }
             | Message::GroupJoin { .. }
@@ -239,21 +352,23 @@ impl<P> Message<P> {
     /// Calls `f` on every contact the message carries.
     pub fn for_each_contact(&self, mut f: impl FnMut(&Contact<P>)) {
         match self {
-            Message::Stabilize { list, .. } => list.iter().for_each(f),
-            Message::StabilizeReply { back, list, .. } => back.iter().chain(list).for_each(f),
-            Message::JoinReply { succs, preds } | Message::Leave { succs, preds } => {
+            Message::Stabilize { me, list, .. } => std::iter::once(me).chain(list).for_each(f),
+            Message::StabilizeReply { me, back, list, .. } => std::iter::once(me)
+                .chain(back.iter())
+                .chain(list)
+                .for_each(f),
+            Message::JoinReply { succs, preds, .. } | Message::Leave { succs, preds } => {
                 succs.iter().chain(preds).for_each(f)
             }
             Message::FingerNotify { new, .. } => f(new),
-            Message::Routed(r) => f(&r.origin),
-            Message::Cast(c) => f(&c.origin),
-            Message::FingerReply { .. }
-            | Message::LookupReply { .. }
-            | Message::CastAck { .. }
+            Message::Routed(r) => f(&r.sealed.env.origin),
+            Message::Answer(a) => f(&a.sealed.env.origin),
+            Message::Cast(c) => f(&c.sealed.env.origin),
+            Message::GroupCast { sealed, .. } => f(&sealed.env.origin),
+            Message::CastAck { .. }
             | Message::CastDone { .. }
             | Message::GroupJoin { .. }
-            | Message::GroupPrune { .. }
-            | Message::GroupCast { .. } => {}
+            | Message::GroupPrune { .. } => {}
         }
     }
 
@@ -263,15 +378,15 @@ impl<P> Message<P> {
         "stabilize-reply",
         "join-reply",
         "leave",
-        "finger-reply",
         "finger-notify",
-        "lookup-reply",
+        "answer",
         "join",
         "finger-probe",
         "lookup",
         "data",
         "range",
         "group-send",
+        "routed-other",
         "cast",
         "cast-ack",
         "cast-done",
@@ -287,16 +402,16 @@ impl<P> Message<P> {
             Message::StabilizeReply { .. } => 1,
             Message::JoinReply { .. } => 2,
             Message::Leave { .. } => 3,
-            Message::FingerReply { .. } => 4,
-            Message::FingerNotify { .. } => 5,
-            Message::LookupReply { .. } => 6,
-            Message::Routed(r) => match r.body {
-                RoutedBody::Join => 7,
-                RoutedBody::FingerProbe { .. } => 8,
-                RoutedBody::Lookup { .. } => 9,
-                RoutedBody::Data { .. } => 10,
-                RoutedBody::Range { .. } => 11,
-                RoutedBody::GroupSend { .. } => 12,
+            Message::FingerNotify { .. } => 4,
+            Message::Answer(_) => 5,
+            Message::Routed(r) => match r.sealed.env.body {
+                Body::Join => 6,
+                Body::FingerProbe { .. } => 7,
+                Body::Lookup => 8,
+                Body::Data { .. } => 9,
+                Body::Range { .. } => 10,
+                Body::GroupSend { .. } => 11,
+                Body::Answer { .. } | Body::Broadcast { .. } => 12,
             },
             Message::Cast(_) => 13,
             Message::CastAck { .. } => 14,
@@ -316,34 +431,80 @@ impl<P> Message<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proof::{StandIn, StandInProof};
     use crate::ring::Dir;
+
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+    struct T(u8);
+
+    impl PeerId for T {
+        type Proof = StandInProof;
+        fn ring_id(&self) -> RingId {
+            RingId((self.0 as u128) << 120)
+        }
+        fn verify(&self, msg: &[u8], proof: &StandInProof) -> bool {
+            StandInProof::of(self, msg) == *proof
+        }
+    }
+
+    fn sealed(origin: u8, body: Body<T>) -> Sealed<T> {
+        let env = Envelope {
+            origin: Contact::bare(T(origin)),
+            seq: 9,
+            issued: Time::ZERO,
+            key: RingId(1),
+            body,
+        };
+        Sealed::seal(&StandIn(T(origin)), env)
+    }
+
+    #[test]
+    fn envelopes_verify_only_as_signed() {
+        let s = sealed(1, Body::Lookup);
+        assert!(s.verify());
+        // Another origin named in the same envelope: the proof is not theirs.
+        let mut forged = s.clone();
+        forged.env.origin.id = T(2);
+        assert!(!forged.verify());
+        // A changed body under the same proof.
+        let mut forged = s.clone();
+        forged.env.key = RingId(2);
+        assert!(!forged.verify());
+        // A record signed by its node, and the same fields claimed for another node.
+        let c = Contact::signed(&StandIn(T(3)), Vec::new(), None, Time::from_secs(5));
+        assert!(c.verify());
+        assert!(!Contact {
+            id: T(4),
+            ..c.clone()
+        }
+        .verify());
+        assert!(!Contact::bare(T(3)).verify());
+    }
 
     #[test]
     fn kind_table_matches_variants() {
-        let c = || Contact {
-            id: 1u8,
-            addrs: Vec::new(),
-            relay: None,
-        };
+        let c = || Contact::bare(T(1));
         let routed = |body| {
             Message::Routed(Routed {
-                key: RingId(1),
-                origin: c(),
                 hops: 0,
-                body,
+                trail: vec![],
+                sealed: sealed(1, body),
             })
         };
         let all = [
             Message::Stabilize {
                 dir: Dir::Cw,
+                me: c(),
                 list: vec![],
             },
             Message::StabilizeReply {
                 dir: Dir::Cw,
+                me: c(),
                 back: None,
                 list: vec![],
             },
             Message::JoinReply {
+                req: 0,
                 succs: vec![],
                 preds: vec![],
             },
@@ -351,56 +512,65 @@ mod tests {
                 succs: vec![],
                 preds: vec![],
             },
-            Message::FingerReply {
-                dir: Dir::Cw,
-                level: 0,
-            },
             Message::FingerNotify {
                 new: c(),
                 dir: Dir::Cw,
                 level: 0,
                 stop: RingId(0),
             },
-            Message::LookupReply { req: 0, hops: 0 },
-            routed(RoutedBody::Join),
-            routed(RoutedBody::FingerProbe {
+            Message::Answer(Answer {
+                trail: vec![],
+                sealed: sealed(
+                    1,
+                    Body::Answer {
+                        req: 0,
+                        asker: T(2),
+                        pred: None,
+                        hops: 0,
+                    },
+                ),
+            }),
+            routed(Body::Join),
+            routed(Body::FingerProbe {
                 dir: Dir::Cw,
                 level: 0,
                 reply: true,
                 notify_from: None,
             }),
-            routed(RoutedBody::Lookup { req: 0 }),
-            routed(RoutedBody::Data {
+            routed(Body::Lookup),
+            routed(Body::Data {
                 target: None,
                 payload: vec![],
             }),
-            routed(RoutedBody::Range {
+            routed(Body::Range {
                 lo: RingId(0),
-                seq: 0,
                 reply: false,
                 payload: vec![],
             }),
-            routed(RoutedBody::GroupSend {
-                seq: 0,
+            routed(Body::GroupSend { payload: vec![] }),
+            routed(Body::Broadcast {
+                reply: false,
                 payload: vec![],
             }),
             Message::Cast(Cast {
-                origin: c(),
-                seq: 0,
                 piece: 0,
                 seg: Segment::full(RingId(0)),
-                keys: None,
                 depth: 0,
-                reply: false,
-                payload: vec![],
+                sealed: sealed(
+                    1,
+                    Body::Broadcast {
+                        reply: false,
+                        payload: vec![],
+                    },
+                ),
             }),
             Message::CastAck {
-                origin: 1,
+                origin: T(1),
                 seq: 0,
                 piece: 0,
             },
             Message::CastDone {
-                origin: 1,
+                origin: T(1),
                 seq: 0,
                 piece: 0,
                 delivered: 0,
@@ -408,11 +578,8 @@ mod tests {
             Message::GroupJoin { group: RingId(0) },
             Message::GroupPrune { group: RingId(0) },
             Message::GroupCast {
-                group: RingId(0),
-                origin: 1,
-                seq: 0,
                 hops: 0,
-                payload: vec![],
+                sealed: sealed(1, Body::GroupSend { payload: vec![] }),
             },
         ];
         for (i, m) in all.iter().enumerate() {

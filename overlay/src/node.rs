@@ -18,8 +18,9 @@
 //! same outputs: nothing iterates in hash order and all randomness comes from the seed.
 
 use crate::config::Config;
-use crate::message::{Message, Routed, RoutedBody};
+use crate::message::{Body, Envelope, Message, Routed, Sealed};
 use crate::peer::{Contact, Peer, PeerId, RelayHint};
+use crate::proof::Signer;
 use crate::ring::{Dir, RingId};
 use crate::rng::{mix64, SplitMix64};
 use crate::routing_table::{ListChange, NextHop, RoutingTable};
@@ -33,6 +34,9 @@ use crate::time::Time;
 
 mod cast;
 mod groups;
+mod heal;
+mod records;
+mod requests;
 
 pub use groups::GroupRole;
 
@@ -45,13 +49,16 @@ pub enum State {
     Joining,
     /// Part of a network.
     Joined,
+    /// Was part of a network, lost every neighbour (a partition, a suspended machine), and is
+    /// joining again through the nodes it knew and its bootstrap.
+    Rejoining,
     /// Left (or gave up joining); the node does nothing more.
     Left,
 }
 
 /// Something the driver must do, or tell the application.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub enum Output<P> {
+pub enum Output<P: PeerId> {
     /// Send `msg` to `to` on the stream class `msg.class()`, connecting first if needed (the
     /// addresses the node knows for `to` are in [`Node::addresses`]).
     Send {
@@ -115,6 +122,9 @@ pub enum Event<P> {
     JoinFailed,
     /// The node left.
     Left,
+    /// The node lost every neighbour and is joining again ([`State::Rejoining`]);
+    /// [`Event::Joined`] follows when it is back.
+    Isolated,
     /// A peer entered this node's successor or predecessor list.
     NeighbourUp(P),
     /// A peer left this node's successor and predecessor lists.
@@ -199,6 +209,25 @@ pub struct NodeStats {
     pub lookups_failed: u64,
     /// Peers declared dead (timeout or link down).
     pub peers_failed: u64,
+    /// Envelopes and records whose signature did not check out (forgeries), dropped.
+    pub forged: u64,
+    /// Envelopes too old or too far in the future (possible replays), dropped.
+    pub stale: u64,
+    /// Contacts not taken into the tables: unsigned, stale, or about an unknown node.
+    pub unverified: u64,
+    /// Answers refused: unasked, for another key, or contradicted by known nodes.
+    pub bad_answers: u64,
+    /// Times the node lost every neighbour and joined again.
+    pub rejoins: u64,
+}
+
+/// What a request in flight is for.
+#[derive(Clone, Copy, Debug)]
+enum Purpose {
+    /// An application lookup.
+    Lookup,
+    /// Filling finger slot `(dir, level)`.
+    Finger { dir: Dir, level: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -206,6 +235,7 @@ struct PendingLookup {
     key: RingId,
     attempts: u32,
     deadline: Time,
+    purpose: Purpose,
 }
 
 /// Timers that exist once per node.
@@ -216,6 +246,7 @@ struct Timers {
     repair: Option<Time>,
     join: Option<Time>,
     housekeeping: Option<Time>,
+    rejoin: Option<Time>,
 }
 
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
@@ -227,6 +258,17 @@ const MAX_PENDING_LINKS: usize = 1024;
 #[derive(Debug)]
 pub struct Node<P: PeerId> {
     me: Peer<P>,
+    signer: Box<dyn Signer<P>>,
+    /// This node's own signed contact record.
+    record: Contact<P>,
+    /// Verified records of other nodes, passed on in contacts.
+    records: BTreeMap<P, Contact<P>>,
+    /// Request ids and message numbers.
+    nonces: requests::Nonces,
+    /// The id of the join request in flight.
+    join_req: u64,
+    /// Nodes to join through again if every neighbour is lost.
+    fallback: heal::Fallback<P>,
     my_addrs: Vec<SocketAddr>,
     cfg: Config,
     state: State,
@@ -244,7 +286,6 @@ pub struct Node<P: PeerId> {
     links: BTreeMap<P, Time>,
     lookups: BTreeMap<u64, PendingLookup>,
     lookup_deadlines: BTreeSet<(Time, u64)>,
-    next_req: u64,
     join_bootstrap: Option<Contact<P>>,
     join_attempt: u32,
     timers: Timers,
@@ -260,19 +301,26 @@ pub struct Node<P: PeerId> {
     groups: groups::Groups<P>,
     /// Recently seen `(origin, seq)` of casts and group messages.
     seen: Seen<(P, u64)>,
-    next_seq: u64,
     /// The `now` of the latest input, for code paths reached without one.
     now: Time,
 }
 
 impl<P: PeerId> Node<P> {
-    /// A node with identity `id`, not yet part of any network. `cfg` must be valid
+    /// A node that signs as `signer`, not yet part of any network. `cfg` must be valid
     /// ([`Config::validate`]); zero values are treated as their smallest sensible value.
-    pub fn new(id: P, cfg: Config) -> Self {
-        let me = Peer::new(id);
+    pub fn new(signer: impl Signer<P> + 'static, cfg: Config) -> Self {
+        let signer: Box<dyn Signer<P>> = Box::new(signer);
+        let me = Peer::new(signer.id());
         let seed = mix64(cfg.seed ^ mix64(me.pos.0 as u64 ^ (me.pos.0 >> 64) as u64));
+        let record = Contact::signed(&*signer, Vec::new(), None, Time::ZERO);
         Node {
             me,
+            signer,
+            record,
+            records: BTreeMap::new(),
+            nonces: requests::Nonces::new(cfg.seed, me.pos),
+            join_req: 0,
+            fallback: heal::Fallback::default(),
             my_addrs: Vec::new(),
             table: RoutingTable::new(me, cfg.strategy, cfg.list_len),
             state: State::Idle,
@@ -286,7 +334,6 @@ impl<P: PeerId> Node<P> {
             links: BTreeMap::new(),
             lookups: BTreeMap::new(),
             lookup_deadlines: BTreeSet::new(),
-            next_req: 1,
             join_bootstrap: None,
             join_attempt: 0,
             timers: Timers::default(),
@@ -299,17 +346,27 @@ impl<P: PeerId> Node<P> {
             casts: cast::Casts::default(),
             groups: groups::Groups::default(),
             seen: Seen::new(cfg.seen_ttl, cfg.max_seen),
-            next_seq: 1,
             now: Time::ZERO,
             cfg,
         }
     }
 
     /// A node that is already part of a network, with routing table `table`: for simulators
-    /// and tests that start from a known ring instead of replaying every join. The node's
-    /// identity is the table's owner; timers start at `now`.
-    pub fn from_table(cfg: Config, table: RoutingTable<P>, now: Time) -> Self {
-        let mut node = Node::new(table.me().id, cfg);
+    /// and tests that start from a known ring instead of replaying every join. The signer
+    /// must be the table's owner; timers start at `now`.
+    pub fn from_table(
+        signer: impl Signer<P> + 'static,
+        cfg: Config,
+        table: RoutingTable<P>,
+        now: Time,
+    ) -> Self {
+        let mut node = Node::new(signer, cfg);
+        debug_assert!(
+            node.me.id == table.me().id,
+            "the signer is not the table's owner"
+        );
+        node.now = now;
+        node.resign_record(now);
         node.table = table;
         node.become_joined(now);
         node.out.clear();
@@ -353,12 +410,23 @@ impl<P: PeerId> Node<P> {
     pub fn set_local_addrs(&mut self, addrs: Vec<SocketAddr>) {
         self.my_addrs = addrs;
         self.my_addrs.truncate(MAX_ADDRS_PER_PEER);
+        if self.record.addrs != self.my_addrs {
+            self.resign_record(self.now);
+        }
     }
 
     /// Sets the node through which this node can be reached when behind a NAT (`None` when it
     /// is reachable directly); it travels in this node's contacts.
     pub fn set_relay_hint(&mut self, relay: Option<RelayHint<P>>) {
         self.my_relay = relay.filter(|r| r.id != self.me.id);
+        if self.record.relay != self.my_relay {
+            self.resign_record(self.now);
+        }
+    }
+
+    /// This node's own signed contact record.
+    pub fn record(&self) -> &Contact<P> {
+        &self.record
     }
 
     /// The relay hint known for `peer`, if it announced one.
@@ -394,14 +462,21 @@ impl<P: PeerId> Node<P> {
     /// When [`Node::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Time> {
         let t = &self.timers;
-        [t.stabilize, t.refresh, t.repair, t.join, t.housekeeping]
-            .into_iter()
-            .flatten()
-            .chain(self.awaiting.values().copied())
-            .chain(self.lookup_deadlines.first().map(|(t, _)| *t))
-            .chain(self.casts.next_deadline())
-            .chain(self.groups.next_deadline())
-            .min()
+        [
+            t.stabilize,
+            t.refresh,
+            t.repair,
+            t.join,
+            t.housekeeping,
+            t.rejoin,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.awaiting.values().copied())
+        .chain(self.lookup_deadlines.first().map(|(t, _)| *t))
+        .chain(self.casts.next_deadline())
+        .chain(self.groups.next_deadline())
+        .min()
     }
 
     // ----- application commands -----
@@ -433,6 +508,7 @@ impl<P: PeerId> Node<P> {
             false,
         );
         self.state = State::Joining;
+        self.fallback.remember(&bootstrap);
         self.join_bootstrap = Some(bootstrap);
         self.join_attempt = 0;
         self.send_join(now);
@@ -444,8 +520,10 @@ impl<P: PeerId> Node<P> {
     pub fn leave(&mut self, now: Time) {
         self.now = self.now.max(now);
         if self.state == State::Joined {
-            let succs = self.contacts(self.table.successors());
-            let preds = self.contacts(self.table.predecessors());
+            let succs = self.table.successors().to_vec();
+            let succs = self.contacts(&succs);
+            let preds = self.table.predecessors().to_vec();
+            let preds = self.contacts(&preds);
             let mut tell: BTreeSet<P> = self.table.entries().map(|p| p.id).collect();
             tell.extend(self.links.keys().copied());
             for to in tell {
@@ -489,20 +567,7 @@ impl<P: PeerId> Node<P> {
         if self.lookups.len() >= self.cfg.max_pending_lookups {
             return Err(CommandError::TooManyPending);
         }
-        let req = self.next_req;
-        self.next_req += 1;
-        let deadline = now + self.cfg.lookup_timeout;
-        self.lookups.insert(
-            req,
-            PendingLookup {
-                key,
-                attempts: 1,
-                deadline,
-            },
-        );
-        self.lookup_deadlines.insert((deadline, req));
-        self.originate(key, RoutedBody::Lookup { req });
-        Ok(req)
+        Ok(self.send_request(key, Purpose::Lookup, Body::Lookup))
     }
 
     /// Sends `payload` to whichever node is responsible for `key` (best effort, no answer).
@@ -513,7 +578,7 @@ impl<P: PeerId> Node<P> {
         }
         self.originate(
             key,
-            RoutedBody::Data {
+            Body::Data {
                 target: None,
                 payload,
             },
@@ -531,7 +596,7 @@ impl<P: PeerId> Node<P> {
         let key = target.ring_id();
         self.originate(
             key,
-            RoutedBody::Data {
+            Body::Data {
                 target: Some(target),
                 payload,
             },
@@ -584,13 +649,18 @@ impl<P: PeerId> Node<P> {
         self.emit_neighbour_events();
     }
 
-    /// A message `msg` arrived from `from` (the authenticated sender).
+    /// A message `msg` arrived from `from` (the authenticated sender). What it carries on
+    /// behalf of others is checked first: an envelope whose signature or age does not hold is
+    /// dropped (and counted) before anything changes, and only verified contacts are learnt.
     pub fn handle_message(&mut self, now: Time, from: P, msg: Message<P>) {
         self.now = self.now.max(now);
         if from == self.me.id || self.state == State::Left {
             return;
         }
         self.stats.received += 1;
+        if !self.signed_content_ok(&msg) {
+            return;
+        }
         match self.links.get_mut(&from) {
             Some(t) => *t = now,
             None => {
@@ -606,20 +676,14 @@ impl<P: PeerId> Node<P> {
         if !self.tombstones.is_empty() {
             self.tombstones.remove(&from);
         }
-        // A contact is first-hand when its node made it: the sender's own, or a routed
-        // message's origin.
-        let origin = match &msg {
-            Message::Routed(r) => Some(r.origin.id),
-            _ => None,
-        };
         msg.for_each_contact(|c| {
-            let first_hand = c.id == from || Some(c.id) == origin;
-            learn(&mut self.addrs, &mut self.hints, self.me.id, c, first_hand)
+            self.vouch(from, c);
         });
-        let from_joined = !matches!(
+        let joining = matches!(
             &msg,
-            Message::Routed(Routed { body: RoutedBody::Join, origin, .. }) if origin.id == from
-        ) && !matches!(msg, Message::Leave { .. });
+            Message::Routed(r) if r.sealed.env.body == Body::Join && r.origin() == from
+        );
+        let from_joined = !joining && !matches!(msg, Message::Leave { .. });
         // Neighbours lie inside the lists' span, where no finger slot is stored, and are in
         // the lists already: only other senders can improve the table.
         if self.state == State::Joined && from_joined && !self.table.is_neighbour(&from) {
@@ -629,26 +693,22 @@ impl<P: PeerId> Node<P> {
             self.note_lists(change);
         }
         match msg {
-            Message::Stabilize { dir, list } => self.on_stabilize(from, dir, list),
-            Message::StabilizeReply { dir, back, list } => {
-                self.on_stabilize_reply(from, dir, back, list)
+            Message::Stabilize { dir, list, .. } => self.on_stabilize(from, dir, list),
+            Message::StabilizeReply {
+                dir, back, list, ..
+            } => self.on_stabilize_reply(from, dir, back, list),
+            Message::JoinReply { req, succs, preds } => {
+                self.on_join_reply(now, from, req, succs, preds)
             }
-            Message::JoinReply { succs, preds } => self.on_join_reply(now, from, succs, preds),
             Message::Leave { succs, preds } => self.on_leave(now, from, succs, preds),
-            Message::FingerReply { dir, level } => {
-                if self.state == State::Joined {
-                    self.table.set_finger(dir, level as usize, Peer::new(from));
-                    self.repair.remove(&(dir, level as usize));
-                }
-            }
             Message::FingerNotify {
                 new,
                 dir,
                 level,
                 stop,
-            } => self.on_finger_notify(new, dir, level, stop),
-            Message::LookupReply { req, hops } => self.on_lookup_reply(from, req, hops),
+            } => self.on_finger_notify(from, new, dir, level, stop),
             Message::Routed(r) => self.on_routed(now, r),
+            Message::Answer(a) => self.on_answer(a),
             Message::Cast(c) => {
                 if self.state == State::Joined {
                     self.on_cast(now, from, c)
@@ -663,15 +723,40 @@ impl<P: PeerId> Node<P> {
             } => self.on_cast_done(now, from, origin, seq, piece, delivered),
             Message::GroupJoin { group } => self.on_group_join(now, from, group),
             Message::GroupPrune { group } => self.on_group_prune(from, group),
-            Message::GroupCast {
-                group,
-                origin,
-                seq,
-                hops,
-                payload,
-            } => self.on_group_cast(now, from, group, origin, seq, hops, payload),
+            Message::GroupCast { hops, sealed } => self.on_group_cast(now, from, hops, sealed),
         }
         self.emit_neighbour_events();
+    }
+
+    /// Checks the envelope a message carries for its origin: signed by the origin, recent,
+    /// and of a kind that may travel that way.
+    fn signed_content_ok(&mut self, msg: &Message<P>) -> bool {
+        let (sealed, fits) = match msg {
+            Message::Routed(r) => (
+                &r.sealed,
+                !matches!(
+                    r.sealed.env.body,
+                    Body::Answer { .. } | Body::Broadcast { .. }
+                ),
+            ),
+            Message::Cast(c) => (
+                &c.sealed,
+                matches!(
+                    c.sealed.env.body,
+                    Body::Broadcast { .. } | Body::Range { .. }
+                ),
+            ),
+            Message::GroupCast { sealed, .. } => {
+                (sealed, matches!(sealed.env.body, Body::GroupSend { .. }))
+            }
+            Message::Answer(a) => (&a.sealed, matches!(a.sealed.env.body, Body::Answer { .. })),
+            _ => return true,
+        };
+        if !fits {
+            self.stats.dropped += 1;
+            return false;
+        }
+        self.envelope_ok(sealed)
     }
 
     /// Deadlines passed: run whatever was due at `now`.
@@ -721,6 +806,9 @@ impl<P: PeerId> Node<P> {
         if self.timers.housekeeping.is_some_and(|t| t <= now) {
             self.housekeeping(now);
         }
+        if self.timers.rejoin.is_some_and(|t| t <= now) {
+            self.rejoin_attempt(now);
+        }
         if self.casts.next_deadline().is_some_and(|t| t <= now) {
             self.cast_timeouts(now);
         }
@@ -735,6 +823,7 @@ impl<P: PeerId> Node<P> {
     fn become_joined(&mut self, now: Time) {
         self.state = State::Joined;
         self.timers.join = None;
+        self.timers.rejoin = None;
         self.timers.stabilize = Some(now + self.jitter(self.cfg.stabilize_interval));
         self.timers.refresh = Some(now + self.refresh_step());
         self.timers.housekeeping = Some(now + HOUSEKEEPING);
@@ -746,13 +835,16 @@ impl<P: PeerId> Node<P> {
             return;
         };
         self.join_attempt += 1;
-        let msg = Routed {
-            key: self.me.pos,
-            origin: self.my_contact(),
-            hops: 0,
-            body: RoutedBody::Join,
-        };
-        self.push_send(b.id, Message::Routed(msg));
+        self.join_req = self.nonces.next();
+        let sealed = self.seal(self.join_req, self.me.pos, Body::Join);
+        self.push_send(
+            b.id,
+            Message::Routed(Routed {
+                hops: 0,
+                trail: Vec::new(),
+                sealed,
+            }),
+        );
         self.timers.join = Some(now + self.cfg.join_timeout);
     }
 
@@ -769,18 +861,22 @@ impl<P: PeerId> Node<P> {
         }
     }
 
-    /// At the node responsible for a joiner's position: hand it its lists and take it as
-    /// predecessor.
-    fn accept_joiner(&mut self, joiner: Contact<P>) {
+    /// At the node responsible for a joiner's position (its signed join request checked):
+    /// hand it its lists and take it as predecessor.
+    fn accept_joiner(&mut self, joiner: Contact<P>, req: u64) {
         let me = self.my_contact();
         let mut succs = vec![me.clone()];
-        succs.extend(self.contacts(self.table.successors()));
-        let mut preds = self.contacts(self.table.predecessors());
+        let list = self.table.successors().to_vec();
+        succs.extend(self.contacts(&list));
+        let list = self.table.predecessors().to_vec();
+        let mut preds = self.contacts(&list);
         if preds.is_empty() {
             preds.push(me);
         }
         let id = joiner.id;
-        self.push_send(id, Message::JoinReply { succs, preds });
+        // The joiner signed its request just now: whatever we remembered of its death is old.
+        self.tombstones.remove(&id);
+        self.push_send(id, Message::JoinReply { req, succs, preds });
         let change = self.table.offer(Peer::new(id));
         self.note_lists(change);
     }
@@ -789,26 +885,33 @@ impl<P: PeerId> Node<P> {
         &mut self,
         now: Time,
         from: P,
+        req: u64,
         succs: Vec<Contact<P>>,
         preds: Vec<Contact<P>>,
     ) {
-        if self.state != State::Joining {
+        let rejoining = self.state == State::Rejoining;
+        if !(self.state == State::Joining || rejoining) || req != self.join_req {
+            // Not asked for: an unsolicited join reply changes nothing.
+            self.stats.bad_answers += 1;
             return;
         }
         let from_peer = Peer::new(from);
+        let succs = self.verified(from, &succs);
+        let preds = self.verified(from, &preds);
         let tomb = &self.tombstones;
-        let c1 = self.table.set_list(
-            Dir::Cw,
-            std::iter::once(from_peer).chain(succs.iter().map(Contact::peer)),
-            |p| tomb.contains_key(p),
-        );
-        let c2 = self
+        let c1 = self
             .table
-            .set_list(Dir::Ccw, preds.iter().map(Contact::peer), |p| {
+            .set_list(Dir::Cw, std::iter::once(from_peer).chain(succs), |p| {
                 tomb.contains_key(p)
             });
+        let c2 = self
+            .table
+            .set_list(Dir::Ccw, preds, |p| tomb.contains_key(p));
         self.note_lists(c1);
         self.note_lists(c2);
+        if rejoining {
+            self.stats.rejoins += 1;
+        }
         self.become_joined(now);
         // Tell the neighbours at once rather than at the next period.
         self.stabilize(now);
@@ -823,9 +926,11 @@ impl<P: PeerId> Node<P> {
             let Some(n) = self.table.list(dir).first().copied() else {
                 continue;
             };
-            let list = self.contacts(self.table.list(dir.opposite()));
+            let other = self.table.list(dir.opposite()).to_vec();
+            let list = self.contacts(&other);
+            let me = self.my_contact();
             self.stats.maintenance_sent += 1;
-            self.push_send(n.id, Message::Stabilize { dir, list });
+            self.push_send(n.id, Message::Stabilize { dir, me, list });
             self.awaiting
                 .entry(n.id)
                 .or_insert(now + self.cfg.stabilize_timeout);
@@ -848,18 +953,18 @@ impl<P: PeerId> Node<P> {
             }
         };
         if is_first {
-            let tomb = &self.tombstones;
-            let change = self.table.set_list(
-                back,
-                std::iter::once(sender).chain(list.iter().map(Contact::peer)),
-                |p| tomb.contains_key(p),
-            );
-            self.note_lists(change);
+            let mut cands = vec![sender];
+            cands.extend(self.verified(from, &list));
+            self.merge_list(back, cands);
         }
+        let first_back = self.table.list(back).first().copied();
+        let back_contact = first_back.map(|p| self.contact(p));
+        let ours = self.table.list(dir).to_vec();
         let reply = Message::StabilizeReply {
             dir,
-            back: self.table.list(back).first().map(|p| self.contact(*p)),
-            list: self.contacts(self.table.list(dir)),
+            me: self.my_contact(),
+            back: back_contact,
+            list: self.contacts(&ours),
         };
         self.stats.maintenance_sent += 1;
         self.push_send(from, reply);
@@ -881,16 +986,34 @@ impl<P: PeerId> Node<P> {
         let q = Peer::new(from);
         let mut cands = vec![q];
         if let Some(b) = back {
-            let b = b.peer();
-            if b.id != self.me.id
-                && self.me.pos.dist_dir(dir, b.pos) < self.me.pos.dist_dir(dir, q.pos)
-            {
-                cands.push(b);
+            let between = b.id != self.me.id
+                && self.me.pos.dist_dir(dir, b.peer().pos) < self.me.pos.dist_dir(dir, q.pos);
+            if between {
+                cands.extend(self.verified(from, std::slice::from_ref(&b)));
             }
         }
-        cands.extend(list.iter().map(Contact::peer));
+        cands.extend(self.verified(from, &list));
+        self.merge_list(dir, cands);
+    }
+
+    /// Merges a neighbour's view into our list in `dir`: the verified candidates, plus our own
+    /// entries that are alive (heard from lately), which only nearer verified nodes can push
+    /// out. Entries that are neither are dropped, as the neighbour no longer vouches for them.
+    fn merge_list(&mut self, dir: Dir, cands: Vec<Peer<P>>) {
+        let recent = (self.cfg.stabilize_interval + self.cfg.stabilize_timeout) * 2;
+        let now = self.now;
+        let links = &self.links;
+        let live: Vec<Peer<P>> = self
+            .table
+            .list(dir)
+            .iter()
+            .filter(|p| links.get(&p.id).is_some_and(|t| now.since(*t) <= recent))
+            .copied()
+            .collect();
         let tomb = &self.tombstones;
-        let change = self.table.set_list(dir, cands, |p| tomb.contains_key(p));
+        let change = self
+            .table
+            .set_list(dir, cands.into_iter().chain(live), |p| tomb.contains_key(p));
         self.note_lists(change);
     }
 
@@ -902,20 +1025,21 @@ impl<P: PeerId> Node<P> {
         if self.state != State::Joined {
             return;
         }
+        let succs = self.verified(from, &succs);
+        let preds = self.verified(from, &preds);
         // The leaver's successor takes over its keys, so it replaces the leaver in every slot.
-        if let Some(heir) = succs.iter().find(|c| c.id != self.me.id) {
+        if let Some(heir) = succs.iter().find(|p| p.id != self.me.id) {
             for (dir, level) in &emptied {
-                self.table.set_finger(*dir, *level, heir.peer());
+                self.table.set_finger(*dir, *level, *heir);
             }
         }
-        for c in succs.iter().chain(preds.iter()) {
-            if c.id != self.me.id && !self.tombstones.contains_key(&c.id) {
-                let change = self.table.offer(c.peer());
-                self.note_lists(change);
-            }
+        for p in succs.into_iter().chain(preds) {
+            let change = self.table.offer(p);
+            self.note_lists(change);
         }
         self.cast_peer_failed(now, from);
         self.group_peer_failed(now, from);
+        self.check_isolated(now);
     }
 
     /// `peer` is gone: forget it, refill what it held, and schedule re-probes.
@@ -929,6 +1053,11 @@ impl<P: PeerId> Node<P> {
             return;
         }
         self.stats.peers_failed += 1;
+        if let Some(c) = self.records.get(&peer) {
+            // A node that failed may come back (a suspended machine, a partition): it is
+            // remembered as a way back in should this node lose every neighbour.
+            self.fallback.remember(c);
+        }
         let (change, emptied) = self.table.remove(&peer);
         self.note_lists(change);
         for (dir, level) in emptied {
@@ -956,6 +1085,7 @@ impl<P: PeerId> Node<P> {
         // With the table repaired, pieces and tree edges held by the dead peer move elsewhere.
         self.cast_peer_failed(now, peer);
         self.group_peer_failed(now, peer);
+        self.check_isolated(now);
     }
 
     fn bury(&mut self, now: Time, peer: P) {
@@ -997,27 +1127,33 @@ impl<P: PeerId> Node<P> {
                 if !reply && !notify {
                     continue;
                 }
-                let body = RoutedBody::FingerProbe {
+                let body = Body::FingerProbe {
                     dir,
                     level: level as u8,
                     reply,
                     notify_from: if notify { pred } else { None },
                 };
                 self.stats.maintenance_sent += 1;
-                self.originate(strategy.target(self.me.pos, dir, level), body);
+                let target = strategy.target(self.me.pos, dir, level);
+                if reply {
+                    self.send_request(target, Purpose::Finger { dir, level }, body);
+                } else {
+                    self.originate(target, body);
+                }
             }
         }
     }
 
     fn probe_slot(&mut self, dir: Dir, level: usize) {
-        let body = RoutedBody::FingerProbe {
+        let body = Body::FingerProbe {
             dir,
             level: level as u8,
             reply: true,
             notify_from: None,
         };
         self.stats.maintenance_sent += 1;
-        self.originate(self.cfg.strategy.target(self.me.pos, dir, level), body);
+        let target = self.cfg.strategy.target(self.me.pos, dir, level);
+        self.send_request(target, Purpose::Finger { dir, level }, body);
     }
 
     fn probe_repairs(&mut self) {
@@ -1059,11 +1195,16 @@ impl<P: PeerId> Node<P> {
         self.probe_slot(pick.0, pick.1);
     }
 
-    fn on_finger_notify(&mut self, new: Contact<P>, dir: Dir, level: u8, stop: RingId) {
+    fn on_finger_notify(&mut self, from: P, new: Contact<P>, dir: Dir, level: u8, stop: RingId) {
         if self.state != State::Joined || new.id == self.me.id {
             return;
         }
         if self.tombstones.contains_key(&new.id) {
+            return;
+        }
+        // Only a node that signed its record (or that we know first-hand) becomes a finger.
+        if !self.vouch(from, &new) {
+            self.stats.unverified += 1;
             return;
         }
         let peer = new.peer();
@@ -1098,13 +1239,32 @@ impl<P: PeerId> Node<P> {
 
     // ----- routing -----
 
-    /// Routes a message that starts at this node.
-    fn originate(&mut self, key: RingId, body: RoutedBody<P>) {
-        let r = Routed {
-            key,
+    /// Signs an envelope from this node.
+    fn seal(&mut self, seq: u64, key: RingId, body: Body<P>) -> Sealed<P> {
+        let env = Envelope {
             origin: self.my_contact(),
-            hops: 0,
+            seq,
+            issued: self.now,
+            key,
             body,
+        };
+        Sealed::seal(&*self.signer, env)
+    }
+
+    /// Routes a message that starts at this node. Returns its message number.
+    fn originate(&mut self, key: RingId, body: Body<P>) -> u64 {
+        let seq = self.nonces.next();
+        let sealed = self.seal(seq, key, body);
+        self.route_sealed(sealed);
+        seq
+    }
+
+    /// Routes an envelope this node sealed.
+    fn route_sealed(&mut self, sealed: Sealed<P>) {
+        let r = Routed {
+            hops: 0,
+            trail: Vec::new(),
+            sealed,
         };
         self.on_routed(self.now, r);
     }
@@ -1114,15 +1274,15 @@ impl<P: PeerId> Node<P> {
             return;
         }
         // A group message enters the group's tree at the first tree node on its way.
-        if let RoutedBody::GroupSend { seq, payload } = &r.body {
-            if self.group_send_enters(now, r.key, r.origin.id, *seq, r.hops, payload) {
-                return;
-            }
+        if matches!(r.sealed.env.body, Body::GroupSend { .. })
+            && self.group_send_enters(now, &r.sealed, r.hops)
+        {
+            return;
         }
         // A send to a node we know directly skips the rest of the route.
-        if let RoutedBody::Data {
+        if let Body::Data {
             target: Some(t), ..
-        } = &r.body
+        } = &r.sealed.env.body
         {
             let t = *t;
             if t == self.me.id {
@@ -1133,7 +1293,7 @@ impl<P: PeerId> Node<P> {
                 return self.forward(t, r);
             }
         }
-        match self.table.next_hop(r.key) {
+        match self.table.next_hop(r.key()) {
             Some(NextHop::Local) => self.arrive(now, r),
             Some(NextHop::Forward(p)) => {
                 if r.hops >= self.cfg.max_hops {
@@ -1147,118 +1307,76 @@ impl<P: PeerId> Node<P> {
         }
     }
 
-    fn forward(&mut self, to: P, r: Routed<P>) {
-        if r.origin.id != self.me.id {
+    fn forward(&mut self, to: P, mut r: Routed<P>) {
+        if r.origin() != self.me.id {
             self.stats.forwarded += 1;
+            // Requests that want an answer keep the way back.
+            let wants_answer = matches!(
+                r.sealed.env.body,
+                Body::Lookup | Body::FingerProbe { reply: true, .. }
+            );
+            if wants_answer && r.trail.len() < self.cfg.max_hops as usize {
+                r.trail.push(self.me.id);
+            }
         }
         self.push_send(to, Message::Routed(r));
     }
 
     /// A routed message reached the node responsible for its key.
     fn arrive(&mut self, now: Time, r: Routed<P>) {
-        let origin = r.origin.id;
-        match r.body {
-            RoutedBody::Join => {
+        let origin = r.origin();
+        match &r.sealed.env.body {
+            Body::Join => {
                 if origin != self.me.id {
-                    self.accept_joiner(r.origin);
+                    self.accept_joiner(r.sealed.env.origin.clone(), r.sealed.env.seq);
                 }
             }
-            RoutedBody::FingerProbe {
+            Body::FingerProbe {
                 dir,
                 level,
                 reply,
                 notify_from,
             } => {
-                if reply {
-                    if origin == self.me.id {
-                        // Alone or tiny ring: the slot is this node itself.
-                        self.table.set_finger(dir, level as usize, self.me);
-                    } else {
-                        self.push_send(origin, Message::FingerReply { dir, level });
-                    }
+                let (dir, level, notify_from) = (*dir, *level, *notify_from);
+                if *reply {
+                    self.answer(now, &r);
                 }
                 if let Some(pred) = notify_from {
                     if origin != self.me.id {
-                        let shift = r.origin.peer().pos.cw_to(r.key);
+                        let shift = r.sealed.env.origin.peer().pos.cw_to(r.key());
                         let stop = pred.plus(shift);
-                        self.forward_notify(r.origin, dir.opposite(), level, stop);
+                        let new = r.sealed.env.origin.clone();
+                        self.forward_notify(new, dir.opposite(), level, stop);
                     }
                 }
             }
-            RoutedBody::Lookup { req } => {
-                if origin == self.me.id {
-                    self.finish_lookup(req, self.me.id, r.hops);
-                } else {
-                    self.push_send(origin, Message::LookupReply { req, hops: r.hops });
-                }
-            }
-            RoutedBody::Data { target, payload } => {
+            Body::Lookup => self.answer(now, &r),
+            Body::Data { target, payload } => {
                 if target.is_some_and(|t| t != self.me.id) {
                     self.stats.dropped += 1;
                     return;
                 }
                 self.stats.delivered += 1;
+                let via = if target.is_some() {
+                    Via::Node
+                } else {
+                    Via::Key
+                };
                 self.out.push_back(Output::Deliver(Delivery {
                     origin,
-                    key: r.key,
+                    key: r.key(),
                     hops: r.hops,
-                    via: if target.is_some() {
-                        Via::Node
-                    } else {
-                        Via::Key
-                    },
-                    payload,
+                    via,
+                    payload: payload.clone(),
                 }));
             }
-            RoutedBody::Range {
-                lo,
-                seq,
-                reply,
-                payload,
-            } => self.arrive_range(now, r.origin, r.key, r.hops, (lo, seq, reply, payload)),
-            RoutedBody::GroupSend { .. } => {
-                // Reached the group's root without meeting its tree: the group has no members.
+            Body::Range { .. } => self.arrive_range(now, r.sealed, r.hops),
+            Body::GroupSend { .. } | Body::Answer { .. } | Body::Broadcast { .. } => {
+                // A group message that reached the group's root without meeting its tree: the
+                // group has no members. The others are never routed.
                 self.stats.dropped += 1;
             }
         }
-    }
-
-    fn on_lookup_reply(&mut self, from: P, req: u64, hops: u16) {
-        self.finish_lookup(req, from, hops);
-    }
-
-    fn finish_lookup(&mut self, req: u64, node: P, hops: u16) {
-        if let Some(l) = self.lookups.remove(&req) {
-            self.lookup_deadlines.remove(&(l.deadline, req));
-            self.stats.lookups_ok += 1;
-            self.out.push_back(Output::Event(Event::LookupDone {
-                req,
-                key: l.key,
-                result: Ok((node, hops)),
-            }));
-        }
-    }
-
-    fn on_lookup_timeout(&mut self, now: Time, req: u64) {
-        let Some(l) = self.lookups.get_mut(&req) else {
-            return;
-        };
-        if l.attempts >= self.cfg.lookup_attempts {
-            let key = l.key;
-            self.lookups.remove(&req);
-            self.stats.lookups_failed += 1;
-            self.out.push_back(Output::Event(Event::LookupDone {
-                req,
-                key,
-                result: Err(LookupError::Timeout),
-            }));
-            return;
-        }
-        l.attempts += 1;
-        l.deadline = now + self.cfg.lookup_timeout;
-        let (key, deadline) = (l.key, l.deadline);
-        self.lookup_deadlines.insert((deadline, req));
-        self.originate(key, RoutedBody::Lookup { req });
     }
 
     // ----- housekeeping -----
@@ -1288,6 +1406,10 @@ impl<P: PeerId> Node<P> {
             .collect();
         self.addrs.retain(|p, _| keep.contains(p));
         self.hints.retain(|p, _| keep.contains(p));
+        self.records.retain(|p, _| keep.contains(p));
+        if now.since(self.record.issued) >= self.cfg.record_ttl / 4 {
+            self.resign_record(now);
+        }
     }
 
     // ----- helpers -----
@@ -1295,29 +1417,6 @@ impl<P: PeerId> Node<P> {
     fn push_send(&mut self, to: P, msg: Message<P>) {
         self.stats.sent += 1;
         self.out.push_back(Output::Send { to, msg });
-    }
-
-    fn my_contact(&self) -> Contact<P> {
-        Contact {
-            id: self.me.id,
-            addrs: self.my_addrs.clone(),
-            relay: self.my_relay.clone(),
-        }
-    }
-
-    fn contact(&self, p: Peer<P>) -> Contact<P> {
-        if p.id == self.me.id {
-            return self.my_contact();
-        }
-        Contact {
-            id: p.id,
-            addrs: self.addresses(&p.id).to_vec(),
-            relay: self.hints.get(&p.id).cloned(),
-        }
-    }
-
-    fn contacts(&self, peers: &[Peer<P>]) -> Vec<Contact<P>> {
-        peers.iter().map(|p| self.contact(*p)).collect()
     }
 
     fn note_lists(&mut self, change: ListChange<P>) {

@@ -1,12 +1,18 @@
 //! Time as the overlay sees it: a number handed in by whoever drives it.
 //!
-//! The state machine never reads a clock. The QUIC runtime passes the time elapsed since it
-//! started; the simulator passes simulated time. Both are `Time`, in microseconds.
+//! The state machine never reads a clock. The QUIC runtime passes the wall-clock time at its
+//! start plus the monotonic time elapsed since; the simulator passes simulated time. Both are
+//! `Time`, in microseconds.
 
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// A point in time, in microseconds since an epoch chosen by the driver.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+/// A point in time, in microseconds since an epoch chosen by the driver. Signed records carry
+/// the time they were made, so drivers of one network share an epoch: the runtime uses the
+/// Unix epoch, the simulator its start.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct Time(pub u64);
 
 impl Time {

@@ -2,13 +2,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_overlay::{CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, Time, Via};
+use p2ps_overlay::{
+    CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, StandIn, StandInProof,
+    Time, Via,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 struct T(u8);
 
 impl PeerId for T {
+    type Proof = StandInProof;
+
+    fn verify(&self, msg: &[u8], proof: &StandInProof) -> bool {
+        StandInProof::of(self, msg) == *proof
+    }
+
     fn ring_id(&self) -> RingId {
         RingId((self.0 as u128) << 120)
     }
@@ -20,7 +29,7 @@ fn drain(n: &mut Node<T>) -> Vec<Output<T>> {
 
 #[test]
 fn commands_before_joining_are_refused() {
-    let mut n = Node::new(T(1), Config::default());
+    let mut n = Node::new(StandIn(T(1)), Config::default());
     let now = Time::ZERO;
     assert_eq!(n.lookup(now, RingId(5)), Err(CommandError::NotJoined));
     assert_eq!(
@@ -42,7 +51,7 @@ fn commands_before_joining_are_refused() {
 
 #[test]
 fn lone_node_answers_itself() {
-    let mut n = Node::new(T(1), Config::default());
+    let mut n = Node::new(StandIn(T(1)), Config::default());
     let now = Time::ZERO;
     n.create(now).unwrap();
     drain(&mut n);
@@ -72,7 +81,7 @@ fn join_gives_up_after_every_attempt() {
         ..Config::default()
     };
     let timeout = cfg.join_timeout;
-    let mut n = Node::new(T(1), cfg);
+    let mut n = Node::new(StandIn(T(1)), cfg);
     let mut now = Time::ZERO;
     n.join(now, Contact::bare(T(9))).unwrap();
     let mut sends = drain(&mut n).len();
@@ -105,6 +114,7 @@ fn too_many_pending_lookups_are_refused() {
         p2ps_overlay::Peer::new(T(2)),
     ]);
     let mut n = Node::from_table(
+        StandIn(T(1)),
         cfg.clone(),
         ring.ideal_table(0, cfg.strategy, 8),
         Time::ZERO,

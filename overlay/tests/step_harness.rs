@@ -5,8 +5,8 @@
 
 use p2ps_overlay::sim::ideal::Ring;
 use p2ps_overlay::{
-    Config, Contact, Dir, Event, Message, Node, Output, Peer, PeerId, RelayHint, RingId, Routed,
-    RoutedBody, State, Time,
+    Answer, Body, Cast, Config, Contact, Dir, Envelope, Event, Message, Node, Output, Peer, PeerId,
+    RelayHint, RingId, Routed, Sealed, Segment, StandIn, StandInProof, State, Time,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -16,6 +16,12 @@ use std::time::Duration;
 struct T(u8);
 
 impl PeerId for T {
+    type Proof = StandInProof;
+
+    fn verify(&self, msg: &[u8], proof: &StandInProof) -> bool {
+        StandInProof::of(self, msg) == *proof
+    }
+
     fn ring_id(&self) -> RingId {
         RingId((self.0 as u128) << 120)
     }
@@ -32,12 +38,50 @@ fn drain(n: &mut Node<T>) -> Vec<Output<T>> {
     std::iter::from_fn(|| n.poll_output()).collect()
 }
 
-fn send(to: u8, msg: Message<T>) -> Output<T> {
-    Output::Send { to: T(to), msg }
+/// The ids of the contacts in `list`.
+fn cids(list: &[Contact<T>]) -> Vec<u8> {
+    list.iter().map(|c| c.id.0).collect()
+}
+
+/// Records signed by their own nodes, made at `at`.
+fn signed(ids: &[u8], at: Time) -> Vec<Contact<T>> {
+    ids.iter()
+        .map(|i| Contact::signed(&StandIn(T(*i)), Vec::new(), None, at))
+        .collect()
 }
 
 fn bare(ids: &[u8]) -> Vec<Contact<T>> {
     ids.iter().map(|i| Contact::bare(T(*i))).collect()
+}
+
+/// An envelope from `origin` signed by `signer` (the same node unless forging).
+fn sealed(signer: u8, origin: u8, at: Time, key: RingId, body: Body<T>) -> Sealed<T> {
+    let env = Envelope {
+        origin: Contact::signed(&StandIn(T(origin)), Vec::new(), None, at),
+        seq: 7,
+        issued: at,
+        key,
+        body,
+    };
+    Sealed::seal(&StandIn(T(signer)), env)
+}
+
+fn routed(sealed: Sealed<T>) -> Message<T> {
+    Message::Routed(Routed {
+        hops: 1,
+        trail: Vec::new(),
+        sealed,
+    })
+}
+
+/// The messages sent, as `(to, message)`.
+fn sends(out: &[Output<T>]) -> Vec<(u8, Message<T>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } => Some((to.0, msg.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn ids(peers: &[Peer<T>]) -> Vec<u8> {
@@ -48,41 +92,54 @@ fn ids(peers: &[Peer<T>]) -> Vec<u8> {
 fn ring_of(members: &[u8]) -> Vec<Node<T>> {
     let ring = Ring::new(members.iter().map(|m| Peer::new(T(*m))).collect());
     (0..members.len())
-        .map(|i| Node::from_table(cfg(), ring.ideal_table(i, cfg().strategy, 2), Time::ZERO))
+        .map(|i| {
+            let table = ring.ideal_table(i, cfg().strategy, 2);
+            Node::from_table(StandIn(table.me().id), cfg(), table, Time::ZERO)
+        })
         .collect()
 }
 
 #[test]
 fn second_node_joins_through_the_first() {
     let now = Time::from_secs(1);
-    let mut a = Node::new(T(10), cfg());
+    let mut a = Node::new(StandIn(T(10)), cfg());
     a.create(now).unwrap();
     assert_eq!(drain(&mut a), vec![Output::Event(Event::Joined)]);
 
-    let mut b = Node::new(T(20), cfg());
+    let mut b = Node::new(StandIn(T(20)), cfg());
     b.join(now, Contact::bare(T(10))).unwrap();
-    let join = Message::Routed(Routed {
-        key: T(20).ring_id(),
-        origin: Contact::bare(T(20)),
-        hops: 0,
-        body: RoutedBody::Join,
-    });
-    assert_eq!(drain(&mut b), vec![send(10, join.clone())]);
+    let out = sends(&drain(&mut b));
+    let (to, join) = &out[0];
+    let req = match join {
+        Message::Routed(r) if r.sealed.env.body == Body::Join && r.sealed.verify() => {
+            assert_eq!(r.key(), T(20).ring_id());
+            r.sealed.env.seq
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((*to, out.len()), (10, 1));
     assert_eq!(b.state(), State::Joining);
 
     // A is alone, so responsible for every key: it answers and takes B as its neighbour.
-    a.handle_message(now, T(20), join);
-    let reply = Message::JoinReply {
-        succs: bare(&[10]),
-        preds: bare(&[10]),
+    a.handle_message(now, T(20), join.clone());
+    let out = drain(&mut a);
+    let reply = match &sends(&out)[..] {
+        [(
+            20,
+            m @ Message::JoinReply {
+                req: r,
+                succs,
+                preds,
+            },
+        )] => {
+            assert_eq!(*r, req);
+            assert_eq!((cids(succs), cids(preds)), (vec![10], vec![10]));
+            assert!(succs[0].verify(), "the replier's own record is signed");
+            m.clone()
+        }
+        other => panic!("{other:?}"),
     };
-    assert_eq!(
-        drain(&mut a),
-        vec![
-            send(20, reply.clone()),
-            Output::Event(Event::NeighbourUp(T(20)))
-        ]
-    );
+    assert!(out.contains(&Output::Event(Event::NeighbourUp(T(20)))));
     assert_eq!(ids(a.table().successors()), vec![20]);
     assert_eq!(ids(a.table().predecessors()), vec![20]);
 
@@ -91,35 +148,26 @@ fn second_node_joins_through_the_first() {
     b.handle_message(now, T(10), reply);
     let out = drain(&mut b);
     assert_eq!(out[0], Output::Event(Event::Joined));
-    assert_eq!(
-        out[1],
-        send(
-            10,
-            Message::Stabilize {
-                dir: Dir::Cw,
-                list: bare(&[10])
+    for (i, dir) in [(0, Dir::Cw), (1, Dir::Ccw)] {
+        match &sends(&out)[i] {
+            (10, Message::Stabilize { dir: d, me, list }) => {
+                assert_eq!(*d, dir);
+                assert!(me.verify() && me.id == T(20));
+                assert_eq!(cids(list), vec![10]);
             }
-        )
-    );
-    assert_eq!(
-        out[2],
-        send(
-            10,
-            Message::Stabilize {
-                dir: Dir::Ccw,
-                list: bare(&[10])
-            }
-        )
-    );
-    let probes: Vec<_> = out[3..out.len() - 1].to_vec();
+            other => panic!("{other:?}"),
+        }
+    }
+    let probes = &sends(&out)[2..];
     assert!(!probes.is_empty());
-    for p in &probes {
-        match p {
-            Output::Send {
-                to: T(10),
-                msg: Message::Routed(r),
-            } => {
-                assert!(matches!(r.body, RoutedBody::FingerProbe { .. }), "{r:?}");
+    for (to, m) in probes {
+        match m {
+            Message::Routed(r) => {
+                assert_eq!(*to, 10);
+                assert!(
+                    matches!(r.sealed.env.body, Body::FingerProbe { .. }),
+                    "{r:?}"
+                );
                 assert_eq!(r.hops, 1);
             }
             other => panic!("unexpected output {other:?}"),
@@ -127,27 +175,6 @@ fn second_node_joins_through_the_first() {
     }
     assert_eq!(out.last(), Some(&Output::Event(Event::NeighbourUp(T(10)))));
     assert_eq!(b.state(), State::Joined);
-
-    // A answers B's stabilisations with what it knows.
-    a.handle_message(
-        now,
-        T(20),
-        Message::Stabilize {
-            dir: Dir::Cw,
-            list: bare(&[10]),
-        },
-    );
-    assert_eq!(
-        drain(&mut a),
-        vec![send(
-            20,
-            Message::StabilizeReply {
-                dir: Dir::Cw,
-                back: Some(Contact::bare(T(20))),
-                list: bare(&[20])
-            }
-        )]
-    );
 }
 
 #[test]
@@ -156,7 +183,7 @@ fn joiner_lands_between_two_nodes() {
     // responsible for (10, 30] and answers.
     let mut nodes = ring_of(&[10, 30, 50]);
     let now = Time::from_secs(1);
-    let mut x = Node::new(T(20), cfg());
+    let mut x = Node::new(StandIn(T(20)), cfg());
     x.join(now, Contact::bare(T(50))).unwrap();
     let join = match drain(&mut x).pop() {
         Some(Output::Send { to: T(50), msg }) => msg,
@@ -174,20 +201,15 @@ fn joiner_lands_between_two_nodes() {
     };
     nodes[1].handle_message(now, T(50), fwd_msg);
     let out = drain(&mut nodes[1]);
-    assert_eq!(
-        out,
-        vec![
-            // The responsible node, then its own successors; the joiner cuts to its list length.
-            send(
-                20,
-                Message::JoinReply {
-                    succs: bare(&[30, 50, 10]),
-                    preds: bare(&[10, 50])
-                }
-            ),
-            Output::Event(Event::NeighbourUp(T(20))),
-        ]
-    );
+    // The responsible node, then its own successors; the joiner cuts to its list length.
+    match &sends(&out)[..] {
+        [(20, Message::JoinReply { succs, preds, .. })] => {
+            assert_eq!(cids(succs), vec![30, 50, 10]);
+            assert_eq!(cids(preds), vec![10, 50]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(out.last(), Some(&Output::Event(Event::NeighbourUp(T(20)))));
     // 30 takes 20 as its predecessor at once; its two-entry list keeps the nearest two.
     assert_eq!(ids(nodes[1].table().predecessors()), vec![20, 10]);
 }
@@ -197,18 +219,16 @@ fn graceful_leave_hands_over_to_neighbours() {
     let mut nodes = ring_of(&[10, 20, 30]);
     let now = Time::from_secs(5);
     nodes[1].leave(now);
-    let leave = Message::Leave {
-        succs: bare(&[30, 10]),
-        preds: bare(&[10, 30]),
+    let out = drain(&mut nodes[1]);
+    let leave = match &sends(&out)[..] {
+        [(10, m @ Message::Leave { succs, preds }), (30, m2)] => {
+            assert_eq!((cids(succs), cids(preds)), (vec![30, 10], vec![10, 30]));
+            assert_eq!(m, m2);
+            m.clone()
+        }
+        other => panic!("{other:?}"),
     };
-    assert_eq!(
-        drain(&mut nodes[1]),
-        vec![
-            send(10, leave.clone()),
-            send(30, leave.clone()),
-            Output::Event(Event::Left)
-        ]
-    );
+    assert_eq!(out.last(), Some(&Output::Event(Event::Left)));
     assert_eq!(nodes[1].state(), State::Left);
 
     nodes[0].handle_message(now, T(20), leave.clone());
@@ -227,13 +247,14 @@ fn graceful_leave_hands_over_to_neighbours() {
         vec![Output::Event(Event::NeighbourDown(T(20)))]
     );
     assert!(nodes[2].table().is_responsible(T(15).ring_id()));
-    // A second-hand mention of the leaver is ignored for a while.
+    // A second-hand mention of the leaver is ignored for a while, even a signed one.
     nodes[2].handle_message(
         now,
         T(10),
         Message::Stabilize {
             dir: Dir::Cw,
-            list: bare(&[20]),
+            me: signed(&[10], now).remove(0),
+            list: signed(&[20], now),
         },
     );
     assert!(!nodes[2].table().contains(&T(20)));
@@ -247,37 +268,16 @@ fn crashed_successor_is_detected_by_stabilisation_timeout() {
     let t1 = a.poll_timeout().unwrap();
     a.handle_timeout(t1);
     let out = drain(a);
-    let stabs: Vec<_> = out
-        .iter()
-        .filter(|o| {
-            matches!(
-                o,
-                Output::Send {
-                    msg: Message::Stabilize { .. },
-                    ..
-                }
-            )
+    let stabs: Vec<(u8, Dir, Vec<u8>)> = sends(&out)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            Message::Stabilize { dir, list, .. } => Some((to, dir, cids(&list))),
+            _ => None,
         })
-        .cloned()
         .collect();
     assert_eq!(
         stabs,
-        vec![
-            send(
-                20,
-                Message::Stabilize {
-                    dir: Dir::Cw,
-                    list: bare(&[40, 30])
-                }
-            ),
-            send(
-                40,
-                Message::Stabilize {
-                    dir: Dir::Ccw,
-                    list: bare(&[20, 30])
-                }
-            ),
-        ]
+        vec![(20, Dir::Cw, vec![40, 30]), (40, Dir::Ccw, vec![20, 30])]
     );
     // 40 answers, 20 (crashed) does not.
     a.handle_message(
@@ -285,6 +285,7 @@ fn crashed_successor_is_detected_by_stabilisation_timeout() {
         T(40),
         Message::StabilizeReply {
             dir: Dir::Ccw,
+            me: signed(&[40], t1).remove(0),
             back: Some(Contact::bare(T(10))),
             list: bare(&[30, 20]),
         },
@@ -344,45 +345,297 @@ fn addr(port: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([192, 0, 2, 1], port))
 }
 
-fn contact(id: u8, port: u16, relay: Option<u8>) -> Contact<T> {
-    Contact {
-        id: T(id),
-        addrs: vec![addr(port)],
-        relay: relay.map(|r| RelayHint {
-            id: T(r),
-            addrs: vec![addr(9000 + r as u16)],
-        }),
+/// A record of node `id`, signed by it at `at`.
+fn record(id: u8, port: u16, relay: Option<u8>, at: Time) -> Contact<T> {
+    let relay = relay.map(|r| RelayHint {
+        id: T(r),
+        addrs: vec![addr(9000 + r as u16)],
+    });
+    Contact::signed(&StandIn(T(id)), vec![addr(port)], relay, at)
+}
+
+/// Addresses and relay hints come from records signed by their node: a newer record replaces
+/// what an older one said, an older copy changes nothing, and addresses the driver saw work go
+/// first.
+#[test]
+fn relay_hints_and_addresses_follow_signed_records() {
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    let a = &mut nodes[0];
+    let now = Time::from_secs(10);
+    let stab = |list| Message::Stabilize {
+        dir: Dir::Cw,
+        me: signed(&[20], now).remove(0),
+        list,
+    };
+    // 20 passes on 30's record, with 30's relay.
+    a.handle_message(now, T(20), stab(vec![record(30, 3000, Some(40), now)]));
+    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
+    assert_eq!(a.addresses(&T(30)), &[addr(3000)]);
+    // An older record without the relay: nothing changes.
+    let older = Time::from_secs(5);
+    a.handle_message(now, T(20), stab(vec![record(30, 3001, None, older)]));
+    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
+    assert_eq!(a.addresses(&T(30)), &[addr(3000)]);
+    // The same claim, not signed by 30: nothing changes either, and it is counted.
+    let mut fake = record(30, 3009, None, Time::from_secs(11));
+    fake.addrs = vec![addr(3010)];
+    let forged = a.stats().forged;
+    a.handle_message(now, T(20), stab(vec![fake]));
+    assert_eq!(a.addresses(&T(30)), &[addr(3000)]);
+    assert_eq!(a.stats().forged, forged + 1);
+    // The driver connected to 30 at another address: it goes first, the hint stays.
+    a.add_addresses(T(30), &[addr(3002)]);
+    assert_eq!(a.addresses(&T(30)), &[addr(3002), addr(3000)]);
+    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
+    // 30, now reachable directly, routes a lookup through us: its newer record wins.
+    let later = Time::from_secs(12);
+    let env = Envelope {
+        origin: record(30, 3003, None, later),
+        seq: 1,
+        issued: later,
+        key: RingId(25 << 120),
+        body: Body::Lookup,
+    };
+    a.handle_message(later, T(20), routed(Sealed::seal(&StandIn(T(30)), env)));
+    assert_eq!(a.relay_hint(&T(30)), None);
+    assert_eq!(a.addresses(&T(30)), &[addr(3003)]);
+}
+
+/// Routed data, casts and group messages naming an origin that did not sign them are dropped
+/// and counted; the genuine ones are delivered as from their origin.
+#[test]
+fn forged_origins_are_dropped() {
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    let now = Time::from_secs(10);
+    let a = &mut nodes[0];
+    let data = |signer| {
+        let body = Body::Data {
+            target: Some(T(10)),
+            payload: b"hi".to_vec(),
+        };
+        routed(sealed(signer, 30, now, T(10).ring_id(), body))
+    };
+    let cast = |signer| {
+        Message::Cast(Cast {
+            piece: 1,
+            seg: Segment::between(RingId(5 << 120), RingId(15 << 120)),
+            depth: 1,
+            sealed: sealed(
+                signer,
+                30,
+                now,
+                T(30).ring_id(),
+                Body::Broadcast {
+                    reply: false,
+                    payload: b"all".to_vec(),
+                },
+            ),
+        })
+    };
+    // 20 speaks as 30.
+    a.handle_message(now, T(20), data(20));
+    a.handle_message(now, T(20), cast(20));
+    let out = drain(a);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Deliver(_))),
+        "{out:?}"
+    );
+    assert_eq!(a.stats().forged, 2);
+    // A stale envelope (a replay) is dropped too.
+    let old = Time::from_secs(10) + cfg().seen_ttl * 2;
+    a.handle_message(old, T(20), data(30));
+    assert_eq!(a.stats().stale, 1);
+    assert!(!drain(a).iter().any(|o| matches!(o, Output::Deliver(_))));
+    // The real thing is delivered, from 30.
+    let mut b = ring_of(&[10, 20, 30, 40]).remove(0);
+    b.handle_message(now, T(20), data(30));
+    b.handle_message(now, T(20), cast(30));
+    let from: Vec<u8> = drain(&mut b)
+        .iter()
+        .filter_map(|o| match o {
+            Output::Deliver(d) => Some(d.origin.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(from, vec![30, 30]);
+}
+
+/// Contacts a peer lists enter the tables only as records signed by their nodes; a list never
+/// pushes out neighbours this node heard from lately.
+#[test]
+fn unsigned_contacts_never_enter_the_lists() {
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    let a = &mut nodes[0];
+    let now = Time::from_secs(10);
+    // 40, the predecessor, was heard from lately.
+    a.handle_link_up(now, T(40));
+    // 5 (a real node: it is connected) claims to be 10's predecessor, listing fakes 4 and 3.
+    a.handle_message(
+        now,
+        T(5),
+        Message::Stabilize {
+            dir: Dir::Cw,
+            me: signed(&[5], now).remove(0),
+            list: bare(&[4, 3]),
+        },
+    );
+    assert_eq!(ids(a.table().predecessors()), vec![5, 40]);
+    assert!(a.stats().unverified >= 2);
+    // With signed records of 4 and 3 they are real nodes and are taken.
+    a.handle_message(
+        now,
+        T(5),
+        Message::Stabilize {
+            dir: Dir::Cw,
+            me: signed(&[5], now).remove(0),
+            list: signed(&[4, 3], now),
+        },
+    );
+    assert_eq!(ids(a.table().predecessors()), vec![5, 4]);
+    // An unsolicited join reply and a finger notification of an unsigned node change nothing.
+    let before = a.table().clone();
+    a.handle_message(
+        now,
+        T(6),
+        Message::JoinReply {
+            req: 1,
+            succs: bare(&[7]),
+            preds: bare(&[6]),
+        },
+    );
+    a.handle_message(
+        now,
+        T(6),
+        Message::FingerNotify {
+            new: Contact::bare(T(8)),
+            dir: Dir::Cw,
+            level: 3,
+            stop: RingId(0),
+        },
+    );
+    assert!(!a.table().contains(&T(7)) && !a.table().contains(&T(8)));
+    assert_eq!(ids(a.table().successors()), ids(before.successors()));
+}
+
+/// A node takes a lookup answer only for a request in flight, for that key, signed by a node
+/// whose claim agrees with what it knows.
+#[test]
+fn lookup_answers_are_checked() {
+    let mut nodes = ring_of(&[10, 20, 30, 40, 50, 60, 70]);
+    let now = Time::from_secs(10);
+    let a = &mut nodes[0];
+    let key = RingId(45 << 120);
+    let req = a.lookup(now, key).unwrap();
+    drain(a);
+    let answer = |by: u8, req: u64, key: RingId, pred: u8| {
+        let body = Body::Answer {
+            req,
+            asker: T(10),
+            pred: Some(T(pred).ring_id()),
+            hops: 2,
+        };
+        Message::Answer(Answer {
+            trail: Vec::new(),
+            sealed: sealed(by, by, now, key, body),
+        })
+    };
+    let done = |out: &[Output<T>]| {
+        out.iter().find_map(|o| match o {
+            Output::Event(Event::LookupDone { result, .. }) => Some(*result),
+            _ => None,
+        })
+    };
+    // Unasked, for another key, signed by someone else, or by a node that is not responsible
+    // (10 knows 50 lies between the key and 70): refused.
+    a.handle_message(now, T(70), answer(70, req ^ 1, key, 40));
+    a.handle_message(now, T(70), answer(70, req, RingId(44 << 120), 40));
+    a.handle_message(now, T(70), answer(70, req, key, 65));
+    let mut forged = answer(70, req, key, 40);
+    if let Message::Answer(x) = &mut forged {
+        x.sealed.env.origin.id = T(50);
+    }
+    a.handle_message(now, T(70), forged);
+    assert_eq!(done(&drain(a)), None);
+    assert_eq!(a.stats().bad_answers, 3);
+    assert_eq!(a.stats().forged, 1);
+    // The responsible node's signed answer is taken, wherever it came from.
+    a.handle_message(now, T(70), answer(50, req, key, 40));
+    assert_eq!(done(&drain(a)), Some(Ok((T(50), 2))));
+}
+
+/// The responsible node answers over connections that exist: back along the request's trail
+/// when it has no connection to the asker.
+#[test]
+fn answers_go_back_along_the_trail() {
+    let mut nodes = ring_of(&[10, 20, 30, 40, 50, 60, 70]);
+    let now = Time::from_secs(10);
+    let body = Body::Lookup;
+    let request = Message::Routed(Routed {
+        hops: 2,
+        trail: vec![T(20), T(30)],
+        sealed: sealed(10, 10, now, RingId(45 << 120), body),
+    });
+    let r = &mut nodes[4];
+    r.handle_message(now, T(30), request);
+    match &sends(&drain(r))[..] {
+        [(30, Message::Answer(a))] => {
+            assert_eq!(a.trail, vec![T(20)]);
+            assert!(a.sealed.verify());
+        }
+        other => panic!("{other:?}"),
     }
 }
 
-/// A relay hint is dropped only when the peer itself says it has none: another node's copy of
-/// its contact may predate the hint. Addresses the driver saw work go first and keep the hint.
+/// A node that loses every neighbour says so and joins again through a node it knew.
 #[test]
-fn relay_hints_and_addresses_follow_first_hand_contacts() {
-    let mut nodes = ring_of(&[10, 20, 30, 40]);
-    let a = &mut nodes[0];
-    let now = Time::from_secs(1);
-    // 20 passes on 30's contact, with 30's relay.
-    let stab = |list| Message::Stabilize { dir: Dir::Cw, list };
-    a.handle_message(now, T(20), stab(vec![contact(30, 3000, Some(40))]));
-    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
-    // An older copy without the relay, from someone else: the hint stays; the address is
-    // added after the known one.
-    a.handle_message(now, T(20), stab(vec![contact(30, 3001, None)]));
-    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
-    assert_eq!(a.addresses(&T(30)), &[addr(3000), addr(3001)]);
-    // The driver connected to 30 at another address: it goes first, the hint stays.
-    a.add_addresses(T(30), &[addr(3002)]);
-    assert_eq!(a.addresses(&T(30)), &[addr(3002), addr(3000), addr(3001)]);
-    assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
-    // 30 itself, now reachable directly, routes a lookup through us: its own contact wins.
-    let lookup = Message::Routed(Routed {
-        key: RingId(25 << 120),
-        origin: contact(30, 3003, None),
-        hops: 1,
-        body: RoutedBody::Lookup { req: 1 },
-    });
-    a.handle_message(now, T(20), lookup);
-    assert_eq!(a.relay_hint(&T(30)), None);
-    assert_eq!(a.addresses(&T(30)), &[addr(3003)]);
+fn an_isolated_node_rejoins() {
+    let mut nodes = ring_of(&[10, 20, 30]);
+    let now = Time::from_secs(10);
+    let mut a = nodes.remove(0);
+    // 10 learnt 20's and 30's records (as stabilisation hands them out).
+    a.handle_message(
+        now,
+        T(20),
+        Message::StabilizeReply {
+            dir: Dir::Cw,
+            me: signed(&[20], now).remove(0),
+            back: None,
+            list: signed(&[30], now),
+        },
+    );
+    drain(&mut a);
+    a.handle_link_down(now, T(20));
+    a.handle_link_down(now, T(30));
+    let out = drain(&mut a);
+    assert!(out.contains(&Output::Event(Event::Isolated)), "{out:?}");
+    assert_eq!(a.state(), State::Rejoining);
+    assert!(a.lookup(now, RingId(1)).is_err());
+    let (to, join) = match &sends(&out)[..] {
+        [(to, m @ Message::Routed(r))] if r.sealed.env.body == Body::Join => (*to, m.clone()),
+        other => panic!("{other:?}"),
+    };
+    // 20 and 30 had declared 10 dead; its join goes to 30, then to 20, responsible for 10's
+    // position now, which answers.
+    assert_eq!(to, 30);
+    let (mut b, mut c) = (nodes.remove(0), nodes.remove(0));
+    b.handle_link_down(now, T(10));
+    c.handle_link_down(now, T(10));
+    drain(&mut b);
+    drain(&mut c);
+    c.handle_message(now, T(10), join);
+    let fwd = match &sends(&drain(&mut c))[..] {
+        [(20, m @ Message::Routed(_))] => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    b.handle_message(now, T(30), fwd);
+    let reply = match &sends(&drain(&mut b))[..] {
+        [(10, m @ Message::JoinReply { .. })] => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    a.handle_message(now, T(20), reply);
+    assert!(drain(&mut a).contains(&Output::Event(Event::Joined)));
+    assert_eq!(a.state(), State::Joined);
+    assert_eq!(a.stats().rejoins, 1);
+    // 30 is still buried here (declared dead a moment ago): stabilisation brings it back.
+    assert_eq!(ids(a.table().successors()), vec![20]);
 }

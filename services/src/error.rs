@@ -15,6 +15,9 @@ pub enum StartError {
     /// The overlay configuration is invalid.
     #[error("overlay configuration: {0}")]
     Config(#[from] p2ps_overlay::ConfigError),
+    /// The identity key cannot sign overlay messages.
+    #[error("identity: {0}")]
+    Signing(#[source] p2ps_transport::SigningKeyError),
 }
 
 /// Why a command to a running node failed.

@@ -4,9 +4,11 @@
 //! [`NodeId`], wrapped so that the overlay's [`PeerId`] trait can be implemented for it. A
 //! node's ring position is the first 128 bits of its id (itself a SHA-256 of its public key),
 //! so nobody chooses where they sit. A key's position is the first 128 bits of its SHA-256.
+//! The overlay's proofs are Ed25519 signatures by the identity key ([`KeySigner`]); each
+//! carries the public key, which must hash to the signer's id.
 
-use p2ps_overlay::{PeerId, RingId};
-use p2ps_transport::NodeId;
+use p2ps_overlay::{PeerId, RingId, Signer};
+use p2ps_transport::{NodeId, Signature, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,8 +24,28 @@ impl std::fmt::Debug for OverlayId {
 }
 
 impl PeerId for OverlayId {
+    type Proof = Signature;
+
     fn ring_id(&self) -> RingId {
         ring_id_of(&self.0)
+    }
+
+    fn verify(&self, msg: &[u8], proof: &Signature) -> bool {
+        proof.verify(&self.0, msg)
+    }
+}
+
+/// Signs overlay messages and records with the node's Ed25519 identity key.
+#[derive(Debug)]
+pub struct KeySigner(pub SigningKey);
+
+impl Signer<OverlayId> for KeySigner {
+    fn id(&self) -> OverlayId {
+        OverlayId(self.0.node_id())
+    }
+
+    fn sign(&self, msg: &[u8]) -> Signature {
+        self.0.sign(msg)
     }
 }
 

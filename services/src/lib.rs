@@ -20,10 +20,10 @@ pub mod wire;
 
 pub use config::NodeConfig;
 pub use error::{JoinError, LookupError, NodeError, StartError};
-pub use id::{group_key, key_of, OverlayId};
+pub use id::{group_key, key_of, KeySigner, OverlayId};
 pub use node::{Message, Node, NodeEvent, Via};
 pub use p2ps_overlay::{FingerStrategy, RingId};
 pub use p2ps_transport::{Identity, NodeId};
-pub use runtime::{CastReport, LookupResult};
+pub use runtime::{wall_clock, CastReport, LookupResult};
 pub use status::Status;
 pub use ticket::{Ticket, TicketError};

@@ -2,7 +2,7 @@
 
 use crate::config::NodeConfig;
 use crate::error::{JoinError, LookupError, NodeError, StartError};
-use crate::id::{group_key, key_of, OverlayId};
+use crate::id::{group_key, key_of};
 use crate::runtime::{Actor, CastReport, Command, LookupResult};
 use crate::status::{Counters, Status};
 use crate::ticket::Ticket;
@@ -60,6 +60,9 @@ pub enum NodeEvent {
     JoinFailed,
     /// The node left its network.
     Left,
+    /// The node lost every neighbour (a partition, a suspended machine) and is joining again
+    /// through the nodes it knew; [`NodeEvent::Joined`] follows when it is back.
+    Isolated,
     /// A peer became a ring neighbour (successor or predecessor list).
     NeighbourUp(NodeId),
     /// A peer is no longer a ring neighbour (it left, crashed, or someone nearer arrived).
@@ -139,7 +142,13 @@ impl Node {
         } else {
             config.advertise.clone()
         };
-        let mut overlay = Overlay::new(OverlayId(id), config.overlay.clone());
+        let signer = crate::id::KeySigner(
+            p2ps_transport::SigningKey::new(&config.identity).map_err(StartError::Signing)?,
+        );
+        // Request ids and message numbers must be unpredictable: key them from the OS.
+        let mut overlay_config = config.overlay.clone();
+        overlay_config.seed ^= p2ps_transport::random_u64();
+        let mut overlay = Overlay::new(signer, overlay_config);
         overlay.set_local_addrs(addrs.clone());
         let mapper = if config.upnp {
             match p2ps_transport::PortMapper::start(
@@ -173,6 +182,7 @@ impl Node {
             inbox: inbox_tx,
             subscribers: ev_tx.clone(),
             start: Instant::now(),
+            epoch: crate::runtime::wall_clock(),
             addrs: shared_addrs.clone(),
             nat,
             traversals: mpsc::channel(64),

@@ -129,6 +129,9 @@ pub(crate) struct Actor {
     pub(crate) inbox: mpsc::Sender<Message>,
     pub(crate) subscribers: broadcast::Sender<NodeEvent>,
     pub(crate) start: Instant,
+    /// The wall-clock time at `start`: the overlay's clock is the Unix epoch's, so that the
+    /// times in signed records mean the same on every node.
+    pub(crate) epoch: Time,
     pub(crate) addrs: Arc<RwLock<Vec<SocketAddr>>>,
     pub(crate) nat: Nat,
     pub(crate) traversals: TraversalResults,
@@ -158,11 +161,11 @@ fn class_of(c: Class) -> StreamClass {
 
 impl Actor {
     fn now(&self) -> Time {
-        Time::from_micros(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
+        self.epoch + self.start.elapsed()
     }
 
     fn instant(&self, t: Time) -> Instant {
-        self.start + Duration::from_micros(t.as_micros())
+        self.start + t.since(self.epoch)
     }
 
     /// Runs until the node is shut down or every handle is gone.
@@ -417,9 +420,8 @@ impl Actor {
         self.update_reachability();
         let now = self.now();
         let contact = Contact {
-            id: OverlayId(ticket.id),
             addrs: ticket.addrs,
-            relay: None,
+            ..Contact::bare(OverlayId(ticket.id))
         };
         match self.overlay.join(now, contact) {
             Ok(()) => {
@@ -883,6 +885,10 @@ impl Actor {
                 Some(NodeEvent::JoinFailed)
             }
             OverlayEvent::Left => Some(NodeEvent::Left),
+            OverlayEvent::Isolated => {
+                warn!("lost every neighbour: joining again through the nodes known");
+                Some(NodeEvent::Isolated)
+            }
             OverlayEvent::NeighbourUp(p) => Some(NodeEvent::NeighbourUp(p.0)),
             OverlayEvent::NeighbourDown(p) => {
                 debug!(peer = %p.0.short(), path = ?self.transport.path(p.0), "neighbour down");
@@ -1009,6 +1015,11 @@ impl Actor {
                 lookups_ok: os.lookups_ok,
                 lookups_failed: os.lookups_failed,
                 peers_failed: os.peers_failed,
+                forged: os.forged,
+                stale: os.stale,
+                unverified: os.unverified,
+                bad_answers: os.bad_answers,
+                rejoins: os.rejoins,
                 frame_errors: ts.frame_errors,
                 handshakes_failed: ts.handshakes_failed,
                 ..self.counters
@@ -1016,6 +1027,15 @@ impl Actor {
             uptime_secs: self.start.elapsed().as_secs_f64(),
         }
     }
+}
+
+/// The overlay's clock: microseconds since the Unix epoch (the epoch itself on a clock set
+/// before 1970). Signed records and envelopes carry times of this clock.
+pub fn wall_clock() -> Time {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Time::ZERO + since
 }
 
 fn reachability_name(r: &ReachabilityStatus) -> &'static str {

@@ -163,6 +163,22 @@ pub struct Counters {
     /// Forwarding requests refused (addressee not connected, application data, or a
     /// forwarded message that did not come from this node's relay).
     pub forwards_refused: u64,
+    /// Envelopes and records whose signature did not check out (forgeries), dropped.
+    #[serde(default)]
+    pub forged: u64,
+    /// Envelopes too old or too far in the future (possible replays), dropped.
+    #[serde(default)]
+    pub stale: u64,
+    /// Contacts not taken into the tables: unsigned, stale, or about an unknown node.
+    #[serde(default)]
+    pub unverified: u64,
+    /// Lookup and join answers refused: unasked, for another key, or contradicted by known
+    /// nodes.
+    #[serde(default)]
+    pub bad_answers: u64,
+    /// Times this node lost every neighbour and joined again.
+    #[serde(default)]
+    pub rejoins: u64,
 }
 
 mod hex_id {

@@ -8,8 +8,8 @@
 mod common;
 
 use p2ps::wire::Wire;
-use p2ps::{key_of, Identity, NodeId, OverlayId};
-use p2ps_overlay::{Contact, Message, Routed, RoutedBody};
+use p2ps::{key_of, wall_clock, Identity, KeySigner, NodeId, OverlayId};
+use p2ps_overlay::{Answer, Body, Contact, Envelope, Message, Routed, Sealed};
 use p2ps_transport::{StreamClass, Transport, TransportConfig};
 use std::time::Duration;
 
@@ -28,10 +28,9 @@ async fn forwarding_refuses_bad_requests_and_passes_on_upkeep() {
     let (relay, member) = (&nodes[0], &nodes[1]);
 
     // A raw peer speaking the wire protocol.
-    let cfg = TransportConfig::new(
-        Identity::generate().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
+    let identity = Identity::generate().unwrap();
+    let signer = KeySigner(p2ps_transport::SigningKey::new(&identity).unwrap());
+    let cfg = TransportConfig::new(identity, "127.0.0.1:0".parse().unwrap());
     let (x, _events) = Transport::<Wire>::bind(cfg).unwrap();
     for n in [relay, member] {
         x.connect(n.id(), n.addrs()[0]).await.unwrap();
@@ -40,17 +39,42 @@ async fn forwarding_refuses_bad_requests_and_passes_on_upkeep() {
         let x = x.clone();
         async move { x.send(to, StreamClass::Routing, &w).await.unwrap() }
     };
-    let answer = Message::LookupReply { req: 77, hops: 1 };
+    let sealed = |key, body| {
+        let now = wall_clock();
+        let origin = Contact::signed(&signer, vec![x.local_addr().unwrap()], None, now);
+        let env = Envelope {
+            origin,
+            seq: 77,
+            issued: now,
+            key,
+            body,
+        };
+        Sealed::seal(&signer, env)
+    };
+    let answer = Message::Answer(Answer {
+        trail: vec![],
+        sealed: sealed(
+            key_of(b"k"),
+            Body::Answer {
+                req: 77,
+                asker: OverlayId(member.id()),
+                pred: None,
+                hops: 1,
+            },
+        ),
+    });
 
     // Application data is never forwarded: the relay would read it.
     let data = Message::Routed(Routed {
-        key: p2ps::id::ring_id_of(&member.id()),
-        origin: Contact::bare(OverlayId(x.node_id())),
         hops: 0,
-        body: RoutedBody::Data {
-            target: Some(OverlayId(member.id())),
-            payload: b"secret".to_vec(),
-        },
+        trail: vec![],
+        sealed: sealed(
+            p2ps::id::ring_id_of(&member.id()),
+            Body::Data {
+                target: Some(OverlayId(member.id())),
+                payload: b"secret".to_vec(),
+            },
+        ),
     });
     send(
         relay.id(),

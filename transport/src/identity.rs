@@ -323,6 +323,11 @@ impl Identity {
         &self.inner.key
     }
 
+    /// The private key as PKCS#8 DER bytes.
+    pub(crate) fn pkcs8_der(&self) -> Vec<u8> {
+        self.inner.key.serialize_der()
+    }
+
     /// The private key as PKCS#8 DER, as rustls wants it.
     pub fn private_key_der(&self) -> rustls::pki_types::PrivateKeyDer<'static> {
         rustls::pki_types::PrivateKeyDer::Pkcs8(self.inner.key.serialize_der().into())

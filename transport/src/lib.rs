@@ -51,6 +51,7 @@ pub mod observed;
 pub mod portmap;
 pub mod reachability;
 pub mod relay;
+pub mod signature;
 pub mod stats;
 pub mod tls;
 pub mod traverse;
@@ -74,6 +75,7 @@ pub use relay::{
     is_relayed, CircuitEnd, CircuitInfo, CircuitLimits, PathKind, RelayConfig, RelayError,
     RelayLimits, RelayStats, RelayTap,
 };
+pub use signature::{random_u64, Signature, SigningKey, SigningKeyError};
 pub use stats::{ClassStats, PeerStats, TransportStats, UdpStats};
 pub use tls::{ALPN, PROTOCOL_VERSION};
 pub use traverse::{

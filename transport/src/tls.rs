@@ -35,14 +35,14 @@ use crate::error::PeerCertificateError;
 use crate::identity::{Identity, NodeId};
 
 /// Protocol version carried in the ALPN identifier.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// ALPN protocol identifier of P2PS version [`PROTOCOL_VERSION`]. A peer that does not offer it
 /// is refused during the handshake.
-pub const ALPN: &[u8] = b"p2ps/2";
+pub const ALPN: &[u8] = b"p2ps/3";
 
 /// [`ALPN`] as text, for messages.
-pub const ALPN_STR: &str = "p2ps/2";
+pub const ALPN_STR: &str = "p2ps/3";
 
 /// The TLS server name a dialer sends. The peer's identity is checked against the node id, not a
 /// name, so this is a constant (and it is not sent at all: SNI is disabled).

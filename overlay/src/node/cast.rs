@@ -17,9 +17,9 @@
 //! cast costs N - 1 pieces and N - 1 acknowledgements; with one, N - 1 counts more.
 
 use super::{Node, Output};
-use crate::message::{Cast, Message, RoutedBody};
+use crate::message::{Body, Cast, Message, Sealed};
 use crate::node::{CommandError, Delivery, Event, Via};
-use crate::peer::{Contact, Peer, PeerId};
+use crate::peer::{Peer, PeerId};
 use crate::ring::RingId;
 use crate::segment::Segment;
 use crate::time::Time;
@@ -38,7 +38,7 @@ enum Parent<P> {
 
 /// A segment this node is covering: what it sent and what came back.
 #[derive(Debug)]
-struct Cover<P> {
+struct Cover<P: PeerId> {
     parent: Parent<P>,
     /// The message as received (its `seg` is what this node covers).
     cast: Cast<P>,
@@ -62,7 +62,7 @@ struct Piece<P> {
 
 /// The cast state of a node.
 #[derive(Debug)]
-pub(super) struct Casts<P> {
+pub(super) struct Casts<P: PeerId> {
     covers: BTreeMap<u64, Cover<P>>,
     pieces: BTreeMap<u64, Piece<P>>,
     deadlines: BTreeSet<(Time, u64)>,
@@ -71,7 +71,7 @@ pub(super) struct Casts<P> {
     next_id: u64,
 }
 
-impl<P> Default for Casts<P> {
+impl<P: PeerId> Default for Casts<P> {
     fn default() -> Self {
         Casts {
             covers: BTreeMap::new(),
@@ -109,15 +109,12 @@ impl<P: PeerId> Node<P> {
         reply: bool,
     ) -> Result<u64, CommandError> {
         let seq = self.begin_cast(now)?;
+        let sealed = self.seal(seq, self.me.pos, Body::Broadcast { reply, payload });
         let cast = Cast {
-            origin: self.my_contact(),
-            seq,
             piece: 0,
             seg: Segment::full(self.me.pos),
-            keys: None,
             depth: 0,
-            reply,
-            payload,
+            sealed,
         };
         self.start_cover(now, Parent::Origin, cast, 0);
         Ok(seq)
@@ -139,15 +136,8 @@ impl<P: PeerId> Node<P> {
             + self.done_wait(Segment::full(self.me.pos))
             + self.cfg.lookup_timeout * self.cfg.lookup_attempts;
         self.casts.ranges.insert(seq, (deadline, reply));
-        self.originate(
-            hi,
-            RoutedBody::Range {
-                lo,
-                seq,
-                reply,
-                payload,
-            },
-        );
+        let sealed = self.seal(seq, hi, Body::Range { lo, reply, payload });
+        self.route_sealed(sealed);
         Ok(seq)
     }
 
@@ -160,71 +150,57 @@ impl<P: PeerId> Node<P> {
         if self.casts.covers.len() >= self.cfg.max_casts {
             return Err(CommandError::TooManyPending);
         }
-        let seq = self.next_message_seq();
+        let seq = self.nonces.next();
         self.seen.insert((self.me.id, seq), now);
         Ok(seq)
     }
 
-    pub(super) fn next_message_seq(&mut self) -> u64 {
-        let s = self.next_seq;
-        self.next_seq += 1;
-        s
-    }
-
     /// A routed range multicast reached the node responsible for its top key.
-    pub(super) fn arrive_range(
-        &mut self,
-        now: Time,
-        origin: Contact<P>,
-        hi: RingId,
-        hops: u16,
-        body: (RingId, u64, bool, Vec<u8>),
-    ) {
-        let (lo, seq, reply, payload) = body;
+    pub(super) fn arrive_range(&mut self, now: Time, sealed: Sealed<P>, hops: u16) {
+        let Body::Range { lo, .. } = sealed.env.body else {
+            return;
+        };
+        let (origin, seq, hi) = (sealed.origin(), sealed.env.seq, sealed.env.key);
         if self.casts.covers.len() >= self.cfg.max_casts {
             // As many casts in progress as allowed: this one is refused (its origin's wait
             // ends incomplete).
             self.stats.dropped += 1;
             return;
         }
-        let first = self.seen.insert((origin.id, seq), now);
-        let mut delivered = 0;
-        if first && origin.id != self.me.id {
-            delivered = 1;
-            self.deliver_cast(origin.id, lo, hops, Via::Range { lo, hi }, payload.clone());
-        }
         let cast = Cast {
-            origin,
-            seq,
             piece: 0,
             seg: Segment::between(lo, self.me.pos),
-            keys: Some((lo, hi)),
             depth: hops,
-            reply,
-            payload,
+            sealed,
         };
+        let first = self.seen.insert((origin, seq), now);
+        let mut delivered = 0;
+        if first && origin != self.me.id {
+            delivered = 1;
+            self.deliver_cast(&cast, lo, Via::Range { lo, hi });
+        }
         self.start_cover(now, Parent::RangeRoot, cast, delivered);
     }
 
     pub(super) fn on_cast(&mut self, now: Time, from: P, cast: Cast<P>) {
-        let origin = cast.origin.id;
+        let (origin, seq) = (cast.origin(), cast.seq());
         self.push_send(
             from,
             Message::CastAck {
                 origin,
-                seq: cast.seq,
+                seq,
                 piece: cast.piece,
             },
         );
-        let first = self.seen.insert((origin, cast.seq), now);
+        let first = self.seen.insert((origin, seq), now);
         let mut delivered = 0;
         if first && origin != self.me.id && cast.seg.contains(self.me.pos) {
             delivered = 1;
-            let (key, via) = match cast.keys {
+            let (key, via) = match cast.keys() {
                 Some((lo, hi)) => (lo, Via::Range { lo, hi }),
                 None => (self.me.pos, Via::Broadcast),
             };
-            self.deliver_cast(origin, key, cast.depth, via, cast.payload.clone());
+            self.deliver_cast(&cast, key, via);
         }
         let parent = Parent::Piece {
             from,
@@ -232,7 +208,7 @@ impl<P: PeerId> Node<P> {
         };
         if self.casts.covers.len() >= self.cfg.max_casts || cast.depth >= self.cfg.max_hops {
             self.stats.dropped += 1;
-            if cast.reply {
+            if cast.reply() {
                 self.report_done(&parent, &cast, delivered);
             }
             return;
@@ -240,17 +216,16 @@ impl<P: PeerId> Node<P> {
         self.start_cover(now, parent, cast, delivered);
     }
 
-    fn deliver_cast(&mut self, origin: P, key: RingId, hops: u16, via: Via, payload: Vec<u8>) {
+    fn deliver_cast(&mut self, cast: &Cast<P>, key: RingId, via: Via) {
         self.stats.delivered += 1;
         self.out.push_back(Output::Deliver(Delivery {
-            origin,
+            origin: cast.origin(),
             key,
-            hops,
+            hops: cast.depth,
             via,
-            payload,
+            payload: cast.payload().to_vec(),
         }));
     }
-
     /// Starts covering `cast.seg`: one piece per known node in it, sent now.
     fn start_cover(&mut self, now: Time, parent: Parent<P>, cast: Cast<P>, delivered: u64) {
         let id = self.casts.next_id;
@@ -336,7 +311,7 @@ impl<P: PeerId> Node<P> {
             piece: id,
             seg,
             depth: c.cast.depth + 1,
-            ..c.cast.clone()
+            sealed: c.cast.sealed.clone(),
         };
         let wait = self.cfg.cast_ack_timeout * 2u32.saturating_pow(attempts.min(8));
         let deadline = now + wait;
@@ -367,7 +342,7 @@ impl<P: PeerId> Node<P> {
             .casts
             .covers
             .get(&p.cover)
-            .is_some_and(|c| c.cast.reply);
+            .is_some_and(|c| c.cast.reply());
         if wants_reply {
             p.acked = true;
             let seg = p.seg;
@@ -436,18 +411,18 @@ impl<P: PeerId> Node<P> {
         match c.parent {
             Parent::Origin => {
                 self.out.push_back(Output::Event(Event::CastDone {
-                    seq: c.cast.seq,
-                    delivered: c.cast.reply.then_some(c.delivered),
+                    seq: c.cast.seq(),
+                    delivered: c.cast.reply().then_some(c.delivered),
                     complete: c.given_up == 0,
                 }));
             }
             Parent::RangeRoot => {
-                let origin = c.cast.origin.id;
+                let origin = c.cast.origin();
                 if origin == self.me.id {
-                    self.casts.ranges.remove(&c.cast.seq);
+                    self.casts.ranges.remove(&c.cast.seq());
                     self.out.push_back(Output::Event(Event::CastDone {
-                        seq: c.cast.seq,
-                        delivered: c.cast.reply.then_some(c.delivered),
+                        seq: c.cast.seq(),
+                        delivered: c.cast.reply().then_some(c.delivered),
                         complete: c.given_up == 0,
                     }));
                 } else {
@@ -455,7 +430,7 @@ impl<P: PeerId> Node<P> {
                         origin,
                         Message::CastDone {
                             origin,
-                            seq: c.cast.seq,
+                            seq: c.cast.seq(),
                             piece: 0,
                             delivered: c.delivered,
                         },
@@ -463,7 +438,7 @@ impl<P: PeerId> Node<P> {
                 }
             }
             Parent::Piece { .. } => {
-                if c.cast.reply {
+                if c.cast.reply() {
                     self.report_done(&c.parent, &c.cast, c.delivered);
                 }
             }
@@ -475,8 +450,8 @@ impl<P: PeerId> Node<P> {
             self.push_send(
                 *from,
                 Message::CastDone {
-                    origin: cast.origin.id,
-                    seq: cast.seq,
+                    origin: cast.origin(),
+                    seq: cast.seq(),
                     piece: *piece,
                     delivered,
                 },
@@ -566,7 +541,7 @@ impl<P: PeerId> Node<P> {
             .covers
             .values()
             .filter(|c| matches!(c.parent, Parent::Origin))
-            .map(|c| c.cast.seq)
+            .map(|c| c.cast.seq())
             .collect();
         ended.extend(self.casts.ranges.keys().copied());
         for seq in ended {

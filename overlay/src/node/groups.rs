@@ -18,7 +18,7 @@
 //! is dropped and reported, so one slow member does not hold back the others.
 
 use super::{Node, Output};
-use crate::message::{Message, RoutedBody};
+use crate::message::{Body, Message, Sealed};
 use crate::node::{CommandError, Delivery, Event, State, Via};
 use crate::peer::PeerId;
 use crate::ring::RingId;
@@ -162,12 +162,13 @@ impl<P: PeerId> Node<P> {
         if self.state != State::Joined {
             return Err(CommandError::NotJoined);
         }
-        let seq = self.next_message_seq();
+        let seq = self.nonces.next();
         self.seen.insert((self.me.id, seq), now);
+        let sealed = self.seal(seq, group, Body::GroupSend { payload });
         if self.groups.map.get(&group).is_some_and(|g| g.attached()) {
-            self.flood(group, self.me.id, seq, 0, payload, None);
+            self.flood(&sealed, 0, None);
         } else {
-            self.originate(group, RoutedBody::GroupSend { seq, payload });
+            self.route_sealed(sealed);
         }
         Ok(seq)
     }
@@ -196,21 +197,14 @@ impl<P: PeerId> Node<P> {
 
     /// A routed group message passes through (or reaches) this node: if this node is in the
     /// group's tree, the message enters the tree here. Returns whether it was taken.
-    pub(super) fn group_send_enters(
-        &mut self,
-        now: Time,
-        group: RingId,
-        origin: P,
-        seq: u64,
-        hops: u16,
-        payload: &[u8],
-    ) -> bool {
+    pub(super) fn group_send_enters(&mut self, now: Time, sealed: &Sealed<P>, hops: u16) -> bool {
+        let group = sealed.env.key;
         if !self.groups.map.get(&group).is_some_and(|g| g.attached()) {
             return false;
         }
-        if self.seen.insert((origin, seq), now) {
-            self.deliver_group(group, origin, hops, payload);
-            self.flood(group, origin, seq, hops, payload.to_vec(), None);
+        if self.seen.insert((sealed.origin(), sealed.env.seq), now) {
+            self.deliver_group(sealed, hops);
+            self.flood(sealed, hops, None);
         }
         true
     }
@@ -248,17 +242,9 @@ impl<P: PeerId> Node<P> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_group_cast(
-        &mut self,
-        now: Time,
-        from: P,
-        group: RingId,
-        origin: P,
-        seq: u64,
-        hops: u16,
-        payload: Vec<u8>,
-    ) {
+    /// A group message came along a tree edge from `from` (its envelope already checked).
+    pub(super) fn on_group_cast(&mut self, now: Time, from: P, hops: u16, sealed: Sealed<P>) {
+        let group = sealed.env.key;
         let in_tree = self.groups.map.get(&group).is_some_and(|g| {
             g.attached() && (g.parent == Some(from) || g.children.contains_key(&from))
         });
@@ -268,16 +254,21 @@ impl<P: PeerId> Node<P> {
             self.push_send(from, Message::GroupPrune { group });
             return;
         }
-        if !self.seen.insert((origin, seq), now) {
+        if !self.seen.insert((sealed.origin(), sealed.env.seq), now) {
             return;
         }
-        self.deliver_group(group, origin, hops, &payload);
+        self.deliver_group(&sealed, hops);
         if hops < self.cfg.max_hops {
-            self.flood(group, origin, seq, hops, payload, Some(from));
+            self.flood(&sealed, hops, Some(from));
         }
     }
 
-    fn deliver_group(&mut self, group: RingId, origin: P, hops: u16, payload: &[u8]) {
+    fn deliver_group(&mut self, sealed: &Sealed<P>, hops: u16) {
+        let group = sealed.env.key;
+        let origin = sealed.origin();
+        let Body::GroupSend { payload } = &sealed.env.body else {
+            return;
+        };
         if origin != self.me.id && self.groups.map.get(&group).is_some_and(|g| g.member) {
             self.stats.delivered += 1;
             self.out.push_back(Output::Deliver(Delivery {
@@ -285,22 +276,15 @@ impl<P: PeerId> Node<P> {
                 key: group,
                 hops,
                 via: Via::Group(group),
-                payload: payload.to_vec(),
+                payload: payload.clone(),
             }));
         }
     }
 
     /// Passes a group message to every tree neighbour but `except` and the origin.
-    fn flood(
-        &mut self,
-        group: RingId,
-        origin: P,
-        seq: u64,
-        hops: u16,
-        payload: Vec<u8>,
-        except: Option<P>,
-    ) {
-        let Some(g) = self.groups.map.get(&group) else {
+    fn flood(&mut self, sealed: &Sealed<P>, hops: u16, except: Option<P>) {
+        let origin = sealed.origin();
+        let Some(g) = self.groups.map.get(&sealed.env.key) else {
             return;
         };
         let targets: Vec<P> = g
@@ -314,11 +298,8 @@ impl<P: PeerId> Node<P> {
             self.push_send(
                 to,
                 Message::GroupCast {
-                    group,
-                    origin,
-                    seq,
                     hops: hops + 1,
-                    payload: payload.clone(),
+                    sealed: sealed.clone(),
                 },
             );
         }

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::message::Message;
 use crate::node::{Event, Node, Output, State};
 use crate::peer::{Contact, Peer, PeerId};
+use crate::proof::StandIn;
 use crate::ring::RingId;
 use crate::time::Time;
 use rand::{Rng, SeedableRng};
@@ -151,6 +152,8 @@ pub struct Counters {
     pub casts_done: Vec<CastResult>,
     /// Children dropped from group trees for congestion.
     pub group_children_dropped: u64,
+    /// Times a node lost every neighbour and started rejoining.
+    pub isolations: u64,
 }
 
 /// A message kept by [`Simulator::trace_kinds`].
@@ -373,7 +376,7 @@ impl Simulator {
         let index = self.nodes.len() as u32;
         let id = SimId::new(index, self.salt);
         let coord = (self.rng.gen::<f32>(), self.rng.gen::<f32>());
-        let node = Node::new(id, self.node_config(index));
+        let node = Node::new(StandIn(id), self.node_config(index));
         self.nodes.push(SimNode {
             node,
             coord,
@@ -395,7 +398,7 @@ impl Simulator {
             let table = ring.ideal_table(i, strategy, list_len);
             let idx = p.id.index();
             let cfg = self.node_config(idx as u32);
-            self.nodes[idx].node = Node::from_table(cfg, table, self.now);
+            self.nodes[idx].node = Node::from_table(StandIn(table.me().id), cfg, table, self.now);
             self.add_member(p.id);
             self.drain(idx as u32);
         }
@@ -725,6 +728,7 @@ impl Simulator {
                 complete,
             }),
             Event::GroupChildDropped { .. } => self.counters.group_children_dropped += 1,
+            Event::Isolated => self.counters.isolations += 1,
             Event::LookupDone { key, result, .. } => match result {
                 Ok((node, hops)) => {
                     if self.responsible(key) == Some(node) {

@@ -16,6 +16,7 @@ pub mod stable;
 pub mod summary;
 
 use crate::peer::PeerId;
+use crate::proof::StandInProof;
 use crate::ring::RingId;
 use crate::rng::mix64;
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,12 @@ impl SimId {
 }
 
 impl PeerId for SimId {
+    type Proof = StandInProof;
+
+    fn verify(&self, msg: &[u8], proof: &StandInProof) -> bool {
+        StandInProof::of(self, msg) == *proof
+    }
+
     fn ring_id(&self) -> RingId {
         let hi = mix64(self.0);
         let lo = mix64(self.0 ^ 0xA5A5_5A5A_DEAD_BEEF);

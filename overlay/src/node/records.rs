@@ -1,0 +1,117 @@
+//! Contact records and the evidence rule: what puts a node into this node's tables.
+//!
+//! A node id enters a neighbour list or a finger slot only on first-hand evidence: an
+//! authenticated connection to it (the driver's `from`), a fresh record it signed, or an
+//! envelope it signed. Records are checked once and kept (a copy equal to a kept one needs no
+//! second check); a newer record replaces an older one, and only verified records lend their
+//! addresses for dialling, so nobody can make this node dial an address by naming it. This
+//! node signs its own record again whenever its addresses or relay change, and every quarter
+//! of [`Config::record_ttl`](crate::Config::record_ttl) so that copies in circulation stay
+//! fresh.
+
+use super::{learn, Node};
+use crate::message::Sealed;
+use crate::peer::{Contact, Peer, PeerId};
+use crate::time::Time;
+
+impl<P: PeerId> Node<P> {
+    /// Signs this node's record anew with its current addresses and relay.
+    pub(super) fn resign_record(&mut self, now: Time) {
+        self.record = Contact::signed(
+            &*self.signer,
+            self.my_addrs.clone(),
+            self.my_relay.clone(),
+            now,
+        );
+    }
+
+    /// This node's record, signed anew first if it is getting old.
+    pub(super) fn my_contact(&mut self) -> Contact<P> {
+        if self.now.since(self.record.issued) >= self.cfg.record_ttl / 4 {
+            self.resign_record(self.now);
+        }
+        self.record.clone()
+    }
+
+    /// Whether a record made at `issued` may be believed at `now`: not older than the record
+    /// lifetime, not from the future beyond the allowed clock skew.
+    fn record_fresh(&self, issued: Time) -> bool {
+        issued <= self.now + self.cfg.max_clock_skew && self.now.since(issued) < self.cfg.record_ttl
+    }
+
+    /// Checks a contact carried by a message from `from` and keeps it if it is a fresh record
+    /// signed by its node (learning its addresses and relay hint). Returns whether `c.id` is
+    /// now verified: it is `from`, or a record of it was checked now or before.
+    pub(super) fn vouch(&mut self, from: P, c: &Contact<P>) -> bool {
+        if c.id == self.me.id {
+            return false;
+        }
+        if let Some(kept) = self.records.get(&c.id) {
+            if kept.issued >= c.issued || c.proof.is_none() {
+                return true;
+            }
+        }
+        if c.proof.is_none() {
+            // A bare mention names a node verified before: every table entry was on entry.
+            return c.id == from || self.links.contains_key(&c.id) || self.table.contains(&c.id);
+        }
+        if !self.record_fresh(c.issued) {
+            self.stats.unverified += 1;
+            return c.id == from || self.records.contains_key(&c.id);
+        }
+        if !c.verify() {
+            self.stats.forged += 1;
+            return c.id == from || self.records.contains_key(&c.id);
+        }
+        learn(&mut self.addrs, &mut self.hints, self.me.id, c, true);
+        self.records.insert(c.id, c.clone());
+        true
+    }
+
+    /// The peers of `list` that are verified (see [`Node::vouch`]) and not known to be gone.
+    pub(super) fn verified(&mut self, from: P, list: &[Contact<P>]) -> Vec<Peer<P>> {
+        let mut out = Vec::with_capacity(list.len());
+        for c in list {
+            if self.vouch(from, c) && !self.tombstones.contains_key(&c.id) {
+                out.push(c.peer());
+            } else if c.id != self.me.id && !self.tombstones.contains_key(&c.id) {
+                self.stats.unverified += 1;
+            }
+        }
+        out
+    }
+
+    /// Whether an envelope may be acted on: its origin signed it, and it is recent enough that
+    /// duplicate detection still remembers it (older ones could be replays). Counts what it
+    /// drops.
+    pub(super) fn envelope_ok(&mut self, s: &Sealed<P>) -> bool {
+        let issued = s.env.issued;
+        let max_age = self.cfg.seen_ttl.saturating_sub(self.cfg.max_clock_skew);
+        if issued > self.now + self.cfg.max_clock_skew || self.now.since(issued) > max_age {
+            self.stats.stale += 1;
+            return false;
+        }
+        if !s.verify() {
+            self.stats.forged += 1;
+            return false;
+        }
+        true
+    }
+
+    /// The record to hand out for `p`: its own signed record if this node keeps one, else a
+    /// bare mention (which receivers do not take into their tables).
+    pub(super) fn contact(&mut self, p: Peer<P>) -> Contact<P> {
+        if p.id == self.me.id {
+            return self.my_contact();
+        }
+        self.records
+            .get(&p.id)
+            .cloned()
+            .unwrap_or_else(|| Contact::bare(p.id))
+    }
+
+    /// [`Node::contact`] for each of `peers`.
+    pub(super) fn contacts(&mut self, peers: &[Peer<P>]) -> Vec<Contact<P>> {
+        peers.iter().map(|p| self.contact(*p)).collect()
+    }
+}

@@ -1,0 +1,236 @@
+//! Requests that want an answer (lookups, finger probes) and the signed answers to them.
+//!
+//! A request's id is its envelope's message number, drawn from a keyed hash of a counter so
+//! that nobody can guess the ids of requests in flight. The node responsible for the key
+//! answers with an envelope of its own, signed, that names the request, the asker, the key and
+//! its predecessor (what makes it responsible). The answer goes back over connections that
+//! already exist: straight to the asker if the responder is connected to it, otherwise back
+//! along the trail of nodes that forwarded the request; a cold lookup so costs no handshake.
+//! The asker takes an answer only for a request it has in flight, for that request's key, from
+//! a responder whose claim agrees with what the asker knows: a neighbour of the asker that lies
+//! between the key and the responder proves the answer wrong.
+
+use super::{Event, LookupError, Node, Output, PendingLookup, Purpose};
+use crate::message::{Answer, Body, Envelope, Message, Routed, Sealed};
+use crate::peer::PeerId;
+use crate::ring::RingId;
+use crate::time::Time;
+use sha2::{Digest, Sha256};
+
+/// Unpredictable 64-bit numbers: SHA-256 of a secret key and a counter.
+#[derive(Clone, Debug)]
+pub(super) struct Nonces {
+    key: [u8; 32],
+    counter: u64,
+}
+
+impl Nonces {
+    /// Numbers keyed by `seed` (the driver's secret) and the node's position.
+    pub(super) fn new(seed: u64, pos: RingId) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"p2ps/nonces");
+        h.update(seed.to_le_bytes());
+        h.update(pos.0.to_le_bytes());
+        Nonces {
+            key: h.finalize().into(),
+            counter: 0,
+        }
+    }
+
+    /// The next number (never 0).
+    pub(super) fn next(&mut self) -> u64 {
+        self.counter += 1;
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(self.counter.to_le_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_le_bytes(b).max(1)
+    }
+}
+
+impl<P: PeerId> Node<P> {
+    /// Starts tracking a request that wants an answer and routes it. Returns its id.
+    pub(super) fn send_request(&mut self, key: RingId, purpose: Purpose, body: Body<P>) -> u64 {
+        let deadline = self.now + self.cfg.lookup_timeout;
+        let req = self.nonces.next();
+        self.lookups.insert(
+            req,
+            PendingLookup {
+                key,
+                attempts: 1,
+                deadline,
+                purpose,
+            },
+        );
+        self.lookup_deadlines.insert((deadline, req));
+        let sealed = self.seal(req, key, body);
+        self.route_sealed(sealed);
+        req
+    }
+
+    /// At the node responsible for a request's key: signs the answer and sends it back.
+    pub(super) fn answer(&mut self, now: Time, r: &Routed<P>) {
+        let asker = r.origin();
+        let env = Envelope {
+            origin: self.my_contact(),
+            seq: self.nonces.next(),
+            issued: now,
+            key: r.key(),
+            body: Body::Answer {
+                req: r.sealed.env.seq,
+                asker,
+                pred: self.table.predecessor().map(|p| p.pos),
+                hops: r.hops,
+            },
+        };
+        let sealed = Sealed::seal(&*self.signer, env);
+        self.pass_back(asker, r.trail.clone(), sealed);
+    }
+
+    /// Sends an answer towards `asker`: straight if connected to it, else to the last node of
+    /// the trail this node is connected to. As a last resort it goes straight to the asker
+    /// (whose signed record gave its addresses).
+    fn pass_back(&mut self, asker: P, mut trail: Vec<P>, sealed: Sealed<P>) {
+        if asker == self.me.id {
+            return self.take_answer(sealed);
+        }
+        if !self.links.contains_key(&asker) {
+            while let Some(p) = trail.pop() {
+                if p != self.me.id && p != asker && self.links.contains_key(&p) {
+                    return self.push_send(p, Message::Answer(Answer { trail, sealed }));
+                }
+            }
+        }
+        self.push_send(
+            asker,
+            Message::Answer(Answer {
+                trail: Vec::new(),
+                sealed,
+            }),
+        );
+    }
+
+    /// An answer arrived from a peer (its envelope checked): taken if for this node, else
+    /// passed back.
+    pub(super) fn on_answer(&mut self, a: Answer<P>) {
+        let Body::Answer { asker, .. } = a.sealed.env.body else {
+            return;
+        };
+        if a.trail.len() > self.cfg.max_hops as usize {
+            self.stats.dropped += 1;
+            return;
+        }
+        if asker == self.me.id {
+            self.take_answer(a.sealed);
+        } else {
+            self.pass_back(asker, a.trail, a.sealed);
+        }
+    }
+
+    /// A verified answer addressed to this node: accepted if it answers a request in flight
+    /// and agrees with what this node knows.
+    fn take_answer(&mut self, sealed: Sealed<P>) {
+        let env = sealed.env;
+        let Body::Answer {
+            req, pred, hops, ..
+        } = env.body
+        else {
+            return;
+        };
+        let Some(pending) = self.lookups.get(&req) else {
+            // Late (answered already, or given up) or never asked.
+            self.stats.bad_answers += 1;
+            return;
+        };
+        let responder = env.origin.peer();
+        let key = env.key;
+        if pending.key != key || !self.plausibly_responsible(responder.pos, pred, key) {
+            self.stats.bad_answers += 1;
+            return;
+        }
+        let Some(l) = self.lookups.remove(&req) else {
+            return;
+        };
+        self.lookup_deadlines.remove(&(l.deadline, req));
+        match l.purpose {
+            Purpose::Lookup => {
+                self.stats.lookups_ok += 1;
+                self.out.push_back(Output::Event(Event::LookupDone {
+                    req,
+                    key,
+                    result: Ok((responder.id, hops)),
+                }));
+            }
+            Purpose::Finger { dir, level } => {
+                if self.state == super::State::Joined && responder.id != self.me.id {
+                    self.table.set_finger(dir, level, responder);
+                    self.repair.remove(&(dir, level));
+                }
+            }
+        }
+    }
+
+    /// Whether a node at `pos` whose predecessor is at `pred` may be responsible for `key`: the
+    /// key lies in `(pred, pos]`, and no node of this node's neighbour lists (itself included)
+    /// lies between the key and `pos`, where it would be responsible instead. Fingers are not
+    /// used as evidence here: one may be dead without this node knowing yet, and it would then
+    /// refuse every true answer.
+    fn plausibly_responsible(&self, pos: RingId, pred: Option<RingId>, key: RingId) -> bool {
+        if let Some(pred) = pred {
+            if !key.in_open_closed(pred, pos) {
+                return false;
+            }
+        }
+        let d = key.cw_to(pos);
+        !self
+            .table
+            .successors()
+            .iter()
+            .chain(self.table.predecessors())
+            .chain(std::iter::once(&self.me))
+            .any(|p| key.cw_to(p.pos) < d)
+    }
+
+    /// A request's answer is late: send it again, or give up after every attempt.
+    pub(super) fn on_lookup_timeout(&mut self, now: Time, req: u64) {
+        let Some(l) = self.lookups.remove(&req) else {
+            return;
+        };
+        if l.attempts >= self.cfg.lookup_attempts {
+            if let Purpose::Lookup = l.purpose {
+                self.stats.lookups_failed += 1;
+                self.out.push_back(Output::Event(Event::LookupDone {
+                    req,
+                    key: l.key,
+                    result: Err(LookupError::Timeout),
+                }));
+            }
+            return;
+        }
+        // A retry is a fresh envelope under the same id, so that a late answer to an earlier
+        // attempt still counts.
+        let body = match l.purpose {
+            Purpose::Lookup => Body::Lookup,
+            Purpose::Finger { dir, level } => Body::FingerProbe {
+                dir,
+                level: level as u8,
+                reply: true,
+                notify_from: None,
+            },
+        };
+        let deadline = now + self.cfg.lookup_timeout;
+        self.lookup_deadlines.insert((deadline, req));
+        self.lookups.insert(
+            req,
+            PendingLookup {
+                attempts: l.attempts + 1,
+                deadline,
+                ..l
+            },
+        );
+        let sealed = self.seal(req, l.key, body);
+        self.route_sealed(sealed);
+    }
+}
