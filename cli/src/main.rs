@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cluster;
 mod bench_transport;
+mod bench_trust;
 mod cast_cmd;
 mod control;
 mod demo;
@@ -59,6 +60,8 @@ enum BenchCommand {
     Transport(bench_transport::TransportBenchArgs),
     /// A local cluster on loopback: formation time, lookup latency, memory and upkeep per node.
     Cluster(bench_cluster::ClusterBenchArgs),
+    /// What signed origins cost per message: signing, verifying and bytes, against the codec.
+    Trust(bench_trust::TrustBenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -81,5 +84,6 @@ fn main() -> Result<()> {
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),
         Command::Bench(BenchCommand::Cluster(args)) => bench_cluster::run(args),
+        Command::Bench(BenchCommand::Trust(args)) => bench_trust::run(args),
     }
 }
