@@ -835,17 +835,22 @@ impl<P: PeerId> Node<P> {
             return;
         };
         self.join_attempt += 1;
+        self.send_join_to(b.id);
+        self.timers.join = Some(now + self.cfg.join_timeout);
+    }
+
+    /// Sends a signed join request (a new id each time) to `via`, which routes it.
+    fn send_join_to(&mut self, via: P) {
         self.join_req = self.nonces.next();
         let sealed = self.seal(self.join_req, self.me.pos, Body::Join);
         self.push_send(
-            b.id,
+            via,
             Message::Routed(Routed {
                 hops: 0,
                 trail: Vec::new(),
                 sealed,
             }),
         );
-        self.timers.join = Some(now + self.cfg.join_timeout);
     }
 
     fn on_join_timeout(&mut self, now: Time) {

@@ -1,6 +1,6 @@
 //! What nodes send each other: one enum over every protocol, framed by the transport.
 //!
-//! The protocol version lives in the transport's ALPN (`p2ps/2`): a node speaking another
+//! The protocol version lives in the transport's ALPN (`p2ps/3`): a node speaking another
 //! version is refused during the handshake, so variants here never need version checks.
 //!
 //! [`Wire::Forward`] exists for nodes behind NATs: until a direct (punched) or relayed

@@ -7,7 +7,6 @@
 //! recently first, then its bootstrap. The first answer puts it back on the ring.
 
 use super::{Event, Node, Output, State};
-use crate::message::{Body, Message, Routed};
 use crate::peer::{Contact, PeerId};
 use crate::time::Time;
 use std::collections::VecDeque;
@@ -94,15 +93,6 @@ impl<P: PeerId> Node<P> {
         if !via.addrs.is_empty() {
             super::learn(&mut self.addrs, &mut self.hints, self.me.id, &via, false);
         }
-        self.join_req = self.nonces.next();
-        let sealed = self.seal(self.join_req, self.me.pos, Body::Join);
-        self.push_send(
-            via.id,
-            Message::Routed(Routed {
-                hops: 0,
-                trail: Vec::new(),
-                sealed,
-            }),
-        );
+        self.send_join_to(via.id);
     }
 }
