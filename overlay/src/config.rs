@@ -4,6 +4,22 @@ use crate::strategy::FingerStrategy;
 use std::time::Duration;
 use thiserror::Error;
 
+/// How lookups find the node responsible for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LookupMode {
+    /// Routed hop by hop through the overlay; the responsible node's signed answer comes back
+    /// along the route. Cheapest; a hostile node on the route can drop or misdirect it (the
+    /// asker then retries, and refuses answers its neighbours contradict).
+    #[default]
+    Routed,
+    /// Steered by the asker, Kademlia-style: it asks the nodes nearest the key that it knows
+    /// ([`Message::FindNear`](crate::Message::FindNear)) for the nodes they know nearest the key
+    /// (signed records), `steer_parallelism` at a time, until the `steer_width` nearest it
+    /// knows on each side of the key have answered; the responsible node is the nearest live node at or after the key. A
+    /// hostile node can hide nodes and waste a query, never invent a nearer node.
+    Steered,
+}
+
 /// Overlay configuration. `Config::default()` suits a real network; the simulator scales the
 /// intervals in its scenarios.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +45,13 @@ pub struct Config {
     pub lookup_timeout: Duration,
     /// Lookup attempts before reporting failure. Default: 3.
     pub lookup_attempts: u32,
+    /// How lookups find the responsible node. Default: [`LookupMode::Routed`].
+    pub lookup_mode: LookupMode,
+    /// Queries a steered lookup keeps in flight at once. Default: 2.
+    pub steer_parallelism: usize,
+    /// A steered lookup ends once this many of the nearest nodes it knows on each side of the
+    /// key have answered. Default: 2.
+    pub steer_width: usize,
     /// Lookups waiting for an answer at once. Default: 4096.
     pub max_pending_lookups: usize,
     /// Routed messages are dropped after this many hops. Default: 64.
@@ -94,6 +117,9 @@ impl Default for Config {
             join_attempts: 5,
             lookup_timeout: Duration::from_secs(3),
             lookup_attempts: 3,
+            lookup_mode: LookupMode::Routed,
+            steer_parallelism: 2,
+            steer_width: 2,
             max_pending_lookups: 4096,
             max_hops: 64,
             tombstone_ttl: Duration::from_secs(60),
@@ -153,6 +179,8 @@ impl Config {
             ("list_len", self.list_len),
             ("join_attempts", self.join_attempts as usize),
             ("lookup_attempts", self.lookup_attempts as usize),
+            ("steer_parallelism", self.steer_parallelism),
+            ("steer_width", self.steer_width),
             ("max_pending_lookups", self.max_pending_lookups),
             ("max_hops", self.max_hops as usize),
             ("cast_attempts", self.cast_attempts as usize),

@@ -36,7 +36,7 @@ pub mod time;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, LookupMode};
 pub use message::{Answer, Body, Cast, Class, Envelope, Message, Routed, Sealed};
 pub use node::{
     CommandError, Delivery, Event, GroupRole, LookupError, Node, NodeStats, Output, State, Via,

@@ -80,6 +80,21 @@ pub enum Message<P: PeerId> {
         /// Lower end (exclusive) of the interval still to notify, walking counter-clockwise.
         stop: RingId,
     },
+    /// A steered lookup's query: "which nodes do you know nearest to `key`?"
+    FindNear {
+        /// The asker's query id, echoed in the answer.
+        req: u64,
+        /// The key looked up.
+        key: RingId,
+    },
+    /// The answer to [`Message::FindNear`]: the replier's known nodes nearest to the key, on
+    /// both sides of it (itself included), as signed records.
+    Near {
+        /// The query id.
+        req: u64,
+        /// Signed records, in no particular order.
+        nodes: Vec<Contact<P>>,
+    },
     /// A message routed hop by hop towards the node responsible for its key.
     Routed(Routed<P>),
     /// The signed answer to a lookup or finger probe, on its way back to the asker.
@@ -361,6 +376,7 @@ impl<P: PeerId> Message<P> {
                 succs.iter().chain(preds).for_each(f)
             }
             Message::FingerNotify { new, .. } => f(new),
+            Message::Near { nodes, .. } => nodes.iter().for_each(f),
             Message::Routed(r) => f(&r.sealed.env.origin),
             Message::Answer(a) => f(&a.sealed.env.origin),
             Message::Cast(c) => f(&c.sealed.env.origin),
@@ -368,12 +384,13 @@ impl<P: PeerId> Message<P> {
             Message::CastAck { .. }
             | Message::CastDone { .. }
             | Message::GroupJoin { .. }
-            | Message::GroupPrune { .. } => {}
+            | Message::GroupPrune { .. }
+            | Message::FindNear { .. } => {}
         }
     }
 
     /// Every value [`Message::kind`] can return, in the order of [`Message::kind_index`].
-    pub const KINDS: [&'static str; 19] = [
+    pub const KINDS: [&'static str; 21] = [
         "stabilize",
         "stabilize-reply",
         "join-reply",
@@ -393,6 +410,8 @@ impl<P: PeerId> Message<P> {
         "group-join",
         "group-prune",
         "group-cast",
+        "find-near",
+        "near",
     ];
 
     /// The position of [`Message::kind`] in [`Message::KINDS`], for counters kept in arrays.
@@ -419,6 +438,8 @@ impl<P: PeerId> Message<P> {
             Message::GroupJoin { .. } => 16,
             Message::GroupPrune { .. } => 17,
             Message::GroupCast { .. } => 18,
+            Message::FindNear { .. } => 19,
+            Message::Near { .. } => 20,
         }
     }
 
@@ -580,6 +601,14 @@ mod tests {
             Message::GroupCast {
                 hops: 0,
                 sealed: sealed(1, Body::GroupSend { payload: vec![] }),
+            },
+            Message::FindNear {
+                req: 0,
+                key: RingId(0),
+            },
+            Message::Near {
+                req: 0,
+                nodes: vec![],
             },
         ];
         for (i, m) in all.iter().enumerate() {

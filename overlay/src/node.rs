@@ -17,7 +17,7 @@
 //! Given the same inputs at the same times and the same [`Config::seed`], a node produces the
 //! same outputs: nothing iterates in hash order and all randomness comes from the seed.
 
-use crate::config::Config;
+use crate::config::{Config, LookupMode};
 use crate::message::{Body, Envelope, Message, Routed, Sealed};
 use crate::peer::{Contact, Peer, PeerId, RelayHint};
 use crate::proof::Signer;
@@ -37,6 +37,7 @@ mod groups;
 mod heal;
 mod records;
 mod requests;
+mod steered;
 
 pub use groups::GroupRole;
 
@@ -301,6 +302,8 @@ pub struct Node<P: PeerId> {
     groups: groups::Groups<P>,
     /// Recently seen `(origin, seq)` of casts and group messages.
     seen: Seen<(P, u64)>,
+    /// Steered lookups in flight.
+    steers: steered::Steers<P>,
     /// The `now` of the latest input, for code paths reached without one.
     now: Time,
 }
@@ -346,6 +349,7 @@ impl<P: PeerId> Node<P> {
             casts: cast::Casts::default(),
             groups: groups::Groups::default(),
             seen: Seen::new(cfg.seen_ttl, cfg.max_seen),
+            steers: steered::Steers::default(),
             now: Time::ZERO,
             cfg,
         }
@@ -451,7 +455,7 @@ impl<P: PeerId> Node<P> {
 
     /// Lookups waiting for an answer.
     pub fn pending_lookups(&self) -> usize {
-        self.lookups.len()
+        self.lookups.len() + self.steers.len()
     }
 
     /// The next output for the driver.
@@ -476,6 +480,7 @@ impl<P: PeerId> Node<P> {
         .chain(self.lookup_deadlines.first().map(|(t, _)| *t))
         .chain(self.casts.next_deadline())
         .chain(self.groups.next_deadline())
+        .chain(self.steers.next_deadline())
         .min()
     }
 
@@ -546,6 +551,7 @@ impl<P: PeerId> Node<P> {
         }
         self.lookups.clear();
         self.lookup_deadlines.clear();
+        self.steers_leave();
         self.groups_leave();
         self.casts_leave();
         self.seen.clear();
@@ -564,8 +570,13 @@ impl<P: PeerId> Node<P> {
         if self.state != State::Joined {
             return Err(CommandError::NotJoined);
         }
-        if self.lookups.len() >= self.cfg.max_pending_lookups {
+        if self.lookups.len() + self.steers.len() >= self.cfg.max_pending_lookups {
             return Err(CommandError::TooManyPending);
+        }
+        if self.cfg.lookup_mode == LookupMode::Steered {
+            let req = self.nonces.next();
+            self.start_steered(req, key);
+            return Ok(req);
         }
         Ok(self.send_request(key, Purpose::Lookup, Body::Lookup))
     }
@@ -709,6 +720,8 @@ impl<P: PeerId> Node<P> {
             } => self.on_finger_notify(from, new, dir, level, stop),
             Message::Routed(r) => self.on_routed(now, r),
             Message::Answer(a) => self.on_answer(a),
+            Message::FindNear { req, key } => self.on_find_near(from, req, key),
+            Message::Near { req, nodes } => self.on_near(from, req, nodes),
             Message::Cast(c) => {
                 if self.state == State::Joined {
                     self.on_cast(now, from, c)
@@ -814,6 +827,9 @@ impl<P: PeerId> Node<P> {
         }
         if self.groups.next_deadline().is_some_and(|t| t <= now) {
             self.group_refresh(now);
+        }
+        if self.steers.next_deadline().is_some_and(|t| t <= now) {
+            self.steer_timeouts(now);
         }
         self.emit_neighbour_events();
     }

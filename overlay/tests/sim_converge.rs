@@ -6,7 +6,7 @@
 use p2ps_overlay::sim::engine::Workload;
 use p2ps_overlay::sim::stable::StableRing;
 use p2ps_overlay::sim::{SimConfig, Simulator};
-use p2ps_overlay::{Config, FingerStrategy};
+use p2ps_overlay::{Config, FingerStrategy, LookupMode};
 use std::time::Duration;
 
 fn sim(strategy: FingerStrategy, seed: u64) -> Simulator {
@@ -80,6 +80,42 @@ fn thousand_nodes_with_churn_converge() {
             "{strategy:?} seed {seed}: {errors:?} on {bad} nodes"
         );
     }
+}
+
+/// Steered lookups find the responsible node on a stable ring too, for about twice the
+/// messages of routed ones (queries and answers against requests and answers passed back).
+#[test]
+fn steered_lookups_on_a_stable_ring_are_all_correct() {
+    let mut cost = Vec::new();
+    for mode in [LookupMode::Routed, LookupMode::Steered] {
+        let mut sim = Simulator::new(SimConfig {
+            node: Config {
+                lookup_mode: mode,
+                ..Config::default()
+            },
+            seed: 12,
+            ..SimConfig::default()
+        });
+        sim.warm_start(2000);
+        sim.reset_counters();
+        for _ in 0..1000 {
+            let from = sim.random_member().expect("members");
+            let key = sim.random_key();
+            sim.lookup(from, key);
+        }
+        sim.run_for(Duration::from_secs(30));
+        let c = sim.counters();
+        assert_eq!(c.lookups_correct, 1000, "{mode:?}: {c:?}");
+        let kinds = ["lookup", "answer", "find-near", "near"];
+        let msgs: u64 = kinds.iter().map(|k| c.traffic(k).messages).sum();
+        cost.push(msgs as f64 / 1000.0);
+    }
+    assert!(
+        cost[1] <= 3.0 * cost[0],
+        "steered lookups cost {:.1} messages against {:.1}",
+        cost[1],
+        cost[0]
+    );
 }
 
 /// On a stable ring every lookup finds the responsible node.

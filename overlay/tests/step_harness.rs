@@ -639,3 +639,87 @@ fn an_isolated_node_rejoins() {
     // 30 is still buried here (declared dead a moment ago): stabilisation brings it back.
     assert_eq!(ids(a.table().successors()), vec![20]);
 }
+
+/// A steered lookup takes only answers to its own queries, from the node asked, and only
+/// signed records from them; the nearest live node at or after the key wins.
+#[test]
+fn steered_lookups_take_only_signed_answers_to_their_queries() {
+    let steered = Config {
+        lookup_mode: p2ps_overlay::LookupMode::Steered,
+        ..cfg()
+    };
+    let ring = p2ps_overlay::sim::ideal::Ring::new(
+        [10u8, 100, 200].iter().map(|m| Peer::new(T(*m))).collect(),
+    );
+    let table = ring.ideal_table(0, steered.strategy, 2);
+    let mut a = Node::from_table(StandIn(T(10)), steered, table, Time::ZERO);
+    let now = Time::from_secs(10);
+    let key = RingId(150 << 120);
+    let req = a.lookup(now, key).unwrap();
+    let queries: Vec<(u8, u64)> = sends(&drain(&mut a))
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            Message::FindNear { req, key: k } if k == key => Some((to, req)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queries.len(), 2, "{queries:?}");
+    let (to, q) = queries[0];
+    let other = queries[1].0;
+    // An answer nobody asked for, and one from the wrong node: ignored.
+    a.handle_message(
+        now,
+        T(to),
+        Message::Near {
+            req: q ^ 1,
+            nodes: signed(&[160], now),
+        },
+    );
+    a.handle_message(
+        now,
+        T(other),
+        Message::Near {
+            req: q,
+            nodes: signed(&[160], now),
+        },
+    );
+    assert_eq!(a.stats().bad_answers, 2);
+    // The asked node answers with an unsigned mention of 151 and a signed record of 160.
+    let mut nodes = bare(&[151]);
+    nodes.extend(signed(&[160], now));
+    a.handle_message(now, T(to), Message::Near { req: q, nodes });
+    let out = drain(&mut a);
+    let asked: Vec<u8> = sends(&out)
+        .into_iter()
+        .filter_map(|(to, m)| matches!(m, Message::FindNear { .. }).then_some(to))
+        .collect();
+    assert!(asked.contains(&160) && !asked.contains(&151), "{asked:?}");
+    // Everyone asked answers; 160 is the nearest at or after the key.
+    for (p, q) in sends(&out)
+        .into_iter()
+        .chain(
+            queries
+                .iter()
+                .skip(1)
+                .map(|(t, q)| (*t, Message::FindNear { req: *q, key })),
+        )
+        .filter_map(|(to, m)| match m {
+            Message::FindNear { req, .. } => Some((to, req)),
+            _ => None,
+        })
+    {
+        a.handle_message(
+            now,
+            T(p),
+            Message::Near {
+                req: q,
+                nodes: Vec::new(),
+            },
+        );
+    }
+    let done = drain(&mut a).into_iter().find_map(|o| match o {
+        Output::Event(Event::LookupDone { req: r, result, .. }) if r == req => Some(result),
+        _ => None,
+    });
+    assert_eq!(done.map(|r| r.map(|(p, _)| p)), Some(Ok(T(160))));
+}

@@ -33,6 +33,13 @@ impl<P: PeerId> Node<P> {
         self.record.clone()
     }
 
+    /// The records of the nodes in `records`, learnt out of band (a warm start, a cache):
+    /// each is checked like a record carried by a message. Returns how many were taken.
+    pub fn learn_records(&mut self, records: &[Contact<P>]) -> usize {
+        let me = self.me.id;
+        records.iter().filter(|c| self.vouch(me, c)).count()
+    }
+
     /// Whether a record made at `issued` may be believed at `now`: not older than the record
     /// lifetime, not from the future beyond the allowed clock skew.
     fn record_fresh(&self, issued: Time) -> bool {

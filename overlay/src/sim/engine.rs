@@ -183,6 +183,15 @@ pub struct CastResult {
 }
 
 impl Counters {
+    /// Traffic of the message kind `kind` (one of [`Message::KINDS`]; nothing for others).
+    pub fn traffic(&self, kind: &str) -> Traffic {
+        Message::<SimId>::KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map(|i| self.by_kind[i])
+            .unwrap_or_default()
+    }
+
     /// Ring and finger upkeep: stabilisation, leaves, join replies and finger traffic.
     pub fn maintenance(&self) -> Traffic {
         let mut t = Traffic::default();
@@ -193,7 +202,6 @@ impl Counters {
                     | "stabilize-reply"
                     | "join-reply"
                     | "leave"
-                    | "finger-reply"
                     | "finger-notify"
                     | "finger-probe"
             ) {
@@ -398,7 +406,16 @@ impl Simulator {
             let table = ring.ideal_table(i, strategy, list_len);
             let idx = p.id.index();
             let cfg = self.node_config(idx as u32);
-            self.nodes[idx].node = Node::from_table(StandIn(table.me().id), cfg, table, self.now);
+            // As if they had met long ago: every node holds its table entries' records.
+            let now = self.now;
+            let records: Vec<Contact<SimId>> = table
+                .distinct_peers()
+                .into_iter()
+                .map(|q| Contact::signed(&StandIn(q), Vec::new(), None, now))
+                .collect();
+            let mut node = Node::from_table(StandIn(table.me().id), cfg, table, now);
+            node.learn_records(&records);
+            self.nodes[idx].node = node;
             self.add_member(p.id);
             self.drain(idx as u32);
         }
