@@ -25,8 +25,8 @@
 //!   (`bytes_out`) are shown as the part of it that is ours.
 
 use crate::demo::{
-    lookup_round, plan, quantile, rss_kib, run_and_print, status_of, wait_for_ring, LookupRound,
-    Progress, RingReport, Rng, Truth,
+    lookup_round, plan, quantile, rss_kib, run_and_print, status_of, wait_for_ring, Ask,
+    LookupRound, Progress, RingReport, Rng, Truth,
 };
 use anyhow::{bail, Context, Result};
 use p2ps::id::ring_id_of;
@@ -63,6 +63,8 @@ const FORMATION_TARGET_S: f64 = 10.0;
 const LOOKUP_FACTOR: f64 = 1.2;
 /// Bound on the lookup phase (cold and warm lookups together).
 const PASS_LIMIT: Duration = Duration::from_secs(600);
+/// New connections per lookup allowed during a pass (answers take existing connections).
+const DIAL_TARGET: f64 = 0.05;
 /// Upkeep target, bytes per node per second.
 const UPKEEP_TARGET: f64 = 2048.0;
 
@@ -84,6 +86,11 @@ struct Pass {
     /// Connections across all nodes before and after the pass.
     connections_before: usize,
     connections_after: usize,
+    /// Connections dialled by all nodes during the pass (handshakes started).
+    dialed: u64,
+    /// `dialed` / lookups asked; the target is <= DIAL_TARGET.
+    dialed_per_lookup: f64,
+    dial_pass: bool,
     /// LOOKUP_FACTOR × (hops_mean + 1) × one-hop lookup p50, in µs.
     target_p50_us: f64,
     /// p50 / ((hops_mean + 1) × one-hop lookup p50): the target is <= LOOKUP_FACTOR.
@@ -336,10 +343,14 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
     ));
 
     // --- Lookup latency -----------------------------------------------------------------
-    let pass = |r: &LookupRound, c0: usize, c1: usize, trouble: String| {
+    let pass = |r: &LookupRound, c0: usize, c1: usize, dialed: u64, trouble: String| {
         let p50 = quantile(&r.micros, 0.5);
         let h = r.hops_mean();
+        let dialed_per_lookup = dialed as f64 / r.asked.max(1) as f64;
         Pass {
+            dialed,
+            dialed_per_lookup,
+            dial_pass: dialed_per_lookup <= DIAL_TARGET,
             planned: r.asked + r.not_asked,
             asked: r.asked,
             correct: r.correct,
@@ -366,7 +377,7 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
     let say_pass = |name: &str, x: &Pass| {
         p.say(format!(
             "{name} pass: {} of {} correct ({} wrong, {} failed, {} not asked in time), hops \
-             mean {:.2} max {}, p50 {:.0} µs p99 {:.0} µs, connections {} -> {}",
+             mean {:.2} max {}, p50 {:.0} µs p99 {:.0} µs, connections {} -> {}, {} dialled",
             x.correct,
             x.planned,
             x.wrong,
@@ -377,33 +388,29 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
             x.p50_us,
             x.p99_us,
             x.connections_before,
-            x.connections_after
+            x.connections_after,
+            x.dialed
         ));
         if let Some(problem) = &x.first_problem {
             p.say(format!("  first problem: {problem}"));
         }
     };
-    // Each lookup twice in a row: "cold" (the answer may need a new connection back to the
-    // asker, handshake included) then "warm" (that connection now exists).
+    // Every lookup once "cold" (no connection made for it yet), then all of them again
+    // "warm" (whatever connections the cold pass opened exist now). Dials are counted per pass.
     let asks = plan(&mut rng, n, args.lookups, None);
     let c0 = rtt_sample(nodes).await?.1;
     let tr0 = trouble(nodes).await?;
-    let (mut r1, mut r2) = (LookupRound::default(), LookupRound::default());
+    let d0 = dials(nodes).await?;
     let t_pass = Instant::now();
-    for ask in asks.chunks(1) {
-        if t_pass.elapsed() >= PASS_LIMIT {
-            r1.not_asked += 1;
-            r2.not_asked += 1;
-            continue;
-        }
-        r1.merge(lookup_round(nodes, &truth, ask, &[], PASS_LIMIT).await);
-        r2.merge(lookup_round(nodes, &truth, ask, &[], PASS_LIMIT).await);
-    }
+    let r1 = lookup_pass(nodes, &truth, &asks, t_pass).await;
+    let d1 = dials(nodes).await?;
+    let r2 = lookup_pass(nodes, &truth, &asks, t_pass).await;
+    let d2 = dials(nodes).await?;
     let c1 = rtt_sample(nodes).await?.1;
     let tr1 = trouble(nodes).await?;
-    let cold = pass(&r1, c0, c1, trouble_text(tr0, tr1));
+    let cold = pass(&r1, c0, c1, d1 - d0, trouble_text(tr0, tr1));
     say_pass("cold", &cold);
-    let warm = pass(&r2, c0, c1, trouble_text(tr0, tr1));
+    let warm = pass(&r2, c0, c1, d2 - d1, trouble_text(tr0, tr1));
     say_pass("warm", &warm);
     p.say(format!(
         "  trouble counters during the lookups: {}",
@@ -589,6 +596,28 @@ async fn totals(nodes: &[Node]) -> Result<Totals> {
 }
 
 /// Counters that point at trouble, summed over `nodes`.
+/// One lookup at a time for every `(node, key)` of `asks`, until [`PASS_LIMIT`] after `start`.
+async fn lookup_pass(nodes: &[Node], truth: &Truth, asks: &[Ask], start: Instant) -> LookupRound {
+    let mut round = LookupRound::default();
+    for ask in asks.chunks(1) {
+        if start.elapsed() >= PASS_LIMIT {
+            round.not_asked += 1;
+            continue;
+        }
+        round.merge(lookup_round(nodes, truth, ask, &[], PASS_LIMIT).await);
+    }
+    round
+}
+
+/// Connections dialled so far, summed over the nodes.
+async fn dials(nodes: &[Node]) -> Result<u64> {
+    let mut d = 0;
+    for n in nodes {
+        d += status_of(n).await?.counters.connections_dialed;
+    }
+    Ok(d)
+}
+
 async fn trouble(nodes: &[Node]) -> Result<[u64; 8]> {
     let mut t = [0u64; 8];
     for n in nodes {
@@ -714,8 +743,9 @@ fn report_rows(r: &Report) -> Vec<Row> {
             info(&m("p50 / ((h+1) × QUIC RTT)"), format!("{:.2}", x.ratio_to_quic_rtt)),
             goal(&m("correct answers"), format!("{} / {}", x.correct, x.planned),
                 "all".into(), all_correct),
-            info(&m("connections before -> after"),
-                format!("{} -> {}", x.connections_before, x.connections_after)),
+            goal(&m("connections dialled per lookup"),
+                format!("{:.3} ({} for {})", x.dialed_per_lookup, x.dialed, x.asked),
+                format!("<= {DIAL_TARGET}"), verdict(x.dial_pass)),
         ]);
     }
     rows.extend([

@@ -98,6 +98,11 @@ pub struct Config {
     /// A node that lost every neighbour tries to join again through a node it knew (or its
     /// bootstrap) this often. Default: 5 s.
     pub rejoin_interval: Duration,
+    /// How often a node asks one node it lost (a crash, or a partition that healed since)
+    /// to route a join request for its position: if that node lives in another ring, the
+    /// answer carries the other ring's nodes near this one and the two rings merge. Default:
+    /// 30 s.
+    pub merge_probe_interval: Duration,
     /// Seed of the node's random choices (timer jitter) and, with its position, the key of its
     /// request ids and message numbers. The runtime draws it from the OS; the simulator from
     /// its own seed. Default: 0.
@@ -138,6 +143,7 @@ impl Default for Config {
             record_ttl: Duration::from_secs(3600),
             max_clock_skew: Duration::from_secs(30),
             rejoin_interval: Duration::from_secs(5),
+            merge_probe_interval: Duration::from_secs(30),
             seed: 0,
         }
     }
@@ -169,6 +175,7 @@ impl Config {
             ("group_refresh", self.group_refresh),
             ("record_ttl", self.record_ttl),
             ("rejoin_interval", self.rejoin_interval),
+            ("merge_probe_interval", self.merge_probe_interval),
         ];
         for (name, d) in durations {
             if d.is_zero() {

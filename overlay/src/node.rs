@@ -248,6 +248,7 @@ struct Timers {
     join: Option<Time>,
     housekeeping: Option<Time>,
     rejoin: Option<Time>,
+    merge: Option<Time>,
 }
 
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
@@ -304,6 +305,10 @@ pub struct Node<P: PeerId> {
     seen: Seen<(P, u64)>,
     /// Steered lookups in flight.
     steers: steered::Steers<P>,
+    /// Merge probes in flight: request id -> when it expires.
+    merge_probes: BTreeMap<u64, Time>,
+    /// Records handed to each neighbour lately (see `record_for`).
+    sent_records: records::Sent<P>,
     /// The `now` of the latest input, for code paths reached without one.
     now: Time,
 }
@@ -350,6 +355,8 @@ impl<P: PeerId> Node<P> {
             groups: groups::Groups::default(),
             seen: Seen::new(cfg.seen_ttl, cfg.max_seen),
             steers: steered::Steers::default(),
+            merge_probes: BTreeMap::new(),
+            sent_records: records::Sent::default(),
             now: Time::ZERO,
             cfg,
         }
@@ -473,6 +480,7 @@ impl<P: PeerId> Node<P> {
             t.join,
             t.housekeeping,
             t.rejoin,
+            t.merge,
         ]
         .into_iter()
         .flatten()
@@ -822,6 +830,9 @@ impl<P: PeerId> Node<P> {
         if self.timers.rejoin.is_some_and(|t| t <= now) {
             self.rejoin_attempt(now);
         }
+        if self.timers.merge.is_some_and(|t| t <= now) {
+            self.merge_probe(now);
+        }
         if self.casts.next_deadline().is_some_and(|t| t <= now) {
             self.cast_timeouts(now);
         }
@@ -843,6 +854,7 @@ impl<P: PeerId> Node<P> {
         self.timers.stabilize = Some(now + self.jitter(self.cfg.stabilize_interval));
         self.timers.refresh = Some(now + self.refresh_step());
         self.timers.housekeeping = Some(now + HOUSEKEEPING);
+        self.timers.merge = Some(now + self.jitter(self.cfg.merge_probe_interval));
         self.out.push_back(Output::Event(Event::Joined));
     }
 
@@ -851,14 +863,15 @@ impl<P: PeerId> Node<P> {
             return;
         };
         self.join_attempt += 1;
-        self.send_join_to(b.id);
+        self.join_req = self.send_join_to(b.id);
         self.timers.join = Some(now + self.cfg.join_timeout);
     }
 
-    /// Sends a signed join request (a new id each time) to `via`, which routes it.
-    fn send_join_to(&mut self, via: P) {
-        self.join_req = self.nonces.next();
-        let sealed = self.seal(self.join_req, self.me.pos, Body::Join);
+    /// Sends a signed join request (a new id each time) to `via`, which routes it. Returns
+    /// the request's id.
+    fn send_join_to(&mut self, via: P) -> u64 {
+        let req = self.nonces.next();
+        let sealed = self.seal(req, self.me.pos, Body::Join);
         self.push_send(
             via,
             Message::Routed(Routed {
@@ -867,6 +880,7 @@ impl<P: PeerId> Node<P> {
                 sealed,
             }),
         );
+        req
     }
 
     fn on_join_timeout(&mut self, now: Time) {
@@ -910,6 +924,9 @@ impl<P: PeerId> Node<P> {
         succs: Vec<Contact<P>>,
         preds: Vec<Contact<P>>,
     ) {
+        if self.state == State::Joined && self.merge_probes.remove(&req).is_some() {
+            return self.merge_ring(from, succs, preds);
+        }
         let rejoining = self.state == State::Rejoining;
         if !(self.state == State::Joining || rejoining) || req != self.join_req {
             // Not asked for: an unsolicited join reply changes nothing.
@@ -948,8 +965,9 @@ impl<P: PeerId> Node<P> {
                 continue;
             };
             let other = self.table.list(dir.opposite()).to_vec();
-            let list = self.contacts(&other);
+            let list = self.contacts_for(n.id, &other);
             let me = self.my_contact();
+            let me = self.record_for(n.id, me);
             self.stats.maintenance_sent += 1;
             self.push_send(n.id, Message::Stabilize { dir, me, list });
             self.awaiting
@@ -979,13 +997,17 @@ impl<P: PeerId> Node<P> {
             self.merge_list(back, cands);
         }
         let first_back = self.table.list(back).first().copied();
-        let back_contact = first_back.map(|p| self.contact(p));
+        let back_contact = first_back.map(|p| {
+            let c = self.contact(p);
+            self.record_for(from, c)
+        });
         let ours = self.table.list(dir).to_vec();
+        let me = self.my_contact();
         let reply = Message::StabilizeReply {
             dir,
-            me: self.my_contact(),
+            me: self.record_for(from, me),
             back: back_contact,
-            list: self.contacts(&ours),
+            list: self.contacts_for(from, &ours),
         };
         self.stats.maintenance_sent += 1;
         self.push_send(from, reply);
@@ -1428,6 +1450,7 @@ impl<P: PeerId> Node<P> {
         self.addrs.retain(|p, _| keep.contains(p));
         self.hints.retain(|p, _| keep.contains(p));
         self.records.retain(|p, _| keep.contains(p));
+        self.sent_records.retain(|p| keep.contains(p));
         if now.since(self.record.issued) >= self.cfg.record_ttl / 4 {
             self.resign_record(now);
         }

@@ -357,6 +357,17 @@ impl<P: PeerId> RoutingTable<P> {
             })
     }
 
+    /// How far a node at `pos` is from `key` for routing, which must shrink at every hop:
+    /// with fingers both ways the distance either way round; with clockwise fingers only
+    /// (Chord) the clockwise distance, so that routes never overshoot the key.
+    pub fn route_distance(&self, pos: RingId, key: RingId) -> u128 {
+        if self.strategy.has_dir(Dir::Ccw) {
+            pos.dist(key)
+        } else {
+            pos.cw_to(key)
+        }
+    }
+
     /// The next hop towards the node responsible for `key`: local if this node is responsible;
     /// the responsible neighbour if the key falls within the span of either list; otherwise, with fingers in both
     /// directions, the known peer nearest to the key either way round (greedy bidirectional
@@ -380,16 +391,7 @@ impl<P: PeerId> RoutingTable<P> {
                 return Some(NextHop::Forward(w[0]));
             }
         }
-        // Fingers both ways: the distance either way round; clockwise only (Chord): the
-        // clockwise distance, so routes never overshoot the key.
-        let bidirectional = self.strategy.has_dir(Dir::Ccw);
-        let metric = |pos: RingId| {
-            if bidirectional {
-                pos.dist(key)
-            } else {
-                pos.cw_to(key)
-            }
-        };
+        let metric = |pos: RingId| self.route_distance(pos, key);
         let mine = metric(self.me.pos);
         let mut best: Option<(u128, Peer<P>)> = None;
         for p in self.entries() {

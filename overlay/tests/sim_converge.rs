@@ -199,3 +199,41 @@ fn route_and_send_deliver_once() {
     payloads.dedup();
     assert_eq!(payloads.len(), 400, "each payload exactly once");
 }
+
+/// A network of 1 000 cut in two halves for 5 simulated minutes forms two rings; once the cut
+/// heals, the nodes' merge probes find the other ring and the two merge into one exact ring.
+#[test]
+fn partitioned_rings_merge_after_healing() {
+    for seed in [21, 22] {
+        let mut sim = sim(FingerStrategy::Tango, seed);
+        sim.warm_start(1000);
+        sim.partition(|id| p2ps_overlay::rng::mix64(id.0 ^ seed).is_multiple_of(2));
+        sim.run_for(Duration::from_secs(300));
+        // Each side lost the other: the tables are far from the whole ring's.
+        let (errors, bad) = sim.check();
+        assert!(
+            bad > 900,
+            "the partition did not split the ring: {errors:?} on {bad}"
+        );
+        sim.heal();
+        let t = sim.run_until_converged(Duration::from_secs(5), Duration::from_secs(1800));
+        let (errors, bad) = sim.check();
+        eprintln!("seed {seed}: merged into one exact ring {t:?} after the cut healed");
+        assert!(t.is_some(), "seed {seed}: {errors:?} on {bad} nodes");
+    }
+    // Without merge probes the two rings stay apart.
+    let mut sim = Simulator::new(SimConfig {
+        node: Config {
+            merge_probe_interval: Duration::from_secs(1 << 30),
+            ..Config::default()
+        },
+        seed: 21,
+        ..SimConfig::default()
+    });
+    sim.warm_start(1000);
+    sim.partition(|id| p2ps_overlay::rng::mix64(id.0 ^ 21).is_multiple_of(2));
+    sim.run_for(Duration::from_secs(300));
+    sim.heal();
+    let t = sim.run_until_converged(Duration::from_secs(30), Duration::from_secs(600));
+    assert_eq!(t, None, "the rings merged without merge probes");
+}

@@ -179,6 +179,9 @@ pub struct Counters {
     /// Times this node lost every neighbour and joined again.
     #[serde(default)]
     pub rejoins: u64,
+    /// Connections this node dialled (handshakes it started).
+    #[serde(default)]
+    pub connections_dialed: u64,
 }
 
 mod hex_id {

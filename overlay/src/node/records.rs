@@ -13,6 +13,30 @@ use super::{learn, Node};
 use crate::message::Sealed;
 use crate::peer::{Contact, Peer, PeerId};
 use crate::time::Time;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long a neighbour is taken to keep a record handed to it: within this time the same
+/// record goes to it as a bare mention, after it in full again (in case it forgot it).
+const RECORDS_RESENT_AFTER: Duration = Duration::from_secs(60);
+
+/// The records handed to each peer lately: per peer, when its memory started and the `issued`
+/// of every record sent since.
+#[derive(Debug)]
+pub(super) struct Sent<P: PeerId>(BTreeMap<P, (Time, BTreeMap<P, Time>)>);
+
+impl<P: PeerId> Default for Sent<P> {
+    fn default() -> Self {
+        Sent(BTreeMap::new())
+    }
+}
+
+impl<P: PeerId> Sent<P> {
+    /// Keeps the memory of the peers for which `keep` holds.
+    pub(super) fn retain(&mut self, keep: impl Fn(&P) -> bool) {
+        self.0.retain(|p, _| keep(p));
+    }
+}
 
 impl<P: PeerId> Node<P> {
     /// Signs this node's record anew with its current addresses and relay.
@@ -115,6 +139,41 @@ impl<P: PeerId> Node<P> {
             .get(&p.id)
             .cloned()
             .unwrap_or_else(|| Contact::bare(p.id))
+    }
+
+    /// `c` as handed to `to` in periodic upkeep: a bare mention if `to` got this very record
+    /// lately (it keeps the records of its table's nodes), the full record otherwise. Upkeep
+    /// so carries each record about once a minute instead of every round.
+    pub(super) fn record_for(&mut self, to: P, c: Contact<P>) -> Contact<P> {
+        if c.proof.is_none() {
+            return c;
+        }
+        let now = self.now;
+        let (since, sent) = self
+            .sent_records
+            .0
+            .entry(to)
+            .or_insert_with(|| (now, BTreeMap::new()));
+        if now.since(*since) >= RECORDS_RESENT_AFTER {
+            *since = now;
+            sent.clear();
+        }
+        if sent.get(&c.id) == Some(&c.issued) {
+            return Contact::bare(c.id);
+        }
+        sent.insert(c.id, c.issued);
+        c
+    }
+
+    /// [`Node::contacts`], each as handed to `to` in upkeep ([`Node::record_for`]).
+    pub(super) fn contacts_for(&mut self, to: P, peers: &[Peer<P>]) -> Vec<Contact<P>> {
+        peers
+            .iter()
+            .map(|p| {
+                let c = self.contact(*p);
+                self.record_for(to, c)
+            })
+            .collect()
     }
 
     /// [`Node::contact`] for each of `peers`.

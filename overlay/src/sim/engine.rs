@@ -254,6 +254,8 @@ pub struct Simulator {
     delivery_times: Vec<Time>,
     traced: Option<(Vec<usize>, Vec<Sent>)>,
     outbuf: Vec<Output<SimId>>,
+    /// While the network is partitioned: the side of every node (by index).
+    sides: Option<Vec<bool>>,
 }
 
 impl Simulator {
@@ -278,6 +280,7 @@ impl Simulator {
             delivery_times: Vec::new(),
             traced: None,
             outbuf: Vec::new(),
+            sides: None,
         }
     }
 
@@ -420,6 +423,23 @@ impl Simulator {
             self.drain(idx as u32);
         }
         ids
+    }
+
+    /// Cuts the network in two: from now on messages between a node for which `in_a` holds
+    /// and one for which it does not are lost (nodes added later are on the other side), until
+    /// [`Simulator::heal`].
+    pub fn partition(&mut self, in_a: impl Fn(SimId) -> bool) {
+        let salt = self.salt;
+        self.sides = Some(
+            (0..self.nodes.len())
+                .map(|i| in_a(SimId::new(i as u32, salt)))
+                .collect(),
+        );
+    }
+
+    /// Ends a partition: every node can reach every other again.
+    pub fn heal(&mut self) {
+        self.sides = None;
     }
 
     /// Node `id` starts a new network.
@@ -705,6 +725,13 @@ impl Simulator {
         if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss.min(1.0)) {
             self.counters.lost += 1;
             return;
+        }
+        if let Some(sides) = &self.sides {
+            let side = |id: SimId| sides.get(id.index()).copied().unwrap_or(false);
+            if side(me) != side(to) {
+                self.counters.lost += 1;
+                return;
+            }
         }
         let Some(dest) = self.nodes.get(to.index()) else {
             return;
