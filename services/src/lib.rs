@@ -22,7 +22,7 @@ pub use config::NodeConfig;
 pub use error::{JoinError, LookupError, NodeError, StartError};
 pub use id::{group_key, key_of, KeySigner, OverlayId};
 pub use node::{Message, Node, NodeEvent, Via};
-pub use p2ps_overlay::{FingerStrategy, RingId};
+pub use p2ps_overlay::{FingerStrategy, LookupMode, RingId};
 pub use p2ps_transport::{Identity, NodeId};
 pub use runtime::{wall_clock, CastReport, LookupResult};
 pub use status::Status;

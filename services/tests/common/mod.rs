@@ -18,12 +18,22 @@ pub fn config() -> NodeConfig {
 }
 
 pub async fn network(n: usize) -> Vec<Node> {
+    network_with(n, |_| {}).await
+}
+
+/// A network of `n` nodes whose configurations `tune` adjusts.
+pub async fn network_with(n: usize, tune: impl Fn(&mut NodeConfig)) -> Vec<Node> {
+    let configured = || {
+        let mut c = config();
+        tune(&mut c);
+        c
+    };
     let mut nodes = Vec::new();
-    let first = Node::start(config()).await.unwrap();
+    let first = Node::start(configured()).await.unwrap();
     first.create().await.unwrap();
     nodes.push(first);
     for i in 1..n {
-        let node = Node::start(config()).await.unwrap();
+        let node = Node::start(configured()).await.unwrap();
         let via = nodes[i / 2].ticket();
         timeout(Duration::from_secs(20), node.join(&via))
             .await
