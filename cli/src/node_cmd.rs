@@ -150,6 +150,10 @@ struct Tunables {
     /// Confirm this node's place in each group tree this often [default: 20000].
     #[arg(long, value_name = "MS")]
     group_refresh_ms: Option<u64>,
+    /// Ask a node lost earlier (a partition may have healed) to route a join request for this
+    /// node this often, so that rings that formed apart merge [default: 30000].
+    #[arg(long, value_name = "MS")]
+    merge_probe_ms: Option<u64>,
 }
 
 impl Tunables {
@@ -165,6 +169,7 @@ impl Tunables {
             lookup_timeout_ms: self.lookup_timeout_ms.or(other.lookup_timeout_ms),
             idle_timeout_ms: self.idle_timeout_ms.or(other.idle_timeout_ms),
             group_refresh_ms: self.group_refresh_ms.or(other.group_refresh_ms),
+            merge_probe_ms: self.merge_probe_ms.or(other.merge_probe_ms),
         }
     }
 }
@@ -210,6 +215,7 @@ struct FileConfig {
     lookup_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     group_refresh_ms: Option<u64>,
+    merge_probe_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -242,6 +248,7 @@ impl FileConfig {
             lookup_timeout_ms: self.lookup_timeout_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             group_refresh_ms: self.group_refresh_ms,
+            merge_probe_ms: self.merge_probe_ms,
         }
     }
 }
@@ -353,6 +360,9 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
     }
     if let Some(v) = t.group_refresh_ms {
         overlay.group_refresh = ms(v);
+    }
+    if let Some(v) = t.merge_probe_ms {
+        overlay.merge_probe_interval = ms(v);
     }
     overlay.validate().context("invalid overlay settings")?;
     if t.idle_timeout_ms == Some(0) {

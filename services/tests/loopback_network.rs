@@ -23,11 +23,7 @@ async fn steered_lookups_find_the_true_responsible_node() {
     for k in 0..30u32 {
         let key = format!("steered-{k}");
         let pos = p2ps::key_of(&key);
-        let truth = ring
-            .iter()
-            .find(|(p, _)| *p >= pos)
-            .unwrap_or(&ring[0])
-            .1;
+        let truth = ring.iter().find(|(p, _)| *p >= pos).unwrap_or(&ring[0]).1;
         for n in &nodes {
             let got = n.lookup_key(&key).await.unwrap().node;
             assert_eq!(got, truth, "{key} from {}", n.id().short());

@@ -415,6 +415,30 @@ impl NatLab {
         Some(s)
     }
 
+    /// Cuts host `site` off from the addresses `others` (a network partition): its namespace
+    /// drops every packet to or from them until [`NatLab::reconnect`].
+    pub fn cut_off(&self, site: &Site, others: &[Ipv4Addr]) -> Result<()> {
+        let set: Vec<String> = others.iter().map(|a| a.to_string()).collect();
+        let set = set.join(", ");
+        let rules = format!(
+            "table inet p2cut {{\n\
+             chain input {{ type filter hook input priority 0; policy accept; \
+             ip saddr {{ {set} }} drop; }}\n\
+             chain output {{ type filter hook output priority 0; policy accept; \
+             ip daddr {{ {set} }} drop; }}\n}}\n"
+        );
+        let mut c = self.command(&site.ns, &self.nft);
+        c.args(["-f", "-"]);
+        cmd::run(&mut c, Some(&rules)).map(|_| ())
+    }
+
+    /// Ends [`NatLab::cut_off`] for `site`.
+    pub fn reconnect(&self, site: &Site) -> Result<()> {
+        let mut c = self.command(&site.ns, &self.nft);
+        c.args(["delete", "table", "inet", "p2cut"]);
+        cmd::run(&mut c, None).map(|_| ())
+    }
+
     /// The ruleset of router namespace `ns` as `nft list ruleset` prints it (for diagnostics).
     pub fn nft_ruleset(&self, ns: &str) -> Result<String> {
         let mut c = self.command(ns, &self.nft);
