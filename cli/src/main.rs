@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node in the foreground: create a network or join one through a ticket.
-    Node(node_cmd::NodeArgs),
+    Node(Box<node_cmd::NodeArgs>),
     /// Show a running node's state: id, addresses, neighbours, fingers, connections, counters.
     Status(control::StatusArgs),
     /// Send a message from a running node to a node id.
@@ -71,7 +71,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Node(args) => node_cmd::run(args),
+        Command::Node(args) => node_cmd::run(*args),
         Command::Status(args) => control::status(args),
         Command::Send(args) => control::send(args),
         Command::Route(args) => control::route(args),
