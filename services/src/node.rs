@@ -142,9 +142,9 @@ impl Node {
         } else {
             config.advertise.clone()
         };
-        let signer = crate::id::KeySigner(
-            p2ps_transport::SigningKey::new(&config.identity).map_err(StartError::Signing)?,
-        );
+        let signing_key =
+            || p2ps_transport::SigningKey::new(&config.identity).map_err(StartError::Signing);
+        let signer = crate::id::KeySigner(signing_key()?);
         // Request ids and message numbers must be unpredictable: key them from the OS.
         let mut overlay_config = config.overlay.clone();
         overlay_config.seed ^= p2ps_transport::random_u64();
@@ -196,6 +196,7 @@ impl Node {
             join_dial_error: None,
             join_connected: false,
             counters: Counters::default(),
+            signer: signing_key()?,
         };
         tokio::spawn(actor.run());
         Ok(Node {

@@ -12,7 +12,7 @@ use crate::id::group_key;
 use crate::id::OverlayId;
 use crate::status::{Counters, FingerEntry, GroupEntry, PeerEntry, Status};
 use crate::ticket::Ticket;
-use crate::wire::{forwardable, Wire};
+use crate::wire::{forward_bytes, forwardable, Wire};
 use crate::{Message, NodeEvent, Via};
 use p2ps_overlay::RelayHint;
 use p2ps_overlay::{
@@ -149,6 +149,8 @@ pub(crate) struct Actor {
     pub(crate) join_dial_error: Option<ConnectError>,
     pub(crate) join_connected: bool,
     pub(crate) counters: Counters,
+    /// Signs messages handed to a relay ([`Wire::Forward`]).
+    pub(crate) signer: p2ps_transport::SigningKey,
 }
 
 fn class_of(c: Class) -> StreamClass {
@@ -635,21 +637,27 @@ impl Actor {
             }
             TransportEvent::Message {
                 peer,
-                msg: Wire::Forward { to, msg },
+                msg: Wire::Forward { to, msg, proof },
                 ..
-            } => self.forward_for(peer, to.0, msg),
+            } => self.forward_for(peer, to.0, msg, proof),
             TransportEvent::Message {
                 peer,
-                msg: Wire::Forwarded { from, msg },
+                msg: Wire::Forwarded { from, msg, proof },
                 ..
             } => {
-                // Only this node's own relay passes messages on, and only overlay upkeep.
+                // Only this node's own relay passes messages on, only overlay upkeep, and only
+                // as the sender signed it.
+                let me = OverlayId(self.transport.node_id());
                 let from_relay = self.nat.relay.as_ref().is_some_and(|(r, _)| *r == peer);
-                if from_relay && forwardable(&msg) && from.0 != self.transport.node_id() {
+                if from_relay
+                    && forwardable(&msg)
+                    && from != me
+                    && proof.verify(&from.0, &forward_bytes(&me, &msg))
+                {
                     self.overlay.handle_message(now, from, msg);
                 } else {
                     self.counters.forwards_refused += 1;
-                    debug!(peer = %peer.short(), "refused a forwarded message: not our relay");
+                    debug!(peer = %peer.short(), "refused a forwarded message: not our relay, or not signed by its sender");
                 }
             }
             TransportEvent::IncomingStream { peer, .. } => {
@@ -771,9 +779,11 @@ impl Actor {
                 .add_addresses(relay, hint.addrs.iter().copied());
         }
         let class = class_of(msg.class());
+        let proof = self.signer.sign(&forward_bytes(&OverlayId(to), &msg));
         let wire = Wire::Forward {
             to: OverlayId(to),
             msg,
+            proof,
         };
         if let Err(e) = self.transport.try_send(relay, class, &wire) {
             debug!(peer = %to.short(), relay = %relay.short(), error = %e, "could not forward through the relay");
@@ -811,7 +821,13 @@ impl Actor {
     }
 
     /// `peer` asks this node to pass `msg` on to `to`, one of the nodes it relays for.
-    fn forward_for(&mut self, peer: NodeId, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {
+    fn forward_for(
+        &mut self,
+        peer: NodeId,
+        to: NodeId,
+        msg: p2ps_overlay::Message<OverlayId>,
+        proof: p2ps_transport::Signature,
+    ) {
         if !forwardable(&msg) || to == self.transport.node_id() || self.transport.path(to).is_none()
         {
             self.counters.forwards_refused += 1;
@@ -822,6 +838,7 @@ impl Actor {
         let wire = Wire::Forwarded {
             from: OverlayId(peer),
             msg,
+            proof,
         };
         match self.transport.try_send(to, class, &wire) {
             Ok(()) => self.counters.forwarded_for_peers += 1,

@@ -7,7 +7,7 @@
 
 mod common;
 
-use p2ps::wire::Wire;
+use p2ps::wire::{forward_bytes, Wire};
 use p2ps::{key_of, wall_clock, Identity, KeySigner, NodeId, OverlayId};
 use p2ps_overlay::{Answer, Body, Contact, Envelope, Message, Routed, Sealed};
 use p2ps_transport::{StreamClass, Transport, TransportConfig};
@@ -80,6 +80,9 @@ async fn forwarding_refuses_bad_requests_and_passes_on_upkeep() {
         relay.id(),
         Wire::Forward {
             to: OverlayId(member.id()),
+            proof: signer
+                .0
+                .sign(&forward_bytes(&OverlayId(member.id()), &data)),
             msg: data,
         },
     )
@@ -90,6 +93,7 @@ async fn forwarding_refuses_bad_requests_and_passes_on_upkeep() {
         relay.id(),
         Wire::Forward {
             to: OverlayId(stranger),
+            proof: signer.0.sign(&forward_bytes(&OverlayId(stranger), &answer)),
             msg: answer.clone(),
         },
     )
@@ -99,6 +103,9 @@ async fn forwarding_refuses_bad_requests_and_passes_on_upkeep() {
         member.id(),
         Wire::Forwarded {
             from: OverlayId(relay.id()),
+            proof: signer
+                .0
+                .sign(&forward_bytes(&OverlayId(member.id()), &answer)),
             msg: answer.clone(),
         },
     )
@@ -121,6 +128,9 @@ async fn forwarding_refuses_bad_requests_and_passes_on_upkeep() {
         relay.id(),
         Wire::Forward {
             to: OverlayId(member.id()),
+            proof: signer
+                .0
+                .sign(&forward_bytes(&OverlayId(member.id()), &answer)),
             msg: answer,
         },
     )
