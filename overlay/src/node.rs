@@ -309,6 +309,8 @@ pub struct Node<P: PeerId> {
     merge_probes: BTreeMap<u64, Time>,
     /// Records handed to each neighbour lately (see `record_for`).
     sent_records: records::Sent<P>,
+    /// Records of nodes new to us that each peer handed us lately: (window start, count).
+    new_records: BTreeMap<P, (Time, u32)>,
     /// The `now` of the latest input, for code paths reached without one.
     now: Time,
 }
@@ -357,6 +359,7 @@ impl<P: PeerId> Node<P> {
             steers: steered::Steers::default(),
             merge_probes: BTreeMap::new(),
             sent_records: records::Sent::default(),
+            new_records: BTreeMap::new(),
             now: Time::ZERO,
             cfg,
         }
@@ -1451,6 +1454,7 @@ impl<P: PeerId> Node<P> {
         self.hints.retain(|p, _| keep.contains(p));
         self.records.retain(|p, _| keep.contains(p));
         self.sent_records.retain(|p| keep.contains(p));
+        self.new_records.retain(|p, _| keep.contains(p));
         if now.since(self.record.issued) >= self.cfg.record_ttl / 4 {
             self.resign_record(now);
         }

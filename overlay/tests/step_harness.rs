@@ -725,3 +725,41 @@ fn steered_lookups_take_only_signed_answers_to_their_queries() {
     });
     assert_eq!(done.map(|r| r.map(|(p, _)| p)), Some(Ok(T(160))));
 }
+
+/// One peer cannot make a node learn (and later dial) an unbounded number of addresses, even
+/// with validly signed records: at most 64 records of new nodes per peer and minute.
+#[test]
+fn records_of_new_nodes_are_rate_limited_per_peer() {
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    let a = &mut nodes[0];
+    let now = Time::from_secs(10);
+    let flood: Vec<Contact<T>> = (100..=220u8)
+        .map(|i| record(i, 5000 + i as u16, None, now))
+        .collect();
+    a.handle_message(
+        now,
+        T(20),
+        Message::Stabilize {
+            dir: Dir::Cw,
+            me: signed(&[20], now).remove(0),
+            list: flood.clone(),
+        },
+    );
+    let learnt = |a: &Node<T>| {
+        (100..=220u8)
+            .filter(|i| !a.addresses(&T(*i)).is_empty())
+            .count()
+    };
+    assert_eq!(learnt(a), 64);
+    // Another peer has a budget of its own.
+    a.handle_message(
+        now,
+        T(40),
+        Message::Stabilize {
+            dir: Dir::Ccw,
+            me: signed(&[40], now).remove(0),
+            list: flood.clone(),
+        },
+    );
+    assert_eq!(learnt(a), 121);
+}

@@ -16,6 +16,13 @@ use crate::time::Time;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Records of nodes new to this node that one peer may hand it per [`NEW_RECORDS_WINDOW`]:
+/// every record lends addresses that this node may dial, so one peer cannot make it learn
+/// (and later dial) an unbounded number of them, however validly signed.
+const NEW_RECORDS_PER_PEER: u32 = 64;
+/// The window of [`NEW_RECORDS_PER_PEER`].
+const NEW_RECORDS_WINDOW: Duration = Duration::from_secs(60);
+
 /// How long a neighbour is taken to keep a record handed to it: within this time the same
 /// record goes to it as a bare mention, after it in full again (in case it forgot it).
 const RECORDS_RESENT_AFTER: Duration = Duration::from_secs(60);
@@ -94,8 +101,31 @@ impl<P: PeerId> Node<P> {
             self.stats.forged += 1;
             return c.id == from || self.records.contains_key(&c.id);
         }
+        if c.id != from && !self.records.contains_key(&c.id) && !self.new_record_allowed(from) {
+            self.stats.unverified += 1;
+            return false;
+        }
         learn(&mut self.addrs, &mut self.hints, self.me.id, c, true);
         self.records.insert(c.id, c.clone());
+        true
+    }
+
+    /// Whether `from` may still hand this node a record of a node it did not know, within its
+    /// budget ([`NEW_RECORDS_PER_PEER`] per [`NEW_RECORDS_WINDOW`]); counts it if so.
+    fn new_record_allowed(&mut self, from: P) -> bool {
+        let now = self.now;
+        if from == self.me.id {
+            return true;
+        }
+        let (since, n) = self.new_records.entry(from).or_insert((now, 0));
+        if now.since(*since) >= NEW_RECORDS_WINDOW {
+            *since = now;
+            *n = 0;
+        }
+        if *n >= NEW_RECORDS_PER_PEER {
+            return false;
+        }
+        *n += 1;
         true
     }
 
