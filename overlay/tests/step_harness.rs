@@ -74,6 +74,15 @@ fn routed(sealed: Sealed<T>) -> Message<T> {
     })
 }
 
+/// A stabilisation from `from` in direction `dir`, with its record made at `at`.
+fn stabilize(from: u8, dir: Dir, list: Vec<Contact<T>>, at: Time) -> Message<T> {
+    Message::Stabilize {
+        dir,
+        me: signed(&[from], at).remove(0),
+        list,
+    }
+}
+
 /// The messages sent, as `(to, message)`.
 fn sends(out: &[Output<T>]) -> Vec<(u8, Message<T>)> {
     out.iter()
@@ -250,15 +259,7 @@ fn graceful_leave_hands_over_to_neighbours() {
     );
     assert!(nodes[2].table().is_responsible(T(15).ring_id()));
     // A second-hand mention of the leaver is ignored for a while, even a signed one.
-    nodes[2].handle_message(
-        now,
-        T(10),
-        Message::Stabilize {
-            dir: Dir::Cw,
-            me: signed(&[10], now).remove(0),
-            list: signed(&[20], now),
-        },
-    );
+    nodes[2].handle_message(now, T(10), stabilize(10, Dir::Cw, signed(&[20], now), now));
     assert!(!nodes[2].table().contains(&T(20)));
 }
 
@@ -364,11 +365,7 @@ fn relay_hints_and_addresses_follow_signed_records() {
     let mut nodes = ring_of(&[10, 20, 30, 40]);
     let a = &mut nodes[0];
     let now = Time::from_secs(10);
-    let stab = |list| Message::Stabilize {
-        dir: Dir::Cw,
-        me: signed(&[20], now).remove(0),
-        list,
-    };
+    let stab = |list| stabilize(20, Dir::Cw, list, now);
     // 20 passes on 30's record, with 30's relay.
     a.handle_message(now, T(20), stab(vec![record(30, 3000, Some(40), now)]));
     assert_eq!(a.relay_hint(&T(30)).map(|h| h.id), Some(T(40)));
@@ -472,27 +469,11 @@ fn unsigned_contacts_never_enter_the_lists() {
     // 40, the predecessor, was heard from lately.
     a.handle_link_up(now, T(40));
     // 5 (a real node: it is connected) claims to be 10's predecessor, listing fakes 4 and 3.
-    a.handle_message(
-        now,
-        T(5),
-        Message::Stabilize {
-            dir: Dir::Cw,
-            me: signed(&[5], now).remove(0),
-            list: bare(&[4, 3]),
-        },
-    );
+    a.handle_message(now, T(5), stabilize(5, Dir::Cw, bare(&[4, 3]), now));
     assert_eq!(ids(a.table().predecessors()), vec![5, 40]);
     assert!(a.stats().unverified >= 2);
     // With signed records of 4 and 3 they are real nodes and are taken.
-    a.handle_message(
-        now,
-        T(5),
-        Message::Stabilize {
-            dir: Dir::Cw,
-            me: signed(&[5], now).remove(0),
-            list: signed(&[4, 3], now),
-        },
-    );
+    a.handle_message(now, T(5), stabilize(5, Dir::Cw, signed(&[4, 3], now), now));
     assert_eq!(ids(a.table().predecessors()), vec![5, 4]);
     // An unsolicited join reply and a finger notification of an unsigned node change nothing.
     let before = a.table().clone();
@@ -736,15 +717,7 @@ fn records_of_new_nodes_are_rate_limited_per_peer() {
     let flood: Vec<Contact<T>> = (100..=220u8)
         .map(|i| record(i, 5000 + i as u16, None, now))
         .collect();
-    a.handle_message(
-        now,
-        T(20),
-        Message::Stabilize {
-            dir: Dir::Cw,
-            me: signed(&[20], now).remove(0),
-            list: flood.clone(),
-        },
-    );
+    a.handle_message(now, T(20), stabilize(20, Dir::Cw, flood.clone(), now));
     let learnt = |a: &Node<T>| {
         (100..=220u8)
             .filter(|i| !a.addresses(&T(*i)).is_empty())
@@ -752,14 +725,6 @@ fn records_of_new_nodes_are_rate_limited_per_peer() {
     };
     assert_eq!(learnt(a), 64);
     // Another peer has a budget of its own.
-    a.handle_message(
-        now,
-        T(40),
-        Message::Stabilize {
-            dir: Dir::Ccw,
-            me: signed(&[40], now).remove(0),
-            list: flood.clone(),
-        },
-    );
+    a.handle_message(now, T(40), stabilize(40, Dir::Ccw, flood.clone(), now));
     assert_eq!(learnt(a), 121);
 }
