@@ -11,6 +11,7 @@ mod control;
 mod demo;
 mod node_cmd;
 mod sim;
+mod sim_adversary;
 mod sim_cast;
 
 /// P2PS: a peer-to-peer middleware on the Tango overlay over authenticated QUIC.

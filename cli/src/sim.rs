@@ -26,6 +26,9 @@ enum SimMode {
     Churn(ChurnArgs),
     /// Broadcast and group multicast: messages, depth, reach and time, stable and under churn.
     Cast(crate::sim_cast::CastArgs),
+    /// Lookups under hostile nodes (drop, answer with themselves, lie in lists): correct share
+    /// and message cost per lookup mode, hostile fraction and placement.
+    Adversary(crate::sim_adversary::AdversaryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +149,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         SimMode::Stable(a) => run_stable(a),
         SimMode::Churn(a) => run_churn(a),
         SimMode::Cast(a) => crate::sim_cast::run(a),
+        SimMode::Adversary(a) => crate::sim_adversary::run(a),
     }
 }
 

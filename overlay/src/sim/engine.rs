@@ -1,5 +1,6 @@
 //! The event loop: nodes, the event queue, churn and lookup workloads, and measurements.
 
+use super::adversary::Adversary;
 use super::ideal::{Ring, TableErrors};
 use super::latency::LatencyModel;
 use super::queue::EventQueue;
@@ -102,6 +103,7 @@ enum Ev {
 }
 
 struct SimNode {
+    id: SimId,
     node: Node<SimId>,
     coord: (f32, f32),
     alive: bool,
@@ -256,6 +258,8 @@ pub struct Simulator {
     outbuf: Vec<Output<SimId>>,
     /// While the network is partitioned: the side of every node (by index).
     sides: Option<Vec<bool>>,
+    /// Rewrites what hostile nodes send, when set.
+    adversary: Option<Adversary>,
 }
 
 impl Simulator {
@@ -281,6 +285,7 @@ impl Simulator {
             traced: None,
             outbuf: Vec::new(),
             sides: None,
+            adversary: None,
         }
     }
 
@@ -382,13 +387,45 @@ impl Simulator {
         c
     }
 
+    /// Hands every message a node sends (and every message reaching a hostile node) to
+    /// `adversary` from now on; `None` switches it off.
+    pub fn set_adversary(&mut self, adversary: Option<Adversary>) {
+        self.adversary = adversary;
+    }
+
+    /// The adversary in place, if any.
+    pub fn adversary(&self) -> Option<&Adversary> {
+        self.adversary.as_ref()
+    }
+
+    /// The adversary in place, if any, to change or reset.
+    pub fn adversary_mut(&mut self) -> Option<&mut Adversary> {
+        self.adversary.as_mut()
+    }
+
+    /// The identity node `index` gets unless told otherwise ([`SimId::new`] with the run's salt).
+    pub fn default_id(&self, index: u32) -> SimId {
+        SimId::new(index, self.salt)
+    }
+
     /// Adds a node that is not part of any network yet.
     pub fn add_node(&mut self) -> SimId {
+        let id = self.default_id(self.nodes.len() as u32);
+        self.add_node_as(id)
+    }
+
+    /// Adds a node as `id` if its index is the next free one, else under its default identity.
+    fn add_node_as(&mut self, id: SimId) -> SimId {
         let index = self.nodes.len() as u32;
-        let id = SimId::new(index, self.salt);
+        let id = if id.index() == index as usize {
+            id
+        } else {
+            self.default_id(index)
+        };
         let coord = (self.rng.gen::<f32>(), self.rng.gen::<f32>());
         let node = Node::new(StandIn(id), self.node_config(index));
         self.nodes.push(SimNode {
+            id,
             node,
             coord,
             alive: true,
@@ -401,7 +438,18 @@ impl Simulator {
     /// Adds `n` nodes that already form a correct ring (every table exact), as if they had
     /// joined long ago. Returns their ids.
     pub fn warm_start(&mut self, n: usize) -> Vec<SimId> {
-        let ids: Vec<SimId> = (0..n).map(|_| self.add_node()).collect();
+        let first = self.nodes.len() as u32;
+        let ids: Vec<SimId> = (first..first + n as u32)
+            .map(|i| self.default_id(i))
+            .collect();
+        self.warm_start_ids(&ids)
+    }
+
+    /// [`Simulator::warm_start`] with chosen identities (another salt moves a node on the
+    /// ring, e.g. to grind positions): `ids[k]` must have the index of the `k`-th node added
+    /// (the nodes so far plus `k`), else it gets its default identity. Returns the ids used.
+    pub fn warm_start_ids(&mut self, ids: &[SimId]) -> Vec<SimId> {
+        let ids: Vec<SimId> = ids.iter().map(|id| self.add_node_as(*id)).collect();
         let ring = Ring::new(ids.iter().map(|id| Peer::new(*id)).collect());
         let strategy = self.cfg.node.strategy;
         let list_len = self.cfg.node.list_len;
@@ -429,12 +477,7 @@ impl Simulator {
     /// and one for which it does not are lost (nodes added later are on the other side), until
     /// [`Simulator::heal`].
     pub fn partition(&mut self, in_a: impl Fn(SimId) -> bool) {
-        let salt = self.salt;
-        self.sides = Some(
-            (0..self.nodes.len())
-                .map(|i| in_a(SimId::new(i as u32, salt)))
-                .collect(),
-        );
+        self.sides = Some(self.nodes.iter().map(|n| in_a(n.id)).collect());
     }
 
     /// Ends a partition: every node can reach every other again.
@@ -601,7 +644,7 @@ impl Simulator {
             return None;
         }
         let i = self.rng.gen_range(0..self.pick.len());
-        Some(SimId::new(self.pick[i], self.salt))
+        Some(self.nodes[self.pick[i] as usize].id)
     }
 
     /// A random ring key.
@@ -676,10 +719,17 @@ impl Simulator {
                 out.push(o);
             }
         }
-        let me = SimId::new(i, self.salt);
+        let me = self.nodes[i as usize].id;
         for o in out.drain(..) {
             match o {
-                Output::Send { to, msg } => self.transmit(i, me, to, msg),
+                Output::Send { to, msg } => match self.adversary.as_mut() {
+                    None => self.transmit(i, me, to, msg),
+                    Some(adv) => {
+                        if let Some((to, msg)) = adv.outgoing(self.now, me, to, msg) {
+                            self.transmit(i, me, to, msg);
+                        }
+                    }
+                },
                 Output::Disconnect { .. } => {}
                 Output::Deliver(d) => {
                     self.counters.delivered += 1;
@@ -802,17 +852,26 @@ impl Simulator {
             Ev::Deliver { to, from, msg } => {
                 let now = self.now;
                 let n = &mut self.nodes[to as usize];
-                if n.alive {
+                let me = n.id;
+                let intercepted = match self.adversary.as_mut() {
+                    Some(adv) if n.alive => adv.incoming(now, me, from, &msg),
+                    _ => None,
+                };
+                if let Some(replies) = intercepted {
+                    // A hostile node answered in its own way; its node never sees the message.
+                    for (dest, m) in replies {
+                        self.transmit(to, me, dest, m);
+                    }
+                } else if n.alive {
                     n.node.handle_message(now, from, *msg);
                     self.drain(to);
                 } else if self.is_alive(from) {
                     let at = now + self.cfg.link_timeout;
-                    let peer = SimId::new(to, self.salt);
                     self.push(
                         at,
                         Ev::LinkDown {
                             node: from.index() as u32,
-                            peer,
+                            peer: me,
                         },
                     );
                 }

@@ -6,8 +6,10 @@
 //! postcard codec. [`stable`] is the fast path for hop statistics at 100 000 – 1 000 000 nodes:
 //! it builds every node's exact routing table directly from the sorted ring (the same
 //! [`RoutingTable`](crate::RoutingTable) type and next-hop code the protocol uses) instead of
-//! replaying joins.
+//! replaying joins. [`adversary`] makes some nodes hostile: the engine hands it what they send
+//! and what reaches them, and it drops, answers or lies in their stead.
 
+pub mod adversary;
 pub mod engine;
 pub mod ideal;
 pub mod latency;
@@ -21,12 +23,14 @@ use crate::ring::RingId;
 use crate::rng::mix64;
 use serde::{Deserialize, Serialize};
 
+pub use adversary::{Adversary, Behaviour, Placement};
 pub use engine::{CastResult, Counters, Sent, SimConfig, SimReport, Simulator, Traffic, Workload};
 pub use latency::LatencyModel;
 pub use summary::Summary;
 
 /// A simulated node's identity: the node's index in the simulator (low 32 bits) and a
-/// per-run salt (high 32 bits), so that two seeds give two different rings.
+/// per-run salt (high 32 bits), so that two seeds give two different rings. Another salt puts
+/// the same node elsewhere on the ring: [`adversary`] grinds hostile ids that way.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct SimId(pub u64);
 
