@@ -95,6 +95,16 @@ pub enum Message<P: PeerId> {
         /// Signed records, in no particular order.
         nodes: Vec<Contact<P>>,
     },
+    /// "Are you alive?": a liveness check of a node a neighbour's list left out.
+    Ping {
+        /// Echoed in the answer.
+        nonce: u64,
+    },
+    /// The answer to [`Message::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
     /// A message routed hop by hop towards the node responsible for its key.
     Routed(Routed<P>),
     /// The signed answer to a lookup or finger probe, on its way back to the asker.
@@ -385,12 +395,14 @@ impl<P: PeerId> Message<P> {
             | Message::CastDone { .. }
             | Message::GroupJoin { .. }
             | Message::GroupPrune { .. }
-            | Message::FindNear { .. } => {}
+            | Message::FindNear { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. } => {}
         }
     }
 
     /// Every value [`Message::kind`] can return, in the order of [`Message::kind_index`].
-    pub const KINDS: [&'static str; 21] = [
+    pub const KINDS: [&'static str; 23] = [
         "stabilize",
         "stabilize-reply",
         "join-reply",
@@ -412,6 +424,8 @@ impl<P: PeerId> Message<P> {
         "group-cast",
         "find-near",
         "near",
+        "ping",
+        "pong",
     ];
 
     /// The position of [`Message::kind`] in [`Message::KINDS`], for counters kept in arrays.
@@ -440,6 +454,8 @@ impl<P: PeerId> Message<P> {
             Message::GroupCast { .. } => 18,
             Message::FindNear { .. } => 19,
             Message::Near { .. } => 20,
+            Message::Ping { .. } => 21,
+            Message::Pong { .. } => 22,
         }
     }
 
@@ -610,6 +626,8 @@ mod tests {
                 req: 0,
                 nodes: vec![],
             },
+            Message::Ping { nonce: 0 },
+            Message::Pong { nonce: 0 },
         ];
         for (i, m) in all.iter().enumerate() {
             assert_eq!(m.kind_index(), i, "{m:?}");

@@ -38,6 +38,7 @@ mod heal;
 mod records;
 mod requests;
 mod steered;
+mod verify;
 
 pub use groups::GroupRole;
 
@@ -311,6 +312,8 @@ pub struct Node<P: PeerId> {
     sent_records: records::Sent<P>,
     /// Records of nodes new to us that each peer handed us lately: (window start, count).
     new_records: BTreeMap<P, (Time, u32)>,
+    /// Liveness checks in flight: query id -> (peer, deadline).
+    checks: BTreeMap<u64, (P, Time)>,
     /// The `now` of the latest input, for code paths reached without one.
     now: Time,
 }
@@ -360,6 +363,7 @@ impl<P: PeerId> Node<P> {
             merge_probes: BTreeMap::new(),
             sent_records: records::Sent::default(),
             new_records: BTreeMap::new(),
+            checks: BTreeMap::new(),
             now: Time::ZERO,
             cfg,
         }
@@ -492,6 +496,7 @@ impl<P: PeerId> Node<P> {
         .chain(self.casts.next_deadline())
         .chain(self.groups.next_deadline())
         .chain(self.steers.next_deadline())
+        .chain(self.checks.values().map(|(_, t)| *t).min())
         .min()
     }
 
@@ -733,6 +738,8 @@ impl<P: PeerId> Node<P> {
             Message::Answer(a) => self.on_answer(a),
             Message::FindNear { req, key } => self.on_find_near(from, req, key),
             Message::Near { req, nodes } => self.on_near(from, req, nodes),
+            Message::Ping { nonce } => self.push_send(from, Message::Pong { nonce }),
+            Message::Pong { nonce } => self.on_pong(from, nonce),
             Message::Cast(c) => {
                 if self.state == State::Joined {
                     self.on_cast(now, from, c)
@@ -844,6 +851,9 @@ impl<P: PeerId> Node<P> {
         }
         if self.steers.next_deadline().is_some_and(|t| t <= now) {
             self.steer_timeouts(now);
+        }
+        if self.checks.values().any(|(_, t)| *t <= now) {
+            self.check_timeouts(now);
         }
         self.emit_neighbour_events();
     }
@@ -1042,25 +1052,34 @@ impl<P: PeerId> Node<P> {
         self.merge_list(dir, cands);
     }
 
-    /// Merges a neighbour's view into our list in `dir`: the verified candidates, plus our own
-    /// entries that are alive (heard from lately), which only nearer verified nodes can push
-    /// out. Entries that are neither are dropped, as the neighbour no longer vouches for them.
+    /// Merges a neighbour's view into our list in `dir`: our entries and the verified
+    /// candidates, nearest first. Nothing leaves the list because a peer did not mention it:
+    /// our entries that the neighbour should have listed (they lie within the span its list
+    /// covers) but did not are checked by this node itself (see `verify.rs`).
     fn merge_list(&mut self, dir: Dir, cands: Vec<Peer<P>>) {
-        let recent = (self.cfg.stabilize_interval + self.cfg.stabilize_timeout) * 2;
-        let now = self.now;
-        let links = &self.links;
-        let live: Vec<Peer<P>> = self
-            .table
-            .list(dir)
+        let ours = self.table.list(dir).to_vec();
+        let reach = cands
             .iter()
-            .filter(|p| links.get(&p.id).is_some_and(|t| now.since(*t) <= recent))
-            .copied()
+            .map(|p| self.me.pos.dist_dir(dir, p.pos))
+            .max()
+            .unwrap_or(0);
+        let omitted: Vec<P> = ours
+            .iter()
+            .filter(|p| {
+                self.me.pos.dist_dir(dir, p.pos) < reach && !cands.iter().any(|c| c.id == p.id)
+            })
+            .map(|p| p.id)
             .collect();
         let tomb = &self.tombstones;
         let change = self
             .table
-            .set_list(dir, cands.into_iter().chain(live), |p| tomb.contains_key(p));
+            .set_list(dir, cands.into_iter().chain(ours), |p| tomb.contains_key(p));
         self.note_lists(change);
+        for p in omitted {
+            if self.table.is_neighbour(&p) {
+                self.check_alive(p);
+            }
+        }
     }
 
     fn on_leave(&mut self, now: Time, from: P, succs: Vec<Contact<P>>, preds: Vec<Contact<P>>) {

@@ -1,17 +1,18 @@
 //! The adversary model at small scale (1 000 nodes, a fifth of them hostile, 300 lookups from
 //! honest nodes of keys held by honest nodes, two seeds): hostile nodes that drop, answer with
 //! themselves and lie in their lists must hurt routed lookups, or the model is broken; what
-//! steered lookups keep under the same attacks is recorded here. Measured when written (seeds
-//! 1 and 2), correct lookups out of 300:
+//! steered lookups keep under the same attacks is recorded here. Correct lookups out of 300
+//! (seeds 1 and 2), when the model was written and after lists became merged-and-verified,
+//! steered lookups widened on suspicious gaps and `near()` split by side:
 //!
-//! | placement | routed   | steered  |
-//! |-----------|----------|----------|
-//! | random    | 57, 66   | 83, 74   |
-//! | ground    | 175, 136 | 292, 297 |
+//! | placement | routed (then) | routed (now) | steered (then) | steered (now) |
+//! |-----------|---------------|--------------|----------------|---------------|
+//! | random    | 57, 66        | 168, 200     | 83, 74         | 281, 276      |
+//! | ground    | 175, 136      | 175, 136     | 292, 297       | 300, 300      |
 //!
-//! Steered lookups never went unanswered; under random placement most of their answers were
-//! hostile nodes named by hostile `Near` replies. Routed lookups of a ground victim's keys got
-//! only refused self-answers (the hostile nodes sit before the keys) and dropped requests.
+//! Steered lookups never go unanswered; their wrong answers are hostile nodes that hostile
+//! `Near` replies named. Routed lookups of a ground victim's keys get only refused
+//! self-answers (the hostile nodes sit before the keys) and dropped requests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -43,13 +44,13 @@ fn measure(mode: LookupMode, placement: Placement, seed: u64) -> Outcome {
 fn adversary_hurts_routed_lookups() {
     for seed in SEEDS {
         let o = measure(LookupMode::Routed, Placement::Random, seed);
-        // Hostile forwarders answer with themselves (accepted: wrong answers) and their list
-        // lies spread (far more than a fifth of honest list entries are hostile).
+        // Hostile forwarders answer with themselves (accepted: wrong answers) and drop; their
+        // list lies no longer spread: honest lists hold hostile nodes in their true share.
         assert!(o.attacks.answered_lookups > 0 && o.attacks.lied_lists > 0);
         assert!(o.wrong > 0, "no self-answer was ever accepted");
         assert!(o.failed > 0, "no lookup was ever lost");
-        assert!(o.correct_fraction() < 0.5, "{o:?}");
-        assert!(o.hostile_list_share > 0.3, "{o:?}");
+        assert!(o.correct_fraction() < 0.8, "{o:?}");
+        assert!(o.hostile_list_share < 0.25, "{o:?}");
 
         let o = measure(LookupMode::Routed, Placement::Ground, seed);
         assert!(
@@ -69,7 +70,7 @@ fn steered_lookups_under_attack() {
         assert!(o.attacks.lied_near > 0);
         // Every steered lookup ends with an answer, and some are right.
         assert_eq!(o.failed, 0);
-        assert!(o.correct_fraction() > 0.15, "{o:?}");
+        assert!(o.correct_fraction() > 0.88, "{o:?}");
 
         // A victim whose predecessors are all hostile is still found by nearly every lookup:
         // honest nodes after it name it.
