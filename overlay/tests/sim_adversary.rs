@@ -7,7 +7,7 @@
 //!
 //! | placement | routed (then) | routed (now) | steered (then) | steered (now) |
 //! |-----------|---------------|--------------|----------------|---------------|
-//! | random    | 57, 66        | 168, 200     | 83, 74         | 281, 276      |
+//! | random    | 57, 66        | 168, 200     | 83, 74         | 290, 285      |
 //! | ground    | 175, 136      | 175, 136     | 292, 297       | 300, 300      |
 //!
 //! Steered lookups never go unanswered; their wrong answers are hostile nodes that hostile
@@ -70,7 +70,7 @@ fn steered_lookups_under_attack() {
         assert!(o.attacks.lied_near > 0);
         // Every steered lookup ends with an answer, and some are right.
         assert_eq!(o.failed, 0);
-        assert!(o.correct_fraction() > 0.88, "{o:?}");
+        assert!(o.correct_fraction() > 0.9, "{o:?}");
 
         // A victim whose predecessors are all hostile is still found by nearly every lookup:
         // honest nodes after it name it.
