@@ -1053,9 +1053,10 @@ impl<P: PeerId> Node<P> {
     }
 
     /// Merges a neighbour's view into our list in `dir`: our entries and the verified
-    /// candidates, nearest first. Nothing leaves the list because a peer did not mention it:
-    /// our entries that the neighbour should have listed (they lie within the span its list
-    /// covers) but did not are checked by this node itself (see `verify.rs`).
+    /// candidates, nearest first. An entry of ours that the neighbour should have listed (it
+    /// lies within the span its list covers) but did not leaves the list at once, as Chord's
+    /// copying would have it, but is pinged (see `verify.rs`): if it answers, it comes back
+    /// like any live sender. So a lying neighbour can hide a live node only for a round trip.
     fn merge_list(&mut self, dir: Dir, cands: Vec<Peer<P>>) {
         let ours = self.table.list(dir).to_vec();
         let reach = cands
@@ -1071,14 +1072,13 @@ impl<P: PeerId> Node<P> {
             .map(|p| p.id)
             .collect();
         let tomb = &self.tombstones;
+        let kept = ours.into_iter().filter(|p| !omitted.contains(&p.id));
         let change = self
             .table
-            .set_list(dir, cands.into_iter().chain(ours), |p| tomb.contains_key(p));
+            .set_list(dir, cands.into_iter().chain(kept), |p| tomb.contains_key(p));
         self.note_lists(change);
         for p in omitted {
-            if self.table.is_neighbour(&p) {
-                self.check_alive(p);
-            }
+            self.check_alive(p);
         }
     }
 

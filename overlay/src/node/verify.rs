@@ -1,10 +1,12 @@
 //! Checking what a neighbour's list leaves out.
 //!
 //! Chord copies its successor's list, so one lying successor can erase every honest node
-//! behind it. Here a neighbour's list is only merged in; when it leaves out one of our entries
-//! that it should know (inside the span its list covers), this node asks that entry itself
-//! ([`Message::Ping`]). An answer keeps it; silence until the stabilisation timeout makes it
-//! count as failed, as if it had missed a stabilisation.
+//! behind it for good. Here, when a neighbour's list leaves out one of our entries that it
+//! should know (inside the span its list covers), the entry leaves our list as in Chord (a dead
+//! node disappears as fast as it would there) but this node asks it itself
+//! ([`Message::Pong`] answers [`Message::Ping`]): a live node's answer puts it back (any
+//! message from a node offers it to the lists); silence until the stabilisation timeout makes
+//! it count as failed everywhere (fingers too).
 
 use super::Node;
 use crate::message::Message;
