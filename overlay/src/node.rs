@@ -668,11 +668,12 @@ impl<P: PeerId> Node<P> {
     pub fn handle_link_down(&mut self, now: Time, peer: P) {
         self.now = self.now.max(now);
         self.pending_links.remove(&peer);
-        self.links.remove(&peer);
         if self.state == State::Left || peer == self.me.id {
+            self.links.remove(&peer);
             return;
         }
         self.peer_failed(now, peer);
+        self.links.remove(&peer);
         self.emit_neighbour_events();
     }
 
@@ -921,12 +922,9 @@ impl<P: PeerId> Node<P> {
         if preds.is_empty() {
             preds.push(me);
         }
-        let id = joiner.id;
-        // The joiner signed its request just now: whatever we remembered of its death is old.
-        self.tombstones.remove(&id);
-        self.push_send(id, Message::JoinReply { req, succs, preds });
-        let change = self.table.offer(Peer::new(id));
-        self.note_lists(change);
+        // The joiner enters our lists when it talks to us (it stabilises with us at once): a
+        // join request proves only that its key signed it, not that a node runs behind it.
+        self.push_send(joiner.id, Message::JoinReply { req, succs, preds });
     }
 
     fn on_join_reply(
@@ -1071,14 +1069,21 @@ impl<P: PeerId> Node<P> {
             })
             .map(|p| p.id)
             .collect();
+        // New names are asked before they are taken: a signed record proves a key, not a
+        // running node, and nearer dead names would push live neighbours out.
+        let (heard, unheard): (Vec<Peer<P>>, Vec<Peer<P>>) = cands
+            .into_iter()
+            .partition(|p| self.links.contains_key(&p.id) || ours.iter().any(|o| o.id == p.id));
         let tomb = &self.tombstones;
         let kept = ours.into_iter().filter(|p| !omitted.contains(&p.id));
         let change = self
             .table
-            .set_list(dir, cands.into_iter().chain(kept), |p| tomb.contains_key(p));
+            .set_list(dir, heard.into_iter().chain(kept), |p| tomb.contains_key(p));
         self.note_lists(change);
-        for p in omitted {
-            self.check_alive(p);
+        for p in omitted.into_iter().chain(unheard.into_iter().map(|p| p.id)) {
+            if !self.tombstones.contains_key(&p) {
+                self.check_alive(p);
+            }
         }
     }
 
@@ -1092,15 +1097,24 @@ impl<P: PeerId> Node<P> {
         }
         let succs = self.verified(from, &succs);
         let preds = self.verified(from, &preds);
-        // The leaver's successor takes over its keys, so it replaces the leaver in every slot.
-        if let Some(heir) = succs.iter().find(|p| p.id != self.me.id) {
+        // The leaver's successor takes over its keys, so it replaces the leaver in every slot
+        // if we know it is alive; the others it names are asked first (any answer offers them
+        // to the lists): a leaver could name records of keys that run no node.
+        if let Some(heir) = succs
+            .iter()
+            .find(|p| p.id != self.me.id && self.links.contains_key(&p.id))
+        {
             for (dir, level) in &emptied {
                 self.table.set_finger(*dir, *level, *heir);
             }
         }
         for p in succs.into_iter().chain(preds) {
-            let change = self.table.offer(p);
-            self.note_lists(change);
+            if self.links.contains_key(&p.id) {
+                let change = self.table.offer(p);
+                self.note_lists(change);
+            } else if p.id != self.me.id {
+                self.check_alive(p.id);
+            }
         }
         self.cast_peer_failed(now, from);
         self.group_peer_failed(now, from);
@@ -1118,9 +1132,11 @@ impl<P: PeerId> Node<P> {
             return;
         }
         self.stats.peers_failed += 1;
-        if let Some(c) = self.records.get(&peer) {
-            // A node that failed may come back (a suspended machine, a partition): it is
-            // remembered as a way back in should this node lose every neighbour.
+        if let Some(c) = self.records.get(&peer).filter(|_| self.links.contains_key(&peer)) {
+            // A node that failed after talking to us may come back (a suspended machine, a
+            // partition): it is remembered as a way back in should this node lose every
+            // neighbour. Nodes only named by others are not: anyone can sign records of keys
+            // that run no node.
             self.fallback.remember(c);
         }
         let (change, emptied) = self.table.remove(&peer);

@@ -209,6 +209,9 @@ fn partitioned_rings_merge_after_healing() {
     for seed in [21, 22] {
         let mut sim = sim(FingerStrategy::Tango, seed);
         sim.warm_start(1000);
+        // The nodes talk for a while before the cut (a node remembers as ways back in only
+        // nodes it heard from).
+        sim.run_for(Duration::from_secs(30));
         sim.partition(|id| p2ps_overlay::rng::mix64(id.0 ^ seed).is_multiple_of(2));
         sim.run_for(Duration::from_secs(300));
         // Each side lost the other: the tables are far from the whole ring's.
@@ -233,6 +236,7 @@ fn partitioned_rings_merge_after_healing() {
         ..SimConfig::default()
     });
     sim.warm_start(1000);
+    sim.run_for(Duration::from_secs(30));
     sim.partition(|id| p2ps_overlay::rng::mix64(id.0 ^ 21).is_multiple_of(2));
     sim.run_for(Duration::from_secs(300));
     sim.heal();

@@ -75,15 +75,15 @@ impl<P: PeerId> Fallback<P> {
         self.recent.is_empty() && self.bootstrap.is_none()
     }
 
-    /// The next node to try, round robin over the recent ones and the bootstrap.
+    /// The next node to try: every other attempt the bootstrap (if any), in between the
+    /// recent ones round robin.
     fn pick(&mut self) -> Option<Contact<P>> {
-        let n = self.recent.len() + usize::from(self.bootstrap.is_some());
-        if n == 0 {
-            return None;
-        }
-        let i = self.next % n;
+        let turn = self.next;
         self.next = self.next.wrapping_add(1);
-        self.recent.get(i).or(self.bootstrap.as_ref()).cloned()
+        if self.recent.is_empty() || (turn % 2 == 1 && self.bootstrap.is_some()) {
+            return self.bootstrap.clone();
+        }
+        self.recent.get((turn / 2) % self.recent.len()).cloned()
     }
 }
 
