@@ -14,7 +14,11 @@
 //! failing test explains itself.
 //!
 //! [`natlab`] builds an emulated internet with NATs and a UPnP gateway in network namespaces.
+//!
+//! [`hostile`] is a peer that speaks the wire protocol but not its rules, for the hostile-peer
+//! tests, with the non-panicking checks that judge what it did.
 
+pub mod hostile;
 pub mod natlab;
 
 use p2ps::{NodeId, RingId, Status};
