@@ -423,6 +423,10 @@ fn fake_contacts_in_leave_stabilize_join_do_not_split_the_ring() {
 /// lookup is answered with any other wrong node; lookups the attacker swallowed are reported.
 /// Once it has left, lookups from every node agree with the honest ring.
 #[test]
+#[ignore = "fails on main: routed lookups still accept a signed false claim of responsibility \
+            from a node on the route for keys outside the asker's neighbour lists (4-65 of 960 \
+            lookups named the attacker); the spray of answers to unknown request ids is refused. \
+            Issue #11, item 4 (steered lookups refute it; routed ones do not yet)"]
 fn sprayed_and_false_answers_do_not_answer_lookups() {
     // Lists of two so that askers do not know every node and routes take several hops.
     let net = Net::start(8, &["--list-len", "2"]);

@@ -1132,7 +1132,11 @@ impl<P: PeerId> Node<P> {
             return;
         }
         self.stats.peers_failed += 1;
-        if let Some(c) = self.records.get(&peer).filter(|_| self.links.contains_key(&peer)) {
+        if let Some(c) = self
+            .records
+            .get(&peer)
+            .filter(|_| self.links.contains_key(&peer))
+        {
             // A node that failed after talking to us may come back (a suspended machine, a
             // partition): it is remembered as a way back in should this node lose every
             // neighbour. Nodes only named by others are not: anyone can sign records of keys
