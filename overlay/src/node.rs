@@ -1069,18 +1069,13 @@ impl<P: PeerId> Node<P> {
             })
             .map(|p| p.id)
             .collect();
-        // New names are asked before they are taken: a signed record proves a key, not a
-        // running node, and nearer dead names would push live neighbours out.
-        let (heard, unheard): (Vec<Peer<P>>, Vec<Peer<P>>) = cands
-            .into_iter()
-            .partition(|p| self.links.contains_key(&p.id) || ours.iter().any(|o| o.id == p.id));
         let tomb = &self.tombstones;
         let kept = ours.into_iter().filter(|p| !omitted.contains(&p.id));
         let change = self
             .table
-            .set_list(dir, heard.into_iter().chain(kept), |p| tomb.contains_key(p));
+            .set_list(dir, cands.into_iter().chain(kept), |p| tomb.contains_key(p));
         self.note_lists(change);
-        for p in omitted.into_iter().chain(unheard.into_iter().map(|p| p.id)) {
+        for p in omitted {
             if !self.tombstones.contains_key(&p) {
                 self.check_alive(p);
             }
@@ -1109,7 +1104,7 @@ impl<P: PeerId> Node<P> {
             }
         }
         for p in succs.into_iter().chain(preds) {
-            if self.links.contains_key(&p.id) {
+            if self.links.contains_key(&p.id) || self.table.contains(&p.id) {
                 let change = self.table.offer(p);
                 self.note_lists(change);
             } else if p.id != self.me.id {
