@@ -95,8 +95,8 @@ pub struct NodeArgs {
     strategy: Option<FingerStrategy>,
     /// How lookups find the responsible node: `routed` (hop by hop through the overlay, the
     /// answer back along the route) or `steered` (this node asks the nodes nearest the key
-    /// itself, taking only signed records: sturdier against hostile nodes, 3-4 times the
-    /// messages) [default: routed].
+    /// itself, taking only signed records and judging answers: sturdier against hostile nodes,
+    /// about as many messages, a connection to each node asked) [default: routed].
     #[arg(long, value_name = "MODE", value_parser = parse_lookup_mode)]
     lookup_mode: Option<LookupMode>,
     /// Print machine-readable JSON lines on stdout.

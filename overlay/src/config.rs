@@ -14,9 +14,11 @@ pub enum LookupMode {
     Routed,
     /// Steered by the asker, Kademlia-style: it asks the nodes nearest the key that it knows
     /// ([`Message::FindNear`](crate::Message::FindNear)) for the nodes they know nearest the key
-    /// (signed records), `steer_parallelism` at a time, until the `steer_width` nearest it
-    /// knows on each side of the key have answered; the responsible node is the nearest live node at or after the key. A
-    /// hostile node can hide nodes and waste a query, never invent a nearer node.
+    /// (signed records), `steer_parallelism` at a time, until an answer from near the key
+    /// names as many nodes around it as an honest neighbour would; answers that leave gaps
+    /// (hidden nodes) make their senders and the nodes they named suspect. The responsible
+    /// node is the nearest live node at or after the key. A hostile node can hide nodes and
+    /// waste a query, never invent a nearer node.
     Steered,
 }
 
@@ -47,11 +49,11 @@ pub struct Config {
     pub lookup_attempts: u32,
     /// How lookups find the responsible node. Default: [`LookupMode::Routed`].
     pub lookup_mode: LookupMode,
-    /// Queries a steered lookup keeps in flight at once. Default: 2.
+    /// Queries a steered lookup keeps in flight at once. Default: 1 (fewest messages; more
+    /// trade messages for time).
     pub steer_parallelism: usize,
-    /// A steered lookup ends once this many of the nearest nodes it knows on each side of the
-    /// key have answered. Default: 2.
-    pub steer_width: usize,
+    /// Queries a steered lookup sends at most before it takes the best it has. Default: 32.
+    pub steer_max_queries: u16,
     /// Lookups waiting for an answer at once. Default: 4096.
     pub max_pending_lookups: usize,
     /// Routed messages are dropped after this many hops. Default: 64.
@@ -91,6 +93,10 @@ pub struct Config {
     /// How long a signed contact record is believed after it was made; a node signs its own
     /// anew every quarter of this. Default: 1 h.
     pub record_ttl: Duration,
+    /// How long a node's signed word that its successor follows it (see
+    /// [`crate::adjacency`]) is believed; a node signs a new one for its successor every
+    /// quarter of this, or at once when its successor changes. Default: 60 s.
+    pub adjacency_ttl: Duration,
     /// How far in the future a signed record or envelope may claim to be made (clocks of two
     /// nodes differ). Envelopes older than `seen_ttl - max_clock_skew` are dropped, so that
     /// duplicate detection covers every envelope still accepted. Default: 30 s.
@@ -123,8 +129,8 @@ impl Default for Config {
             lookup_timeout: Duration::from_secs(3),
             lookup_attempts: 3,
             lookup_mode: LookupMode::Routed,
-            steer_parallelism: 2,
-            steer_width: 2,
+            steer_parallelism: 1,
+            steer_max_queries: 32,
             max_pending_lookups: 4096,
             max_hops: 64,
             tombstone_ttl: Duration::from_secs(60),
@@ -141,6 +147,7 @@ impl Default for Config {
             max_children: 256,
             congestion_strikes: 3,
             record_ttl: Duration::from_secs(3600),
+            adjacency_ttl: Duration::from_secs(60),
             max_clock_skew: Duration::from_secs(30),
             rejoin_interval: Duration::from_secs(5),
             merge_probe_interval: Duration::from_secs(30),
@@ -174,6 +181,7 @@ impl Config {
             ("seen_ttl", self.seen_ttl),
             ("group_refresh", self.group_refresh),
             ("record_ttl", self.record_ttl),
+            ("adjacency_ttl", self.adjacency_ttl),
             ("rejoin_interval", self.rejoin_interval),
             ("merge_probe_interval", self.merge_probe_interval),
         ];
@@ -187,7 +195,7 @@ impl Config {
             ("join_attempts", self.join_attempts as usize),
             ("lookup_attempts", self.lookup_attempts as usize),
             ("steer_parallelism", self.steer_parallelism),
-            ("steer_width", self.steer_width),
+            ("steer_max_queries", self.steer_max_queries as usize),
             ("max_pending_lookups", self.max_pending_lookups),
             ("max_hops", self.max_hops as usize),
             ("cast_attempts", self.cast_attempts as usize),

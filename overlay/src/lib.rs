@@ -13,6 +13,8 @@
 //! - [`routing_table`]: successor/predecessor lists, finger slots, next-hop choice;
 //! - [`message`]: wire messages, the signed envelope, and traffic classes;
 //! - [`proof`]: how nodes sign what they say and how receivers check it;
+//! - [`adjacency`]: a node's signed word that its successor follows it, which lookup answers
+//!   carry as proof of responsibility;
 //! - [`node`]: the state machine (joins, leaves, stabilisation, fingers, routing), with
 //!   contact records and the evidence rule in `node/records.rs`, lookups and signed answers in
 //!   `node/requests.rs`, rejoining after isolation in `node/heal.rs`, broadcast and range
@@ -20,6 +22,7 @@
 //! - [`segment`]: ring segments and the midpoint split that gives broadcast its disjoint pieces;
 //! - [`sim`] (feature `sim`): the discrete-event simulator and the stable-ring fast path.
 
+pub mod adjacency;
 pub mod config;
 pub mod message;
 pub mod node;
@@ -36,6 +39,7 @@ pub mod time;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+pub use adjacency::Adjacency;
 pub use config::{Config, ConfigError, LookupMode};
 pub use message::{Answer, Body, Cast, Class, Envelope, Message, Routed, Sealed};
 pub use node::{

@@ -9,6 +9,7 @@
 //! envelope (hop counts, the trail back, the piece of a cast), and every receiver checks the
 //! signature before it acts. Contacts carried in lists are records signed by their own nodes.
 
+use crate::adjacency::Adjacency;
 use crate::peer::{Contact, PeerId};
 use crate::proof::{signed_bytes, Signer};
 use crate::ring::{Dir, RingId};
@@ -40,6 +41,9 @@ pub enum Message<P: PeerId> {
         me: Contact<P>,
         /// The sender's list in the opposite direction, nearest first (signed records).
         list: Vec<Contact<P>>,
+        /// Clockwise only: the sender's signed word that the receiver follows it, which the
+        /// receiver puts into its lookup answers (see [`crate::adjacency`]).
+        follows: Option<Adjacency<P>>,
     },
     /// Answer to [`Message::Stabilize`]: the receiver's list in the same direction, and its
     /// nearest neighbour back towards the sender (which may lie between the two).
@@ -230,9 +234,11 @@ pub enum Body<P: PeerId> {
         req: u64,
         /// Who asked.
         asker: P,
-        /// The responder's predecessor when it answered: it is responsible for the keys in
-        /// `(pred, responder]`, which must hold the key.
-        pred: Option<RingId>,
+        /// The responder's predecessor's signed word that the responder follows it: the
+        /// responder is responsible for the keys in `(pred, responder]`, which must hold the
+        /// key. `None` when the responder has no recent one (alone, or just joined): the asker
+        /// then believes the answer only if its own lists confirm it.
+        pred: Option<Adjacency<P>>,
         /// Hops the request took.
         hops: u16,
     },
@@ -533,6 +539,7 @@ mod tests {
                 dir: Dir::Cw,
                 me: c(),
                 list: vec![],
+                follows: None,
             },
             Message::StabilizeReply {
                 dir: Dir::Cw,

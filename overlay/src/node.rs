@@ -17,6 +17,7 @@
 //! Given the same inputs at the same times and the same [`Config::seed`], a node produces the
 //! same outputs: nothing iterates in hash order and all randomness comes from the seed.
 
+use crate::adjacency::Adjacency;
 use crate::config::{Config, LookupMode};
 use crate::message::{Body, Envelope, Message, Routed, Sealed};
 use crate::peer::{Contact, Peer, PeerId, RelayHint};
@@ -306,10 +307,18 @@ pub struct Node<P: PeerId> {
     seen: Seen<(P, u64)>,
     /// Steered lookups in flight.
     steers: steered::Steers<P>,
+    /// The lowest mean gap between nodes seen lately (steered lookups judge answers by it).
+    gap_floor: steered::GapFloor,
     /// Merge probes in flight: request id -> when it expires.
     merge_probes: BTreeMap<u64, Time>,
     /// Records handed to each neighbour lately (see `record_for`).
     sent_records: records::Sent<P>,
+    /// The latest signed word of a predecessor that this node follows it: the proof of
+    /// responsibility that answers carry (see [`crate::adjacency`]).
+    adjacency_in: Option<Adjacency<P>>,
+    /// This node's signed word that its successor follows it, re-signed when the successor
+    /// changes or a quarter of `adjacency_ttl` has passed.
+    adjacency_out: Option<Adjacency<P>>,
     /// Records of nodes new to us that each peer handed us lately: (window start, count).
     new_records: BTreeMap<P, (Time, u32)>,
     /// Liveness checks in flight: query id -> (peer, deadline).
@@ -360,8 +369,11 @@ impl<P: PeerId> Node<P> {
             groups: groups::Groups::default(),
             seen: Seen::new(cfg.seen_ttl, cfg.max_seen),
             steers: steered::Steers::default(),
+            gap_floor: steered::GapFloor::default(),
             merge_probes: BTreeMap::new(),
             sent_records: records::Sent::default(),
+            adjacency_in: None,
+            adjacency_out: None,
             new_records: BTreeMap::new(),
             checks: BTreeMap::new(),
             now: Time::ZERO,
@@ -721,7 +733,9 @@ impl<P: PeerId> Node<P> {
             self.note_lists(change);
         }
         match msg {
-            Message::Stabilize { dir, list, .. } => self.on_stabilize(from, dir, list),
+            Message::Stabilize {
+                dir, list, follows, ..
+            } => self.on_stabilize(from, dir, list, follows),
             Message::StabilizeReply {
                 dir, back, list, ..
             } => self.on_stabilize_reply(from, dir, back, list),
@@ -979,8 +993,17 @@ impl<P: PeerId> Node<P> {
             let list = self.contacts_for(n.id, &other);
             let me = self.my_contact();
             let me = self.record_for(n.id, me);
+            let follows = (dir == Dir::Cw).then(|| self.adjacency_for(n.id));
             self.stats.maintenance_sent += 1;
-            self.push_send(n.id, Message::Stabilize { dir, me, list });
+            self.push_send(
+                n.id,
+                Message::Stabilize {
+                    dir,
+                    me,
+                    list,
+                    follows,
+                },
+            );
             self.awaiting
                 .entry(n.id)
                 .or_insert(now + self.cfg.stabilize_timeout);
@@ -989,9 +1012,18 @@ impl<P: PeerId> Node<P> {
 
     /// `from` sent us a stabilisation in direction `dir`, so it claims to be our neighbour in
     /// the opposite direction, and `list` is its own list on that side.
-    fn on_stabilize(&mut self, from: P, dir: Dir, list: Vec<Contact<P>>) {
+    fn on_stabilize(
+        &mut self,
+        from: P,
+        dir: Dir,
+        list: Vec<Contact<P>>,
+        follows: Option<Adjacency<P>>,
+    ) {
         if self.state != State::Joined {
             return;
+        }
+        if let Some(a) = follows {
+            self.take_adjacency(from, dir, a);
         }
         let back = dir.opposite();
         let sender = Peer::new(from);
@@ -1504,6 +1536,9 @@ impl<P: PeerId> Node<P> {
     fn note_lists(&mut self, change: ListChange<P>) {
         if !change.is_empty() {
             self.lists_dirty = true;
+            if let Some(gap) = self.lists_gap() {
+                self.gap_floor.note(gap, self.now);
+            }
         }
     }
 

@@ -5,8 +5,8 @@
 
 use p2ps_overlay::sim::ideal::Ring;
 use p2ps_overlay::{
-    Answer, Body, Cast, Config, Contact, Dir, Envelope, Event, Message, Node, Output, Peer, PeerId,
-    RelayHint, RingId, Routed, Sealed, Segment, StandIn, StandInProof, State, Time,
+    Adjacency, Answer, Body, Cast, Config, Contact, Dir, Envelope, Event, Message, Node, Output,
+    Peer, PeerId, RelayHint, RingId, Routed, Sealed, Segment, StandIn, StandInProof, State, Time,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -80,6 +80,7 @@ fn stabilize(from: u8, dir: Dir, list: Vec<Contact<T>>, at: Time) -> Message<T> 
         dir,
         me: signed(&[from], at).remove(0),
         list,
+        follows: None,
     }
 }
 
@@ -159,7 +160,12 @@ fn second_node_joins_through_the_first() {
     assert_eq!(out[0], Output::Event(Event::Joined));
     for (i, dir) in [(0, Dir::Cw), (1, Dir::Ccw)] {
         match &sends(&out)[i] {
-            (10, Message::Stabilize { dir: d, me, list }) => {
+            (
+                10,
+                Message::Stabilize {
+                    dir: d, me, list, ..
+                },
+            ) => {
                 assert_eq!(*d, dir);
                 // B's record goes in full once; the second message only names B.
                 assert_eq!(me.id, T(20));
@@ -506,20 +512,27 @@ fn unsigned_contacts_never_enter_the_lists() {
 }
 
 /// A node takes a lookup answer only for a request in flight, for that key, signed by a node
-/// whose claim agrees with what it knows.
+/// whose proof of responsibility (its predecessor's signed word) covers the key and agrees
+/// with what the asker knows.
 #[test]
 fn lookup_answers_are_checked() {
     let mut nodes = ring_of(&[10, 20, 30, 40, 50, 60, 70]);
-    let now = Time::from_secs(10);
+    let now = Time::from_secs(100);
     let a = &mut nodes[0];
     let key = RingId(45 << 120);
     let req = a.lookup(now, key).unwrap();
     drain(a);
-    let answer = |by: u8, req: u64, key: RingId, pred: u8| {
+    // `signer` signs, as `pred`, that `succ` follows it, at `at`.
+    let proof = |signer: u8, pred: u8, succ: u8, at: Time| {
+        let mut adj = Adjacency::sign(&StandIn(T(signer)), T(succ), at);
+        adj.pred = T(pred);
+        adj
+    };
+    let answer = |by: u8, req: u64, key: RingId, pred: Option<Adjacency<T>>| {
         let body = Body::Answer {
             req,
             asker: T(10),
-            pred: Some(T(pred).ring_id()),
+            pred,
             hops: 2,
         };
         Message::Answer(Answer {
@@ -527,28 +540,89 @@ fn lookup_answers_are_checked() {
             sealed: sealed(by, by, now, key, body),
         })
     };
+    let good = || Some(proof(40, 40, 50, now));
     let done = |out: &[Output<T>]| {
         out.iter().find_map(|o| match o {
             Output::Event(Event::LookupDone { result, .. }) => Some(*result),
             _ => None,
         })
     };
-    // Unasked, for another key, signed by someone else, or by a node that is not responsible
-    // (10 knows 50 lies between the key and 70): refused.
-    a.handle_message(now, T(70), answer(70, req ^ 1, key, 40));
-    a.handle_message(now, T(70), answer(70, req, RingId(44 << 120), 40));
-    a.handle_message(now, T(70), answer(70, req, key, 65));
-    let mut forged = answer(70, req, key, 40);
+    let refused: Vec<Message<T>> = vec![
+        // Unasked, or for another key.
+        answer(50, req ^ 1, key, good()),
+        answer(50, req, RingId(44 << 120), good()),
+        // 40 vouches for 70, but 10 knows 60 lies between them.
+        answer(70, req, key, Some(proof(40, 40, 70, now))),
+        // No proof, and 50 is not in 10's lists; a proof that names another node; a proof
+        // signed by 30 in 40's name; one too old or from the future; a node vouching for itself.
+        answer(50, req, key, None),
+        answer(50, req, key, Some(proof(40, 40, 55, now))),
+        answer(50, req, key, Some(proof(30, 40, 50, now))),
+        answer(50, req, key, Some(proof(40, 40, 50, Time::from_secs(5)))),
+        answer(50, req, key, Some(proof(40, 40, 50, Time::from_secs(200)))),
+        answer(50, req, key, Some(proof(50, 50, 50, now))),
+    ];
+    let n_refused = refused.len() as u64;
+    for m in refused {
+        a.handle_message(now, T(70), m);
+    }
+    let mut forged = answer(70, req, key, Some(proof(60, 60, 70, now)));
     if let Message::Answer(x) = &mut forged {
         x.sealed.env.origin.id = T(50);
     }
     a.handle_message(now, T(70), forged);
     assert_eq!(done(&drain(a)), None);
-    assert_eq!(a.stats().bad_answers, 3);
+    assert_eq!(a.stats().bad_answers, n_refused);
     assert_eq!(a.stats().forged, 1);
-    // The responsible node's signed answer is taken, wherever it came from.
-    a.handle_message(now, T(70), answer(50, req, key, 40));
+    // The responsible node's signed answer with a recent proof is taken, wherever it came from.
+    a.handle_message(now, T(70), answer(50, req, key, good()));
     assert_eq!(done(&drain(a)), Some(Ok((T(50), 2))));
+}
+
+/// A node keeps the word its predecessor signs in its clockwise stabilisation and puts it
+/// into its answers; a word signed by anyone else, or naming another node, is counted as
+/// forged and never used.
+#[test]
+fn answers_carry_the_predecessors_word() {
+    let mut nodes = ring_of(&[10, 20, 30, 40, 50, 60, 70]);
+    let now = Time::from_secs(10);
+    let r = &mut nodes[4];
+    let stab = |follows: Adjacency<T>| {
+        let mut m = stabilize(40, Dir::Cw, signed(&[30, 20], now), now);
+        if let Message::Stabilize { follows: f, .. } = &mut m {
+            *f = Some(follows);
+        }
+        m
+    };
+    let mut by_30 = Adjacency::sign(&StandIn(T(30)), T(50), now);
+    by_30.pred = T(40);
+    r.handle_message(now, T(40), stab(by_30));
+    r.handle_message(
+        now,
+        T(40),
+        stab(Adjacency::sign(&StandIn(T(40)), T(60), now)),
+    );
+    assert_eq!(r.stats().forged, 2);
+    let ask = |r: &mut Node<T>| {
+        let request = Message::Routed(Routed {
+            hops: 2,
+            trail: vec![T(20), T(30)],
+            sealed: sealed(10, 10, now, RingId(45 << 120), Body::Lookup),
+        });
+        drain(r);
+        r.handle_message(now, T(30), request);
+        match &sends(&drain(r))[..] {
+            [(30, Message::Answer(a))] => match &a.sealed.env.body {
+                Body::Answer { pred, .. } => pred.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(ask(r), None);
+    let word = Adjacency::sign(&StandIn(T(40)), T(50), now);
+    r.handle_message(now, T(40), stab(word.clone()));
+    assert_eq!(ask(r), Some(word));
 }
 
 /// The responsible node answers over connections that exist: back along the request's trail
@@ -627,6 +701,7 @@ fn an_isolated_node_rejoins() {
 fn steered_lookups_take_only_signed_answers_to_their_queries() {
     let steered = Config {
         lookup_mode: p2ps_overlay::LookupMode::Steered,
+        steer_parallelism: 2,
         ..cfg()
     };
     let ring = p2ps_overlay::sim::ideal::Ring::new(
@@ -725,4 +800,66 @@ fn records_of_new_nodes_are_rate_limited_per_peer() {
     // Another peer has a budget of its own.
     a.handle_message(now, T(40), stabilize(40, Dir::Ccw, flood.clone(), now));
     assert_eq!(learnt(a), 121);
+}
+
+/// A steered lookup judges answers from near the key: one that names too few nodes around it
+/// (a hostile node hiding the others) makes its sender and the nodes it named suspect, and
+/// they are never asked; the lookup backs off to other nodes, and a dense answer settles it.
+#[test]
+fn steered_lookups_see_through_sparse_answers() {
+    let steered = Config {
+        lookup_mode: p2ps_overlay::LookupMode::Steered,
+        ..cfg()
+    };
+    // Twenty nodes, 10 apart; node 10 knows 20, 30, 200, 190 and 60. The key 145 belongs to
+    // 150.
+    let ring =
+        p2ps_overlay::sim::ideal::Ring::new((1..=20u8).map(|m| Peer::new(T(m * 10))).collect());
+    let table = ring.ideal_table(0, steered.strategy, 2);
+    let mut a = Node::from_table(StandIn(T(10)), steered, table, Time::ZERO);
+    let now = Time::from_secs(10);
+    let key = RingId(145 << 120);
+    let req = a.lookup(now, key).unwrap();
+    let mut asked = Vec::new();
+    let next = |a: &mut Node<T>, asked: &mut Vec<u8>| {
+        let out = drain(a);
+        let q = sends(&out).into_iter().find_map(|(to, m)| match m {
+            Message::FindNear { req, .. } => Some((to, req)),
+            _ => None,
+        });
+        if let Some((to, _)) = q {
+            asked.push(to);
+        }
+        (q, out)
+    };
+    let answer = |a: &mut Node<T>, (to, q): (u8, u64), named: &[u8]| {
+        a.handle_message(
+            now,
+            T(to),
+            Message::Near {
+                req: q,
+                nodes: signed(named, now),
+            },
+        );
+    };
+    // 190 is far from the key (it names nodes between itself and the key): not judged.
+    let (q, _) = next(&mut a, &mut asked);
+    answer(&mut a, q.unwrap(), &[160, 110]);
+    // 160, right after the key, hides 150 and everything near and names 170 and 240: sparse.
+    // Nearer to the key than 110, 170 would be asked next if 160 were believed.
+    let (q, _) = next(&mut a, &mut asked);
+    answer(&mut a, q.unwrap(), &[170, 240]);
+    // The lookup backs off to 110, which points at 140, which names the neighbourhood.
+    let (q, _) = next(&mut a, &mut asked);
+    answer(&mut a, q.unwrap(), &[120, 130, 140, 150]);
+    let (q, _) = next(&mut a, &mut asked);
+    answer(&mut a, q.unwrap(), &[150, 130, 160]);
+    let (q, out) = next(&mut a, &mut asked);
+    assert_eq!(q, None);
+    assert_eq!(asked, vec![190, 160, 110, 140]);
+    let done = out.iter().find_map(|o| match o {
+        Output::Event(Event::LookupDone { req: r, result, .. }) if *r == req => Some(*result),
+        _ => None,
+    });
+    assert_eq!(done, Some(Ok((T(150), 4))));
 }

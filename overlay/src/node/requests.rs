@@ -6,14 +6,19 @@
 //! its predecessor (what makes it responsible). The answer goes back over connections that
 //! already exist: straight to the asker if the responder is connected to it, otherwise back
 //! along the trail of nodes that forwarded the request; a cold lookup so costs no handshake.
+//! The answer carries the responder's proof of responsibility: its predecessor's signed word
+//! that the responder follows it ([`Adjacency`], sent with every clockwise stabilisation).
 //! The asker takes an answer only for a request it has in flight, for that request's key, from
-//! a responder whose claim agrees with what the asker knows: a neighbour of the asker that lies
-//! between the key and the responder proves the answer wrong.
+//! a responder whose proof covers the key and agrees with what the asker knows: a neighbour of
+//! the asker that lies between the predecessor and the responder proves the answer wrong. An
+//! answer without a proof (a responder alone, or just joined) is believed only where the
+//! asker's own lists name the responder as responsible.
 
 use super::{Event, LookupError, Node, Output, PendingLookup, Purpose};
+use crate::adjacency::Adjacency;
 use crate::message::{Answer, Body, Envelope, Message, Routed, Sealed};
 use crate::peer::PeerId;
-use crate::ring::RingId;
+use crate::ring::{Dir, RingId};
 use crate::time::Time;
 use sha2::{Digest, Sha256};
 
@@ -81,7 +86,7 @@ impl<P: PeerId> Node<P> {
             body: Body::Answer {
                 req: r.sealed.env.seq,
                 asker,
-                pred: self.table.predecessor().map(|p| p.pos),
+                pred: self.proof_of_responsibility(),
                 hops: r.hops,
             },
         };
@@ -146,7 +151,7 @@ impl<P: PeerId> Node<P> {
         };
         let responder = env.origin.peer();
         let key = env.key;
-        if pending.key != key || !self.plausibly_responsible(responder.pos, pred, key) {
+        if pending.key != key || !self.plausibly_responsible(responder.id, pred.as_ref(), key) {
             self.stats.bad_answers += 1;
             return;
         }
@@ -172,25 +177,110 @@ impl<P: PeerId> Node<P> {
         }
     }
 
-    /// Whether a node at `pos` whose predecessor is at `pred` may be responsible for `key`: the
-    /// key lies in `(pred, pos]`, and no node of this node's neighbour lists (itself included)
-    /// lies between the key and `pos`, where it would be responsible instead. Fingers are not
-    /// used as evidence here: one may be dead without this node knowing yet, and it would then
-    /// refuse every true answer.
-    fn plausibly_responsible(&self, pos: RingId, pred: Option<RingId>, key: RingId) -> bool {
-        if let Some(pred) = pred {
-            if !key.in_open_closed(pred, pos) {
-                return false;
+    /// Whether `responder` may be responsible for `key`, given its proof `pred`.
+    ///
+    /// With a proof: the predecessor signed it recently for this responder, the key lies
+    /// between the two, and no node of this node's neighbour lists (itself included) lies
+    /// strictly between them, where it would be responsible instead. Without one: only if
+    /// this node's own lists say so (the responder is in them and the entry before it, or this
+    /// node, lies before the key). Fingers are not used as evidence here: one may be dead
+    /// without this node knowing yet, and it would then refuse every true answer.
+    fn plausibly_responsible(
+        &self,
+        responder: P,
+        pred: Option<&Adjacency<P>>,
+        key: RingId,
+    ) -> bool {
+        if responder == self.me.id {
+            return self.table.is_responsible(key);
+        }
+        let pos = responder.ring_id();
+        let known = || {
+            self.table
+                .successors()
+                .iter()
+                .chain(self.table.predecessors())
+                .chain(std::iter::once(&self.me))
+        };
+        let Some(a) = pred else {
+            return self.lists_name_responsible(responder, key);
+        };
+        let fresh = a.is_fresh(self.now, self.cfg.adjacency_ttl, self.cfg.max_clock_skew);
+        if a.succ != responder || !a.covers(key) || !fresh || !a.verify() {
+            return false;
+        }
+        let from = a.pred.ring_id();
+        let span = from.cw_to(pos);
+        !known().any(|p| p.id != a.pred && p.id != responder && from.cw_to(p.pos) < span)
+    }
+
+    /// Whether this node's own lists name `responder` as responsible for `key`: it is in a
+    /// list and its neighbour there towards this node (or this node) lies before the key.
+    fn lists_name_responsible(&self, responder: P, key: RingId) -> bool {
+        let mut prev = self.me.pos;
+        for s in self.table.successors() {
+            if key.in_open_closed(prev, s.pos) {
+                return s.id == responder;
+            }
+            prev = s.pos;
+        }
+        let preds = self.table.predecessors();
+        for (i, p) in preds.iter().enumerate() {
+            if p.id == responder {
+                return preds
+                    .get(i + 1)
+                    .is_some_and(|before| key.in_open_closed(before.pos, p.pos));
             }
         }
-        let d = key.cw_to(pos);
-        !self
-            .table
-            .successors()
-            .iter()
-            .chain(self.table.predecessors())
-            .chain(std::iter::once(&self.me))
-            .any(|p| key.cw_to(p.pos) < d)
+        false
+    }
+
+    /// This node's proof that it is responsible for the keys after its predecessor: the word
+    /// its current predecessor signed, if recent.
+    fn proof_of_responsibility(&self) -> Option<Adjacency<P>> {
+        let pred = self.table.predecessor()?;
+        self.adjacency_in
+            .as_ref()
+            .filter(|a| {
+                a.pred == pred.id
+                    && a.is_fresh(self.now, self.cfg.adjacency_ttl, std::time::Duration::ZERO)
+            })
+            .cloned()
+    }
+
+    /// This node's signed word that `succ`, its first successor, follows it: the one made
+    /// last if it names `succ` and is recent enough, else a new one.
+    pub(super) fn adjacency_for(&mut self, succ: P) -> Adjacency<P> {
+        if let Some(a) = &self.adjacency_out {
+            if a.succ == succ && self.now.since(a.issued) < self.cfg.adjacency_ttl / 4 {
+                return a.clone();
+            }
+        }
+        let a = Adjacency::sign(&*self.signer, succ, self.now);
+        self.adjacency_out = Some(a.clone());
+        a
+    }
+
+    /// A neighbour's stabilisation in direction `dir` carried its word that this node follows
+    /// it: kept (once checked) if it is this node's predecessor's, names this node, and is
+    /// recent.
+    pub(super) fn take_adjacency(&mut self, from: P, dir: Dir, a: Adjacency<P>) {
+        if dir != Dir::Cw || a.pred != from || a.succ != self.me.id {
+            self.stats.forged += 1;
+            return;
+        }
+        if self.adjacency_in.as_ref() == Some(&a) {
+            return;
+        }
+        if !a.is_fresh(self.now, self.cfg.adjacency_ttl, self.cfg.max_clock_skew) {
+            self.stats.stale += 1;
+            return;
+        }
+        if !a.verify() {
+            self.stats.forged += 1;
+            return;
+        }
+        self.adjacency_in = Some(a);
     }
 
     /// A request's answer is late: send it again, or give up after every attempt.

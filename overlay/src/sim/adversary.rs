@@ -12,7 +12,9 @@
 //!   pass back, are dropped;
 //! - **answer with itself**: a routed lookup or finger probe that wants an answer and reaches a
 //!   hostile node (as forwarder or destination) is answered at once, straight to the asker,
-//!   with an answer signed by the hostile node that claims a predecessor just before the key;
+//!   with an answer signed by the hostile node, whose proof of responsibility is signed by the
+//!   hostile node nearest before the key (the asker refuses it unless the key lies between
+//!   the two and its own lists show nothing there);
 //! - **lie in lists**: the lists of its stabilisation messages, stabilisation replies and join
 //!   replies name only other hostile nodes (signed records), the ones nearest to the receiver
 //!   in the list's direction;
@@ -26,6 +28,7 @@
 
 use super::engine::{SimConfig, Simulator};
 use super::SimId;
+use crate::adjacency::Adjacency;
 use crate::config::{Config, LookupMode};
 use crate::message::{Answer, Body, Envelope, Message, Sealed};
 use crate::peer::{Contact, PeerId};
@@ -283,6 +286,13 @@ impl Adversary {
                 }
                 let asker = r.origin();
                 let key = r.key();
+                // The best proof colluders can make: the hostile node nearest before the key
+                // vouches that the answering node follows it.
+                let pred = self
+                    .nearest_dir(key, Dir::Ccw, 1, &[at])
+                    .first()
+                    .copied()
+                    .unwrap_or(at);
                 let env = Envelope {
                     origin: record(at, now),
                     seq: self.rng.next_u64().max(1),
@@ -291,7 +301,7 @@ impl Adversary {
                     body: Body::Answer {
                         req: r.sealed.env.seq,
                         asker,
-                        pred: Some(key.minus(1)),
+                        pred: Some(Adjacency::sign(&StandIn(pred), at, now)),
                         hops: r.hops,
                     },
                 };
@@ -308,7 +318,7 @@ impl Adversary {
                 self.stats.lied_near += 1;
                 let mut nodes = vec![record(at, now)];
                 nodes.extend(
-                    self.nearest_key(*key, self.list_len, at)
+                    self.nearest_key(*key, 2 * self.list_len, at)
                         .into_iter()
                         .map(|c| record(c, now)),
                 );
@@ -345,11 +355,21 @@ impl Adversary {
                 self.stats.dropped_answers += 1;
                 return None;
             }
-            Message::Stabilize { dir, me: rec, .. } if lie => {
+            Message::Stabilize {
+                dir,
+                me: rec,
+                follows,
+                ..
+            } if lie => {
                 self.stats.lied_lists += 1;
                 // The receiver merges the list into its own on the side opposite to `dir`.
                 let list = self.colluders(to.ring_id(), dir.opposite(), &[me, to], now);
-                Message::Stabilize { dir, me: rec, list }
+                Message::Stabilize {
+                    dir,
+                    me: rec,
+                    list,
+                    follows,
+                }
             }
             Message::StabilizeReply { dir, me: rec, .. } if lie => {
                 self.stats.lied_lists += 1;
