@@ -31,7 +31,7 @@
 use crate::{responsible, NodeProc};
 use p2ps::wire::Wire;
 use p2ps::{Identity, KeySigner, NodeId, OverlayId, RingId, Status};
-use p2ps_overlay::{Body, Class, Contact, Dir, Envelope, Message, Sealed, Time};
+use p2ps_overlay::{Adjacency, Body, Class, Contact, Dir, Envelope, Message, Sealed, Signer, Time};
 use p2ps_transport::{Event, SigningKey, StreamClass, Transport, TransportConfig};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
@@ -775,6 +775,22 @@ pub fn true_list(ring: &[NodeId], id: NodeId, dir: Dir, n: usize) -> Vec<NodeId>
     others
 }
 
+/// A proof of responsibility for `key` forged by `signer`: its own signature over "`signer`
+/// follows the key's true predecessor in `ring`", in that predecessor's name. Receivers must
+/// refuse it (the signature is not the predecessor's).
+pub fn forged_word(signer: &KeySigner, ring: &[NodeId], key: RingId) -> Adjacency<OverlayId> {
+    let me = signer.id();
+    let before = ring
+        .iter()
+        .filter(|id| p2ps::id::ring_id_of(id) != key)
+        .min_by_key(|id| p2ps::id::ring_id_of(id).cw_to(key))
+        .copied()
+        .unwrap_or(me.0);
+    let mut word = Adjacency::sign(signer, me, p2ps::wall_clock());
+    word.pred = OverlayId(before);
+    word
+}
+
 /// Short ids, for messages.
 pub fn shorts(ids: &[NodeId]) -> String {
     let v: Vec<String> = ids.iter().map(|i| i.short().to_string()).collect();
@@ -837,8 +853,20 @@ pub fn wait_ring_quietly(
     ring: &[NodeId],
     timeout: Duration,
 ) -> Result<Duration, Vec<String>> {
+    wait_ring_watching(nodes, ring, timeout, || {})
+}
+
+/// [`wait_ring_quietly`], calling `on_poll` before each look at the ring (every 200 ms, at most
+/// `timeout / 200 ms + 1` times), to note what the nodes show meanwhile.
+pub fn wait_ring_watching(
+    nodes: &[&NodeProc],
+    ring: &[NodeId],
+    timeout: Duration,
+    mut on_poll: impl FnMut(),
+) -> Result<Duration, Vec<String>> {
     let start = Instant::now();
     loop {
+        on_poll();
         let errs = ring_errors(nodes, ring);
         if errs.is_empty() {
             return Ok(start.elapsed());

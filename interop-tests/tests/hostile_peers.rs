@@ -20,9 +20,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use p2ps_interop_tests::hostile::{
-    address_of, bare, counters_of, entries_naming, fakes_beside, forge, freeze, grind_identity,
-    mis_signed, ring_errors, ring_order, shorts, tally_lookups, tally_lookups_in, thaw, true_list,
-    try_status, wait_ring_quietly, Blackhole, DeadNodes, Hostile, Msg, Record, SprayLimits, Tally,
+    address_of, bare, counters_of, entries_naming, fakes_beside, forge, forged_word, freeze,
+    grind_identity, mis_signed, ring_errors, ring_order, shorts, tally_lookups, tally_lookups_in,
+    thaw, true_list, try_status, wait_ring_quietly, wait_ring_watching, Blackhole, DeadNodes,
+    Hostile, Msg, Record, SprayLimits, Tally,
 };
 use p2ps_interop_tests::p2ps::status::Counters;
 use p2ps_interop_tests::p2ps::{self, group_key, wall_clock, NodeId, OverlayId, RingId};
@@ -343,11 +344,9 @@ fn fake_contacts_in_leave_stabilize_join_do_not_split_the_ring() {
     h.shutdown();
     let gone = Instant::now();
     // Wait (at most 20 s) for the exact ring, noting the nodes that are not `joined`.
-    let mut healed = Err(Vec::new());
     let mut not_joined: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut polls = 0;
-    while gone.elapsed() < Duration::from_secs(20) && polls < 200 {
-        polls += 1;
+    let refs = net.refs();
+    let healed = wait_ring_watching(&refs, &net.ids, Duration::from_secs(20), || {
         for n in &net.nodes {
             if let Ok(s) = try_status(n) {
                 if s.state != "joined" {
@@ -358,14 +357,7 @@ fn fake_contacts_in_leave_stabilize_join_do_not_split_the_ring() {
                 }
             }
         }
-        let errs = ring_errors(&net.refs(), &net.ids);
-        if errs.is_empty() {
-            healed = Ok(gone.elapsed());
-            break;
-        }
-        healed = Err(errs);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     watch(&mut fakes_seen);
     let after = net.tally(20);
     let c2 = net.counters();
@@ -475,17 +467,7 @@ fn sprayed_and_false_answers_do_not_answer_lookups() {
         let honest_word = given.lock().ok().and_then(|g| g.clone());
         let pred = match honest_word {
             Some(word) if rand::random::<bool>() => word,
-            _ => {
-                let before = members
-                    .iter()
-                    .filter(|id| pos(id) != key)
-                    .min_by_key(|id| pos(id).cw_to(key))
-                    .copied()
-                    .unwrap_or(attacker);
-                let mut word = Adjacency::sign(&*signer, OverlayId(attacker), wall_clock());
-                word.pred = OverlayId(before);
-                word
-            }
+            _ => forged_word(&signer, &members, key),
         };
         Message::Answer(Answer {
             trail: Vec::new(),
@@ -1103,22 +1085,12 @@ fn a_ground_neighbour_cannot_fill_a_victims_lists_with_fakes() {
         trust_moves(&c0, &c1)
     ));
     h.shutdown();
-    let gone = Instant::now();
-    let mut healed = Err(Vec::new());
-    let mut polls = 0;
-    while gone.elapsed() < Duration::from_secs(20) && polls < 200 {
-        polls += 1;
-        for (n, ids) in entries_naming(&net.refs(), &fake_set, true) {
+    let refs = net.refs();
+    let healed = wait_ring_watching(&refs, &net.ids, Duration::from_secs(20), || {
+        for (n, ids) in entries_naming(&refs, &fake_set, true) {
             seen.entry(n).or_default().extend(ids);
         }
-        let errs = ring_errors(&net.refs(), &net.ids);
-        if errs.is_empty() {
-            healed = Ok(gone.elapsed());
-            break;
-        }
-        healed = Err(errs);
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    });
     let after = net.tally(20);
     net.say(&format!(
         "ring {}; lookups after: {}",
@@ -1251,17 +1223,7 @@ fn unsolicited_finger_answers_and_notifies_do_not_set_fingers() {
     let word_signer = signer.clone();
     // Its proof of responsibility: a word it signs itself in the name of the key's true
     // predecessor (it has no honest one for these keys).
-    let word = move |key: RingId| {
-        let before = members
-            .iter()
-            .filter(|id| pos(id) != key)
-            .min_by_key(|id| pos(id).cw_to(key))
-            .copied()
-            .unwrap_or(attacker);
-        let mut w = Adjacency::sign(&*word_signer, OverlayId(attacker), wall_clock());
-        w.pred = OverlayId(before);
-        w
-    };
+    let word = move |key: RingId| forged_word(&word_signer, &members, key);
     let lie = move |req: u64, asker: NodeId, key: RingId| {
         Message::Answer(Answer {
             trail: Vec::new(),
