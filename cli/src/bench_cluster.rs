@@ -130,6 +130,9 @@ struct Report {
     upkeep_udp_bytes_per_node_per_sec: f64,
     upkeep_target_bytes: f64,
     upkeep_pass: bool,
+    /// Connections dialled by all nodes during the idle window (each costs a handshake and
+    /// QUIC's path MTU probes, about 15 KB of UDP on loopback, counted in the upkeep).
+    upkeep_dialed: u64,
     connections_per_node: f64,
     fingers_per_node: f64,
     rtt_quic_median_ms: f64,
@@ -198,10 +201,19 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
     let n = args.nodes;
     let mut rng = Rng::new(args.seed);
     let ov = p2ps_overlay::Config::default();
+    let defaults = NodeConfig::new(
+        Identity::generate().context("generating a node key")?,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
     let settings = format!(
         "default settings: overlay stabilize {:?}, stabilize timeout {:?}, finger refresh {:?}, \
-         list length {}; QUIC idle timeout 5 s, keep-alive 1 s",
-        ov.stabilize_interval, ov.stabilize_timeout, ov.finger_refresh_period, ov.list_len
+         list length {}; QUIC idle timeout {:?}, keep-alive {:?} (from the dialing side)",
+        ov.stabilize_interval,
+        ov.stabilize_timeout,
+        ov.finger_refresh_period,
+        ov.list_len,
+        defaults.idle_timeout,
+        defaults.keep_alive
     );
     p.say(format!(
         "p2ps bench cluster: {n} nodes on 127.0.0.1 in one process ({settings})"
@@ -272,6 +284,7 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
     // --- Idle upkeep --------------------------------------------------------------------
     // Meanwhile, watch (locally, no traffic) for every list to become exact.
     let before = totals(nodes).await?;
+    let idle_d0 = dials(nodes).await?;
     let t_idle = Instant::now();
     let idle_for = Duration::from_secs(args.idle_secs);
     p.say(format!(
@@ -292,6 +305,7 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
     }
     tokio::time::sleep(idle_for.saturating_sub(t_idle.elapsed())).await;
     let after = totals(nodes).await?;
+    let idle_dials = dials(nodes).await?.saturating_sub(idle_d0);
     let idle = t_idle.elapsed().as_secs_f64();
     let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / n as f64 / idle;
     let upkeep = per(after.bytes, before.bytes);
@@ -300,7 +314,8 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
     let upkeep_udp = per(after.udp_bytes, before.udp_bytes);
     p.say(format!(
         "upkeep {upkeep:.0} B/s per node ({upkeep_routing:.0} B/s on the routing class, \
-         {upkeep_msgs:.2} frames/s; {upkeep_udp:.0} B/s of UDP)"
+         {upkeep_msgs:.2} frames/s; {upkeep_udp:.0} B/s of UDP); {idle_dials} connections \
+         dialled meanwhile"
     ));
     // --- One-hop round trips -------------------------------------------------------------
     let (rtts, conns, fingers) = rtt_sample(nodes).await?;
@@ -449,6 +464,7 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
         upkeep_udp_bytes_per_node_per_sec: upkeep_udp,
         upkeep_target_bytes: UPKEEP_TARGET,
         upkeep_pass: upkeep_udp <= UPKEEP_TARGET,
+        upkeep_dialed: idle_dials,
         connections_per_node: conns as f64 / n as f64,
         fingers_per_node: fingers as f64 / n as f64,
         rtt_quic_median_ms: rtt_ms,
@@ -755,6 +771,7 @@ fn report_rows(r: &Report) -> Vec<Row> {
             format!("<= {:.0} B/s", r.upkeep_target_bytes), verdict(r.upkeep_pass)),
         info("  of which frames (B/s, frames/s)", format!("{:.0}, {:.2}",
             r.upkeep_bytes_per_node_per_sec, r.upkeep_messages_per_node_per_sec)),
+        info("  connections dialled while idle (all nodes)", format!("{}", r.upkeep_dialed)),
         info("connections per node (after formation)", format!("{:.1}", r.connections_per_node)),
         info("fingers per node (after formation)", format!("{:.1}", r.fingers_per_node)),
         info("broadcast: last node reached, p50 (max)",

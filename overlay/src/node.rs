@@ -254,6 +254,8 @@ struct Timers {
 }
 
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
+/// Least time between two stabilisation rounds brought forward by a new first neighbour.
+const STABILIZE_GAP: Duration = Duration::from_millis(100);
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// Peers at once whose link the driver is still setting up.
 const MAX_PENDING_LINKS: usize = 1024;
@@ -323,6 +325,16 @@ pub struct Node<P: PeerId> {
     new_records: BTreeMap<P, (Time, u32)>,
     /// Liveness checks in flight: query id -> (peer, deadline).
     checks: BTreeMap<u64, (P, Time)>,
+    /// The table generation whose members all have a link or a check under way (`None`:
+    /// look again).
+    linked_gen: Option<u64>,
+    /// The first neighbour each way (successor, predecessor) at the last stabilisation, and
+    /// when it ran: a new first neighbour brings the next round forward (see
+    /// `hurry_stabilize`).
+    stabilized: ([Option<P>; 2], Time),
+    /// Peers linked because they are in the table: once out of it and silent for a
+    /// stabilisation timeout, their link is closed (see `close_idle_links`).
+    table_links: BTreeSet<P>,
     /// The `now` of the latest input, for code paths reached without one.
     now: Time,
 }
@@ -376,6 +388,9 @@ impl<P: PeerId> Node<P> {
             adjacency_out: None,
             new_records: BTreeMap::new(),
             checks: BTreeMap::new(),
+            linked_gen: None,
+            stabilized: ([None, None], Time::ZERO),
+            table_links: BTreeSet::new(),
             now: Time::ZERO,
             cfg,
         }
@@ -398,6 +413,12 @@ impl<P: PeerId> Node<P> {
         node.now = now;
         node.resign_record(now);
         node.table = table;
+        // A node of a known ring has talked to the members of its table.
+        for p in node.table.distinct_peers() {
+            node.links.insert(p, now);
+            node.table_links.insert(p);
+        }
+        node.linked_gen = Some(node.table.generation());
         node.become_joined(now);
         node.out.clear();
         node.lists_dirty = true;
@@ -686,7 +707,21 @@ impl<P: PeerId> Node<P> {
         }
         self.peer_failed(now, peer);
         self.links.remove(&peer);
+        self.table_links.remove(&peer);
         self.emit_neighbour_events();
+        self.link_table();
+    }
+
+    /// The connection to `peer` was closed on purpose, by this node or by the peer, because
+    /// one side no longer needed it (not a crash, not a leave). The peer is not taken for
+    /// failed. If it is still in the table at the next stabilisation round, that round links
+    /// it again (while a ring forms, the peer that closed is often right that neither needs
+    /// the other any more: this node's entry is about to go too).
+    pub fn handle_link_closed(&mut self, now: Time, peer: P) {
+        self.now = self.now.max(now);
+        self.pending_links.remove(&peer);
+        self.links.remove(&peer);
+        self.table_links.remove(&peer);
     }
 
     /// A message `msg` arrived from `from` (the authenticated sender). What it carries on
@@ -771,7 +806,9 @@ impl<P: PeerId> Node<P> {
             Message::GroupPrune { group } => self.on_group_prune(from, group),
             Message::GroupCast { hops, sealed } => self.on_group_cast(now, from, hops, sealed),
         }
+        self.hurry_stabilize(now);
         self.emit_neighbour_events();
+        self.link_table();
     }
 
     /// Checks the envelope a message carries for its origin: signed by the origin, recent,
@@ -871,6 +908,7 @@ impl<P: PeerId> Node<P> {
             self.check_timeouts(now);
         }
         self.emit_neighbour_events();
+        self.link_table();
     }
 
     // ----- joining -----
@@ -983,8 +1021,34 @@ impl<P: PeerId> Node<P> {
 
     // ----- ring upkeep -----
 
+    /// A message gave this node a new first neighbour: the next round runs soon (at most one
+    /// per `STABILIZE_GAP`), not a whole period later, so that the two exchange their lists at
+    /// once. While a ring forms or after a join, the lists so become exact a round trip after
+    /// the first neighbours, and the links to their members open then rather than later.
+    fn hurry_stabilize(&mut self, now: Time) {
+        if self.state != State::Joined {
+            return;
+        }
+        let firsts = [self.table.successor(), self.table.predecessor()].map(|p| p.map(|p| p.id));
+        if firsts == self.stabilized.0 {
+            return;
+        }
+        let soon = (self.stabilized.1 + STABILIZE_GAP).max(now);
+        if self.timers.stabilize.is_some_and(|t| t > soon) {
+            self.timers.stabilize = Some(soon);
+        }
+    }
+
     fn stabilize(&mut self, now: Time) {
         self.timers.stabilize = Some(now + self.jitter(self.cfg.stabilize_interval));
+        self.stabilized = (
+            [self.table.successor(), self.table.predecessor()].map(|p| p.map(|p| p.id)),
+            now,
+        );
+        // Members whose link closed since, or that waited for room among the checks in flight,
+        // are linked now.
+        self.linked_gen = None;
+        self.close_idle_links(now);
         for dir in Dir::BOTH {
             let Some(n) = self.table.list(dir).first().copied() else {
                 continue;
@@ -1116,6 +1180,7 @@ impl<P: PeerId> Node<P> {
 
     fn on_leave(&mut self, now: Time, from: P, succs: Vec<Contact<P>>, preds: Vec<Contact<P>>) {
         self.links.remove(&from);
+        self.table_links.remove(&from);
         self.bury(now, from);
         let (change, emptied) = self.table.remove(&from);
         self.note_lists(change);
@@ -1497,19 +1562,9 @@ impl<P: PeerId> Node<P> {
         self.timers.housekeeping = Some(now + HOUSEKEEPING);
         self.tombstones.retain(|_, t| *t > now);
         self.seen.expire(now);
-        let idle = self.cfg.link_idle;
-        let stale: Vec<P> = self
-            .links
-            .iter()
-            .filter(|(p, t)| {
-                now.since(**t) >= idle && !self.table.contains(p) && !self.groups.uses(p)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for p in stale {
-            self.links.remove(&p);
-            self.out.push_back(Output::Disconnect { peer: p });
-        }
+        self.close_idle_links(now);
+        self.table_links
+            .retain(|p| self.links.contains_key(p) || self.table.contains(p));
         let keep: BTreeSet<P> = self
             .table
             .entries()
@@ -1523,6 +1578,34 @@ impl<P: PeerId> Node<P> {
         self.new_records.retain(|p, _| keep.contains(p));
         if now.since(self.record.issued) >= self.cfg.record_ttl / 4 {
             self.resign_record(now);
+        }
+    }
+
+    /// Closes the links this node no longer needs: to a peer outside the table (and no group
+    /// tree) silent for `link_idle`, or, sooner, silent for a stabilisation timeout if the link
+    /// was there for the table (an entry that has left it: keeping its connection would cost
+    /// keep-alives for nothing).
+    fn close_idle_links(&mut self, now: Time) {
+        let idle = self.cfg.link_idle;
+        let left_table = self.cfg.stabilize_timeout;
+        let stale: Vec<P> = self
+            .links
+            .iter()
+            .filter(|(p, t)| {
+                let quiet = now.since(**t);
+                let limit = if self.table_links.contains(p) {
+                    left_table
+                } else {
+                    idle
+                };
+                quiet >= limit && !self.table.contains(p) && !self.groups.uses(p)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            self.links.remove(&p);
+            self.table_links.remove(&p);
+            self.out.push_back(Output::Disconnect { peer: p });
         }
     }
 

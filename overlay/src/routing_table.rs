@@ -34,6 +34,8 @@ pub struct RoutingTable<P> {
     /// `[successors, predecessors]`, each sorted by distance from `me` in its direction.
     lists: [Vec<Peer<P>>; 2],
     fingers: [Slots<P>; 2],
+    /// Bumped by every change of the lists or the fingers.
+    generation: u64,
 }
 
 impl<P: PeerId> RoutingTable<P> {
@@ -55,6 +57,7 @@ impl<P: PeerId> RoutingTable<P> {
                     slots: Vec::new(),
                 },
             ],
+            generation: 0,
         };
         t.rebase_fingers();
         t
@@ -68,6 +71,12 @@ impl<P: PeerId> RoutingTable<P> {
     /// The finger strategy in use.
     pub fn strategy(&self) -> FingerStrategy {
         self.strategy
+    }
+
+    /// A number that changes whenever the lists or the fingers do, so that a caller can tell
+    /// cheaply whether the table's members may have changed since it last looked.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// How many entries each neighbour list keeps at most.
@@ -185,6 +194,7 @@ impl<P: PeerId> RoutingTable<P> {
         match level.checked_sub(s.first).and_then(|i| s.slots.get_mut(i)) {
             Some(slot) if *slot != Some(peer) => {
                 *slot = Some(peer);
+                self.generation += 1;
                 true
             }
             _ => false,
@@ -284,6 +294,7 @@ impl<P: PeerId> RoutingTable<P> {
                 .collect(),
         };
         if !change.is_empty() {
+            self.generation += 1;
             self.rebase_fingers();
         }
         change
@@ -313,6 +324,9 @@ impl<P: PeerId> RoutingTable<P> {
                 }
             }
         }
+        if !emptied.is_empty() {
+            self.generation += 1;
+        }
         (change, emptied)
     }
 
@@ -339,6 +353,9 @@ impl<P: PeerId> RoutingTable<P> {
                     changed += 1;
                 }
             }
+        }
+        if changed > 0 {
+            self.generation += 1;
         }
         changed
     }

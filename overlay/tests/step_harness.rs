@@ -611,8 +611,9 @@ fn answers_carry_the_predecessors_word() {
         });
         drain(r);
         r.handle_message(now, T(30), request);
+        // Straight to the asker or back along the trail, whichever is linked.
         match &sends(&drain(r))[..] {
-            [(30, Message::Answer(a))] => match &a.sealed.env.body {
+            [(10 | 30, Message::Answer(a))] => match &a.sealed.env.body {
                 Body::Answer { pred, .. } => pred.clone(),
                 other => panic!("{other:?}"),
             },
@@ -638,6 +639,8 @@ fn answers_go_back_along_the_trail() {
         sealed: sealed(10, 10, now, RingId(45 << 120), body),
     });
     let r = &mut nodes[4];
+    // 50 holds no connection to the asker (a node of a known ring starts linked to its table).
+    r.handle_link_closed(now, T(10));
     r.handle_message(now, T(30), request);
     match &sends(&drain(r))[..] {
         [(30, Message::Answer(a))] => {
@@ -654,7 +657,9 @@ fn an_isolated_node_rejoins() {
     let mut nodes = ring_of(&[10, 20, 30]);
     let now = Time::from_secs(10);
     let mut a = nodes.remove(0);
-    // 10 learnt 20's and 30's records (as stabilisation hands them out).
+    // 10 has talked only to 20 (a node of a known ring starts linked to its table) and
+    // learnt 20's and 30's records (as stabilisation hands them out).
+    a.handle_link_closed(now, T(30));
     a.handle_message(
         now,
         T(20),
@@ -672,8 +677,14 @@ fn an_isolated_node_rejoins() {
     assert!(out.contains(&Output::Event(Event::Isolated)), "{out:?}");
     assert_eq!(a.state(), State::Rejoining);
     assert!(a.lookup(now, RingId(1)).is_err());
+    // (Losing 20 changed the table, so 30, in it without a link, was asked for a sign of life
+    // before its own link failed.)
     let (to, join) = match &sends(&out)[..] {
-        [(to, m @ Message::Routed(r))] if r.sealed.env.body == Body::Join => (*to, m.clone()),
+        [(30, Message::Ping { .. }), (to, m @ Message::Routed(r))]
+            if r.sealed.env.body == Body::Join =>
+        {
+            (*to, m.clone())
+        }
         other => panic!("{other:?}"),
     };
     // 10 heard only from 20, so its join goes there; 20 had declared 10 dead and, alone with
@@ -862,4 +873,82 @@ fn steered_lookups_see_through_sparse_answers() {
         _ => None,
     });
     assert_eq!(done, Some(Ok((T(150), 4))));
+}
+
+/// Runs `n`'s timers up to `until`, returning everything it output meanwhile.
+fn run_until(n: &mut Node<T>, until: Time) -> Vec<Output<T>> {
+    let mut out = drain(n);
+    while let Some(t) = n.poll_timeout().filter(|t| *t <= until) {
+        n.handle_timeout(t);
+        out.extend(drain(n));
+    }
+    out
+}
+
+#[test]
+fn table_members_are_linked_ahead_of_need_and_links_left_behind_close() {
+    let mut nodes = ring_of(&[10, 20, 30, 40, 50]);
+    let a = &mut nodes[0];
+    let t1 = a.poll_timeout().unwrap();
+    a.handle_timeout(t1);
+    drain(a);
+    assert_eq!(ids(a.table().successors()), vec![20, 30]);
+    assert!(!a.table().contains(&T(25)));
+    // 20's answer names 25, which 10 has never heard from: it takes 30's place in the list and
+    // is asked for a sign of life at once, which makes the driver connect to it.
+    a.handle_message(
+        t1,
+        T(20),
+        Message::StabilizeReply {
+            dir: Dir::Cw,
+            me: signed(&[20], t1).remove(0),
+            back: Some(signed(&[10], t1).remove(0)),
+            list: signed(&[25, 30], t1),
+        },
+    );
+    assert_eq!(ids(a.table().successors()), vec![20, 25]);
+    let nonce = match &sends(&drain(a))[..] {
+        [(25, Message::Ping { nonce })] => *nonce,
+        other => panic!("{other:?}"),
+    };
+    a.handle_message(t1, T(25), Message::Pong { nonce });
+    assert!(drain(a).is_empty(), "a linked member is asked only once");
+    // 30 left the table; its link, there for the table, closes once 30 has been silent for a
+    // stabilisation timeout. 25 answered, so it stays.
+    assert!(!a.table().contains(&T(30)));
+    // (The next round comes within 1.1 stabilisation intervals, before 50, which never
+    // answered, counts as failed.)
+    let out = run_until(a, t1 + Duration::from_millis(2500));
+    let closed: Vec<u8> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Disconnect { peer } => Some(peer.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![30]);
+    assert!(a.table().contains(&T(25)));
+}
+
+#[test]
+fn a_link_closed_on_purpose_is_not_a_crash_and_is_opened_again() {
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    let a = &mut nodes[0];
+    assert_eq!(ids(a.table().successors()), vec![20, 30]);
+    let now = Time::from_secs(1);
+    // The peer closed the connection as no longer needed: 30 stays in the table.
+    a.handle_link_closed(now, T(30));
+    assert!(drain(a).is_empty());
+    assert!(a.table().contains(&T(30)));
+    // The next stabilisation round links it again.
+    let t = a.poll_timeout().unwrap();
+    let out = run_until(a, t);
+    let pinged: Vec<u8> = sends(&out)
+        .into_iter()
+        .filter_map(|(to, m)| matches!(m, Message::Ping { .. }).then_some(to))
+        .collect();
+    assert_eq!(pinged, vec![30]);
+    // A link that failed is a crash.
+    a.handle_link_down(t, T(30));
+    assert!(!a.table().contains(&T(30)));
 }

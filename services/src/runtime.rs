@@ -20,9 +20,9 @@ use p2ps_overlay::{
     Time, Via as OverlayVia,
 };
 use p2ps_transport::{
-    ConnectError, DisconnectReason, Event as TransportEvent, Events, MappingState, NodeId,
-    PathKind, PortMapper, Reachability, ReachabilityStatus, SendError, StreamClass, Transport,
-    TraverseError, TrySendError,
+    CloseCode, ConnectError, DisconnectReason, Event as TransportEvent, Events, MappingState,
+    NodeId, PathKind, PortMapper, Reachability, ReachabilityStatus, SendError, StreamClass,
+    Transport, TraverseError, TrySendError,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -615,7 +615,24 @@ impl Actor {
                 if matches!(reason, DisconnectReason::TimedOut) {
                     self.counters.peers_timed_out += 1;
                 }
-                self.overlay.handle_link_down(now, OverlayId(peer));
+                // A connection either side closed as no longer needed says nothing about
+                // whether the peer lives; everything else (a timeout, an error, a shutdown) is
+                // taken for a crash.
+                let unneeded = matches!(
+                    reason,
+                    DisconnectReason::Local {
+                        code: CloseCode::Normal,
+                        ..
+                    } | DisconnectReason::Remote {
+                        code: CloseCode::Normal,
+                        ..
+                    }
+                );
+                if unneeded {
+                    self.overlay.handle_link_closed(now, OverlayId(peer));
+                } else {
+                    self.overlay.handle_link_down(now, OverlayId(peer));
+                }
             }
             TransportEvent::DialFailed { peer, error } => {
                 debug!(peer = %peer.short(), %error, "dial failed");
@@ -675,6 +692,12 @@ impl Actor {
                 Output::Disconnect { peer } => {
                     if self.nat.relay.as_ref().is_some_and(|(r, _)| *r == peer.0) {
                         // The link to our relay stays open while we are behind a NAT.
+                        continue;
+                    }
+                    if self.transport.dialed(peer.0) == Some(false) {
+                        // A connection belongs to the side that dialed it, which closes it when
+                        // it no longer needs it: the peer may hold us in its table and would
+                        // only dial again.
                         continue;
                     }
                     let t = self.transport.clone();

@@ -25,7 +25,8 @@ pub struct TransportConfig {
     /// `send` waits and `try_send` fails with `QueueFull` beyond it. Each class has its own budget
     /// so user data can never crowd out routing upkeep.
     pub peer_queue_bytes: usize,
-    /// Interval of QUIC keep-alive pings on idle connections. Default 1 s.
+    /// Interval of QUIC keep-alive pings on idle connections, sent by the side that dialed
+    /// (the other side's acknowledgements keep both ends' idle timers fresh). Default 1 s.
     pub keep_alive: Duration,
     /// A connection with no packet from the peer for this long is closed, which is how a crashed
     /// peer is detected. Default 5 s. Must be larger than `keep_alive`.

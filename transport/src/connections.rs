@@ -959,6 +959,10 @@ where
         Some(self.relay.path(remote))
     }
 
+    pub(crate) fn dialed(&self, peer: &NodeId) -> Option<bool> {
+        Some(self.current_connection(peer)?.outbound)
+    }
+
     pub(crate) fn current_connection(&self, peer: &NodeId) -> Option<Arc<ConnCtx>> {
         lock(&self.table)
             .peers

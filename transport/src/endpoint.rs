@@ -98,8 +98,15 @@ where
         let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)
             .map_err(|e| BindError::Tls(rustls::Error::General(e.to_string())))?;
         let quic = Arc::new(quic_transport_config(&config)?);
+        // Keep-alives come from the side that dialed only: its pings keep the accepting side's
+        // idle timer fresh, and the acknowledgements they draw keep the dialer's fresh and any
+        // NAT binding on the accepting side open. Pinging from both ends would double what an
+        // idle connection costs and detect a crash no sooner (either end still times out
+        // `idle_timeout` after the last packet it received).
+        let mut accepted = quic_transport_config(&config)?;
+        accepted.keep_alive_interval(None);
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server_config.transport_config(quic.clone());
+        server_config.transport_config(Arc::new(accepted));
         // The socket under the endpoint also carries relayed circuits (see `relay`).
         let (endpoint, relay) =
             RelayState::bind_endpoint(&config.relay, server_config, config.bind_addr).map_err(
@@ -199,6 +206,13 @@ where
     /// How the current connection to `peer` travels, if connected.
     pub fn path(&self, peer: NodeId) -> Option<PathKind> {
         self.shared.path(&peer)
+    }
+
+    /// Whether the live connection to `peer` is one this node dialed (`Some(false)`: the peer
+    /// dialed it; `None`: no live connection). After a simultaneous dial this is the direction
+    /// of the connection that was kept.
+    pub fn dialed(&self, peer: NodeId) -> Option<bool> {
+        self.shared.dialed(&peer)
     }
 
     /// The relayed circuits this node is an end of, with the limits their relays set.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use p2ps_transport::{
     CloseCode, ConnectError, DisconnectReason, Event, Events, NodeId, SendError, StreamClass,
-    Transport, TrySendError,
+    Transport, TransportConfig, TrySendError,
 };
 
 /// Waits for the next `Connected` event: (peer, remote address, outbound, relay).
@@ -398,4 +398,41 @@ async fn udp_totals_cover_frames_and_survive_disconnects() {
         a.connected_peers().is_empty() && a.stats().udp.bytes_out >= live.udp.bytes_out
     })
     .await;
+}
+
+/// Keep-alives come from the dialing side only; its pings and the other side's
+/// acknowledgements keep an idle connection up at both ends well past the idle timeout, and it
+/// stays the dialer's.
+#[tokio::test]
+async fn an_idle_connection_outlives_the_idle_timeout_on_the_dialers_keep_alives() {
+    let idle = Duration::from_millis(1500);
+    let short = |c: &mut TransportConfig| {
+        c.keep_alive = Duration::from_millis(300);
+        c.idle_timeout = idle;
+    };
+    let (a, mut ea) = common::node_with(short);
+    let (b, mut eb) = common::node_with(short);
+    a.connect(b.node_id(), addr(&b)).await.unwrap();
+    wait_event(&mut eb, "Connected", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    let before = (a.stats().connections_dialed, b.stats().connections_dialed);
+    tokio::time::sleep(idle * 3).await;
+    assert_eq!(a.connected_peers(), vec![b.node_id()]);
+    assert_eq!(b.connected_peers(), vec![a.node_id()]);
+    assert_eq!(
+        (a.dialed(b.node_id()), b.dialed(a.node_id())),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        (a.stats().connections_dialed, b.stats().connections_dialed),
+        before,
+        "the connection was replaced"
+    );
+    for events in [&mut ea, &mut eb] {
+        while let Some(e) = events.try_recv() {
+            assert!(!matches!(e, Event::Disconnected { .. }), "{e:?}");
+        }
+    }
 }

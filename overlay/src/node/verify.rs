@@ -7,8 +7,15 @@
 //! ([`Message::Pong`] answers [`Message::Ping`]): a live node's answer puts it back (any
 //! message from a node offers it to the lists); silence until the stabilisation timeout makes
 //! it count as failed everywhere (fingers too).
+//!
+//! The same check opens links ahead of need: a peer that enters the table (lists or fingers)
+//! without a link to this node is asked at once, so the driver connects to it during upkeep
+//! rather than when a lookup is forwarded to it (a cold lookup then makes no handshake on its
+//! way), and a member that does not answer leaves the table before a lookup runs into it. A
+//! joiner's first pings are also how the members of its lists learn of it. Links opened for
+//! the table are closed soon after their peer leaves it (`Node::close_idle_links`).
 
-use super::Node;
+use super::{Node, State};
 use crate::message::Message;
 use crate::peer::PeerId;
 use crate::time::Time;
@@ -27,6 +34,35 @@ impl<P: PeerId> Node<P> {
         self.checks.insert(qid, (peer, deadline));
         self.stats.maintenance_sent += 1;
         self.push_send(peer, Message::Ping { nonce: qid });
+    }
+
+    /// Asks every member of the table that this node has no link to (and is not reaching by
+    /// traversal) for a sign of life, which opens the link. Runs only when the table changed
+    /// since every member last had a link or a check; members over the bound on checks in
+    /// flight wait for the next input.
+    pub(super) fn link_table(&mut self) {
+        let generation = self.table.generation();
+        if self.state != State::Joined || self.linked_gen == Some(generation) {
+            return;
+        }
+        let mut all = true;
+        for p in self.table.distinct_peers() {
+            self.table_links.insert(p);
+            if self.links.contains_key(&p)
+                || self.pending_links.contains(&p)
+                || self.checks.values().any(|(q, _)| *q == p)
+            {
+                continue;
+            }
+            if self.checks.len() >= MAX_CHECKS {
+                all = false;
+                break;
+            }
+            self.check_alive(p);
+        }
+        if all {
+            self.linked_gen = Some(generation);
+        }
     }
 
     /// The answer to a liveness check (an unasked one, or one from another peer, is ignored).
