@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_interop_tests::p2ps::NodeId;
+use p2ps_interop_tests::p2ps::{self, NodeId, RingId};
 use p2ps_interop_tests::{wait_for, wait_ring, NodeProc, TestNet, FAST};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,32 @@ fn broadcast_and_groups_across_processes_with_a_crash() {
     let sender = format!("message from {} (", ids[3].short());
     assert!(nodes[0].stdout().iter().any(|l| l.starts_with(&sender)));
     eprintln!("[{:?}] broadcast reached 11/11", t0.elapsed());
+
+    // Range multicasts with no node outside the range (issue #16: they reached only the node
+    // responsible for the top key and those before it): the whole ring, a range that wraps
+    // round to just before its start, and [0, just past the last node].
+    let mut positions: Vec<RingId> = ids.iter().map(p2ps::id::ring_id_of).collect();
+    positions.sort();
+    let last = positions[positions.len() - 1];
+    let start = positions[4].plus(1);
+    let ranges = [
+        ("whole", RingId(0), RingId(u128::MAX)),
+        ("wrapping", start, start.minus(1)),
+        ("past the last", RingId(0), last.plus(1)),
+    ];
+    for (i, (name, lo, hi)) in ranges.into_iter().enumerate() {
+        let from = 5 + i;
+        let text = format!("range {name}");
+        let (lo, hi) = (lo.to_string(), hi.to_string());
+        let err = cli_ok(&nodes[from], &["range", &lo, &hi, &text]);
+        assert!(err.contains("11 nodes received it"), "{name}: {err}");
+        let others: Vec<usize> = (0..12).filter(|n| *n != from).collect();
+        expect_exactly(&nodes, &others, &format!("to range {lo}..{hi}): {text}"));
+    }
+    eprintln!(
+        "[{:?}] whole-ring and wrapping ranges reached 11/11",
+        t0.elapsed()
+    );
 
     // A group of five; a non-member sends.
     let members = [1usize, 4, 6, 9, 11];

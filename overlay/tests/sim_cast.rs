@@ -139,30 +139,72 @@ fn range_multicast_reaches_exactly_the_responsible_nodes() {
             _ => u128::MAX / 3,
         };
         let hi = lo.plus(width);
-        let tag = format!("range-{round}").into_bytes();
-        let seq = sim
-            .multicast_range(origin, lo, hi, tag.clone(), true)
-            .unwrap();
-        sim.run_for(Duration::from_secs(30));
-        // Ground truth: the nodes in [lo, hi] and the one responsible for hi.
-        let mut want: BTreeSet<SimId> = sim
-            .members()
-            .filter(|m| lo.cw_to(sim.node(*m).pos()) <= width)
-            .collect();
-        want.insert(sim.responsible(hi).unwrap());
-        let got = deliveries_of(&sim, &tag);
-        assert!(got.values().all(|c| *c == 1), "round {round}: duplicates");
-        let got: BTreeSet<SimId> = got.keys().copied().collect();
-        want.remove(&origin);
-        assert_eq!(got, want, "round {round}");
-        let done = sim
-            .counters()
-            .casts_done
-            .iter()
-            .find(|r| r.seq == seq && r.origin == origin)
-            .copied()
-            .unwrap();
-        assert_eq!(done.delivered, Some(want.len() as u64), "round {round}");
+        check_range(&mut sim, &format!("range-{round}"), origin, lo, hi);
+    }
+}
+
+/// Multicasts `[lo, hi]` from `origin` and checks that exactly the nodes responsible for its
+/// keys (the nodes in the range and the one responsible for `hi`) deliver it, once each, and
+/// that the origin's count says so.
+fn check_range(sim: &mut Simulator, what: &str, origin: SimId, lo: RingId, hi: RingId) {
+    let tag = what.as_bytes().to_vec();
+    let seq = sim
+        .multicast_range(origin, lo, hi, tag.clone(), true)
+        .unwrap();
+    sim.run_for(Duration::from_secs(30));
+    let width = lo.cw_to(hi);
+    let mut want: BTreeSet<SimId> = sim
+        .members()
+        .filter(|m| lo.cw_to(sim.node(*m).pos()) <= width)
+        .collect();
+    want.insert(sim.responsible(hi).unwrap());
+    let got = deliveries_of(sim, &tag);
+    assert!(got.values().all(|c| *c == 1), "{what}: duplicates");
+    let got: BTreeSet<SimId> = got.keys().copied().collect();
+    want.remove(&origin);
+    assert_eq!(got, want, "{what}");
+    let done = sim
+        .counters()
+        .casts_done
+        .iter()
+        .find(|r| r.seq == seq && r.origin == origin)
+        .copied()
+        .unwrap();
+    assert_eq!(done.delivered, Some(want.len() as u64), "{what}");
+}
+
+/// Ranges with no node outside them: the whole ring, a range that wraps round to just before
+/// its start, ranges that end in the gap before their first node, and `[0, hi]` with no node
+/// after `hi`. The node responsible for the top key then lies inside the range (before, only
+/// it and the nodes up to it were reached: issue #16).
+#[test]
+fn range_multicast_over_the_whole_ring_and_wrapping_ranges() {
+    for (n, seed) in [(5, 31), (40, 32), (3_000, 33)] {
+        let mut sim = stable(n, seed);
+        let mut positions: Vec<RingId> = sim.members().map(|m| sim.node(m).pos()).collect();
+        positions.sort();
+        let last = *positions.last().unwrap();
+        for round in 0..3 {
+            let lo = sim.random_key();
+            // The last node before `lo` and a key halfway from it to `lo`.
+            let before = positions
+                .iter()
+                .copied()
+                .max_by_key(|p| lo.cw_to(*p))
+                .unwrap();
+            let in_gap = before.plus(before.cw_to(lo) / 2);
+            let cases = [
+                ("whole", RingId(0), RingId(u128::MAX)),
+                ("wraps to its start", lo, lo.minus(1)),
+                ("ends in the gap before it", lo, in_gap),
+                ("0 to past the last node", RingId(0), last.plus(1)),
+            ];
+            for (name, lo, hi) in cases {
+                let origin = sim.random_member().unwrap();
+                let what = format!("{n} nodes, round {round}: {name}");
+                check_range(&mut sim, &what, origin, lo, hi);
+            }
+        }
     }
 }
 

@@ -167,9 +167,18 @@ impl<P: PeerId> Node<P> {
             self.stats.dropped += 1;
             return;
         }
+        // The nodes responsible for the keys in `[lo, hi]`: those in it, and this node (the
+        // first at or after `hi`). With no node after `hi` before `lo`, this node lies inside
+        // the range (it wrapped round) and the range itself is the segment.
+        let range = Segment::between(lo, hi);
+        let seg = if range.contains(self.me.pos) {
+            range
+        } else {
+            Segment::between(lo, self.me.pos)
+        };
         let cast = Cast {
             piece: 0,
-            seg: Segment::between(lo, self.me.pos),
+            seg,
             depth: hops,
             sealed,
         };
