@@ -42,7 +42,8 @@ pub enum Message<P: PeerId> {
         /// The sender's list in the opposite direction, nearest first (signed records).
         list: Vec<Contact<P>>,
         /// Clockwise only: the sender's signed word that the receiver follows it, which the
-        /// receiver puts into its lookup answers (see [`crate::adjacency`]).
+        /// receiver keeps and puts into its lookup answers (see [`crate::adjacency`]); sent
+        /// when new and every fifth stabilisation otherwise.
         follows: Option<Adjacency<P>>,
     },
     /// Answer to [`Message::Stabilize`]: the receiver's list in the same direction, and its

@@ -321,6 +321,9 @@ pub struct Node<P: PeerId> {
     /// This node's signed word that its successor follows it, re-signed when the successor
     /// changes or a quarter of `adjacency_ttl` has passed.
     adjacency_out: Option<Adjacency<P>>,
+    /// To whom `adjacency_out` was last sent, which one (its time), and how many clockwise
+    /// stabilisations went without it since.
+    adjacency_sent: Option<(P, Time, u32)>,
     /// Records of nodes new to us that each peer handed us lately: (window start, count).
     new_records: BTreeMap<P, (Time, u32)>,
     /// Liveness checks in flight: query id -> (peer, deadline).
@@ -386,6 +389,7 @@ impl<P: PeerId> Node<P> {
             sent_records: records::Sent::default(),
             adjacency_in: None,
             adjacency_out: None,
+            adjacency_sent: None,
             new_records: BTreeMap::new(),
             checks: BTreeMap::new(),
             linked_gen: None,
@@ -1057,7 +1061,11 @@ impl<P: PeerId> Node<P> {
             let list = self.contacts_for(n.id, &other);
             let me = self.my_contact();
             let me = self.record_for(n.id, me);
-            let follows = (dir == Dir::Cw).then(|| self.adjacency_for(n.id));
+            let follows = if dir == Dir::Cw {
+                self.adjacency_to_send(n.id)
+            } else {
+                None
+            };
             self.stats.maintenance_sent += 1;
             self.push_send(
                 n.id,

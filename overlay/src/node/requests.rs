@@ -22,6 +22,10 @@ use crate::ring::{Dir, RingId};
 use crate::time::Time;
 use sha2::{Digest, Sha256};
 
+/// Clockwise stabilisations sent without the word that the receiver follows this node before
+/// it goes again unchanged.
+const ADJACENCY_RESEND: u32 = 4;
+
 /// Unpredictable 64-bit numbers: SHA-256 of a secret key and a counter.
 #[derive(Clone, Debug)]
 pub(super) struct Nonces {
@@ -259,6 +263,26 @@ impl<P: PeerId> Node<P> {
         let a = Adjacency::sign(&*self.signer, succ, self.now);
         self.adjacency_out = Some(a.clone());
         a
+    }
+
+    /// The word to put into a clockwise stabilisation to `succ`: a new or changed one, or
+    /// the current one again every `ADJACENCY_RESEND + 1` stabilisations (the receiver keeps
+    /// it; sending it every time cost ~85 B/s of upkeep).
+    pub(super) fn adjacency_to_send(&mut self, succ: P) -> Option<Adjacency<P>> {
+        let a = self.adjacency_for(succ);
+        let due = match &mut self.adjacency_sent {
+            Some((to, issued, skipped)) if *to == succ && *issued == a.issued => {
+                *skipped += 1;
+                *skipped > ADJACENCY_RESEND
+            }
+            _ => true,
+        };
+        if due {
+            self.adjacency_sent = Some((succ, a.issued, 0));
+            Some(a)
+        } else {
+            None
+        }
     }
 
     /// A neighbour's stabilisation in direction `dir` carried its word that this node follows
