@@ -1,6 +1,6 @@
 //! Errors of the node API, one enum per operation family.
 
-use p2ps_transport::{BindError, IdentityError};
+use p2ps_transport::{BindError, IdentityError, NodeId};
 use thiserror::Error;
 
 /// Why a node could not start.
@@ -41,6 +41,20 @@ pub enum NodeError {
     /// A group name is empty or longer than 255 bytes.
     #[error("invalid group name: {0}")]
     BadGroupName(String),
+    /// A send's addressee is not in the network: the node responsible for its position, as
+    /// a signed lookup answer showed, is another.
+    #[error(
+        "no node {to} in the network (the node responsible for its position is {responsible})"
+    )]
+    NoSuchNode {
+        /// The addressee.
+        to: NodeId,
+        /// The node responsible for the addressee's position.
+        responsible: NodeId,
+    },
+    /// A send's addressee could not be looked up (no answer after every attempt).
+    #[error("could not reach node {0}: no answer to the lookup of its position")]
+    Unreachable(NodeId),
     /// The payload is larger than the largest message.
     #[error("payload of {len} bytes is over the {max}-byte message limit")]
     TooLarge {

@@ -279,7 +279,9 @@ impl Node {
     }
 
     /// Sends `payload` to the node `to` (best effort): routed through the overlay and delivered
-    /// only if that node is a member.
+    /// only if that node is a member. A node this one does not know is looked up first: if the
+    /// signed answer names another node as responsible for its position, nothing is sent and
+    /// the result is [`NodeError::NoSuchNode`].
     pub async fn send(&self, to: NodeId, payload: impl Into<Bytes>) -> Result<(), NodeError> {
         let p: Bytes = payload.into();
         self.ask(|tx| Command::Send(to, p.to_vec(), tx)).await?

@@ -9,7 +9,7 @@
 
 use crate::error::{JoinError, LookupError, NodeError};
 use crate::id::group_key;
-use crate::id::OverlayId;
+use crate::id::{ring_id_of, OverlayId};
 use crate::status::{Counters, FingerEntry, GroupEntry, PeerEntry, Status};
 use crate::ticket::Ticket;
 use crate::wire::{forward_bytes, forwardable, Wire};
@@ -51,6 +51,19 @@ pub struct CastReport {
     pub delivered: u64,
     /// Whether every piece of the tree was acknowledged.
     pub complete: bool,
+}
+
+/// What waits for a lookup's answer.
+pub(crate) enum Waiting {
+    /// The application's lookup.
+    Lookup(oneshot::Sender<Result<LookupResult, LookupError>>),
+    /// A send to a node this one does not know: it goes once a lookup of the addressee's
+    /// position names the addressee; otherwise the sender is told that no such node is there.
+    Send {
+        to: NodeId,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
 }
 
 pub(crate) enum Command {
@@ -136,7 +149,9 @@ pub(crate) struct Actor {
     pub(crate) nat: Nat,
     pub(crate) traversals: TraversalResults,
     pub(crate) max_payload: usize,
-    pub(crate) lookups: BTreeMap<u64, oneshot::Sender<Result<LookupResult, LookupError>>>,
+    /// Lookups in flight, by request id: the application's, and those of sends waiting to
+    /// learn whether their addressee is in the network.
+    pub(crate) lookups: BTreeMap<u64, Waiting>,
     /// Broadcasts and range multicasts waiting for their report, by message number.
     pub(crate) casts: BTreeMap<u64, oneshot::Sender<Result<CastReport, NodeError>>>,
     /// Names of the groups this node joined, by ring position.
@@ -495,7 +510,7 @@ impl Actor {
             }
             Command::Lookup(key, reply) => match self.overlay.lookup(now, key) {
                 Ok(req) => {
-                    self.lookups.insert(req, reply);
+                    self.lookups.insert(req, Waiting::Lookup(reply));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(LookupError::Node(e.into())));
@@ -510,12 +525,31 @@ impl Actor {
                 let _ = reply.send(r);
             }
             Command::Send(to, payload, reply) => {
-                let r = self.check_size(&payload).and_then(|()| {
-                    self.overlay
+                if let Err(e) = self.check_size(&payload) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let known =
+                    to == self.overlay.id().0 || self.overlay.table().contains(&OverlayId(to));
+                if known {
+                    let r = self
+                        .overlay
                         .send(now, OverlayId(to), payload)
-                        .map_err(NodeError::from)
-                });
-                let _ = reply.send(r);
+                        .map_err(NodeError::from);
+                    let _ = reply.send(r);
+                    return;
+                }
+                // Not a node this one knows: first ask who is responsible for its position
+                // (a signed answer with its predecessor's word); send only if that is it.
+                match self.overlay.lookup(now, ring_id_of(&to)) {
+                    Ok(req) => {
+                        self.lookups
+                            .insert(req, Waiting::Send { to, payload, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
             }
             Command::Broadcast(payload, reply) => {
                 self.start_cast(payload, reply, |o, p| o.broadcast(now, p, true))
@@ -935,16 +969,32 @@ impl Actor {
                 Some(NodeEvent::NeighbourDown(p.0))
             }
             OverlayEvent::LookupDone { req, result, .. } => {
-                if let Some(reply) = self.lookups.remove(&req) {
-                    let r = result
-                        .map(|(node, hops)| LookupResult { node: node.0, hops })
-                        .map_err(|e| match e {
-                            p2ps_overlay::LookupError::Timeout => LookupError::Timeout,
-                            p2ps_overlay::LookupError::Left => {
-                                LookupError::Node(NodeError::Stopped)
-                            }
-                        });
-                    let _ = reply.send(r);
+                let r = result
+                    .map(|(node, hops)| LookupResult { node: node.0, hops })
+                    .map_err(|e| match e {
+                        p2ps_overlay::LookupError::Timeout => LookupError::Timeout,
+                        p2ps_overlay::LookupError::Left => LookupError::Node(NodeError::Stopped),
+                    });
+                match self.lookups.remove(&req) {
+                    Some(Waiting::Lookup(reply)) => {
+                        let _ = reply.send(r);
+                    }
+                    Some(Waiting::Send { to, payload, reply }) => {
+                        let sent = match r {
+                            Ok(found) if found.node == to => self
+                                .overlay
+                                .send(self.now(), OverlayId(to), payload)
+                                .map_err(NodeError::from),
+                            Ok(found) => Err(NodeError::NoSuchNode {
+                                to,
+                                responsible: found.node,
+                            }),
+                            Err(LookupError::Node(e)) => Err(e),
+                            Err(_) => Err(NodeError::Unreachable(to)),
+                        };
+                        let _ = reply.send(sent);
+                    }
+                    None => {}
                 }
                 None
             }

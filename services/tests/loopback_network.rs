@@ -64,6 +64,20 @@ async fn ten_nodes_agree_and_deliver() {
         (a.id(), p2ps::Via::Node, &b"hello"[..])
     );
 
+    // A send to an id no node has fails: the lookup of its position (a signed answer) names
+    // another node, and nothing is sent.
+    let nobody = p2ps::Identity::generate().unwrap().node_id();
+    match a.send(nobody, &b"into the void"[..]).await {
+        Err(p2ps::NodeError::NoSuchNode { to, responsible }) => {
+            assert_eq!(to, nobody);
+            assert_eq!(
+                responsible,
+                a.lookup(p2ps::id::ring_id_of(&nobody)).await.unwrap().node
+            );
+        }
+        other => panic!("a send to a node that is not there: {other:?}"),
+    }
+
     let key = p2ps::key_of("routed");
     let holder = a.lookup(key).await.unwrap().node;
     a.route(key, &b"to whoever holds it"[..]).await.unwrap();
