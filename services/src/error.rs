@@ -9,8 +9,9 @@ pub enum StartError {
     /// The key could not be loaded.
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
-    /// The socket or QUIC endpoint could not be set up.
-    #[error("transport: {0}")]
+    /// The socket or QUIC endpoint could not be set up (the transport's error as it is: a
+    /// prefix here would repeat it in a chain of causes).
+    #[error(transparent)]
     Bind(#[from] BindError),
     /// The overlay configuration is invalid.
     #[error("overlay configuration: {0}")]
