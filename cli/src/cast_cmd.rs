@@ -2,8 +2,9 @@
 //! the command line, carried out by a running `p2ps node` through its control socket.
 
 use crate::control::{parse_raw_key, print_json, ControlOpts, Request};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
+use p2ps::RingId;
 
 /// Arguments of `p2ps broadcast`.
 #[derive(Debug, clap::Args)]
@@ -30,18 +31,19 @@ pub fn broadcast(args: BroadcastArgs) -> Result<()> {
 /// Arguments of `p2ps range`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  p2ps range 00000000000000000000000000000000 \
-                        3fffffffffffffffffffffffffffffff 'to the first quarter of the ring'"
+    after_help = "Examples:\n  p2ps range 0 3fffffffffffffffffffffffffffffff 'to the first quarter \
+                  of the ring'\n  p2ps range 0 ffffffffffffffffffffffffffffffff 'to every node'"
 )]
 pub struct RangeArgs {
     #[command(flatten)]
     control: ControlOpts,
-    /// Lower end of the range of ring positions (32 hex digits).
-    #[arg(value_name = "LO")]
-    lo: String,
-    /// Upper end, included (clockwise from LO).
-    #[arg(value_name = "HI")]
-    hi: String,
+    /// Lower end of the range of ring positions (1 to 32 hex digits, left-padded with zeros:
+    /// `0` is the start of the ring).
+    #[arg(value_name = "LO", value_parser = parse_raw_key)]
+    lo: RingId,
+    /// Upper end, included (clockwise from LO; the same form).
+    #[arg(value_name = "HI", value_parser = parse_raw_key)]
+    hi: RingId,
     /// The message (sent as UTF-8).
     #[arg(value_name = "TEXT")]
     text: String,
@@ -52,11 +54,9 @@ pub struct RangeArgs {
 
 /// `p2ps range`: sends a message to the nodes responsible for a range of ring positions.
 pub fn range(args: RangeArgs) -> Result<()> {
-    parse_raw_key(&args.lo).map_err(|e| anyhow!("LO: {e}"))?;
-    parse_raw_key(&args.hi).map_err(|e| anyhow!("HI: {e}"))?;
     let v = args.control.call(&Request::Range {
-        lo: args.lo,
-        hi: args.hi,
+        lo: args.lo.to_string(),
+        hi: args.hi.to_string(),
         payload: args.text,
     })?;
     report(&v, args.json, "the nodes of the range")

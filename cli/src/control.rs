@@ -17,9 +17,9 @@
 //! ```text
 //! {"op":"status"}
 //! {"op":"send","to":"<64 hex digits>","payload":"text"}
-//! {"op":"route","key":"text","payload":"text"}          (or "raw_key":"<32 hex digits>")
+//! {"op":"route","key":"text","payload":"text"}          (or "raw_key":"<1 to 32 hex digits>")
 //! {"op":"lookup","key":"text"}                          (or "raw_key")
-//! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<32 hex>"]}   (at most 4096 in all)
+//! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<hex>"]}   (at most 4096 in all)
 //! {"op":"leave"}
 //! ```
 //!
@@ -68,7 +68,7 @@ pub(crate) enum Request {
         /// Text key, hashed with `key_of`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
-        /// Ring position, 32 hex digits.
+        /// Ring position, 1 to 32 hex digits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         raw_key: Option<String>,
         /// Text to send.
@@ -79,7 +79,7 @@ pub(crate) enum Request {
         /// Text key, hashed with `key_of`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
-        /// Ring position, 32 hex digits.
+        /// Ring position, 1 to 32 hex digits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         raw_key: Option<String>,
     },
@@ -99,7 +99,8 @@ pub(crate) enum Request {
         /// Text to send.
         payload: String,
     },
-    /// Send `payload` to the nodes responsible for ring positions `lo..=hi` (32 hex digits).
+    /// Send `payload` to the nodes responsible for ring positions `lo..=hi` (1 to 32 hex digits
+    /// each).
     Range {
         /// Lower end.
         lo: String,
@@ -177,12 +178,14 @@ pub(crate) struct LookupAnswer {
     pub error: Option<String>,
 }
 
-/// Parses a ring position written as exactly 32 hex digits.
+/// Parses a ring position written as 1 to 32 hex digits (a shorter one is left-padded with
+/// zeros: `8` is `000…08`, not `800…0`).
 pub(crate) fn parse_raw_key(s: &str) -> Result<RingId, String> {
     let s = s.trim();
-    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
-            "raw key {s:?} is not a ring position: expected exactly 32 hex digits"
+            "{s:?} is not a ring position: expected 1 to 32 hex digits (a shorter one is \
+             left-padded with zeros)"
         ));
     }
     u128::from_str_radix(s, 16)
@@ -622,7 +625,7 @@ pub struct RouteArgs {
     /// message.
     #[arg(value_name = "KEY TEXT", num_args = 1..=2, required = true)]
     args: Vec<String>,
-    /// A ring position (32 hex digits) instead of a key to hash.
+    /// A ring position (1 to 32 hex digits, left-padded with zeros) instead of a key to hash.
     #[arg(long, value_name = "HEX")]
     raw_key: Option<String>,
 }
@@ -667,20 +670,17 @@ pub fn route(args: RouteArgs) -> Result<()> {
 /// Arguments of `p2ps lookup`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  p2ps lookup colour:blue\n  p2ps lookup --raw-key \
-                        00000000000000000000000000000001 --json"
+    after_help = "Examples:\n  p2ps lookup colour:blue\n  p2ps lookup --raw-key 1 --json",
+    // KEY or --raw-key, one of them required: the usage line shows `<KEY|--raw-key <HEX>>`.
+    group(clap::ArgGroup::new("target").required(true).args(["key", "raw_key"]))
 )]
 pub struct LookupArgs {
     #[command(flatten)]
     control: ControlOpts,
     /// The key (hashed onto the ring with SHA-256).
-    #[arg(
-        value_name = "KEY",
-        required_unless_present = "raw_key",
-        conflicts_with = "raw_key"
-    )]
+    #[arg(value_name = "KEY")]
     key: Option<String>,
-    /// A ring position (32 hex digits) instead of a key to hash.
+    /// A ring position (1 to 32 hex digits, left-padded with zeros) instead of a key to hash.
     #[arg(long, value_name = "HEX", value_parser = |s: &str| parse_raw_key(s).map(|_| s.to_string()))]
     raw_key: Option<String>,
     /// Print `{"key","node","hops"}` as JSON.
@@ -804,7 +804,21 @@ mod tests {
             parse_raw_key("ffffffffffffffffffffffffffffffff"),
             Ok(RingId(u128::MAX))
         );
-        assert!(parse_raw_key("2a").is_err());
+        // Short positions are left-padded with zeros.
+        assert_eq!(parse_raw_key("2a"), Ok(RingId(42)));
+        assert_eq!(parse_raw_key("0"), Ok(RingId(0)));
+        assert_eq!(parse_raw_key(" 8 "), Ok(RingId(8)));
+        for bad in [
+            "",
+            "0x2a",
+            "+2",
+            "-1",
+            "fffffffffffffffffffffffffffffffff",
+            "12 34",
+        ] {
+            let e = parse_raw_key(bad).unwrap_err();
+            assert!(e.contains("1 to 32 hex digits"), "{bad:?}: {e}");
+        }
         assert!(parse_raw_key("+0000000000000000000000000000002").is_err());
         assert!(parse_raw_key("g000000000000000000000000000002a").is_err());
         assert!(ring_key(None, None).is_err());

@@ -111,3 +111,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Trust(args)) => bench_trust::run(args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn usage(sub: &str) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .map(|c| c.render_usage().to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn lookup_shows_that_a_key_is_required() {
+        let u = usage("lookup");
+        assert!(u.contains("<KEY|--raw-key <HEX>>"), "{u}");
+        assert!(!u.contains("[KEY]"), "{u}");
+        assert!(Cli::try_parse_from(["p2ps", "lookup"]).is_err());
+        assert!(Cli::try_parse_from(["p2ps", "lookup", "k"]).is_ok());
+        assert!(Cli::try_parse_from(["p2ps", "lookup", "--raw-key", "8"]).is_ok());
+        assert!(Cli::try_parse_from(["p2ps", "lookup", "k", "--raw-key", "8"]).is_err());
+    }
+
+    #[test]
+    fn range_takes_short_positions() {
+        let parsed = Cli::try_parse_from(["p2ps", "range", "0", "e8", "hi"]);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        let e = Cli::try_parse_from(["p2ps", "range", "0", "xyz", "hi"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 to 32 hex digits"), "{e}");
+    }
+}

@@ -451,10 +451,10 @@ fn bad_input_fails_clearly() {
     assert!(e.contains("not a node id"), "{e}");
     let e = control_request(
         &a.control,
-        &serde_json::json!({"op": "lookup", "raw_key": "12"}),
+        &serde_json::json!({"op": "lookup", "raw_key": "1".repeat(33)}),
     )
     .unwrap_err();
-    assert!(e.contains("32 hex digits"), "{e}");
+    assert!(e.contains("1 to 32 hex digits"), "{e}");
     let big = format!(
         "{{\"op\":\"lookup\",\"key\":\"{}\"}}\n",
         "x".repeat(70 * 1024)
