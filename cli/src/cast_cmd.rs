@@ -133,7 +133,12 @@ pub fn group(cmd: GroupCommand) -> Result<()> {
                 group: a.group.clone(),
                 payload: a.text,
             })?;
-            eprintln!("sent to group {} (best effort)", a.group);
+            // Group messages flow down the group's tree with no report back (unlike
+            // broadcast and range), so the node cannot say how many members got one.
+            eprintln!(
+                "sent to group {} (best effort: members do not confirm receipt)",
+                a.group
+            );
         }
     }
     Ok(())

@@ -42,6 +42,9 @@ pub enum NodeError {
     /// A group name is empty or longer than 255 bytes.
     #[error("invalid group name: {0}")]
     BadGroupName(String),
+    /// The node is not a member of the group it was asked to leave.
+    #[error("not a member of group {0}")]
+    NotMember(String),
     /// The payload is larger than the largest message.
     #[error("payload of {len} bytes is over the {max}-byte message limit")]
     TooLarge {
