@@ -12,8 +12,7 @@ use p2ps::RingId;
 pub struct BroadcastArgs {
     #[command(flatten)]
     control: ControlOpts,
-    /// The message (sent as UTF-8).
-    #[arg(value_name = "TEXT")]
+    #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
     /// Print `{"seq","delivered","complete"}` as JSON.
     #[arg(long)]
@@ -22,9 +21,9 @@ pub struct BroadcastArgs {
 
 /// `p2ps broadcast`: sends a message to every node and reports how many received it.
 pub fn broadcast(args: BroadcastArgs) -> Result<()> {
-    let v = args
-        .control
-        .call(&Request::Broadcast { payload: args.text })?;
+    let v = args.control.call(&Request::Broadcast {
+        payload: crate::payload::message(&args.text)?,
+    })?;
     report(&v, args.json, "every node")
 }
 
@@ -44,8 +43,7 @@ pub struct RangeArgs {
     /// Upper end, included (clockwise from LO; the same form).
     #[arg(value_name = "HI", value_parser = parse_raw_key)]
     hi: RingId,
-    /// The message (sent as UTF-8).
-    #[arg(value_name = "TEXT")]
+    #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
     /// Print `{"seq","delivered","complete"}` as JSON.
     #[arg(long)]
@@ -57,7 +55,7 @@ pub fn range(args: RangeArgs) -> Result<()> {
     let v = args.control.call(&Request::Range {
         lo: args.lo.to_string(),
         hi: args.hi.to_string(),
-        payload: args.text,
+        payload: crate::payload::message(&args.text)?,
     })?;
     report(&v, args.json, "the nodes of the range")
 }
@@ -108,8 +106,7 @@ pub struct GroupSendArgs {
     /// The group's name.
     #[arg(value_name = "GROUP")]
     group: String,
-    /// The message (sent as UTF-8).
-    #[arg(value_name = "TEXT")]
+    #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
 }
 
@@ -131,7 +128,7 @@ pub fn group(cmd: GroupCommand) -> Result<()> {
         GroupCommand::Send(a) => {
             a.control.call(&Request::GroupSend {
                 group: a.group.clone(),
-                payload: a.text,
+                payload: crate::payload::message(&a.text)?,
             })?;
             // Group messages flow down the group's tree with no report back (unlike
             // broadcast and range), so the node cannot say how many members got one.

@@ -12,7 +12,8 @@
 //! # Protocol
 //!
 //! One connection carries one request and one response, each a single line of JSON.
-//! Requests (at most [`MAX_REQUEST_BYTES`], sent within [`REQUEST_READ_TIMEOUT`]):
+//! Requests (at most [`MAX_REQUEST_BYTES`], about 6 MiB: room for the largest payload, 1 MiB,
+//! however JSON escapes it; sent within [`REQUEST_READ_TIMEOUT`]):
 //!
 //! ```text
 //! {"op":"status"}
@@ -39,8 +40,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Largest request line the node reads.
-pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest request line the node reads: room for the largest message
+/// ([`crate::payload::MAX_PAYLOAD_BYTES`]) even if JSON escapes every byte of it as `\u00XX`
+/// (6 bytes), plus 64 KiB for the rest of the request.
+pub(crate) const MAX_REQUEST_BYTES: usize = 6 * crate::payload::MAX_PAYLOAD_BYTES + 64 * 1024;
 /// How long the node waits for a request line once a client has connected.
 pub(crate) const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most keys in one `lookup_many` request.
@@ -579,15 +582,17 @@ pub(crate) fn render_status(s: &Status) -> String {
 
 /// Arguments of `p2ps send`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  p2ps send 5f0c…(64 hex digits) 'hello there'")]
+#[command(
+    after_help = "Examples:\n  p2ps send 5f0c…(64 hex digits) 'hello there'\n  \
+                        p2ps send 5f0c… @notes.txt\n  date | p2ps send 5f0c… -"
+)]
 pub struct SendArgs {
     #[command(flatten)]
     control: ControlOpts,
     /// The addressee's node id (64 hex digits, as `p2ps status` prints it).
     #[arg(value_name = "NODE_ID", value_parser = parse_node_id)]
     to: NodeId,
-    /// The message (sent as UTF-8).
-    #[arg(value_name = "TEXT")]
+    #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
 }
 
@@ -601,7 +606,7 @@ fn parse_node_id(s: &str) -> Result<NodeId, String> {
 pub fn send(args: SendArgs) -> Result<()> {
     let req = Request::Send {
         to: args.to.to_string(),
-        payload: args.text,
+        payload: crate::payload::message(&args.text)?,
     };
     args.control.call(&req)?;
     eprintln!("sent to {} (best effort)", args.to.short());
@@ -622,7 +627,8 @@ pub struct RouteArgs {
     #[command(flatten)]
     control: ControlOpts,
     /// The key to route to (hashed onto the ring), then the message; with --raw-key, only the
-    /// message.
+    /// message. The message is sent as UTF-8 (at most 1 MiB): the text itself, `-` to read it
+    /// from standard input, or `@FILE` to read a file (`@@…` for a text that starts with `@`).
     #[arg(value_name = "KEY TEXT", num_args = 1..=2, required = true)]
     args: Vec<String>,
     /// A ring position (1 to 32 hex digits, left-padded with zeros) instead of a key to hash.
@@ -638,7 +644,7 @@ pub fn route(args: RouteArgs) -> Result<()> {
                 key: Some(k.clone()),
                 raw_key: None,
             },
-            t.clone(),
+            crate::payload::message(t)?,
         ),
         (Some(r), [t]) => {
             parse_raw_key(&r).map_err(|e| anyhow!(e))?;
@@ -647,7 +653,7 @@ pub fn route(args: RouteArgs) -> Result<()> {
                     key: None,
                     raw_key: Some(r),
                 },
-                t.clone(),
+                crate::payload::message(t)?,
             )
         }
         (None, _) => bail!("give a KEY and a TEXT (or --raw-key HEX and a TEXT)"),

@@ -503,6 +503,8 @@ async fn run_node(
     let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut cfg = NodeConfig::new(identity, s.config.listen);
+    // The limit the clients check, and the one the control socket's request size allows for.
+    cfg.max_message_size = crate::payload::MAX_PAYLOAD_BYTES;
     cfg.advertise = s.config.advertise.clone();
     cfg.overlay = s.config.overlay.clone();
     cfg.upnp = s.config.upnp;
