@@ -17,7 +17,7 @@
 //!
 //! ```text
 //! {"op":"status"}
-//! {"op":"send","to":"<64 hex digits>","payload":"text"}
+//! {"op":"send","to":"<64 hex digits, or a unique prefix of 4 or more>","payload":"text"}
 //! {"op":"route","key":"text","payload":"text"}          (or "raw_key":"<1 to 32 hex digits>")
 //! {"op":"lookup","key":"text"}                          (or "raw_key")
 //! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<hex>"]}   (at most 4096 in all)
@@ -59,7 +59,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) enum Request {
     /// The node's [`Status`]. (Empty struct variants, unlike unit ones, refuse unknown fields.)
     Status {},
-    /// Send `payload` to node `to` (64 hex digits).
+    /// Send `payload` to node `to` (64 hex digits, or a prefix of at least 4 that names one
+    /// node the node knows).
     Send {
         /// Addressee.
         to: String,
@@ -582,24 +583,18 @@ pub(crate) fn render_status(s: &Status) -> String {
 
 /// Arguments of `p2ps send`.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Examples:\n  p2ps send 5f0c…(64 hex digits) 'hello there'\n  \
-                        p2ps send 5f0c… @notes.txt\n  date | p2ps send 5f0c… -"
-)]
+#[command(after_help = "Examples:\n  p2ps send d67394b546 'hello there'\n  \
+                        p2ps send d67394b546 @notes.txt\n  date | p2ps send d673 -")]
 pub struct SendArgs {
     #[command(flatten)]
     control: ControlOpts,
-    /// The addressee's node id (64 hex digits, as `p2ps status` prints it).
-    #[arg(value_name = "NODE_ID", value_parser = parse_node_id)]
-    to: NodeId,
+    /// The addressee's node id: all 64 hex digits, or a prefix of at least 4 (such as the short
+    /// id `p2ps status` and incoming messages show) that names one node the running node
+    /// knows (its routing table, connections, group trees or recent senders).
+    #[arg(value_name = "NODE_ID", value_parser = crate::node_ids::parse_id_arg)]
+    to: crate::node_ids::IdArg,
     #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
-}
-
-fn parse_node_id(s: &str) -> Result<NodeId, String> {
-    s.trim()
-        .parse::<NodeId>()
-        .map_err(|e| format!("not a node id (64 hex digits): {e}"))
 }
 
 /// `p2ps send`: sends a message from the running node to a node id.
@@ -608,8 +603,13 @@ pub fn send(args: SendArgs) -> Result<()> {
         to: args.to.to_string(),
         payload: crate::payload::message(&args.text)?,
     };
-    args.control.call(&req)?;
-    eprintln!("sent to {} (best effort)", args.to.short());
+    let v = args.control.call(&req)?;
+    let to = v
+        .get("to")
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse::<NodeId>().ok())
+        .with_context(|| format!("the node's answer is malformed: {v}"))?;
+    eprintln!("sent to {} (best effort)", to.short());
     Ok(())
 }
 

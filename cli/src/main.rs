@@ -12,6 +12,7 @@ mod control;
 mod demo;
 mod error_report;
 mod node_cmd;
+mod node_ids;
 mod payload;
 mod sim;
 mod sim_adversary;

@@ -525,7 +525,13 @@ async fn run_node(
     let mut events = node.events();
     let (stop_tx, mut stop_rx) = mpsc::channel::<server::LeaveRequest>(4);
     let (listener, socket_file) = socket.into_parts()?;
-    let control_task = tokio::spawn(server::serve(listener, node.clone(), stop_tx));
+    let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
+    let control_task = tokio::spawn(server::serve(
+        listener,
+        node.clone(),
+        stop_tx,
+        recent.clone(),
+    ));
 
     let wait_stop = async {
         tokio::select! {
@@ -573,7 +579,7 @@ async fn run_node(
                     return Err(e);
                 }
             }
-            message_loop(&node, &out, &mut events, &mut wait_stop).await?
+            message_loop(&node, &out, &recent, &mut events, &mut wait_stop).await?
         }
     };
     match stop {
@@ -595,10 +601,12 @@ async fn run_node(
     Ok(())
 }
 
-/// Prints messages and events until something asks the node to stop.
+/// Prints messages (remembering their senders in `recent`) and events until something asks
+/// the node to stop.
 async fn message_loop(
     node: &Node,
     out: &Output,
+    recent: &crate::node_ids::RecentSenders,
     events: &mut broadcast::Receiver<NodeEvent>,
     wait_stop: &mut (impl std::future::Future<Output = Stop> + Unpin),
 ) -> Result<Stop> {
@@ -606,7 +614,10 @@ async fn message_loop(
     loop {
         tokio::select! {
             m = node.recv() => match m {
-                Some(m) => out.message(&m),
+                Some(m) => {
+                    recent.record(m.from);
+                    out.message(&m);
+                }
                 None => bail!("the node stopped unexpectedly"),
             },
             ev = events.recv(), if events_open => match ev {
