@@ -683,7 +683,7 @@ pub fn route(args: RouteArgs) -> Result<()> {
 pub struct LookupArgs {
     #[command(flatten)]
     control: ControlOpts,
-    /// The key (hashed onto the ring with SHA-256).
+    /// The key (hashed onto the ring with SHA-256); required unless --raw-key is given.
     #[arg(value_name = "KEY")]
     key: Option<String>,
     /// A ring position (1 to 32 hex digits, left-padded with zeros) instead of a key to hash.

@@ -127,11 +127,22 @@ mod tests {
             .unwrap_or_default()
     }
 
+    fn help(sub: &str) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .map(|c| c.render_help().to_string())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn lookup_shows_that_a_key_is_required() {
         let u = usage("lookup");
         assert!(u.contains("<KEY|--raw-key <HEX>>"), "{u}");
         assert!(!u.contains("[KEY]"), "{u}");
+        // clap lists an optional positional as `[KEY]`: its help says when it is required.
+        let h = help("lookup");
+        assert!(h.contains("required unless --raw-key is given"), "{h}");
         assert!(Cli::try_parse_from(["p2ps", "lookup"]).is_err());
         assert!(Cli::try_parse_from(["p2ps", "lookup", "k"]).is_ok());
         assert!(Cli::try_parse_from(["p2ps", "lookup", "--raw-key", "8"]).is_ok());
