@@ -2,8 +2,9 @@
 //! the command line, carried out by a running `p2ps node` through its control socket.
 
 use crate::control::{parse_raw_key, print_json, ControlOpts, Request};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
+use p2ps::RingId;
 
 /// Arguments of `p2ps broadcast`.
 #[derive(Debug, clap::Args)]
@@ -11,8 +12,7 @@ use clap::Subcommand;
 pub struct BroadcastArgs {
     #[command(flatten)]
     control: ControlOpts,
-    /// The message (sent as UTF-8).
-    #[arg(value_name = "TEXT")]
+    #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
     /// Print `{"seq","delivered","complete"}` as JSON.
     #[arg(long)]
@@ -21,29 +21,29 @@ pub struct BroadcastArgs {
 
 /// `p2ps broadcast`: sends a message to every node and reports how many received it.
 pub fn broadcast(args: BroadcastArgs) -> Result<()> {
-    let v = args
-        .control
-        .call(&Request::Broadcast { payload: args.text })?;
+    let v = args.control.call(&Request::Broadcast {
+        payload: crate::payload::message(&args.text)?,
+    })?;
     report(&v, args.json, "every node")
 }
 
 /// Arguments of `p2ps range`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  p2ps range 00000000000000000000000000000000 \
-                        3fffffffffffffffffffffffffffffff 'to the first quarter of the ring'"
+    after_help = "Examples:\n  p2ps range 0 3fffffffffffffffffffffffffffffff 'to the first quarter \
+                  of the ring'\n  p2ps range 0 ffffffffffffffffffffffffffffffff 'to every node'"
 )]
 pub struct RangeArgs {
     #[command(flatten)]
     control: ControlOpts,
-    /// Lower end of the range of ring positions (32 hex digits).
-    #[arg(value_name = "LO")]
-    lo: String,
-    /// Upper end, included (clockwise from LO).
-    #[arg(value_name = "HI")]
-    hi: String,
-    /// The message (sent as UTF-8).
-    #[arg(value_name = "TEXT")]
+    /// Lower end of the range of ring positions (1 to 32 hex digits, left-padded with zeros:
+    /// `0` is the start of the ring).
+    #[arg(value_name = "LO", value_parser = parse_raw_key)]
+    lo: RingId,
+    /// Upper end, included (clockwise from LO; the same form).
+    #[arg(value_name = "HI", value_parser = parse_raw_key)]
+    hi: RingId,
+    #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
     /// Print `{"seq","delivered","complete"}` as JSON.
     #[arg(long)]
@@ -52,12 +52,10 @@ pub struct RangeArgs {
 
 /// `p2ps range`: sends a message to the nodes responsible for a range of ring positions.
 pub fn range(args: RangeArgs) -> Result<()> {
-    parse_raw_key(&args.lo).map_err(|e| anyhow!("LO: {e}"))?;
-    parse_raw_key(&args.hi).map_err(|e| anyhow!("HI: {e}"))?;
     let v = args.control.call(&Request::Range {
-        lo: args.lo,
-        hi: args.hi,
-        payload: args.text,
+        lo: args.lo.to_string(),
+        hi: args.hi.to_string(),
+        payload: crate::payload::message(&args.text)?,
     })?;
     report(&v, args.json, "the nodes of the range")
 }
@@ -108,8 +106,7 @@ pub struct GroupSendArgs {
     /// The group's name.
     #[arg(value_name = "GROUP")]
     group: String,
-    /// The message (sent as UTF-8).
-    #[arg(value_name = "TEXT")]
+    #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
 }
 
@@ -131,9 +128,14 @@ pub fn group(cmd: GroupCommand) -> Result<()> {
         GroupCommand::Send(a) => {
             a.control.call(&Request::GroupSend {
                 group: a.group.clone(),
-                payload: a.text,
+                payload: crate::payload::message(&a.text)?,
             })?;
-            eprintln!("sent to group {} (best effort)", a.group);
+            // Group messages flow down the group's tree with no report back (unlike
+            // broadcast and range), so the node cannot say how many members got one.
+            eprintln!(
+                "sent to group {} (best effort: members do not confirm receipt)",
+                a.group
+            );
         }
     }
     Ok(())

@@ -12,14 +12,15 @@
 //! # Protocol
 //!
 //! One connection carries one request and one response, each a single line of JSON.
-//! Requests (at most [`MAX_REQUEST_BYTES`], sent within [`REQUEST_READ_TIMEOUT`]):
+//! Requests (at most [`MAX_REQUEST_BYTES`], about 6 MiB: room for the largest payload, 1 MiB,
+//! however JSON escapes it; sent within [`REQUEST_READ_TIMEOUT`]):
 //!
 //! ```text
 //! {"op":"status"}
-//! {"op":"send","to":"<64 hex digits>","payload":"text"}
-//! {"op":"route","key":"text","payload":"text"}          (or "raw_key":"<32 hex digits>")
+//! {"op":"send","to":"<64 hex digits, or a unique prefix of 4 or more>","payload":"text"}
+//! {"op":"route","key":"text","payload":"text"}          (or "raw_key":"<1 to 32 hex digits>")
 //! {"op":"lookup","key":"text"}                          (or "raw_key")
-//! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<32 hex>"]}   (at most 4096 in all)
+//! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<hex>"]}   (at most 4096 in all)
 //! {"op":"leave"}
 //! ```
 //!
@@ -39,8 +40,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Largest request line the node reads.
-pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest request line the node reads: room for the largest message
+/// ([`crate::payload::MAX_PAYLOAD_BYTES`]) even if JSON escapes every byte of it as `\u00XX`
+/// (6 bytes), plus 64 KiB for the rest of the request.
+pub(crate) const MAX_REQUEST_BYTES: usize = 6 * crate::payload::MAX_PAYLOAD_BYTES + 64 * 1024;
 /// How long the node waits for a request line once a client has connected.
 pub(crate) const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most keys in one `lookup_many` request.
@@ -56,7 +59,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) enum Request {
     /// The node's [`Status`]. (Empty struct variants, unlike unit ones, refuse unknown fields.)
     Status {},
-    /// Send `payload` to node `to` (64 hex digits).
+    /// Send `payload` to node `to` (64 hex digits, or a prefix of at least 4 that names one
+    /// node the node knows).
     Send {
         /// Addressee.
         to: String,
@@ -68,7 +72,7 @@ pub(crate) enum Request {
         /// Text key, hashed with `key_of`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
-        /// Ring position, 32 hex digits.
+        /// Ring position, 1 to 32 hex digits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         raw_key: Option<String>,
         /// Text to send.
@@ -79,7 +83,7 @@ pub(crate) enum Request {
         /// Text key, hashed with `key_of`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
-        /// Ring position, 32 hex digits.
+        /// Ring position, 1 to 32 hex digits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         raw_key: Option<String>,
     },
@@ -99,7 +103,8 @@ pub(crate) enum Request {
         /// Text to send.
         payload: String,
     },
-    /// Send `payload` to the nodes responsible for ring positions `lo..=hi` (32 hex digits).
+    /// Send `payload` to the nodes responsible for ring positions `lo..=hi` (1 to 32 hex digits
+    /// each).
     Range {
         /// Lower end.
         lo: String,
@@ -177,12 +182,14 @@ pub(crate) struct LookupAnswer {
     pub error: Option<String>,
 }
 
-/// Parses a ring position written as exactly 32 hex digits.
+/// Parses a ring position written as 1 to 32 hex digits (a shorter one is left-padded with
+/// zeros: `8` is `000…08`, not `800…0`).
 pub(crate) fn parse_raw_key(s: &str) -> Result<RingId, String> {
     let s = s.trim();
-    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
-            "raw key {s:?} is not a ring position: expected exactly 32 hex digits"
+            "{s:?} is not a ring position: expected 1 to 32 hex digits (a shorter one is \
+             left-padded with zeros)"
         ));
     }
     u128::from_str_radix(s, 16)
@@ -576,32 +583,33 @@ pub(crate) fn render_status(s: &Status) -> String {
 
 /// Arguments of `p2ps send`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  p2ps send 5f0c…(64 hex digits) 'hello there'")]
+#[command(after_help = "Examples:\n  p2ps send d67394b546 'hello there'\n  \
+                        p2ps send d67394b546 @notes.txt\n  date | p2ps send d673 -")]
 pub struct SendArgs {
     #[command(flatten)]
     control: ControlOpts,
-    /// The addressee's node id (64 hex digits, as `p2ps status` prints it).
-    #[arg(value_name = "NODE_ID", value_parser = parse_node_id)]
-    to: NodeId,
-    /// The message (sent as UTF-8).
-    #[arg(value_name = "TEXT")]
+    /// The addressee's node id: all 64 hex digits, or a prefix of at least 4 (such as the short
+    /// id `p2ps status` and incoming messages show) that names one node the running node
+    /// knows (its routing table, connections, group trees or recent senders).
+    #[arg(value_name = "NODE_ID", value_parser = crate::node_ids::parse_id_arg)]
+    to: crate::node_ids::IdArg,
+    #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
-}
-
-fn parse_node_id(s: &str) -> Result<NodeId, String> {
-    s.trim()
-        .parse::<NodeId>()
-        .map_err(|e| format!("not a node id (64 hex digits): {e}"))
 }
 
 /// `p2ps send`: sends a message from the running node to a node id.
 pub fn send(args: SendArgs) -> Result<()> {
     let req = Request::Send {
         to: args.to.to_string(),
-        payload: args.text,
+        payload: crate::payload::message(&args.text)?,
     };
-    args.control.call(&req)?;
-    eprintln!("sent to {} (best effort)", args.to.short());
+    let v = args.control.call(&req)?;
+    let to = v
+        .get("to")
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse::<NodeId>().ok())
+        .with_context(|| format!("the node's answer is malformed: {v}"))?;
+    eprintln!("sent to {} (best effort)", to.short());
     Ok(())
 }
 
@@ -619,10 +627,11 @@ pub struct RouteArgs {
     #[command(flatten)]
     control: ControlOpts,
     /// The key to route to (hashed onto the ring), then the message; with --raw-key, only the
-    /// message.
+    /// message. The message is sent as UTF-8 (at most 1 MiB): the text itself, `-` to read it
+    /// from standard input, or `@FILE` to read a file (`@@…` for a text that starts with `@`).
     #[arg(value_name = "KEY TEXT", num_args = 1..=2, required = true)]
     args: Vec<String>,
-    /// A ring position (32 hex digits) instead of a key to hash.
+    /// A ring position (1 to 32 hex digits, left-padded with zeros) instead of a key to hash.
     #[arg(long, value_name = "HEX")]
     raw_key: Option<String>,
 }
@@ -635,7 +644,7 @@ pub fn route(args: RouteArgs) -> Result<()> {
                 key: Some(k.clone()),
                 raw_key: None,
             },
-            t.clone(),
+            crate::payload::message(t)?,
         ),
         (Some(r), [t]) => {
             parse_raw_key(&r).map_err(|e| anyhow!(e))?;
@@ -644,7 +653,7 @@ pub fn route(args: RouteArgs) -> Result<()> {
                     key: None,
                     raw_key: Some(r),
                 },
-                t.clone(),
+                crate::payload::message(t)?,
             )
         }
         (None, _) => bail!("give a KEY and a TEXT (or --raw-key HEX and a TEXT)"),
@@ -667,20 +676,17 @@ pub fn route(args: RouteArgs) -> Result<()> {
 /// Arguments of `p2ps lookup`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  p2ps lookup colour:blue\n  p2ps lookup --raw-key \
-                        00000000000000000000000000000001 --json"
+    after_help = "Examples:\n  p2ps lookup colour:blue\n  p2ps lookup --raw-key 1 --json",
+    // KEY or --raw-key, one of them required: the usage line shows `<KEY|--raw-key <HEX>>`.
+    group(clap::ArgGroup::new("target").required(true).args(["key", "raw_key"]))
 )]
 pub struct LookupArgs {
     #[command(flatten)]
     control: ControlOpts,
-    /// The key (hashed onto the ring with SHA-256).
-    #[arg(
-        value_name = "KEY",
-        required_unless_present = "raw_key",
-        conflicts_with = "raw_key"
-    )]
+    /// The key (hashed onto the ring with SHA-256); required unless --raw-key is given.
+    #[arg(value_name = "KEY")]
     key: Option<String>,
-    /// A ring position (32 hex digits) instead of a key to hash.
+    /// A ring position (1 to 32 hex digits, left-padded with zeros) instead of a key to hash.
     #[arg(long, value_name = "HEX", value_parser = |s: &str| parse_raw_key(s).map(|_| s.to_string()))]
     raw_key: Option<String>,
     /// Print `{"key","node","hops"}` as JSON.
@@ -804,7 +810,21 @@ mod tests {
             parse_raw_key("ffffffffffffffffffffffffffffffff"),
             Ok(RingId(u128::MAX))
         );
-        assert!(parse_raw_key("2a").is_err());
+        // Short positions are left-padded with zeros.
+        assert_eq!(parse_raw_key("2a"), Ok(RingId(42)));
+        assert_eq!(parse_raw_key("0"), Ok(RingId(0)));
+        assert_eq!(parse_raw_key(" 8 "), Ok(RingId(8)));
+        for bad in [
+            "",
+            "0x2a",
+            "+2",
+            "-1",
+            "fffffffffffffffffffffffffffffffff",
+            "12 34",
+        ] {
+            let e = parse_raw_key(bad).unwrap_err();
+            assert!(e.contains("1 to 32 hex digits"), "{bad:?}: {e}");
+        }
         assert!(parse_raw_key("+0000000000000000000000000000002").is_err());
         assert!(parse_raw_key("g000000000000000000000000000002a").is_err());
         assert!(ring_key(None, None).is_err());

@@ -1,7 +1,8 @@
 //! `p2ps`: run, simulate and benchmark P2PS nodes.
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::process::ExitCode;
 
 mod bench_cluster;
 mod bench_transport;
@@ -9,7 +10,10 @@ mod bench_trust;
 mod cast_cmd;
 mod control;
 mod demo;
+mod error_report;
 mod node_cmd;
+mod node_ids;
+mod payload;
 mod sim;
 mod sim_adversary;
 mod sim_cast;
@@ -18,9 +22,10 @@ mod sim_cast;
 #[derive(Debug, Parser)]
 #[command(name = "p2ps", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `p2ps_transport=debug`.
-    #[arg(long, global = true, env = "P2PS_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `p2ps_transport=debug`; logs go
+    /// to stderr, coloured only on a terminal [default: warn, or `log` in `p2ps node --config`].
+    #[arg(long, global = true, env = "P2PS_LOG", value_name = "FILTER")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,11 +70,31 @@ enum BenchCommand {
     Trust(bench_trust::TrustBenchArgs),
 }
 
-fn main() -> Result<()> {
+/// Runs the command; a failure prints its chain of causes (never a backtrace, whatever
+/// `RUST_BACKTRACE` says: these are the user's errors, not the program's) and exits 1.
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprint!("{}", error_report::render(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // `p2ps node --config FILE` may set the log filter; the flag and P2PS_LOG come first.
+    let file_log = match &cli.command {
+        Command::Node(args) => node_cmd::config_log(args)?,
+        _ => None,
+    };
+    let filter = cli.log.or(file_log).unwrap_or_else(|| "warn".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&filter))
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: not in a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Command::Node(args) => node_cmd::run(*args),
@@ -86,5 +111,51 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),
         Command::Bench(BenchCommand::Cluster(args)) => bench_cluster::run(args),
         Command::Bench(BenchCommand::Trust(args)) => bench_trust::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn usage(sub: &str) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .map(|c| c.render_usage().to_string())
+            .unwrap_or_default()
+    }
+
+    fn help(sub: &str) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .map(|c| c.render_help().to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn lookup_shows_that_a_key_is_required() {
+        let u = usage("lookup");
+        assert!(u.contains("<KEY|--raw-key <HEX>>"), "{u}");
+        assert!(!u.contains("[KEY]"), "{u}");
+        // clap lists an optional positional as `[KEY]`: its help says when it is required.
+        let h = help("lookup");
+        assert!(h.contains("required unless --raw-key is given"), "{h}");
+        assert!(Cli::try_parse_from(["p2ps", "lookup"]).is_err());
+        assert!(Cli::try_parse_from(["p2ps", "lookup", "k"]).is_ok());
+        assert!(Cli::try_parse_from(["p2ps", "lookup", "--raw-key", "8"]).is_ok());
+        assert!(Cli::try_parse_from(["p2ps", "lookup", "k", "--raw-key", "8"]).is_err());
+    }
+
+    #[test]
+    fn range_takes_short_positions() {
+        let parsed = Cli::try_parse_from(["p2ps", "range", "0", "e8", "hi"]);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        let e = Cli::try_parse_from(["p2ps", "range", "0", "xyz", "hi"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 to 32 hex digits"), "{e}");
     }
 }

@@ -40,6 +40,7 @@ Examples:
   #   key = \"/home/me/p2ps/a.key\"        listen = \"0.0.0.0:4433\"
   #   advertise = [\"192.0.2.7:4433\"]     name = \"a\"
   #   strategy = \"tango\"                 stabilize_interval_ms = 1000
+  #   upnp = true   relay_serve = true     log = \"info\"
   p2ps node --create --config node.toml
 
 Then, from another terminal: `p2ps status`, `p2ps lookup KEY`, `p2ps send NODE_ID TEXT`,
@@ -67,9 +68,10 @@ pub struct NodeArgs {
     /// node.key for the default name]. An explicit path's directory must exist.
     #[arg(long, value_name = "FILE", env = "P2PS_KEY")]
     key: Option<PathBuf>,
-    /// UDP address to listen on [default: 127.0.0.1:0, loopback only on a free port; use e.g.
+    /// UDP address to listen on, IP:PORT or HOST:PORT (a host name is resolved, its first
+    /// IPv4 address preferred) [default: 127.0.0.1:0, loopback only on a free port; use e.g.
     /// 0.0.0.0:4433 to be reachable from other machines].
-    #[arg(long, value_name = "ADDR", env = "P2PS_LISTEN")]
+    #[arg(long, value_name = "ADDR", env = "P2PS_LISTEN", value_parser = resolve_listen)]
     listen: Option<SocketAddr>,
     /// Address to put in the ticket and tell peers (repeatable) [default: the bound address].
     #[arg(long, value_name = "ADDR")]
@@ -86,7 +88,8 @@ pub struct NodeArgs {
     #[arg(long, value_name = "FILE")]
     ticket_file: Option<PathBuf>,
     /// A TOML file with any of these settings (key, listen, advertise, control, name,
-    /// ticket_file, strategy, and the overlay tunables with their flag names in snake_case).
+    /// ticket_file, strategy, lookup_mode, upnp, relay_serve, log, and the overlay tunables
+    /// with their flag names in snake_case).
     /// Relative paths in it are relative to the file. Flags and P2PS_* variables override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -174,6 +177,26 @@ impl Tunables {
     }
 }
 
+/// Resolves a listening address: `IP:PORT` as it is, `HOST:PORT` through the system's resolver
+/// (the first IPv4 address if there is one, since the default and most tickets are IPv4).
+fn resolve_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?} (expected IP:PORT or HOST:PORT): {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
 fn parse_ticket(s: &str) -> Result<Ticket, p2ps::TicketError> {
     s.parse()
 }
@@ -198,13 +221,17 @@ fn parse_strategy(s: &str) -> Result<FingerStrategy, String> {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     key: Option<PathBuf>,
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     advertise: Option<Vec<SocketAddr>>,
     control: Option<PathBuf>,
     name: Option<String>,
     ticket_file: Option<PathBuf>,
     strategy: Option<String>,
     lookup_mode: Option<String>,
+    upnp: Option<bool>,
+    relay_serve: Option<bool>,
+    /// The log filter, used when neither --log nor P2PS_LOG gives one.
+    log: Option<String>,
     // The tunables, named as their flags (serde cannot flatten with deny_unknown_fields).
     stabilize_interval_ms: Option<u64>,
     stabilize_timeout_ms: Option<u64>,
@@ -250,6 +277,15 @@ impl FileConfig {
             group_refresh_ms: self.group_refresh_ms,
             merge_probe_ms: self.merge_probe_ms,
         }
+    }
+}
+
+/// The log filter set by the `--config` file of `p2ps node`, if any (read before logging
+/// starts; `run` reads the file again for everything else).
+pub fn config_log(args: &NodeArgs) -> Result<Option<String>> {
+    match &args.config {
+        Some(p) => Ok(FileConfig::load(p)?.log),
+        None => Ok(None),
     }
 }
 
@@ -380,6 +416,13 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
             p2ps::ticket::MAX_TICKET_ADDRS
         );
     }
+    let listen = match (args.listen, &file.listen) {
+        (Some(a), _) => a,
+        (None, Some(a)) => resolve_listen(a)
+            .map_err(anyhow::Error::msg)
+            .context("`listen` in the config file")?,
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
     Ok(Settings {
         key,
         key_is_default,
@@ -387,16 +430,13 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
         control_is_default,
         ticket_file: args.ticket_file.clone().or(file.ticket_file),
         config: NodeConfigParts {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            listen,
             advertise,
             overlay,
             idle_timeout: t.idle_timeout_ms.map(ms),
             protocol_version: args.protocol_version,
-            upnp: args.upnp,
-            relay_serve: args.relay_serve,
+            upnp: args.upnp || file.upnp.unwrap_or(false),
+            relay_serve: args.relay_serve || file.relay_serve.unwrap_or(false),
         },
         json: args.json,
     })
@@ -463,6 +503,8 @@ async fn run_node(
     let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut cfg = NodeConfig::new(identity, s.config.listen);
+    // The limit the clients check, and the one the control socket's request size allows for.
+    cfg.max_message_size = crate::payload::MAX_PAYLOAD_BYTES;
     cfg.advertise = s.config.advertise.clone();
     cfg.overlay = s.config.overlay.clone();
     cfg.upnp = s.config.upnp;
@@ -483,7 +525,13 @@ async fn run_node(
     let mut events = node.events();
     let (stop_tx, mut stop_rx) = mpsc::channel::<server::LeaveRequest>(4);
     let (listener, socket_file) = socket.into_parts()?;
-    let control_task = tokio::spawn(server::serve(listener, node.clone(), stop_tx));
+    let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
+    let control_task = tokio::spawn(server::serve(
+        listener,
+        node.clone(),
+        stop_tx,
+        recent.clone(),
+    ));
 
     let wait_stop = async {
         tokio::select! {
@@ -531,7 +579,7 @@ async fn run_node(
                     return Err(e);
                 }
             }
-            message_loop(&node, &out, &mut events, &mut wait_stop).await?
+            message_loop(&node, &out, &recent, &mut events, &mut wait_stop).await?
         }
     };
     match stop {
@@ -553,10 +601,12 @@ async fn run_node(
     Ok(())
 }
 
-/// Prints messages and events until something asks the node to stop.
+/// Prints messages (remembering their senders in `recent`) and events until something asks
+/// the node to stop.
 async fn message_loop(
     node: &Node,
     out: &Output,
+    recent: &crate::node_ids::RecentSenders,
     events: &mut broadcast::Receiver<NodeEvent>,
     wait_stop: &mut (impl std::future::Future<Output = Stop> + Unpin),
 ) -> Result<Stop> {
@@ -564,7 +614,10 @@ async fn message_loop(
     loop {
         tokio::select! {
             m = node.recv() => match m {
-                Some(m) => out.message(&m),
+                Some(m) => {
+                    recent.record(m.from);
+                    out.message(&m);
+                }
                 None => bail!("the node stopped unexpectedly"),
             },
             ev = events.recv(), if events_open => match ev {
@@ -852,6 +905,8 @@ list_len = 4
         );
         assert_eq!(s.config.overlay.list_len, 6);
 
+        assert!(!s.config.upnp && !s.config.relay_serve);
+
         std::fs::write(&path, "stabilise_interval_ms = 3\n").unwrap();
         let e = format!("{:#}", FileConfig::load(&path).unwrap_err());
         assert!(e.contains("stabilise_interval_ms"), "{e}");
@@ -860,6 +915,52 @@ list_len = 4
         assert!(resolve(&parse(&["--create"]).unwrap(), file, &dirs()).is_err());
         let a = parse(&["--create", "--stabilize-interval-ms", "0"]).unwrap();
         assert!(resolve(&a, FileConfig::default(), &dirs()).is_err());
+    }
+
+    #[test]
+    fn the_file_sets_upnp_relay_serve_and_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "upnp = true\nrelay_serve = true\nlog = \"info\"\nlisten = \"localhost:0\"\n",
+        )
+        .unwrap();
+        let a = parse(&["--create", "--config", &path.to_string_lossy()]).unwrap();
+        assert_eq!(config_log(&a).unwrap().as_deref(), Some("info"));
+        let s = resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap();
+        assert!(s.config.upnp);
+        assert!(s.config.relay_serve);
+        assert!(s.config.listen.ip().is_loopback(), "{}", s.config.listen);
+        assert_eq!(s.config.listen.port(), 0);
+        // Flags still turn them on without a file.
+        let a = parse(&["--create", "--upnp", "--relay-serve"]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &dirs()).unwrap();
+        assert!(s.config.upnp && s.config.relay_serve);
+        assert_eq!(config_log(&a).unwrap(), None);
+        std::fs::write(&path, "upnp = \"yes\"\n").unwrap();
+        assert!(FileConfig::load(&path).is_err());
+        std::fs::write(&path, "listen = \"localhost\"\n").unwrap();
+        let e = format!(
+            "{:#}",
+            resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap_err()
+        );
+        assert!(e.contains("cannot resolve") && e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn listen_addresses_may_name_a_host() {
+        let a = parse(&["--create", "--listen", "localhost:0"]).unwrap();
+        let l = a.listen.unwrap();
+        assert!(l.ip().is_loopback() && l.port() == 0, "{l}");
+        assert_eq!(
+            resolve_listen("0.0.0.0:4433"),
+            Ok("0.0.0.0:4433".parse().unwrap())
+        );
+        let e = parse(&["--create", "--listen", "localhost"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HOST:PORT"), "{e}");
     }
 
     #[test]

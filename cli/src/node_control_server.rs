@@ -5,6 +5,7 @@ use crate::control::{
     current_uid, prepare_socket_dir, request, ring_key, LookupAnswer, Request, Response, MAX_BATCH,
     MAX_REQUEST_BYTES, REQUEST_READ_TIMEOUT,
 };
+use crate::node_ids::{known_ids, parse_id_arg, resolve_prefix, IdArg, RecentSenders};
 use anyhow::{bail, Context, Result};
 use p2ps::{Node, NodeId, RingId};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -128,8 +129,14 @@ pub(super) struct LeaveRequest {
     pub(super) written: oneshot::Receiver<()>,
 }
 
-/// Serves control requests until the task is aborted.
-pub(super) async fn serve(listener: UnixListener, node: Node, stop: mpsc::Sender<LeaveRequest>) {
+/// Serves control requests until the task is aborted; `recent` is who sent the node messages
+/// lately (for id prefixes).
+pub(super) async fn serve(
+    listener: UnixListener,
+    node: Node,
+    stop: mpsc::Sender<LeaveRequest>,
+    recent: Arc<RecentSenders>,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let uid = current_uid();
     loop {
@@ -158,16 +165,21 @@ pub(super) async fn serve(listener: UnixListener, node: Node, stop: mpsc::Sender
                 continue;
             }
         }
-        let (node, stop) = (node.clone(), stop.clone());
+        let (node, stop, recent) = (node.clone(), stop.clone(), recent.clone());
         tokio::spawn(async move {
-            handle(stream, &node, &stop).await;
+            handle(stream, &node, &stop, &recent).await;
             drop(permit);
         });
     }
 }
 
 /// Reads one request line, carries it out, writes one answer line.
-async fn handle(stream: UnixStream, node: &Node, stop: &mpsc::Sender<LeaveRequest>) {
+async fn handle(
+    stream: UnixStream,
+    node: &Node,
+    stop: &mpsc::Sender<LeaveRequest>,
+    recent: &RecentSenders,
+) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
     let mut line = Vec::new();
@@ -187,7 +199,7 @@ async fn handle(stream: UnixStream, node: &Node, stop: &mpsc::Sender<LeaveReques
                 Err(e) => Response::err(format!("malformed request: {e}")),
                 Ok(req) => {
                     debug!(?req, "control request");
-                    let (resp, done) = execute(req, node, stop).await;
+                    let (resp, done) = execute(req, node, stop, recent).await;
                     after_write = done;
                     resp
                 }
@@ -213,14 +225,15 @@ async fn execute(
     req: Request,
     node: &Node,
     stop: &mpsc::Sender<LeaveRequest>,
+    recent: &RecentSenders,
 ) -> (Response, Option<oneshot::Sender<()>>) {
     let resp = match req {
         Request::Status {} => match node.status().await {
             Ok(s) => Response::ok(s),
             Err(e) => Response::err(e.to_string()),
         },
-        Request::Send { to, payload } => match to.trim().parse::<NodeId>() {
-            Err(e) => Response::err(format!("`to` is not a node id (64 hex digits): {e}")),
+        Request::Send { to, payload } => match addressee(&to, node, recent).await {
+            Err(e) => Response::err(e),
             Ok(id) => {
                 let bytes = payload.len();
                 match node.send(id, payload.into_bytes()).await {
@@ -328,6 +341,20 @@ async fn execute(
         }
     };
     (resp, None)
+}
+
+/// The node a `send` names: a whole id as it is, a prefix looked up among the ids the node
+/// knows (see [`crate::node_ids`]).
+async fn addressee(to: &str, node: &Node, recent: &RecentSenders) -> Result<NodeId, String> {
+    match parse_id_arg(to)? {
+        IdArg::Full(id) => Ok(id),
+        IdArg::Prefix(prefix) => {
+            let status = node.status().await.map_err(|e| e.to_string())?;
+            let mut known = known_ids(&status);
+            known.extend(recent.ids());
+            resolve_prefix(&prefix, known)
+        }
+    }
 }
 
 fn cast_answer(r: Result<p2ps::CastReport, p2ps::NodeError>) -> Response {

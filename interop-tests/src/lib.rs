@@ -162,9 +162,35 @@ fn p2ps_command_in<S: AsRef<std::ffi::OsStr>>(netns: Option<&str>, args: &[S]) -
 
 /// Runs `p2ps` with `args` to completion, within `timeout` (killed and reported past it).
 pub fn run_p2ps(args: &[&str], timeout: Duration) -> Output {
-    let mut child = p2ps_command(args)
+    run_p2ps_with(args, None, &[], timeout)
+}
+
+/// Like [`run_p2ps`], with `stdin` written to its standard input (closed after it; none when
+/// `None`) and `env` added to its environment.
+pub fn run_p2ps_with(
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Output {
+    let mut cmd = p2ps_command(args);
+    cmd.envs(env.iter().copied());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run p2ps {args:?}: {e}"));
+    let feeder = stdin.map(|bytes| {
+        let bytes = bytes.to_vec();
+        let pipe = child.stdin.take();
+        std::thread::spawn(move || {
+            if let Some(mut p) = pipe {
+                // The command may refuse the input before reading all of it.
+                let _ = p.write_all(&bytes);
+            }
+        })
+    });
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
@@ -180,6 +206,9 @@ pub fn run_p2ps(args: &[&str], timeout: Duration) -> Output {
             Err(e) => panic!("waiting for p2ps {args:?}: {e}"),
         }
     };
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
     let join = |h: std::thread::JoinHandle<Vec<u8>>| h.join().unwrap_or_default();
     Output {
         status,
@@ -571,6 +600,16 @@ impl NodeProc {
         v.push("--control");
         v.push(&control);
         run_p2ps(&v, Duration::from_secs(60))
+    }
+
+    /// Like [`NodeProc::cli`], with `stdin` fed to the command and `env` added to its
+    /// environment.
+    pub fn cli_with(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
+        let mut v: Vec<&str> = args.to_vec();
+        let control = path_str(&self.control);
+        v.push("--control");
+        v.push(&control);
+        run_p2ps_with(&v, stdin, env, Duration::from_secs(60))
     }
 
     /// Sends a signal (TERM or KILL).

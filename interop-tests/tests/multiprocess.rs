@@ -451,13 +451,15 @@ fn bad_input_fails_clearly() {
     assert!(e.contains("not a node id"), "{e}");
     let e = control_request(
         &a.control,
-        &serde_json::json!({"op": "lookup", "raw_key": "12"}),
+        &serde_json::json!({"op": "lookup", "raw_key": "1".repeat(33)}),
     )
     .unwrap_err();
-    assert!(e.contains("32 hex digits"), "{e}");
+    assert!(e.contains("1 to 32 hex digits"), "{e}");
+    // Just over the request limit (6 MiB + 64 KiB: room for a 1 MiB payload however JSON
+    // escapes it), and by less than a socket buffer, so that the whole request is written.
     let big = format!(
         "{{\"op\":\"lookup\",\"key\":\"{}\"}}\n",
-        "x".repeat(70 * 1024)
+        "x".repeat(6 * 1024 * 1024 + 64 * 1024 + 16)
     );
     let ans = control_raw(&a.control, &big).unwrap();
     assert!(ans.contains("larger than"), "{ans}");

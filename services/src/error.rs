@@ -9,8 +9,9 @@ pub enum StartError {
     /// The key could not be loaded.
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
-    /// The socket or QUIC endpoint could not be set up.
-    #[error("transport: {0}")]
+    /// The socket or QUIC endpoint could not be set up (the transport's error as it is: a
+    /// prefix here would repeat it in a chain of causes).
+    #[error(transparent)]
     Bind(#[from] BindError),
     /// The overlay configuration is invalid.
     #[error("overlay configuration: {0}")]
@@ -55,6 +56,9 @@ pub enum NodeError {
     /// A send's addressee could not be looked up (no answer after every attempt).
     #[error("could not reach node {0}: no answer to the lookup of its position")]
     Unreachable(NodeId),
+    /// The node is not a member of the group it was asked to leave.
+    #[error("not a member of group {0}")]
+    NotMember(String),
     /// The payload is larger than the largest message.
     #[error("payload of {len} bytes is over the {max}-byte message limit")]
     TooLarge {

@@ -316,7 +316,8 @@ impl Node {
         self.ask(|tx| Command::JoinGroup(n, tx)).await?
     }
 
-    /// Leaves group `name` (the node may stay a forwarder in the group's tree for others).
+    /// Leaves group `name` (the node may stay a forwarder in the group's tree for others);
+    /// [`NodeError::NotMember`] if it is not a member.
     pub async fn leave_group(&self, name: &str) -> Result<(), NodeError> {
         check_group_name(name)?;
         let n = name.to_string();

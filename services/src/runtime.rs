@@ -567,9 +567,14 @@ impl Actor {
             }
             Command::LeaveGroup(name, reply) => {
                 let key = group_key(&name);
-                self.overlay.leave_group(now, key);
-                self.group_names.remove(&key);
-                let _ = reply.send(Ok(()));
+                let r = if self.overlay.is_group_member(key) {
+                    self.overlay.leave_group(now, key);
+                    self.group_names.remove(&key);
+                    Ok(())
+                } else {
+                    Err(NodeError::NotMember(name))
+                };
+                let _ = reply.send(r);
             }
             Command::SendGroup(key, payload, reply) => {
                 let r = self.check_size(&payload).and_then(|()| {

@@ -125,6 +125,15 @@ async fn broadcast_range_and_groups() {
 
     // A member leaves the group: it gets nothing more, the others still do.
     nodes[5].leave_group("chess").await.unwrap();
+    // Leaving again is an error, as is leaving a group never joined.
+    assert_eq!(
+        nodes[5].leave_group("chess").await,
+        Err(p2ps::NodeError::NotMember("chess".into()))
+    );
+    assert_eq!(
+        nodes[0].leave_group("go").await,
+        Err(p2ps::NodeError::NotMember("go".into()))
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     nodes[1].send_group("chess", &b"after"[..]).await.unwrap();
     let got = collect(&nodes, Duration::from_millis(800)).await;

@@ -157,8 +157,9 @@ pub enum BindError {
     /// rustls refused the TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-    /// The UDP socket could not be bound.
-    #[error("could not bind UDP socket on {addr}: {source}")]
+    /// The UDP socket could not be bound. (The operating system's reason is the error's
+    /// `source`, not repeated in its message: a chain of causes names it once.)
+    #[error("could not bind UDP socket on {addr}")]
     Io {
         /// The requested address.
         addr: SocketAddr,
