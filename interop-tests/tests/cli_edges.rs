@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_interop_tests::p2ps::NodeId;
+use p2ps_interop_tests::p2ps::{self, NodeId};
 use p2ps_interop_tests::{run_p2ps_with, wait_for, wait_ring, NodeProc, Start, TestNet, FAST};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -96,6 +96,16 @@ fn the_cli_as_a_new_user_meets_it() {
     );
     let err = failed(a.cli(&["send", "d67", "x"]), "send to 3 digits");
     assert!(err.contains("at least 4"), "{err}");
+    // A full id that no node has (item 4): the lookup of its position names another node.
+    let nobody = p2ps::Identity::generate().unwrap().node_id().to_string();
+    let err = failed(
+        a.cli(&["send", &nobody, "x"]),
+        "send to a node that is not there",
+    );
+    assert!(
+        err.contains(&format!("no node {nobody} in the network")),
+        "{err}"
+    );
     eprintln!("[{:?}] short ids checked", t0.elapsed());
 
     // Messages from standard input and files (item 5).
