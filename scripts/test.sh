@@ -45,4 +45,25 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+# The test output also goes to a file, so that one summary line can end the run (cargo's own
+# last line is a doctest's).
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+start=$SECONDS
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+awk -v secs=$((SECONDS - start)) -v status="$status" '
+    /^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i + 1) ~ /^passed/) passed += $i
+            if ($(i + 1) ~ /^failed/) failed += $i
+            if ($(i + 1) ~ /^ignored/) ignored += $i
+        }
+        binaries++
+    }
+    END {
+        printf "== summary: %d passed, %d failed, %d skipped (ignored) in %d test binaries, %dm%02ds%s\n",
+            passed, failed, ignored, binaries, secs / 60, secs % 60,
+            (status == 0 ? "" : "; cargo test FAILED (exit " status ")")
+    }' "$log"
+exit "$status"
