@@ -16,6 +16,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
@@ -468,6 +469,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let settings = resolve(&args, file, &Dirs::from_env())?;
     // First the control socket: a second node on the same socket stops here.
     let socket = server::ControlSocket::bind(&settings.control, settings.control_is_default)?;
+    let new_key = !settings.key.exists();
     let identity = load_identity(&settings)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -478,8 +480,19 @@ pub fn run(args: NodeArgs) -> Result<()> {
         Some(t) => Mode::Join(t),
         None => Mode::Create,
     };
-    let result = runtime.block_on(run_node(settings, identity, socket, mode));
+    let joined = AtomicBool::new(false);
+    let key = settings.key.clone();
+    let result = runtime.block_on(run_node(settings, identity, socket, mode, &joined));
     runtime.shutdown_timeout(Duration::from_secs(2));
+    if result.is_err() && new_key && !joined.load(Ordering::SeqCst) {
+        // A start that failed leaves nothing behind: the key it made is nobody's id yet.
+        if let Err(e) = std::fs::remove_file(&key) {
+            warn!(
+                "could not remove the unused key file {}: {e}",
+                key.display()
+            );
+        }
+    }
     result
 }
 
@@ -499,6 +512,7 @@ async fn run_node(
     identity: Identity,
     socket: server::ControlSocket,
     mode: Mode,
+    joined: &AtomicBool,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
@@ -571,6 +585,7 @@ async fn run_node(
     let stop = match stop {
         Some(stop) => stop,
         None => {
+            joined.store(true, Ordering::SeqCst);
             out.joined(&node, &mode);
             if let Some(path) = &s.ticket_file {
                 if let Err(e) = write_ticket(path, &node.ticket()) {

@@ -218,5 +218,10 @@ fn the_cli_as_a_new_user_meets_it() {
     assert_eq!(err.matches("could not bind UDP socket").count(), 1, "{err}");
     assert_eq!(err.matches("in use").count(), 1, "{err}");
     assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+    // A start that failed leaves no new key file behind (item 7).
+    assert!(
+        !std::path::Path::new(&key).exists(),
+        "the failed start left its new key file {key}"
+    );
     eprintln!("[{:?}] errors checked", t0.elapsed());
 }
