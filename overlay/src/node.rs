@@ -1627,7 +1627,7 @@ impl<P: PeerId> Node<P> {
     fn note_lists(&mut self, change: ListChange<P>) {
         if !change.is_empty() {
             self.lists_dirty = true;
-            if let Some(gap) = self.lists_gap() {
+            if let Some(gap) = self.table_gap() {
                 self.gap_floor.note(gap, self.now);
             }
         }

@@ -18,7 +18,7 @@
 //! suspect, and suspects are never asked: what they would say is known. The lookup then
 //! backs off to the unsuspected nodes it has heard of, nearest to the key first, whose honest
 //! answers lead round the hostile nodes. The mean gap is this node's own estimate (see
-//! `Node::lists_gap` and `GapFloor`), so a ring of any size needs no setting.
+//! `Node::table_gap` and `GapFloor`), so a ring of any size needs no setting.
 //!
 //! The lookup ends once some answer was dense and the nearest known node at or after the key
 //! answered or was vouched for: that node is responsible. Without a dense answer it goes on
@@ -199,14 +199,14 @@ impl<P: PeerId> Node<P> {
             .collect()
     }
 
-    /// The mean gap between nodes: what the lists give now, or the floor kept over time if
-    /// lower (see [`GapFloor`]). `None` with empty lists.
+    /// The mean gap between nodes: what the routing table gives now, or the floor kept over
+    /// time if lower (see [`GapFloor`]). `None` with empty lists.
     fn mean_gap(&self) -> Option<u128> {
-        let now = self.lists_gap()?;
+        let current = self.table_gap()?;
         Some(
             self.gap_floor
                 .at(self.now)
-                .map_or(now, |floor| floor.min(now)),
+                .map_or(current, |floor| floor.min(current)),
         )
     }
 
@@ -215,7 +215,7 @@ impl<P: PeerId> Node<P> {
     /// finger slots' targets to the nodes in them, over ln 2 (the median of exponential gaps).
     /// Nodes hidden from the lists, or fingers that overshoot, widen some gaps; the median
     /// ignores them while they are fewer than half. `None` with empty lists.
-    pub(super) fn lists_gap(&self) -> Option<u128> {
+    pub(super) fn table_gap(&self) -> Option<u128> {
         let mut gaps: Vec<u128> = Vec::new();
         for dir in crate::ring::Dir::BOTH {
             let mut prev = self.me.pos;
