@@ -53,9 +53,11 @@ pub fn run(args: TrustBenchArgs) -> Result<()> {
         seq: 0x1234_5678_9abc_def0,
         issued: now,
         key: RingId(u128::MAX / 3),
-        body: Body::Data {
+        body: Body::Service {
+            service: p2ps_overlay::messaging::MESSAGES,
+            class: p2ps_overlay::Class::User,
             target: Some(target),
-            payload: payload.clone(),
+            data: p2ps_overlay::service::encode(&p2ps_overlay::messaging::Wire::Data, &payload),
         },
     };
     let sealed = Sealed::seal(&signer, env.clone());

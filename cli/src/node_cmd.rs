@@ -335,6 +335,7 @@ struct NodeConfigParts {
     listen: SocketAddr,
     advertise: Vec<SocketAddr>,
     overlay: p2ps_overlay::Config,
+    groups: p2ps_overlay::groups::GroupConfig,
     idle_timeout: Option<Duration>,
     protocol_version: Option<u32>,
     upnp: bool,
@@ -395,13 +396,15 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
     if let Some(v) = t.lookup_timeout_ms {
         overlay.lookup_timeout = ms(v);
     }
+    let mut groups = p2ps_overlay::groups::GroupConfig::default();
     if let Some(v) = t.group_refresh_ms {
-        overlay.group_refresh = ms(v);
+        groups.refresh = ms(v);
     }
     if let Some(v) = t.merge_probe_ms {
         overlay.merge_probe_interval = ms(v);
     }
     overlay.validate().context("invalid overlay settings")?;
+    groups.validate().context("invalid group settings")?;
     if t.idle_timeout_ms == Some(0) {
         bail!("idle_timeout_ms must be greater than zero");
     }
@@ -434,6 +437,7 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
             listen,
             advertise,
             overlay,
+            groups,
             idle_timeout: t.idle_timeout_ms.map(ms),
             protocol_version: args.protocol_version,
             upnp: args.upnp || file.upnp.unwrap_or(false),
@@ -521,6 +525,7 @@ async fn run_node(
     cfg.max_message_size = crate::payload::MAX_PAYLOAD_BYTES;
     cfg.advertise = s.config.advertise.clone();
     cfg.overlay = s.config.overlay.clone();
+    cfg.groups = s.config.groups.clone();
     cfg.upnp = s.config.upnp;
     cfg.relay_serve = s.config.relay_serve;
     if let Some(v) = s.config.protocol_version {

@@ -3,8 +3,10 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
+use p2ps_overlay::groups::GroupExt;
+use p2ps_overlay::sim::Via;
 use p2ps_overlay::sim::{SimConfig, SimId, Simulator, Summary, Workload};
-use p2ps_overlay::{Message, NextHop, RingId, Via};
+use p2ps_overlay::{NextHop, RingId};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -167,13 +169,6 @@ pub fn run(a: CastArgs) -> Result<()> {
     Ok(())
 }
 
-fn kind(name: &str) -> usize {
-    Message::<SimId>::KINDS
-        .iter()
-        .position(|k| *k == name)
-        .unwrap_or(0)
-}
-
 /// Greedy hops from `from` to `key` through the nodes' own tables.
 fn route_hops(sim: &Simulator, mut at: SimId, key: RingId) -> u16 {
     let mut h = 0u16;
@@ -219,9 +214,9 @@ fn measure_broadcast(sim: &mut Simulator, spacing: Option<Duration>) -> Result<C
             .unwrap_or(0)
     });
     sim.clear_deliveries();
-    let pieces0 = sim.counters().by_kind[kind("cast")].messages;
-    let ctl0 = sim.counters().by_kind[kind("cast-ack")].messages
-        + sim.counters().by_kind[kind("cast-done")].messages;
+    let pieces0 = sim.counters().traffic("cast").messages;
+    let ctl0 =
+        sim.counters().traffic("cast-ack").messages + sim.counters().traffic("cast-done").messages;
     let done0 = sim.counters().casts_done.len();
     let start = sim.now();
     let Some(seq) = sim.broadcast(origin, b"bench".to_vec(), true) else {
@@ -259,9 +254,9 @@ fn measure_broadcast(sim: &mut Simulator, spacing: Option<Duration>) -> Result<C
         .collect();
     let reached = expected.iter().filter(|m| per_node.contains_key(m)).count();
     let n1 = (before.len() - 1).max(1) as f64;
-    let pieces = sim.counters().by_kind[kind("cast")].messages - pieces0;
-    let ctl = sim.counters().by_kind[kind("cast-ack")].messages
-        + sim.counters().by_kind[kind("cast-done")].messages
+    let pieces = sim.counters().traffic("cast").messages - pieces0;
+    let ctl = sim.counters().traffic("cast-ack").messages
+        + sim.counters().traffic("cast-done").messages
         - ctl0;
     let counted = sim.counters().casts_done[done0..]
         .iter()

@@ -28,13 +28,28 @@ use p2ps_interop_tests::hostile::{
 use p2ps_interop_tests::p2ps::status::Counters;
 use p2ps_interop_tests::p2ps::{self, group_key, wall_clock, NodeId, OverlayId, RingId};
 use p2ps_interop_tests::{random_keys, responsible, wait_for, NodeProc, TestNet, FAST};
+use p2ps_overlay::cast::{self, CAST};
+use p2ps_overlay::groups::{self, GROUPS};
+use p2ps_overlay::messaging::{self, MESSAGES};
+use p2ps_overlay::service::{encode, ServiceId};
 use p2ps_overlay::{
-    Adjacency, Answer, Body, Cast, Dir, FingerStrategy, Message, Routed, Sealed, Segment,
+    Adjacency, Answer, Body, Class, Dir, FingerStrategy, Message, Routed, Sealed, Segment,
+    ServiceMessage,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// A one-hop message of a tree service (cast or groups), carrying `sealed` if given.
+fn one_hop(service: ServiceId, data: bytes::Bytes, sealed: Option<Sealed<OverlayId>>) -> Msg {
+    Message::Service(ServiceMessage {
+        service,
+        class: Class::Tree,
+        data,
+        sealed: sealed.map(Box::new),
+    })
+}
 
 const JOIN_WAIT: Duration = Duration::from_secs(30);
 const RING_WAIT: Duration = Duration::from_secs(30);
@@ -718,7 +733,10 @@ fn forged_origins_are_not_delivered_as_from_the_impersonated_node() {
             max_time: Duration::from_secs(20),
             pause: Duration::from_millis(1000),
         },
-        move |_| vec![(victim, Message::GroupJoin { group: gk })],
+        move |_| {
+            let join = encode(&groups::Wire::Join { group: gk }, &[]);
+            vec![(victim, one_hop(GROUPS, join, None))]
+        },
     );
     std::thread::sleep(Duration::from_millis(500));
     let c0 = net.counters();
@@ -729,10 +747,35 @@ fn forged_origins_are_not_delivered_as_from_the_impersonated_node() {
     let as_n03 = |key: RingId, body: Body<OverlayId>| {
         forge(&signer, forged_origin.clone(), key, body, wall_clock())
     };
-    let data = |target: Option<NodeId>, kind: &str| Body::Data {
+    let data = |target: Option<NodeId>, kind: &str| Body::Service {
+        service: MESSAGES,
+        class: Class::User,
         target: target.map(OverlayId),
-        payload: payload(kind),
+        data: encode(&messaging::Wire::Data, &payload(kind)),
     };
+    let cast_body = |head: cast::Wire<OverlayId>, kind: &str| Body::Service {
+        service: CAST,
+        class: Class::Tree,
+        target: None,
+        data: encode(&head, &payload(kind)),
+    };
+    let group_body = |kind: &str| Body::Service {
+        service: GROUPS,
+        class: Class::Tree,
+        target: None,
+        data: encode(&groups::Wire::Send, &payload(kind)),
+    };
+    let piece = || {
+        encode(
+            &cast::Wire::<OverlayId>::Piece {
+                piece: 1,
+                seg: Segment::between(vp, vp),
+                depth: 1,
+            },
+            &[],
+        )
+    };
+    let tree_edge = encode(&groups::Wire::Cast { hops: 1 }, &[]);
     let forgeries: Vec<(&str, NodeId, Msg)> = vec![
         (
             "data-to-node",
@@ -752,70 +795,60 @@ fn forged_origins_are_not_delivered_as_from_the_impersonated_node() {
         (
             "cast",
             victim,
-            Message::Cast(Cast {
-                piece: 1,
-                seg: Segment::between(vp, vp),
-                depth: 1,
-                sealed: as_n03(
+            one_hop(
+                CAST,
+                piece(),
+                Some(as_n03(
                     vp,
-                    Body::Broadcast {
-                        reply: false,
-                        payload: payload("cast"),
-                    },
-                ),
-            }),
+                    cast_body(cast::Wire::Broadcast { reply: false }, "cast"),
+                )),
+            ),
         ),
         (
             "cast-range",
             victim,
-            Message::Cast(Cast {
-                piece: 1,
-                seg: Segment::between(vp, vp),
-                depth: 1,
-                sealed: as_n03(
+            one_hop(
+                CAST,
+                piece(),
+                Some(as_n03(
                     vp,
-                    Body::Range {
-                        lo: vp,
-                        reply: false,
-                        payload: payload("cast-range"),
-                    },
-                ),
-            }),
+                    cast_body(
+                        cast::Wire::Range {
+                            lo: vp,
+                            reply: false,
+                        },
+                        "cast-range",
+                    ),
+                )),
+            ),
         ),
         (
             "range",
             victim,
             routed(as_n03(
                 vp,
-                Body::Range {
-                    lo: vp,
-                    reply: false,
-                    payload: payload("range"),
-                },
+                cast_body(
+                    cast::Wire::Range {
+                        lo: vp,
+                        reply: false,
+                    },
+                    "range",
+                ),
             )),
         ),
         (
             "group-send",
             victim,
-            routed(as_n03(
-                gk,
-                Body::GroupSend {
-                    payload: payload("group-send"),
-                },
-            )),
+            routed(as_n03(gk, group_body("group-send"))),
         ),
         (
             "group-cast",
             victim,
-            Message::GroupCast {
-                hops: 1,
-                sealed: as_n03(
-                    gk,
-                    Body::GroupSend {
-                        payload: payload("group-cast"),
-                    },
-                ),
-            },
+            one_hop(
+                GROUPS,
+                tree_edge.clone(),
+                Some(as_n03(gk, group_body("group-cast"))),
+            ),
         ),
     ];
     let minutes = Duration::from_secs(600);
@@ -843,12 +876,16 @@ fn forged_origins_are_not_delivered_as_from_the_impersonated_node() {
     assert!(sent.is_ok(), "n03's group send failed: {sent:?}");
     let captured = wait_for(Duration::from_secs(5), || {
         h.captured().into_iter().find_map(|(_, m)| match m {
-            Message::GroupCast { sealed, .. }
-                if sealed.origin().0 == impersonated
-                    && matches!(&sealed.env.body, Body::GroupSend { payload }
-                        if payload == genuine.as_bytes()) =>
+            Message::Service(ServiceMessage {
+                service,
+                sealed: Some(sealed),
+                ..
+            }) if service == GROUPS
+                && sealed.origin().0 == impersonated
+                && matches!(&sealed.env.body, Body::Service { data, .. }
+                        if data.ends_with(genuine.as_bytes())) =>
             {
-                Some(sealed)
+                Some(*sealed)
             }
             _ => None,
         })
@@ -858,10 +895,7 @@ fn forged_origins_are_not_delivered_as_from_the_impersonated_node() {
             for _ in 0..3 {
                 let _ = h.send(
                     victim,
-                    Message::GroupCast {
-                        hops: 1,
-                        sealed: sealed.clone(),
-                    },
+                    one_hop(GROUPS, tree_edge.clone(), Some(sealed.clone())),
                 );
                 for to in [victim, relay] {
                     let _ = h.send(to, routed(sealed.clone()));

@@ -65,31 +65,11 @@ pub struct Config {
     /// A peer outside the routing table that has been silent this long is disconnected.
     /// Default: 60 s.
     pub link_idle: Duration,
-    /// A cast piece not acknowledged this long is re-sent through another neighbour (the wait
-    /// doubles on each attempt). Default: 1 s.
-    pub cast_ack_timeout: Duration,
-    /// Attempts per cast piece before it is given up. Default: 3.
-    pub cast_attempts: u32,
-    /// With a reply requested, how long a node waits for a piece's count, per tree level the
-    /// piece may still span (estimated from the node density); a piece whose count does not
-    /// come is covered again through other nodes. Default: 2 s.
-    pub cast_done_timeout: Duration,
-    /// Casts this node helps to cover at once; more are refused (not forwarded). Default: 4096.
-    pub max_casts: usize,
-    /// How long a cast or group message id is remembered to drop duplicates. Default: 120 s.
+    /// How long a message id is remembered to drop duplicates (services' casts and group
+    /// messages), and how old an envelope may be. Default: 120 s.
     pub seen_ttl: Duration,
     /// Message ids remembered at once for duplicate detection. Default: 65 536.
     pub max_seen: usize,
-    /// How often a tree member confirms its place to its parent (and a parent forgets
-    /// children silent for three periods). Default: 20 s.
-    pub group_refresh: Duration,
-    /// Groups this node holds tree state for (as member, forwarder or root). Default: 1024.
-    pub max_groups: usize,
-    /// Children per group and node. Default: 256.
-    pub max_children: usize,
-    /// A child reported congested this many times in a row is dropped from the tree.
-    /// Default: 3.
-    pub congestion_strikes: u32,
     /// How long a signed contact record is believed after it was made; a node signs its own
     /// anew every quarter of this. Default: 1 h.
     pub record_ttl: Duration,
@@ -136,16 +116,8 @@ impl Default for Config {
             tombstone_ttl: Duration::from_secs(60),
             max_tombstones: 1024,
             link_idle: Duration::from_secs(60),
-            cast_ack_timeout: Duration::from_secs(1),
-            cast_attempts: 3,
-            cast_done_timeout: Duration::from_secs(2),
-            max_casts: 4096,
             seen_ttl: Duration::from_secs(120),
             max_seen: 65_536,
-            group_refresh: Duration::from_secs(20),
-            max_groups: 1024,
-            max_children: 256,
-            congestion_strikes: 3,
             record_ttl: Duration::from_secs(3600),
             adjacency_ttl: Duration::from_secs(60),
             max_clock_skew: Duration::from_secs(30),
@@ -176,10 +148,7 @@ impl Config {
             ("finger_refresh_period", self.finger_refresh_period),
             ("join_timeout", self.join_timeout),
             ("lookup_timeout", self.lookup_timeout),
-            ("cast_ack_timeout", self.cast_ack_timeout),
-            ("cast_done_timeout", self.cast_done_timeout),
             ("seen_ttl", self.seen_ttl),
-            ("group_refresh", self.group_refresh),
             ("record_ttl", self.record_ttl),
             ("adjacency_ttl", self.adjacency_ttl),
             ("rejoin_interval", self.rejoin_interval),
@@ -198,12 +167,7 @@ impl Config {
             ("steer_max_queries", self.steer_max_queries as usize),
             ("max_pending_lookups", self.max_pending_lookups),
             ("max_hops", self.max_hops as usize),
-            ("cast_attempts", self.cast_attempts as usize),
-            ("max_casts", self.max_casts),
             ("max_seen", self.max_seen),
-            ("max_groups", self.max_groups),
-            ("max_children", self.max_children),
-            ("congestion_strikes", self.congestion_strikes as usize),
         ];
         for (name, n) in counts {
             if n == 0 {

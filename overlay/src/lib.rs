@@ -23,16 +23,21 @@
 //! - [`sim`] (feature `sim`): the discrete-event simulator and the stable-ring fast path.
 
 pub mod adjacency;
+pub mod cast;
 pub mod config;
+pub mod groups;
 pub mod message;
+pub mod messaging;
 pub mod node;
 pub mod peer;
 pub mod proof;
 pub mod ring;
 pub mod rng;
 pub mod routing_table;
-mod seen;
+pub mod seen;
 pub mod segment;
+pub mod service;
+pub mod standard;
 pub mod strategy;
 pub mod time;
 
@@ -41,10 +46,8 @@ pub mod sim;
 
 pub use adjacency::Adjacency;
 pub use config::{Config, ConfigError, LookupMode};
-pub use message::{Answer, Body, Cast, Class, Envelope, Message, Routed, Sealed};
-pub use node::{
-    CommandError, Delivery, Event, GroupRole, LookupError, Node, NodeStats, Output, State, Via,
-};
+pub use message::{Answer, Body, Class, Envelope, Message, Routed, Sealed, ServiceMessage};
+pub use node::{CommandError, Event, LookupError, Node, NodeStats, Output, RegisterError, State};
 pub use peer::{Contact, Peer, PeerId, RelayHint};
 pub use proof::{Signer, StandIn, StandInProof};
 pub use ring::{Dir, RingId};

@@ -13,8 +13,9 @@ use crate::adjacency::Adjacency;
 use crate::peer::{Contact, PeerId};
 use crate::proof::{signed_bytes, Signer};
 use crate::ring::{Dir, RingId};
-use crate::segment::Segment;
+use crate::service::ServiceId;
 use crate::time::Time;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Which stream class a message travels on, so that a burst of user data never delays upkeep.
@@ -114,45 +115,25 @@ pub enum Message<P: PeerId> {
     Routed(Routed<P>),
     /// The signed answer to a lookup or finger probe, on its way back to the asker.
     Answer(Answer<P>),
-    /// A piece of a broadcast or range multicast: deliver it to every node in the piece.
-    Cast(Cast<P>),
-    /// "I have your piece `piece` of cast `(origin, seq)` and cover it now."
-    CastAck {
-        /// The cast's origin.
-        origin: P,
-        /// The origin's message number.
-        seq: u64,
-        /// The sender's piece number.
-        piece: u64,
-    },
-    /// "Piece `piece` is covered": sent up the tree when the origin asked for a reply.
-    CastDone {
-        /// The cast's origin.
-        origin: P,
-        /// The origin's message number.
-        seq: u64,
-        /// The sender's piece number (0 from the root of a range multicast to its origin).
-        piece: u64,
-        /// Nodes in the piece that delivered the payload for the first time.
-        delivered: u64,
-    },
-    /// Child to parent: "keep me in the tree of `group`" (also the periodic refresh).
-    GroupJoin {
-        /// The group's position on the ring (hash of its name).
-        group: RingId,
-    },
-    /// Child to parent: "take me out of the tree of `group`".
-    GroupPrune {
-        /// The group.
-        group: RingId,
-    },
-    /// A group message travelling along the tree's edges.
-    GroupCast {
-        /// Tree edges crossed so far.
-        hops: u16,
-        /// The origin's envelope: body [`Body::GroupSend`], key the group.
-        sealed: Sealed<P>,
-    },
+    /// A service's message to a peer this node talks to directly (see [`crate::service`]).
+    Service(ServiceMessage<P>),
+}
+
+/// A service's one-hop message: its own bytes, and, when it passes on something another node
+/// signed (a broadcast piece, a group message), that node's sealed envelope, which the core
+/// checks before the service sees it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct ServiceMessage<P: PeerId> {
+    /// The service it belongs to.
+    pub service: ServiceId,
+    /// The stream class it travels on (the service's own).
+    pub class: Class,
+    /// What the service says, encoded by the service.
+    pub data: Bytes,
+    /// An origin's envelope the message carries, with body [`Body::Service`] of the same
+    /// service.
+    pub sealed: Option<Box<Sealed<P>>>,
 }
 
 /// What an origin signs: everything about a message except how it travels.
@@ -243,35 +224,16 @@ pub enum Body<P: PeerId> {
         /// Hops the request took.
         hops: u16,
     },
-    /// Application data.
-    Data {
-        /// Deliver only to this node (a send to a node id), or to whoever is responsible.
+    /// A service's message, routed to the node responsible for the key (or to `target`).
+    Service {
+        /// The service it belongs to.
+        service: ServiceId,
+        /// The stream class it travels on.
+        class: Class,
+        /// Deliver only at this node (a send to a node id), or at whoever is responsible.
         target: Option<P>,
-        /// The payload.
-        payload: Vec<u8>,
-    },
-    /// A broadcast: every node delivers the payload once.
-    Broadcast {
-        /// Whether the origin wants a count of deliveries gathered back up the tree.
-        reply: bool,
-        /// The payload.
-        payload: Vec<u8>,
-    },
-    /// A range multicast to the nodes responsible for `[lo, key]`: routed to the node
-    /// responsible for the key, which then covers every node from `lo` to itself.
-    Range {
-        /// Lower end of the key range.
-        lo: RingId,
-        /// Whether the origin wants a count of deliveries.
-        reply: bool,
-        /// The payload.
-        payload: Vec<u8>,
-    },
-    /// A group message: routed to the group's tree (the key is the group), then flooded along
-    /// the tree as [`Message::GroupCast`].
-    GroupSend {
-        /// The payload.
-        payload: Vec<u8>,
+        /// What the service says, encoded by the service.
+        data: Bytes,
     },
 }
 
@@ -311,73 +273,28 @@ pub struct Answer<P: PeerId> {
     pub sealed: Sealed<P>,
 }
 
-/// A piece of a broadcast (the whole ring) or of a range multicast (the nodes responsible for
-/// the keys in a range), handed down the dissemination tree.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(bound = "")]
-pub struct Cast<P: PeerId> {
-    /// The sender's number for this piece, echoed in acknowledgements.
-    pub piece: u64,
-    /// The nodes to reach: every node whose position lies here.
-    pub seg: Segment,
-    /// Tree depth of the receiver (1 for the origin's direct children).
-    pub depth: u16,
-    /// The origin's envelope: body [`Body::Broadcast`] or [`Body::Range`].
-    pub sealed: Sealed<P>,
-}
-
-impl<P: PeerId> Cast<P> {
-    /// The origin.
-    pub fn origin(&self) -> P {
-        self.sealed.env.origin.id
-    }
-
-    /// The origin's message number.
-    pub fn seq(&self) -> u64 {
-        self.sealed.env.seq
-    }
-
-    /// Whether the origin wants a count of deliveries.
-    pub fn reply(&self) -> bool {
-        matches!(
-            self.sealed.env.body,
-            Body::Broadcast { reply: true, .. } | Body::Range { reply: true, .. }
-        )
-    }
-
-    /// For a range multicast, its key range `[lo, hi]`; `None` for a broadcast.
-    pub fn keys(&self) -> Option<(RingId, RingId)> {
-        match self.sealed.env.body {
-            Body::Range { lo, .. } => Some((lo, self.sealed.env.key)),
-            _ => None,
-        }
-    }
-
-    /// The payload.
-    pub fn payload(&self) -> &[u8] {
-        match &self.sealed.env.body {
-            Body::Broadcast { payload, .. } | Body::Range { payload, .. } => payload,
-            _ => &[],
-        }
-    }
-}
-
 impl<P: PeerId> Message<P> {
     /// The stream class this message travels on.
     pub fn class(&self) -> Class {
         match self {
             Message::Routed(r) => match r.sealed.env.body {
-                Body::Data { .. } => Class::User,
-                Body::Range { .. } | Body::GroupSend { .. } | Body::Broadcast { .. } => Class::Tree,
+                Body::Service { class, .. } => class,
                 _ => Class::Routing,
             },
-            Message::Cast(_)
-            | Message::CastAck { .. }
-            | Message::CastDone { .. }
-            | Message::GroupJoin { .. }
-            | Message::GroupPrune { .. }
-            | Message::GroupCast { .. } => Class::Tree,
+            Message::Service(m) => m.class,
             _ => Class::Routing,
+        }
+    }
+
+    /// The service a message belongs to, if it is a service's.
+    pub fn service(&self) -> Option<ServiceId> {
+        match self {
+            Message::Routed(r) => match r.sealed.env.body {
+                Body::Service { service, .. } => Some(service),
+                _ => None,
+            },
+            Message::Service(m) => Some(m.service),
+            _ => None,
         }
     }
 
@@ -396,20 +313,18 @@ impl<P: PeerId> Message<P> {
             Message::Near { nodes, .. } => nodes.iter().for_each(f),
             Message::Routed(r) => f(&r.sealed.env.origin),
             Message::Answer(a) => f(&a.sealed.env.origin),
-            Message::Cast(c) => f(&c.sealed.env.origin),
-            Message::GroupCast { sealed, .. } => f(&sealed.env.origin),
-            Message::CastAck { .. }
-            | Message::CastDone { .. }
-            | Message::GroupJoin { .. }
-            | Message::GroupPrune { .. }
-            | Message::FindNear { .. }
-            | Message::Ping { .. }
-            | Message::Pong { .. } => {}
+            Message::Service(m) => {
+                if let Some(s) = &m.sealed {
+                    f(&s.env.origin)
+                }
+            }
+            Message::FindNear { .. } | Message::Ping { .. } | Message::Pong { .. } => {}
         }
     }
 
     /// Every value [`Message::kind`] can return, in the order of [`Message::kind_index`].
-    pub const KINDS: [&'static str; 23] = [
+    /// Services name the kinds of their own messages (see [`crate::service::Service::kinds`]).
+    pub const KINDS: [&'static str; 14] = [
         "stabilize",
         "stabilize-reply",
         "join-reply",
@@ -419,20 +334,11 @@ impl<P: PeerId> Message<P> {
         "join",
         "finger-probe",
         "lookup",
-        "data",
-        "range",
-        "group-send",
-        "routed-other",
-        "cast",
-        "cast-ack",
-        "cast-done",
-        "group-join",
-        "group-prune",
-        "group-cast",
         "find-near",
         "near",
         "ping",
         "pong",
+        "service",
     ];
 
     /// The position of [`Message::kind`] in [`Message::KINDS`], for counters kept in arrays.
@@ -447,26 +353,19 @@ impl<P: PeerId> Message<P> {
             Message::Routed(r) => match r.sealed.env.body {
                 Body::Join => 6,
                 Body::FingerProbe { .. } => 7,
-                Body::Lookup => 8,
-                Body::Data { .. } => 9,
-                Body::Range { .. } => 10,
-                Body::GroupSend { .. } => 11,
-                Body::Answer { .. } | Body::Broadcast { .. } => 12,
+                Body::Lookup | Body::Answer { .. } => 8,
+                Body::Service { .. } => 13,
             },
-            Message::Cast(_) => 13,
-            Message::CastAck { .. } => 14,
-            Message::CastDone { .. } => 15,
-            Message::GroupJoin { .. } => 16,
-            Message::GroupPrune { .. } => 17,
-            Message::GroupCast { .. } => 18,
-            Message::FindNear { .. } => 19,
-            Message::Near { .. } => 20,
-            Message::Ping { .. } => 21,
-            Message::Pong { .. } => 22,
+            Message::FindNear { .. } => 9,
+            Message::Near { .. } => 10,
+            Message::Ping { .. } => 11,
+            Message::Pong { .. } => 12,
+            Message::Service(_) => 13,
         }
     }
 
-    /// A short name for counters and logs.
+    /// A short name for counters and logs (`service` for every service's message: the node
+    /// that runs the service names it, see [`crate::Node::kind_of`]).
     pub fn kind(&self) -> &'static str {
         Self::KINDS[self.kind_index()]
     }
@@ -583,49 +482,6 @@ mod tests {
                 notify_from: None,
             }),
             routed(Body::Lookup),
-            routed(Body::Data {
-                target: None,
-                payload: vec![],
-            }),
-            routed(Body::Range {
-                lo: RingId(0),
-                reply: false,
-                payload: vec![],
-            }),
-            routed(Body::GroupSend { payload: vec![] }),
-            routed(Body::Broadcast {
-                reply: false,
-                payload: vec![],
-            }),
-            Message::Cast(Cast {
-                piece: 0,
-                seg: Segment::full(RingId(0)),
-                depth: 0,
-                sealed: sealed(
-                    1,
-                    Body::Broadcast {
-                        reply: false,
-                        payload: vec![],
-                    },
-                ),
-            }),
-            Message::CastAck {
-                origin: T(1),
-                seq: 0,
-                piece: 0,
-            },
-            Message::CastDone {
-                origin: T(1),
-                seq: 0,
-                piece: 0,
-                delivered: 0,
-            },
-            Message::GroupJoin { group: RingId(0) },
-            Message::GroupPrune { group: RingId(0) },
-            Message::GroupCast {
-                hops: 0,
-                sealed: sealed(1, Body::GroupSend { payload: vec![] }),
-            },
             Message::FindNear {
                 req: 0,
                 key: RingId(0),
@@ -636,6 +492,12 @@ mod tests {
             },
             Message::Ping { nonce: 0 },
             Message::Pong { nonce: 0 },
+            Message::Service(ServiceMessage {
+                service: ServiceId::named("test"),
+                class: Class::User,
+                data: Bytes::new(),
+                sealed: None,
+            }),
         ];
         for (i, m) in all.iter().enumerate() {
             assert_eq!(m.kind_index(), i, "{m:?}");

@@ -30,18 +30,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
 
-use crate::seen::Seen;
+use crate::service::{NeighbourChange, Registry, Work};
 use crate::time::Time;
 
-mod cast;
-mod groups;
+mod dispatch;
 mod heal;
 mod records;
-mod requests;
+pub(crate) mod requests;
 mod steered;
 mod verify;
 
-pub use groups::GroupRole;
+pub use dispatch::RegisterError;
 
 /// Where a node is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -75,45 +74,8 @@ pub enum Output<P: PeerId> {
         /// The peer.
         peer: P,
     },
-    /// Application data arrived for this node.
-    Deliver(Delivery<P>),
     /// Something the application may want to know.
     Event(Event<P>),
-}
-
-/// Application data delivered to this node.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Delivery<P> {
-    /// The node that sent it.
-    pub origin: P,
-    /// The key it was routed to.
-    pub key: RingId,
-    /// Overlay hops it took.
-    pub hops: u16,
-    /// How it was addressed.
-    pub via: Via,
-    /// The payload.
-    pub payload: Vec<u8>,
-}
-
-/// How a delivered payload was addressed.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Via {
-    /// To this node's id ([`Node::send`]).
-    Node,
-    /// To a key this node is responsible for ([`Node::route`]).
-    Key,
-    /// To every node ([`Node::broadcast`]).
-    Broadcast,
-    /// To the nodes responsible for the keys in `[lo, hi]` ([`Node::multicast_range`]).
-    Range {
-        /// Lower end of the key range.
-        lo: RingId,
-        /// Upper end of the key range.
-        hi: RingId,
-    },
-    /// To the members of a group ([`Node::send_group`]).
-    Group(RingId),
 }
 
 /// An event for the application and for monitoring.
@@ -140,23 +102,6 @@ pub enum Event<P> {
         key: RingId,
         /// The responsible node and the hops it took, or why there is no answer.
         result: Result<(P, u16), LookupError>,
-    },
-    /// A broadcast or range multicast this node started is over.
-    CastDone {
-        /// The message number [`Node::broadcast`] or [`Node::multicast_range`] returned.
-        seq: u64,
-        /// With a reply requested: how many nodes delivered it (each counted once; a node whose
-        /// report was lost to a failure is missing from the count).
-        delivered: Option<u64>,
-        /// Whether every piece was acknowledged (no piece given up after every attempt).
-        complete: bool,
-    },
-    /// A child of this node in `group`'s tree could not keep up and was dropped.
-    GroupChildDropped {
-        /// The group.
-        group: RingId,
-        /// The dropped child.
-        peer: P,
     },
 }
 
@@ -186,9 +131,9 @@ pub enum CommandError {
     /// Joining through oneself.
     #[error("cannot join through this node itself")]
     SelfBootstrap,
-    /// This node already holds state for as many groups as allowed.
-    #[error("too many groups")]
-    TooManyGroups,
+    /// No service of that kind is registered on this node.
+    #[error("no such service on this node")]
+    NoService,
 }
 
 /// Counters a node keeps about itself.
@@ -202,9 +147,8 @@ pub struct NodeStats {
     pub received: u64,
     /// Routed messages forwarded for others.
     pub forwarded: u64,
-    /// Payloads delivered to the application.
-    pub delivered: u64,
-    /// Routed messages dropped: too many hops, no route, or addressed to a node that is not here.
+    /// Routed messages dropped: too many hops, no route, addressed to a node that is not here,
+    /// or for a service this node does not run.
     pub dropped: u64,
     /// Lookups answered / failed.
     pub lookups_ok: u64,
@@ -263,14 +207,14 @@ const MAX_PENDING_LINKS: usize = 1024;
 /// A Tango overlay node. See the module documentation for how to drive it.
 #[derive(Debug)]
 pub struct Node<P: PeerId> {
-    me: Peer<P>,
+    pub(crate) me: Peer<P>,
     signer: Box<dyn Signer<P>>,
     /// This node's own signed contact record.
     record: Contact<P>,
     /// Verified records of other nodes, passed on in contacts.
     records: BTreeMap<P, Contact<P>>,
     /// Request ids and message numbers.
-    nonces: requests::Nonces,
+    pub(crate) nonces: requests::Nonces,
     /// The id of the join request in flight.
     join_req: u64,
     /// Nodes to join through again if every neighbour is lost.
@@ -297,16 +241,12 @@ pub struct Node<P: PeerId> {
     timers: Timers,
     refresh_cursor: usize,
     repair: BTreeSet<(Dir, usize)>,
-    rng: SplitMix64,
+    pub(crate) rng: SplitMix64,
     out: VecDeque<Output<P>>,
     stats: NodeStats,
     lists_dirty: bool,
-    /// Broadcast and range multicast pieces in progress.
-    casts: cast::Casts<P>,
-    /// Group trees this node is part of.
-    groups: groups::Groups<P>,
-    /// Recently seen `(origin, seq)` of casts and group messages.
-    seen: Seen<(P, u64)>,
+    /// The services running on this node, and the work waiting for them.
+    pub(crate) services: Registry<P>,
     /// Steered lookups in flight.
     steers: steered::Steers<P>,
     /// The lowest mean gap between nodes seen lately (steered lookups judge answers by it).
@@ -339,7 +279,7 @@ pub struct Node<P: PeerId> {
     /// stabilisation timeout, their link is closed (see `close_idle_links`).
     table_links: BTreeSet<P>,
     /// The `now` of the latest input, for code paths reached without one.
-    now: Time,
+    pub(crate) now: Time,
 }
 
 impl<P: PeerId> Node<P> {
@@ -380,9 +320,7 @@ impl<P: PeerId> Node<P> {
             out: VecDeque::new(),
             stats: NodeStats::default(),
             lists_dirty: false,
-            casts: cast::Casts::default(),
-            groups: groups::Groups::default(),
-            seen: Seen::new(cfg.seen_ttl, cfg.max_seen),
+            services: Registry::default(),
             steers: steered::Steers::default(),
             gap_floor: steered::GapFloor::default(),
             merge_probes: BTreeMap::new(),
@@ -499,11 +437,6 @@ impl<P: PeerId> Node<P> {
         self.links.keys()
     }
 
-    /// Broadcasts and range multicasts this node is helping to cover right now.
-    pub fn casts_in_progress(&self) -> usize {
-        self.casts.active()
-    }
-
     /// Lookups waiting for an answer.
     pub fn pending_lookups(&self) -> usize {
         self.lookups.len() + self.steers.len()
@@ -530,8 +463,7 @@ impl<P: PeerId> Node<P> {
         .flatten()
         .chain(self.awaiting.values().copied())
         .chain(self.lookup_deadlines.first().map(|(t, _)| *t))
-        .chain(self.casts.next_deadline())
-        .chain(self.groups.next_deadline())
+        .chain(self.services.next_deadline())
         .chain(self.steers.next_deadline())
         .chain(self.checks.values().map(|(_, t)| *t).min())
         .min()
@@ -605,9 +537,7 @@ impl<P: PeerId> Node<P> {
         self.lookups.clear();
         self.lookup_deadlines.clear();
         self.steers_leave();
-        self.groups_leave();
-        self.casts_leave();
-        self.seen.clear();
+        self.services_leave();
         self.timers = Timers::default();
         self.awaiting.clear();
         if self.state != State::Left {
@@ -632,40 +562,6 @@ impl<P: PeerId> Node<P> {
             return Ok(req);
         }
         Ok(self.send_request(key, Purpose::Lookup, Body::Lookup))
-    }
-
-    /// Sends `payload` to whichever node is responsible for `key` (best effort, no answer).
-    pub fn route(&mut self, now: Time, key: RingId, payload: Vec<u8>) -> Result<(), CommandError> {
-        self.now = self.now.max(now);
-        if self.state != State::Joined {
-            return Err(CommandError::NotJoined);
-        }
-        self.originate(
-            key,
-            Body::Data {
-                target: None,
-                payload,
-            },
-        );
-        Ok(())
-    }
-
-    /// Sends `payload` to the node `target` (best effort): routed towards its position and
-    /// delivered only if that node is there.
-    pub fn send(&mut self, now: Time, target: P, payload: Vec<u8>) -> Result<(), CommandError> {
-        self.now = self.now.max(now);
-        if self.state != State::Joined {
-            return Err(CommandError::NotJoined);
-        }
-        let key = target.ring_id();
-        self.originate(
-            key,
-            Body::Data {
-                target: Some(target),
-                payload,
-            },
-        );
-        Ok(())
     }
 
     // ----- network inputs -----
@@ -714,6 +610,7 @@ impl<P: PeerId> Node<P> {
         self.table_links.remove(&peer);
         self.emit_neighbour_events();
         self.link_table();
+        self.run_services();
     }
 
     /// The connection to `peer` was closed on purpose, by this node or by the peer, because
@@ -794,48 +691,26 @@ impl<P: PeerId> Node<P> {
             Message::Near { req, nodes } => self.on_near(from, req, nodes),
             Message::Ping { nonce } => self.push_send(from, Message::Pong { nonce }),
             Message::Pong { nonce } => self.on_pong(from, nonce),
-            Message::Cast(c) => {
-                if self.state == State::Joined {
-                    self.on_cast(now, from, c)
-                }
-            }
-            Message::CastAck { piece, .. } => self.on_cast_ack(now, from, piece),
-            Message::CastDone {
-                origin,
-                seq,
-                piece,
-                delivered,
-            } => self.on_cast_done(now, from, origin, seq, piece, delivered),
-            Message::GroupJoin { group } => self.on_group_join(now, from, group),
-            Message::GroupPrune { group } => self.on_group_prune(from, group),
-            Message::GroupCast { hops, sealed } => self.on_group_cast(now, from, hops, sealed),
+            Message::Service(m) => self.on_service_message(from, m),
         }
         self.hurry_stabilize(now);
         self.emit_neighbour_events();
         self.link_table();
+        self.run_services();
     }
 
     /// Checks the envelope a message carries for its origin: signed by the origin, recent,
     /// and of a kind that may travel that way.
     fn signed_content_ok(&mut self, msg: &Message<P>) -> bool {
         let (sealed, fits) = match msg {
-            Message::Routed(r) => (
-                &r.sealed,
-                !matches!(
-                    r.sealed.env.body,
-                    Body::Answer { .. } | Body::Broadcast { .. }
+            Message::Routed(r) => (&r.sealed, !matches!(r.sealed.env.body, Body::Answer { .. })),
+            Message::Service(m) => match &m.sealed {
+                None => return true,
+                Some(sealed) => (
+                    &**sealed,
+                    matches!(sealed.env.body, Body::Service { service, .. } if service == m.service),
                 ),
-            ),
-            Message::Cast(c) => (
-                &c.sealed,
-                matches!(
-                    c.sealed.env.body,
-                    Body::Broadcast { .. } | Body::Range { .. }
-                ),
-            ),
-            Message::GroupCast { sealed, .. } => {
-                (sealed, matches!(sealed.env.body, Body::GroupSend { .. }))
-            }
+            },
             Message::Answer(a) => (&a.sealed, matches!(a.sealed.env.body, Body::Answer { .. })),
             _ => return true,
         };
@@ -899,12 +774,6 @@ impl<P: PeerId> Node<P> {
         if self.timers.merge.is_some_and(|t| t <= now) {
             self.merge_probe(now);
         }
-        if self.casts.next_deadline().is_some_and(|t| t <= now) {
-            self.cast_timeouts(now);
-        }
-        if self.groups.next_deadline().is_some_and(|t| t <= now) {
-            self.group_refresh(now);
-        }
         if self.steers.next_deadline().is_some_and(|t| t <= now) {
             self.steer_timeouts(now);
         }
@@ -913,6 +782,8 @@ impl<P: PeerId> Node<P> {
         }
         self.emit_neighbour_events();
         self.link_table();
+        self.services_timeouts(now);
+        self.run_services();
     }
 
     // ----- joining -----
@@ -1216,8 +1087,7 @@ impl<P: PeerId> Node<P> {
                 self.check_alive(p.id);
             }
         }
-        self.cast_peer_failed(now, from);
-        self.group_peer_failed(now, from);
+        self.services.work.push_back(Work::PeerFailed(from));
         self.check_isolated(now);
     }
 
@@ -1227,8 +1097,7 @@ impl<P: PeerId> Node<P> {
         let known = self.table.contains(&peer);
         self.bury(now, peer);
         if !known {
-            self.cast_peer_failed(now, peer);
-            self.group_peer_failed(now, peer);
+            self.services.work.push_back(Work::PeerFailed(peer));
             return;
         }
         self.stats.peers_failed += 1;
@@ -1267,9 +1136,8 @@ impl<P: PeerId> Node<P> {
         if !self.repair.is_empty() && self.timers.repair.is_none() && self.state == State::Joined {
             self.timers.repair = Some(now + self.cfg.repair_delay);
         }
-        // With the table repaired, pieces and tree edges held by the dead peer move elsewhere.
-        self.cast_peer_failed(now, peer);
-        self.group_peer_failed(now, peer);
+        // With the table repaired, what services gave the dead peer moves elsewhere.
+        self.services.work.push_back(Work::PeerFailed(peer));
         self.check_isolated(now);
     }
 
@@ -1425,7 +1293,7 @@ impl<P: PeerId> Node<P> {
     // ----- routing -----
 
     /// Signs an envelope from this node.
-    fn seal(&mut self, seq: u64, key: RingId, body: Body<P>) -> Sealed<P> {
+    pub(crate) fn seal(&mut self, seq: u64, key: RingId, body: Body<P>) -> Sealed<P> {
         let env = Envelope {
             origin: self.my_contact(),
             seq,
@@ -1458,25 +1326,10 @@ impl<P: PeerId> Node<P> {
         if self.state != State::Joined {
             return;
         }
-        // A group message enters the group's tree at the first tree node on its way.
-        if matches!(r.sealed.env.body, Body::GroupSend { .. })
-            && self.group_send_enters(now, &r.sealed, r.hops)
-        {
+        if matches!(r.sealed.env.body, Body::Service { .. }) {
+            // A service's message: routed with its service's say at every hop.
+            self.services.work.push_back(Work::Route(r));
             return;
-        }
-        // A send to a node we know directly skips the rest of the route.
-        if let Body::Data {
-            target: Some(t), ..
-        } = &r.sealed.env.body
-        {
-            let t = *t;
-            if t == self.me.id {
-                return self.arrive(now, r);
-            }
-            if self.table.contains(&t) {
-                r.hops += 1;
-                return self.forward(t, r);
-            }
         }
         match self.table.next_hop(r.key()) {
             Some(NextHop::Local) => self.arrive(now, r),
@@ -1492,7 +1345,7 @@ impl<P: PeerId> Node<P> {
         }
     }
 
-    fn forward(&mut self, to: P, mut r: Routed<P>) {
+    pub(crate) fn forward(&mut self, to: P, mut r: Routed<P>) {
         if r.origin() != self.me.id {
             self.stats.forwarded += 1;
             // Requests that want an answer keep the way back.
@@ -1536,29 +1389,8 @@ impl<P: PeerId> Node<P> {
                 }
             }
             Body::Lookup => self.answer(now, &r),
-            Body::Data { target, payload } => {
-                if target.is_some_and(|t| t != self.me.id) {
-                    self.stats.dropped += 1;
-                    return;
-                }
-                self.stats.delivered += 1;
-                let via = if target.is_some() {
-                    Via::Node
-                } else {
-                    Via::Key
-                };
-                self.out.push_back(Output::Deliver(Delivery {
-                    origin,
-                    key: r.key(),
-                    hops: r.hops,
-                    via,
-                    payload: payload.clone(),
-                }));
-            }
-            Body::Range { .. } => self.arrive_range(now, r.sealed, r.hops),
-            Body::GroupSend { .. } | Body::Answer { .. } | Body::Broadcast { .. } => {
-                // A group message that reached the group's root without meeting its tree: the
-                // group has no members. The others are never routed.
+            Body::Service { .. } | Body::Answer { .. } => {
+                // Services' messages are routed by `route_service`; answers are never routed.
                 self.stats.dropped += 1;
             }
         }
@@ -1569,7 +1401,6 @@ impl<P: PeerId> Node<P> {
     fn housekeeping(&mut self, now: Time) {
         self.timers.housekeeping = Some(now + HOUSEKEEPING);
         self.tombstones.retain(|_, t| *t > now);
-        self.seen.expire(now);
         self.close_idle_links(now);
         self.table_links
             .retain(|p| self.links.contains_key(p) || self.table.contains(p));
@@ -1606,7 +1437,7 @@ impl<P: PeerId> Node<P> {
                 } else {
                     idle
                 };
-                quiet >= limit && !self.table.contains(p) && !self.groups.uses(p)
+                quiet >= limit && !self.table.contains(p) && !self.services.uses_link(p)
             })
             .map(|(p, _)| *p)
             .collect();
@@ -1619,7 +1450,7 @@ impl<P: PeerId> Node<P> {
 
     // ----- helpers -----
 
-    fn push_send(&mut self, to: P, msg: Message<P>) {
+    pub(crate) fn push_send(&mut self, to: P, msg: Message<P>) {
         self.stats.sent += 1;
         self.out.push_back(Output::Send { to, msg });
     }
@@ -1654,16 +1485,27 @@ impl<P: PeerId> Node<P> {
                 self.out.push_back(Output::Event(Event::NeighbourDown(*p)));
             }
         }
+        let mut change = NeighbourChange {
+            up: Vec::new(),
+            down: Vec::new(),
+        };
+        for p in &self.neighbours {
+            if now.binary_search(p).is_err() {
+                change.down.push(*p);
+            }
+        }
         for p in &now {
             if self.neighbours.binary_search(p).is_err() {
                 self.out.push_back(Output::Event(Event::NeighbourUp(*p)));
+                change.up.push(*p);
             }
         }
         self.neighbours = now;
+        self.services.work.push_back(Work::Neighbours(change));
     }
 
     /// `d` scaled by a random factor in [0.9, 1.1), so that nodes do not march in step.
-    fn jitter(&mut self, d: Duration) -> Duration {
+    pub(crate) fn jitter(&mut self, d: Duration) -> Duration {
         d.mul_f64(0.9 + 0.2 * self.rng.next_f64())
     }
 }

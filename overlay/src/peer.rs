@@ -12,7 +12,9 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 
 /// A node identity usable by the overlay.
-pub trait PeerId: Copy + Ord + Eq + std::hash::Hash + Debug + Serialize + DeserializeOwned {
+pub trait PeerId:
+    Copy + Ord + Eq + std::hash::Hash + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
     /// A proof that this identity's owner signed some bytes (see [`crate::proof`]).
     type Proof: Clone + PartialEq + Eq + Debug + Serialize + DeserializeOwned + Send + Sync;
 

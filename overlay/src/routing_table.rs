@@ -118,6 +118,35 @@ impl<P: PeerId> RoutingTable<P> {
         }
     }
 
+    /// The `r` nodes that should hold replicas of `key`, in order: the node responsible for it
+    /// (the first at or after it clockwise) and those after it. `None` when this node's lists
+    /// do not reach the key (ask a node nearer to it); fewer than `r` when the lists hold fewer
+    /// nodes at or after the key.
+    pub fn replica_set(&self, key: RingId, r: usize) -> Option<Vec<Peer<P>>> {
+        let (succs, preds) = (&self.lists[0], &self.lists[1]);
+        let whole = self.span(Dir::Cw) == u128::MAX || self.span(Dir::Ccw) == u128::MAX;
+        // How far clockwise from the key the lists still know every node.
+        let reach = match (whole, succs.last(), preds.last()) {
+            (true, _, _) => u128::MAX,
+            (false, Some(far_succ), Some(far_pred)) => {
+                if !key.in_open_closed(far_pred.pos, far_succ.pos) {
+                    return None;
+                }
+                key.cw_to(far_succ.pos)
+            }
+            _ => return None,
+        };
+        let mut known: Vec<Peer<P>> = std::iter::once(self.me)
+            .chain(succs.iter().copied())
+            .chain(preds.iter().copied())
+            .filter(|p| key.cw_to(p.pos) <= reach)
+            .collect();
+        known.sort_by_key(|p| (key.cw_to(p.pos), p.id));
+        known.dedup_by_key(|p| p.id);
+        known.truncate(r);
+        Some(known)
+    }
+
     /// How far the list in `dir` reaches; everything is covered while the list is not full
     /// (the ring is then small enough to be known whole).
     fn span(&self, dir: Dir) -> u128 {

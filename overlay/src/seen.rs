@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Ids seen in the last `ttl`, at most `cap` of them (the oldest are forgotten first).
 #[derive(Debug)]
-pub(crate) struct Seen<K> {
+pub struct Seen<K> {
     at: BTreeMap<K, Time>,
     order: VecDeque<(Time, K)>,
     ttl: Duration,
@@ -16,7 +16,7 @@ pub(crate) struct Seen<K> {
 
 impl<K: Ord + Copy> Seen<K> {
     /// An empty memory.
-    pub(crate) fn new(ttl: Duration, cap: usize) -> Self {
+    pub fn new(ttl: Duration, cap: usize) -> Self {
         Seen {
             at: BTreeMap::new(),
             order: VecDeque::new(),
@@ -26,7 +26,7 @@ impl<K: Ord + Copy> Seen<K> {
     }
 
     /// Records `key`; returns whether it is new.
-    pub(crate) fn insert(&mut self, key: K, now: Time) -> bool {
+    pub fn insert(&mut self, key: K, now: Time) -> bool {
         self.expire(now);
         if self.at.contains_key(&key) {
             return false;
@@ -45,7 +45,7 @@ impl<K: Ord + Copy> Seen<K> {
     }
 
     /// Forgets ids older than the time to live.
-    pub(crate) fn expire(&mut self, now: Time) {
+    pub fn expire(&mut self, now: Time) {
         while let Some(&(t, k)) = self.order.front() {
             if now.since(t) < self.ttl {
                 break;
@@ -56,13 +56,17 @@ impl<K: Ord + Copy> Seen<K> {
     }
 
     /// Ids remembered now.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.at.len()
     }
 
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
     /// Forgets everything.
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.at.clear();
         self.order.clear();
     }

@@ -2,9 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use p2ps_overlay::messaging::{Addressed, Messaging, MessagingExt};
 use p2ps_overlay::{
-    CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, StandIn, StandInProof,
-    Time, Via,
+    CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, StandIn, StandInProof, Time,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,13 +30,11 @@ fn drain(n: &mut Node<T>) -> Vec<Output<T>> {
 #[test]
 fn commands_before_joining_are_refused() {
     let mut n = Node::new(StandIn(T(1)), Config::default());
+    n.register(Messaging::<T>::default()).unwrap();
     let now = Time::ZERO;
     assert_eq!(n.lookup(now, RingId(5)), Err(CommandError::NotJoined));
-    assert_eq!(
-        n.route(now, RingId(5), vec![1]),
-        Err(CommandError::NotJoined)
-    );
-    assert_eq!(n.send(now, T(2), vec![1]), Err(CommandError::NotJoined));
+    assert_eq!(n.route(now, RingId(5), &[1]), Err(CommandError::NotJoined));
+    assert_eq!(n.send(now, T(2), &[1]), Err(CommandError::NotJoined));
     assert_eq!(
         n.join(now, Contact::bare(T(1))),
         Err(CommandError::SelfBootstrap)
@@ -52,6 +50,7 @@ fn commands_before_joining_are_refused() {
 #[test]
 fn lone_node_answers_itself() {
     let mut n = Node::new(StandIn(T(1)), Config::default());
+    n.register(Messaging::<T>::default()).unwrap();
     let now = Time::ZERO;
     n.create(now).unwrap();
     drain(&mut n);
@@ -64,14 +63,13 @@ fn lone_node_answers_itself() {
             result: Ok((T(1), 0))
         })]
     );
-    n.route(now, RingId(7), b"hi".to_vec()).unwrap();
-    match drain(&mut n).as_slice() {
-        [Output::Deliver(d)] => {
-            assert_eq!((d.origin, d.hops, d.via), (T(1), 0, Via::Key));
-            assert_eq!(d.payload, b"hi");
-        }
-        other => panic!("{other:?}"),
-    }
+    n.route(now, RingId(7), b"hi").unwrap();
+    assert_eq!(drain(&mut n), vec![]);
+    let inbox = n.service_mut::<Messaging<T>>().unwrap();
+    let d = inbox.poll_delivery().unwrap();
+    assert_eq!((d.origin, d.hops, d.addressed), (T(1), 0, Addressed::Key));
+    assert_eq!(&d.payload[..], b"hi");
+    assert!(inbox.poll_delivery().is_none());
 }
 
 #[test]

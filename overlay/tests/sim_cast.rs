@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_overlay::sim::{SimConfig, SimId, Simulator};
-use p2ps_overlay::{Message, RingId, Via};
+use p2ps_overlay::groups::{GroupExt, Groups};
+use p2ps_overlay::sim::{SimConfig, SimId, Simulator, Via};
+use p2ps_overlay::RingId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -19,13 +20,6 @@ fn stable(n: usize, seed: u64) -> Simulator {
     sim.reset_counters();
     sim.record_deliveries();
     sim
-}
-
-fn kind(name: &str) -> usize {
-    Message::<SimId>::KINDS
-        .iter()
-        .position(|k| *k == name)
-        .unwrap()
 }
 
 /// How many times each node delivered payload `tag`.
@@ -56,13 +50,9 @@ fn broadcast_reaches_every_node_once_with_n_minus_one_messages() {
             assert_eq!(d.origin, origin);
         }
         let c = sim.counters();
-        assert_eq!(
-            c.by_kind[kind("cast")].messages,
-            (N - 1) as u64,
-            "seed {seed}"
-        );
-        assert_eq!(c.by_kind[kind("cast-ack")].messages, (N - 1) as u64);
-        assert_eq!(c.by_kind[kind("cast-done")].messages, (N - 1) as u64);
+        assert_eq!(c.traffic("cast").messages, (N - 1) as u64, "seed {seed}");
+        assert_eq!(c.traffic("cast-ack").messages, (N - 1) as u64);
+        assert_eq!(c.traffic("cast-done").messages, (N - 1) as u64);
         let done = c.casts_done.iter().find(|r| r.seq == seq).unwrap();
         assert_eq!(done.delivered, Some((N - 1) as u64), "seed {seed}");
         assert!(done.complete);
@@ -79,7 +69,7 @@ fn broadcast_without_reply_needs_no_counts() {
     sim.run_for(Duration::from_secs(30));
     assert_eq!(deliveries_of(&sim, b"quiet").len(), 1_999);
     let c = sim.counters();
-    assert_eq!(c.by_kind[kind("cast-done")].messages, 0);
+    assert_eq!(c.traffic("cast-done").messages, 0);
     let done = c.casts_done.iter().find(|r| r.seq == seq).unwrap();
     assert_eq!((done.delivered, done.complete), (None, true));
 }
@@ -117,7 +107,7 @@ fn broadcast_survives_crashes_during_dissemination() {
             "seed {seed}: {reached}/{} survivors reached",
             survivors.len()
         );
-        let casts = sim.counters().by_kind[kind("cast")].messages as f64;
+        let casts = sim.counters().traffic("cast").messages as f64;
         assert!(
             casts / (N as f64 - 1.0) < 1.10,
             "seed {seed}: {casts} pieces"
@@ -333,7 +323,13 @@ fn congested_child_is_dropped_then_rejoins() {
                 .and_then(|r| r.children.first().map(|c| (n, *c)))
         })
         .unwrap();
-    let strikes = sim.node(parent).config().congestion_strikes;
+    let group_cfg = sim
+        .node(parent)
+        .service::<Groups<SimId>>()
+        .unwrap()
+        .config()
+        .clone();
+    let strikes = group_cfg.congestion_strikes;
     for _ in 0..strikes {
         sim.command(parent, |n, now| n.handle_congestion(now, child));
     }
@@ -341,7 +337,7 @@ fn congested_child_is_dropped_then_rejoins() {
     let roles = sim.node(parent).group_roles();
     assert!(roles.iter().all(|r| !r.children.contains(&child)));
     // The child re-attaches at its next refresh (its parent did not tell it anything).
-    sim.run_for(sim.node(parent).config().group_refresh * 2);
+    sim.run_for(group_cfg.refresh * 2);
     let roles = sim.node(parent).group_roles();
     assert!(roles.iter().any(|r| r.children.contains(&child)));
 }

@@ -188,15 +188,15 @@ fn route_and_send_deliver_once() {
     for (at, del) in d {
         let n = u32::from_be_bytes(del.payload[..4].try_into().unwrap());
         if n < 1000 {
-            assert_eq!(del.via, p2ps_overlay::Via::Key);
+            assert_eq!(del.via, p2ps_overlay::sim::Via::Key);
             assert_eq!(Some(*at), sim.responsible(del.key), "route {n}");
         } else {
-            assert_eq!(del.via, p2ps_overlay::Via::Node);
+            assert_eq!(del.via, p2ps_overlay::sim::Via::Node);
             let i = (n - 1000) as usize;
             assert_eq!(*at, ids[(i * 13 + 1) % ids.len()], "send {n}");
         }
     }
-    let mut payloads: Vec<&Vec<u8>> = d.iter().map(|(_, x)| &x.payload).collect();
+    let mut payloads: Vec<&[u8]> = d.iter().map(|(_, x)| &x.payload[..]).collect();
     payloads.sort();
     payloads.dedup();
     assert_eq!(payloads.len(), 400, "each payload exactly once");

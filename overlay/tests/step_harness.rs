@@ -3,10 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use p2ps_overlay::cast::{self, CastEvent, Casts, CAST};
+use p2ps_overlay::messaging::{self, Messaging, MESSAGES};
+use p2ps_overlay::service::encode;
 use p2ps_overlay::sim::ideal::Ring;
 use p2ps_overlay::{
-    Adjacency, Answer, Body, Cast, Config, Contact, Dir, Envelope, Event, Message, Node, Output,
-    Peer, PeerId, RelayHint, RingId, Routed, Sealed, Segment, StandIn, StandInProof, State, Time,
+    standard, Adjacency, Answer, Body, Class, Config, Contact, Dir, Envelope, Event, Message, Node,
+    Output, Peer, PeerId, RelayHint, RingId, Routed, Sealed, Segment, ServiceMessage, StandIn,
+    StandInProof, State, Time,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -104,9 +108,27 @@ fn ring_of(members: &[u8]) -> Vec<Node<T>> {
     (0..members.len())
         .map(|i| {
             let table = ring.ideal_table(i, cfg().strategy, 2);
-            Node::from_table(StandIn(table.me().id), cfg(), table, Time::ZERO)
+            let mut node = Node::from_table(StandIn(table.me().id), cfg(), table, Time::ZERO);
+            standard::register(&mut node).unwrap();
+            node
         })
         .collect()
+}
+
+/// The origins of what `node`'s plain-message and cast services delivered.
+fn delivered_from(node: &mut Node<T>) -> Vec<u8> {
+    let mut from = Vec::new();
+    let inbox = node.service_mut::<Messaging<T>>().unwrap();
+    while let Some(d) = inbox.poll_delivery() {
+        from.push(d.origin.0);
+    }
+    let casts = node.service_mut::<Casts<T>>().unwrap();
+    while let Some(e) = casts.poll_event() {
+        if let CastEvent::Delivered { origin, .. } = e {
+            from.push(origin.0);
+        }
+    }
+    from
 }
 
 #[test]
@@ -419,55 +441,58 @@ fn forged_origins_are_dropped() {
     let now = Time::from_secs(10);
     let a = &mut nodes[0];
     let data = |signer| {
-        let body = Body::Data {
+        let body = Body::Service {
+            service: MESSAGES,
+            class: Class::User,
             target: Some(T(10)),
-            payload: b"hi".to_vec(),
+            data: encode(&messaging::Wire::Data, b"hi"),
         };
         routed(sealed(signer, 30, now, T(10).ring_id(), body))
     };
     let cast = |signer| {
-        Message::Cast(Cast {
+        let body = Body::Service {
+            service: CAST,
+            class: Class::Tree,
+            target: None,
+            data: encode(&cast::Wire::<T>::Broadcast { reply: false }, b"all"),
+        };
+        let piece = cast::Wire::<T>::Piece {
             piece: 1,
             seg: Segment::between(RingId(5 << 120), RingId(15 << 120)),
             depth: 1,
-            sealed: sealed(
-                signer,
-                30,
-                now,
-                T(30).ring_id(),
-                Body::Broadcast {
-                    reply: false,
-                    payload: b"all".to_vec(),
-                },
-            ),
+        };
+        Message::Service(ServiceMessage {
+            service: CAST,
+            class: Class::Tree,
+            data: encode(&piece, &[]),
+            sealed: Some(Box::new(sealed(signer, 30, now, T(30).ring_id(), body))),
         })
     };
     // 20 speaks as 30.
     a.handle_message(now, T(20), data(20));
     a.handle_message(now, T(20), cast(20));
-    let out = drain(a);
-    assert!(
-        !out.iter().any(|o| matches!(o, Output::Deliver(_))),
-        "{out:?}"
-    );
+    drain(a);
+    assert_eq!(delivered_from(a), Vec::<u8>::new());
     assert_eq!(a.stats().forged, 2);
     // A stale envelope (a replay) is dropped too.
     let old = Time::from_secs(10) + cfg().seen_ttl * 2;
     a.handle_message(old, T(20), data(30));
     assert_eq!(a.stats().stale, 1);
-    assert!(!drain(a).iter().any(|o| matches!(o, Output::Deliver(_))));
+    assert_eq!(delivered_from(a), Vec::<u8>::new());
     // The real thing is delivered, from 30.
     let mut b = ring_of(&[10, 20, 30, 40]).remove(0);
     b.handle_message(now, T(20), data(30));
     b.handle_message(now, T(20), cast(30));
-    let from: Vec<u8> = drain(&mut b)
-        .iter()
-        .filter_map(|o| match o {
-            Output::Deliver(d) => Some(d.origin.0),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(from, vec![30, 30]);
+    assert_eq!(delivered_from(&mut b), vec![30, 30]);
+    // A piece whose envelope is another service's is refused before the service sees it.
+    let mut c = ring_of(&[10, 20, 30, 40]).remove(0);
+    let mut wrong = cast(30);
+    if let Message::Service(m) = &mut wrong {
+        m.service = MESSAGES;
+    }
+    c.handle_message(now, T(20), wrong);
+    assert_eq!(delivered_from(&mut c), Vec::<u8>::new());
+    assert_eq!(c.stats().dropped, 1);
 }
 
 /// Contacts a peer lists enter the tables only as records signed by their nodes; a list never

@@ -1,5 +1,7 @@
 //! How to build a node: identity, addresses, and the overlay's and transport's tunables.
 
+use p2ps_overlay::cast::CastConfig;
+use p2ps_overlay::groups::GroupConfig;
 use p2ps_overlay::Config as OverlayConfig;
 use p2ps_transport::Identity;
 use std::net::SocketAddr;
@@ -18,6 +20,10 @@ pub struct NodeConfig {
     pub advertise: Vec<SocketAddr>,
     /// The overlay's tunables (finger strategy, list length, stabilisation, timeouts).
     pub overlay: OverlayConfig,
+    /// Broadcast and range multicast (acknowledgement and count timeouts, casts at once).
+    pub cast: CastConfig,
+    /// Group trees (refresh period, groups and children per node).
+    pub groups: GroupConfig,
     /// A peer silent this long is taken for crashed. Default 5 s.
     pub idle_timeout: Duration,
     /// Keep-alive interval on idle connections (pinged by the side that dialed them). Default
@@ -56,6 +62,8 @@ impl NodeConfig {
             listen,
             advertise: Vec::new(),
             overlay: OverlayConfig::default(),
+            cast: CastConfig::default(),
+            groups: GroupConfig::default(),
             idle_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(2),
             max_message_size: p2ps_transport::DEFAULT_MAX_FRAME_SIZE,

@@ -19,6 +19,9 @@ pub enum StartError {
     /// The identity key cannot sign overlay messages.
     #[error("identity: {0}")]
     Signing(#[source] p2ps_transport::SigningKeyError),
+    /// A service could not be registered.
+    #[error("service: {0}")]
+    Service(#[source] p2ps_overlay::RegisterError),
 }
 
 /// Why a command to a running node failed.
@@ -39,6 +42,9 @@ pub enum NodeError {
     /// The node is in as many group trees as it may be.
     #[error("too many groups")]
     TooManyGroups,
+    /// The service asked for is not registered on this node.
+    #[error("no such service on this node")]
+    NoService,
     /// A group name is empty or longer than 255 bytes.
     #[error("invalid group name: {0}")]
     BadGroupName(String),
@@ -76,7 +82,16 @@ impl From<p2ps_overlay::CommandError> for NodeError {
             C::NotJoined => NodeError::NotJoined,
             C::AlreadyStarted | C::SelfBootstrap => NodeError::AlreadyStarted,
             C::TooManyPending => NodeError::Busy,
-            C::TooManyGroups => NodeError::TooManyGroups,
+            C::NoService => NodeError::NoService,
+        }
+    }
+}
+
+impl From<p2ps_overlay::groups::GroupError> for NodeError {
+    fn from(e: p2ps_overlay::groups::GroupError) -> Self {
+        match e {
+            p2ps_overlay::groups::GroupError::Command(c) => c.into(),
+            p2ps_overlay::groups::GroupError::TooManyGroups => NodeError::TooManyGroups,
         }
     }
 }

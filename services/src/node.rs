@@ -148,7 +148,15 @@ impl Node {
         // Request ids and message numbers must be unpredictable: key them from the OS.
         let mut overlay_config = config.overlay.clone();
         overlay_config.seed ^= p2ps_transport::random_u64();
+        config.cast.validate()?;
+        config.groups.validate()?;
         let mut overlay = Overlay::new(signer, overlay_config);
+        p2ps_overlay::standard::register_with(
+            &mut overlay,
+            config.cast.clone(),
+            config.groups.clone(),
+        )
+        .map_err(StartError::Service)?;
         overlay.set_local_addrs(addrs.clone());
         let mapper = if config.upnp {
             match p2ps_transport::PortMapper::start(
@@ -275,7 +283,7 @@ impl Node {
     /// Sends `payload` to whichever node is responsible for ring position `key` (best effort).
     pub async fn route(&self, key: RingId, payload: impl Into<Bytes>) -> Result<(), NodeError> {
         let p: Bytes = payload.into();
-        self.ask(|tx| Command::Route(key, p.to_vec(), tx)).await?
+        self.ask(|tx| Command::Route(key, p, tx)).await?
     }
 
     /// Sends `payload` to the node `to` (best effort): routed through the overlay and delivered
@@ -284,7 +292,7 @@ impl Node {
     /// the result is [`NodeError::NoSuchNode`].
     pub async fn send(&self, to: NodeId, payload: impl Into<Bytes>) -> Result<(), NodeError> {
         let p: Bytes = payload.into();
-        self.ask(|tx| Command::Send(to, p.to_vec(), tx)).await?
+        self.ask(|tx| Command::Send(to, p, tx)).await?
     }
 
     /// Sends `payload` to every other node of the network, each exactly once, over a tree of
@@ -292,7 +300,7 @@ impl Node {
     /// nodes that received it.
     pub async fn broadcast(&self, payload: impl Into<Bytes>) -> Result<CastReport, NodeError> {
         let p: Bytes = payload.into();
-        self.ask(|tx| Command::Broadcast(p.to_vec(), tx)).await?
+        self.ask(|tx| Command::Broadcast(p, tx)).await?
     }
 
     /// Sends `payload` to every node responsible for a ring position in `[lo, hi]` (clockwise);
@@ -304,8 +312,7 @@ impl Node {
         payload: impl Into<Bytes>,
     ) -> Result<CastReport, NodeError> {
         let p: Bytes = payload.into();
-        self.ask(|tx| Command::Range(lo, hi, p.to_vec(), tx))
-            .await?
+        self.ask(|tx| Command::Range(lo, hi, p, tx)).await?
     }
 
     /// Joins group `name`: this node receives the group's messages (with
@@ -330,8 +337,7 @@ impl Node {
         check_group_name(name)?;
         let p: Bytes = payload.into();
         let key = group_key(name);
-        self.ask(|tx| Command::SendGroup(key, p.to_vec(), tx))
-            .await?
+        self.ask(|tx| Command::SendGroup(key, p, tx)).await?
     }
 
     /// The next application message for this node; `None` once the node has stopped.

@@ -14,10 +14,13 @@ use crate::status::{Counters, FingerEntry, GroupEntry, PeerEntry, Status};
 use crate::ticket::Ticket;
 use crate::wire::{forward_bytes, forwardable, Wire};
 use crate::{Message, NodeEvent, Via};
+use bytes::Bytes;
+use p2ps_overlay::cast::{CastEvent, CastExt, CastKind, Casts};
+use p2ps_overlay::groups::{GroupEvent, GroupExt, Groups};
+use p2ps_overlay::messaging::{Addressed, Messaging, MessagingExt};
 use p2ps_overlay::RelayHint;
 use p2ps_overlay::{
-    Class, Contact, Delivery, Dir, Event as OverlayEvent, Node as Overlay, Output, RingId, State,
-    Time, Via as OverlayVia,
+    Class, Contact, Dir, Event as OverlayEvent, Node as Overlay, Output, RingId, State, Time,
 };
 use p2ps_transport::{
     CloseCode, ConnectError, DisconnectReason, Event as TransportEvent, Events, MappingState,
@@ -61,28 +64,28 @@ pub(crate) enum Waiting {
     /// position names the addressee; otherwise the sender is told that no such node is there.
     Send {
         to: NodeId,
-        payload: Vec<u8>,
+        payload: Bytes,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
 }
 
 pub(crate) enum Command {
-    Broadcast(Vec<u8>, oneshot::Sender<Result<CastReport, NodeError>>),
+    Broadcast(Bytes, oneshot::Sender<Result<CastReport, NodeError>>),
     Range(
         RingId,
         RingId,
-        Vec<u8>,
+        Bytes,
         oneshot::Sender<Result<CastReport, NodeError>>,
     ),
     JoinGroup(String, oneshot::Sender<Result<(), NodeError>>),
     LeaveGroup(String, oneshot::Sender<Result<(), NodeError>>),
-    SendGroup(RingId, Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
+    SendGroup(RingId, Bytes, oneshot::Sender<Result<(), NodeError>>),
     Create(oneshot::Sender<Result<(), NodeError>>),
     Join(Ticket, oneshot::Sender<Result<(), JoinError>>),
     Leave(oneshot::Sender<()>),
     Lookup(RingId, oneshot::Sender<Result<LookupResult, LookupError>>),
-    Route(RingId, Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
-    Send(NodeId, Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
+    Route(RingId, Bytes, oneshot::Sender<Result<(), NodeError>>),
+    Send(NodeId, Bytes, oneshot::Sender<Result<(), NodeError>>),
     Status(oneshot::Sender<Status>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -519,7 +522,7 @@ impl Actor {
             Command::Route(key, payload, reply) => {
                 let r = self.check_size(&payload).and_then(|()| {
                     self.overlay
-                        .route(now, key, payload)
+                        .route(now, key, &payload)
                         .map_err(NodeError::from)
                 });
                 let _ = reply.send(r);
@@ -534,7 +537,7 @@ impl Actor {
                 if known {
                     let r = self
                         .overlay
-                        .send(now, OverlayId(to), payload)
+                        .send(now, OverlayId(to), &payload)
                         .map_err(NodeError::from);
                     let _ = reply.send(r);
                     return;
@@ -579,7 +582,7 @@ impl Actor {
             Command::SendGroup(key, payload, reply) => {
                 let r = self.check_size(&payload).and_then(|()| {
                     self.overlay
-                        .send_group(now, key, payload)
+                        .send_group(now, key, &payload)
                         .map(|_| ())
                         .map_err(NodeError::from)
                 });
@@ -595,13 +598,13 @@ impl Actor {
     /// Starts a broadcast or range multicast; `reply` is answered when its report comes.
     fn start_cast(
         &mut self,
-        payload: Vec<u8>,
+        payload: Bytes,
         reply: oneshot::Sender<Result<CastReport, NodeError>>,
-        start: impl FnOnce(&mut Overlay<OverlayId>, Vec<u8>) -> Result<u64, p2ps_overlay::CommandError>,
+        start: impl FnOnce(&mut Overlay<OverlayId>, &[u8]) -> Result<u64, p2ps_overlay::CommandError>,
     ) {
         match self
             .check_size(&payload)
-            .and_then(|()| start(&mut self.overlay, payload).map_err(NodeError::from))
+            .and_then(|()| start(&mut self.overlay, &payload).map_err(NodeError::from))
         {
             Ok(seq) => {
                 self.casts.insert(seq, reply);
@@ -744,10 +747,10 @@ impl Actor {
                         t.disconnect(peer.0, "idle").await;
                     });
                 }
-                Output::Deliver(d) => self.deliver(d),
                 Output::Event(e) => self.on_overlay_event(e),
             }
         }
+        self.drain_services();
     }
 
     fn send(&mut self, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {
@@ -911,28 +914,103 @@ impl Actor {
         }
     }
 
-    fn deliver(&mut self, d: Delivery<OverlayId>) {
-        let m = Message {
-            from: d.origin.0,
-            key: d.key,
-            hops: d.hops,
-            via: match d.via {
-                OverlayVia::Node => Via::Node,
-                OverlayVia::Key => Via::Key,
-                OverlayVia::Broadcast => Via::Broadcast,
-                OverlayVia::Range { lo, hi } => Via::Range { lo, hi },
-                OverlayVia::Group(g) => Via::Group(
-                    self.group_names
-                        .get(&g)
-                        .cloned()
-                        .unwrap_or_else(|| g.to_string()),
-                ),
-            },
-            payload: d.payload.into(),
-        };
-        if self.inbox.try_send(m).is_err() {
-            self.counters.inbox_dropped += 1;
-            warn!("application inbox full: message dropped");
+    /// Takes what the standard services have for the application: deliveries go to the
+    /// inbox, reports to the commands waiting for them, group events to subscribers.
+    fn drain_services(&mut self) {
+        let mut out = Vec::new();
+        if let Some(m) = self.overlay.service_mut::<Messaging<OverlayId>>() {
+            while let Some(d) = m.poll_delivery() {
+                let via = match d.addressed {
+                    Addressed::Node => Via::Node,
+                    Addressed::Key => Via::Key,
+                };
+                out.push(Message {
+                    from: d.origin.0,
+                    key: d.key,
+                    hops: d.hops,
+                    via,
+                    payload: d.payload,
+                });
+            }
+        }
+        let me = self.overlay.pos();
+        let mut done = Vec::new();
+        if let Some(c) = self.overlay.service_mut::<Casts<OverlayId>>() {
+            while let Some(e) = c.poll_event() {
+                match e {
+                    CastEvent::Delivered {
+                        origin,
+                        kind,
+                        hops,
+                        payload,
+                    } => {
+                        let (key, via) = match kind {
+                            CastKind::Broadcast => (me, Via::Broadcast),
+                            CastKind::Range { lo, hi } => (lo, Via::Range { lo, hi }),
+                        };
+                        out.push(Message {
+                            from: origin.0,
+                            key,
+                            hops,
+                            via,
+                            payload,
+                        });
+                    }
+                    CastEvent::Done {
+                        seq,
+                        delivered,
+                        complete,
+                    } => done.push(CastReport {
+                        seq,
+                        delivered: delivered.unwrap_or(0),
+                        complete,
+                    }),
+                }
+            }
+        }
+        let mut dropped = Vec::new();
+        if let Some(g) = self.overlay.service_mut::<Groups<OverlayId>>() {
+            while let Some(e) = g.poll_event() {
+                match e {
+                    GroupEvent::Delivered {
+                        origin,
+                        group,
+                        hops,
+                        payload,
+                    } => {
+                        let name = self
+                            .group_names
+                            .get(&group)
+                            .cloned()
+                            .unwrap_or_else(|| group.to_string());
+                        out.push(Message {
+                            from: origin.0,
+                            key: group,
+                            hops,
+                            via: Via::Group(name),
+                            payload,
+                        });
+                    }
+                    GroupEvent::ChildDropped { group, peer } => dropped.push((group, peer.0)),
+                }
+            }
+        }
+        for m in out {
+            if self.inbox.try_send(m).is_err() {
+                self.counters.inbox_dropped += 1;
+                warn!("application inbox full: message dropped");
+            }
+        }
+        for report in done {
+            if let Some(reply) = self.casts.remove(&report.seq) {
+                let _ = reply.send(Ok(report));
+            }
+        }
+        for (group, peer) in dropped {
+            warn!(peer = %peer.short(), %group, "slow child dropped from a group tree");
+            let _ = self
+                .subscribers
+                .send(NodeEvent::GroupChildDropped { group, peer });
         }
     }
 
@@ -988,7 +1066,7 @@ impl Actor {
                         let sent = match r {
                             Ok(found) if found.node == to => self
                                 .overlay
-                                .send(self.now(), OverlayId(to), payload)
+                                .send(self.now(), OverlayId(to), &payload)
                                 .map_err(NodeError::from),
                             Ok(found) => Err(NodeError::NoSuchNode {
                                 to,
@@ -1002,27 +1080,6 @@ impl Actor {
                     None => {}
                 }
                 None
-            }
-            OverlayEvent::CastDone {
-                seq,
-                delivered,
-                complete,
-            } => {
-                if let Some(reply) = self.casts.remove(&seq) {
-                    let _ = reply.send(Ok(CastReport {
-                        seq,
-                        delivered: delivered.unwrap_or(0),
-                        complete,
-                    }));
-                }
-                None
-            }
-            OverlayEvent::GroupChildDropped { group, peer } => {
-                warn!(peer = %peer.0.short(), %group, "slow child dropped from a group tree");
-                Some(NodeEvent::GroupChildDropped {
-                    group,
-                    peer: peer.0,
-                })
             }
         };
         if let Some(ev) = public {
@@ -1105,7 +1162,7 @@ impl Actor {
                 user_bytes_out: ts.class(StreamClass::User).bytes_out,
                 tree_bytes_out: ts.class(StreamClass::Tree).bytes_out,
                 forwarded: os.forwarded,
-                delivered: os.delivered,
+                delivered: self.delivered(),
                 dropped: os.dropped,
                 lookups_ok: os.lookups_ok,
                 lookups_failed: os.lookups_failed,
@@ -1132,6 +1189,25 @@ pub fn wall_clock() -> Time {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     Time::ZERO + since
+}
+
+impl Actor {
+    /// Payloads delivered to the application by the standard services.
+    fn delivered(&self) -> u64 {
+        let messages = self
+            .overlay
+            .service::<Messaging<OverlayId>>()
+            .map_or(0, |m| m.counts().0);
+        let casts = self
+            .overlay
+            .service::<Casts<OverlayId>>()
+            .map_or(0, |c| c.stats().delivered);
+        let groups = self
+            .overlay
+            .service::<Groups<OverlayId>>()
+            .map_or(0, |g| g.stats().delivered);
+        messages + casts + groups
+    }
 }
 
 fn reachability_name(r: &ReachabilityStatus) -> &'static str {

@@ -70,9 +70,14 @@ async fn forwarding_refuses_bad_requests_and_passes_on_upkeep() {
         trail: vec![],
         sealed: sealed(
             p2ps::id::ring_id_of(&member.id()),
-            Body::Data {
+            Body::Service {
+                service: p2ps_overlay::messaging::MESSAGES,
+                class: p2ps_overlay::Class::User,
                 target: Some(OverlayId(member.id())),
-                payload: b"secret".to_vec(),
+                data: p2ps_overlay::service::encode(
+                    &p2ps_overlay::messaging::Wire::Data,
+                    b"secret",
+                ),
             },
         ),
     });

@@ -28,7 +28,7 @@ const ADJACENCY_RESEND: u32 = 4;
 
 /// Unpredictable 64-bit numbers: SHA-256 of a secret key and a counter.
 #[derive(Clone, Debug)]
-pub(super) struct Nonces {
+pub(crate) struct Nonces {
     key: [u8; 32],
     counter: u64,
 }
@@ -47,7 +47,7 @@ impl Nonces {
     }
 
     /// The next number (never 0).
-    pub(super) fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.counter += 1;
         let mut h = Sha256::new();
         h.update(self.key);

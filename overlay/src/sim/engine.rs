@@ -6,13 +6,18 @@ use super::latency::LatencyModel;
 use super::queue::EventQueue;
 use super::summary::Summary;
 use super::SimId;
+use crate::cast::{CastEvent, CastExt, CastKind, Casts};
 use crate::config::Config;
+use crate::groups::{GroupEvent, GroupExt, Groups};
 use crate::message::Message;
+use crate::messaging::{Addressed, Messaging, MessagingExt};
 use crate::node::{Event, Node, Output, State};
 use crate::peer::{Contact, Peer, PeerId};
 use crate::proof::StandIn;
 use crate::ring::RingId;
+use crate::standard;
 use crate::time::Time;
+use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -122,8 +127,9 @@ pub struct Traffic {
 /// What a run measured.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Counters {
-    /// Traffic by message kind, indexed like [`Message::KINDS`].
-    pub by_kind: [Traffic; Message::<SimId>::KINDS.len()],
+    /// Traffic by message kind: the core's [`Message::KINDS`] and the names services give
+    /// their messages (see [`Node::kind_of`]).
+    pub by_kind: BTreeMap<&'static str, Traffic>,
     /// Messages lost on purpose (loss model).
     pub lost: u64,
     /// Lookups started.
@@ -158,6 +164,42 @@ pub struct Counters {
     pub isolations: u64,
 }
 
+/// A payload delivered to a node's application, by any of the standard services.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Delivery {
+    /// The node that sent it.
+    pub origin: SimId,
+    /// The key it was routed to (the group for a group message, the range's low end for a
+    /// range multicast, the receiver's position for a broadcast).
+    pub key: RingId,
+    /// Overlay hops (or tree depth) it took.
+    pub hops: u16,
+    /// How it was addressed.
+    pub via: Via,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// How a delivered payload was addressed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Via {
+    /// To the receiver's id.
+    Node,
+    /// To a key the receiver is responsible for.
+    Key,
+    /// To every node.
+    Broadcast,
+    /// To the nodes responsible for the keys in `[lo, hi]`.
+    Range {
+        /// Lower end.
+        lo: RingId,
+        /// Upper end.
+        hi: RingId,
+    },
+    /// To the members of a group.
+    Group(RingId),
+}
+
 /// A message kept by [`Simulator::trace_kinds`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sent {
@@ -165,8 +207,8 @@ pub struct Sent {
     pub from: SimId,
     /// Receiver.
     pub to: SimId,
-    /// Index in [`Message::KINDS`].
-    pub kind: usize,
+    /// Its kind (see [`Node::kind_of`]).
+    pub kind: &'static str,
     /// When it was sent.
     pub at: Time,
 }
@@ -185,31 +227,25 @@ pub struct CastResult {
 }
 
 impl Counters {
-    /// Traffic of the message kind `kind` (one of [`Message::KINDS`]; nothing for others).
+    /// Traffic of the message kind `kind` (nothing for kinds never sent).
     pub fn traffic(&self, kind: &str) -> Traffic {
-        Message::<SimId>::KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .map(|i| self.by_kind[i])
-            .unwrap_or_default()
+        self.by_kind.get(kind).copied().unwrap_or_default()
     }
 
     /// Ring and finger upkeep: stabilisation, leaves, join replies and finger traffic.
     pub fn maintenance(&self) -> Traffic {
         let mut t = Traffic::default();
-        for (k, v) in Message::<SimId>::KINDS.iter().zip(&self.by_kind) {
-            if matches!(
-                *k,
-                "stabilize"
-                    | "stabilize-reply"
-                    | "join-reply"
-                    | "leave"
-                    | "finger-notify"
-                    | "finger-probe"
-            ) {
-                t.messages += v.messages;
-                t.bytes += v.bytes;
-            }
+        for kind in [
+            "stabilize",
+            "stabilize-reply",
+            "join-reply",
+            "leave",
+            "finger-notify",
+            "finger-probe",
+        ] {
+            let v = self.traffic(kind);
+            t.messages += v.messages;
+            t.bytes += v.bytes;
         }
         t
     }
@@ -252,9 +288,9 @@ pub struct Simulator {
     workload: Workload,
     epoch: u64,
     counters: Counters,
-    deliveries: Option<Vec<(SimId, crate::node::Delivery<SimId>)>>,
+    deliveries: Option<Vec<(SimId, Delivery)>>,
     delivery_times: Vec<Time>,
-    traced: Option<(Vec<usize>, Vec<Sent>)>,
+    traced: Option<(Vec<&'static str>, Vec<Sent>)>,
     outbuf: Vec<Output<SimId>>,
     /// While the network is partitioned: the side of every node (by index).
     sides: Option<Vec<bool>>,
@@ -315,15 +351,9 @@ impl Simulator {
         self.delivery_times.clear();
     }
 
-    /// Keeps who sent what to whom for the message kinds named (see [`Message::KINDS`]).
-    pub fn trace_kinds(&mut self, kinds: &[&str]) {
-        let idx = Message::<SimId>::KINDS
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| kinds.contains(k))
-            .map(|(i, _)| i)
-            .collect();
-        self.traced = Some((idx, Vec::new()));
+    /// Keeps who sent what to whom for the message kinds named (see [`Node::kind_of`]).
+    pub fn trace_kinds(&mut self, kinds: &[&'static str]) {
+        self.traced = Some((kinds.to_vec(), Vec::new()));
     }
 
     /// Messages of the traced kinds sent so far.
@@ -335,7 +365,7 @@ impl Simulator {
     }
 
     /// Payloads delivered so far (if recording), with the receiving node.
-    pub fn deliveries(&self) -> &[(SimId, crate::node::Delivery<SimId>)] {
+    pub fn deliveries(&self) -> &[(SimId, Delivery)] {
         self.deliveries.as_deref().unwrap_or(&[])
     }
 
@@ -423,7 +453,9 @@ impl Simulator {
             self.default_id(index)
         };
         let coord = (self.rng.gen::<f32>(), self.rng.gen::<f32>());
-        let node = Node::new(StandIn(id), self.node_config(index));
+        let mut node = Node::new(StandIn(id), self.node_config(index));
+        // Registering on a new node cannot clash.
+        let _ = standard::register(&mut node);
         self.nodes.push(SimNode {
             id,
             node,
@@ -465,6 +497,7 @@ impl Simulator {
                 .map(|q| Contact::signed(&StandIn(q), Vec::new(), None, now))
                 .collect();
             let mut node = Node::from_table(StandIn(table.me().id), cfg, table, now);
+            let _ = standard::register(&mut node);
             node.learn_records(&records);
             self.nodes[idx].node = node;
             self.add_member(p.id);
@@ -550,7 +583,7 @@ impl Simulator {
 
     /// Node `from` broadcasts `payload`; returns the message number.
     pub fn broadcast(&mut self, from: SimId, payload: Vec<u8>, reply: bool) -> Option<u64> {
-        self.command(from, |n, now| n.broadcast(now, payload, reply).ok())
+        self.command(from, |n, now| n.broadcast(now, &payload, reply).ok())
     }
 
     /// Node `from` multicasts `payload` to the nodes responsible for keys in `[lo, hi]`.
@@ -563,7 +596,7 @@ impl Simulator {
         reply: bool,
     ) -> Option<u64> {
         self.command(from, |n, now| {
-            n.multicast_range(now, lo, hi, payload, reply).ok()
+            n.multicast_range(now, lo, hi, &payload, reply).ok()
         })
     }
 
@@ -579,7 +612,7 @@ impl Simulator {
 
     /// Node `from` sends `payload` to the members of `group`.
     pub fn send_group(&mut self, from: SimId, group: RingId, payload: Vec<u8>) -> Option<u64> {
-        self.command(from, |n, now| n.send_group(now, group, payload).ok())
+        self.command(from, |n, now| n.send_group(now, group, &payload).ok())
     }
 
     /// Node `from` routes `payload` to the node responsible for `key`.
@@ -587,7 +620,7 @@ impl Simulator {
         let now = self.now;
         if self.nodes[from.index()]
             .node
-            .route(now, key, payload)
+            .route(now, key, &payload)
             .is_ok()
         {
             self.drain(from.index() as u32);
@@ -597,7 +630,11 @@ impl Simulator {
     /// Node `from` sends `payload` to node `to`.
     pub fn send(&mut self, from: SimId, to: SimId, payload: Vec<u8>) {
         let now = self.now;
-        if self.nodes[from.index()].node.send(now, to, payload).is_ok() {
+        if self.nodes[from.index()]
+            .node
+            .send(now, to, &payload)
+            .is_ok()
+        {
             self.drain(from.index() as u32);
         }
     }
@@ -731,17 +768,11 @@ impl Simulator {
                     }
                 },
                 Output::Disconnect { .. } => {}
-                Output::Deliver(d) => {
-                    self.counters.delivered += 1;
-                    if let Some(log) = &mut self.deliveries {
-                        self.delivery_times.push(self.now);
-                        log.push((me, d));
-                    }
-                }
                 Output::Event(e) => self.on_event(me, e),
             }
         }
         self.outbuf = out;
+        self.drain_services(i, me);
         let n = &mut self.nodes[i as usize];
         if !n.alive {
             return;
@@ -755,11 +786,92 @@ impl Simulator {
         }
     }
 
+    /// Takes what node `i`'s standard services have for their applications.
+    fn drain_services(&mut self, i: u32, me: SimId) {
+        let mut got = Vec::new();
+        let node = &mut self.nodes[i as usize].node;
+        if let Some(m) = node.service_mut::<Messaging<SimId>>() {
+            while let Some(d) = m.poll_delivery() {
+                let via = match d.addressed {
+                    Addressed::Node => Via::Node,
+                    Addressed::Key => Via::Key,
+                };
+                got.push(Delivery {
+                    origin: d.origin,
+                    key: d.key,
+                    hops: d.hops,
+                    via,
+                    payload: d.payload,
+                });
+            }
+        }
+        if let Some(c) = node.service_mut::<Casts<SimId>>() {
+            while let Some(e) = c.poll_event() {
+                match e {
+                    CastEvent::Delivered {
+                        origin,
+                        kind,
+                        hops,
+                        payload,
+                    } => {
+                        let (key, via) = match kind {
+                            CastKind::Broadcast => (me.ring_id(), Via::Broadcast),
+                            CastKind::Range { lo, hi } => (lo, Via::Range { lo, hi }),
+                        };
+                        got.push(Delivery {
+                            origin,
+                            key,
+                            hops,
+                            via,
+                            payload,
+                        });
+                    }
+                    CastEvent::Done {
+                        seq,
+                        delivered,
+                        complete,
+                    } => self.counters.casts_done.push(CastResult {
+                        origin: me,
+                        seq,
+                        delivered,
+                        complete,
+                    }),
+                }
+            }
+        }
+        if let Some(g) = node.service_mut::<Groups<SimId>>() {
+            while let Some(e) = g.poll_event() {
+                match e {
+                    GroupEvent::Delivered {
+                        origin,
+                        group,
+                        hops,
+                        payload,
+                    } => got.push(Delivery {
+                        origin,
+                        key: group,
+                        hops,
+                        via: Via::Group(group),
+                        payload,
+                    }),
+                    GroupEvent::ChildDropped { .. } => self.counters.group_children_dropped += 1,
+                }
+            }
+        }
+        for d in got {
+            self.counters.delivered += 1;
+            if let Some(log) = &mut self.deliveries {
+                self.delivery_times.push(self.now);
+                log.push((me, d));
+            }
+        }
+    }
+
     fn transmit(&mut self, i: u32, me: SimId, to: SimId, msg: Message<SimId>) {
         let bytes = postcard::serialize_with_flavor(&msg, postcard::ser_flavors::Size::default())
             .unwrap_or(0) as u64;
+        let kind = self.nodes[i as usize].node.kind_of(&msg);
         if let Some((kinds, log)) = &mut self.traced {
-            let kind = msg.kind_index();
             if kinds.contains(&kind) {
                 log.push(Sent {
                     from: me,
@@ -769,7 +881,7 @@ impl Simulator {
                 });
             }
         }
-        let t = &mut self.counters.by_kind[msg.kind_index()];
+        let t = self.counters.by_kind.entry(kind).or_default();
         t.messages += 1;
         t.bytes += bytes;
         if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss.min(1.0)) {
@@ -811,17 +923,6 @@ impl Simulator {
             Event::JoinFailed => self.counters.joins_failed += 1,
             Event::Left => {}
             Event::NeighbourUp(_) | Event::NeighbourDown(_) => {}
-            Event::CastDone {
-                seq,
-                delivered,
-                complete,
-            } => self.counters.casts_done.push(CastResult {
-                origin: me,
-                seq,
-                delivered,
-                complete,
-            }),
-            Event::GroupChildDropped { .. } => self.counters.group_children_dropped += 1,
             Event::Isolated => self.counters.isolations += 1,
             Event::LookupDone { key, result, .. } => match result {
                 Ok((node, hops)) => {

@@ -24,7 +24,9 @@ use crate::rng::mix64;
 use serde::{Deserialize, Serialize};
 
 pub use adversary::{Adversary, Behaviour, Placement};
-pub use engine::{CastResult, Counters, Sent, SimConfig, SimReport, Simulator, Traffic, Workload};
+pub use engine::{
+    CastResult, Counters, Delivery, Sent, SimConfig, SimReport, Simulator, Traffic, Via, Workload,
+};
 pub use latency::LatencyModel;
 pub use summary::Summary;
 

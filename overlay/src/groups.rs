@@ -1,0 +1,654 @@
+//! Named groups, a service: one multicast tree per group, Scribe-style.
+//!
+//! A group lives at the ring position of its name's hash; the node responsible for that position
+//! is the tree's root. A member joins by sending a join towards the group key, hop by hop: each
+//! node on the way adopts the sender as a child and, if it was not in the tree yet, joins it the
+//! same way, so the tree is the union of the members' routes to the root. Only members and the
+//! forwarders on those routes hold state or see the group's traffic.
+//!
+//! A group message is routed towards the group key as a message of this service and enters the
+//! tree at the first tree node on its way (the service's `forward` hook takes it there, or its
+//! `deliver` hook at the root); it then floods the tree's edges, each node passing it to its
+//! parent and children except the one it came from; `(origin, seq)` is remembered so that a
+//! node reached twice while the tree changes delivers once.
+//!
+//! The tree is soft state: every `refresh` each node re-sends its join to its current next hop
+//! towards the group (moving to a new parent when routing changed, becoming root when it became
+//! responsible), and parents forget children silent for three periods. A dead parent is replaced
+//! at once; a child the driver reports congested `congestion_strikes` times in a row is dropped
+//! and reported, so one slow member does not hold back the others.
+
+use crate::config::ConfigError;
+use crate::message::{Body, Class, Routed, Sealed};
+use crate::node::{CommandError, Node};
+use crate::peer::PeerId;
+use crate::ring::RingId;
+use crate::routing_table::NextHop;
+use crate::seen::Seen;
+use crate::service::{decode, encode, Context, Forwarding, Incoming, Service, ServiceId};
+use crate::time::Time;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use thiserror::Error;
+
+/// The service's id.
+pub const GROUPS: ServiceId = ServiceId::named("p2ps/groups");
+
+/// Settings of the group service.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct GroupConfig {
+    /// How often a tree member confirms its place to its parent (and a parent forgets
+    /// children silent for three periods). Default: 20 s.
+    pub refresh: Duration,
+    /// Groups this node holds tree state for (as member, forwarder or root). Default: 1024.
+    pub max_groups: usize,
+    /// Children per group and node. Default: 256.
+    pub max_children: usize,
+    /// A child reported congested this many times in a row is dropped from the tree.
+    /// Default: 3.
+    pub congestion_strikes: u32,
+    /// Deliveries kept for the application before new ones are dropped. Default: 4096.
+    pub max_queued: usize,
+}
+
+impl GroupConfig {
+    /// Checks that every value is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.refresh.is_zero() {
+            return Err(ConfigError::Zero("group refresh"));
+        }
+        if self.max_groups == 0 || self.max_children == 0 || self.congestion_strikes == 0 {
+            return Err(ConfigError::Zero(
+                "max_groups, max_children, congestion_strikes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            refresh: Duration::from_secs(20),
+            max_groups: 1024,
+            max_children: 256,
+            congestion_strikes: 3,
+            max_queued: 4096,
+        }
+    }
+}
+
+/// Why a group command was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
+pub enum GroupError {
+    /// The node cannot act now (not joined, no group service).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// This node already holds state for as many groups as allowed.
+    #[error("too many groups")]
+    TooManyGroups,
+}
+
+/// What the group service tells its application.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum GroupEvent<P> {
+    /// A message to a group this node is a member of.
+    Delivered {
+        /// The node that sent it (its signature checked).
+        origin: P,
+        /// The group's position.
+        group: RingId,
+        /// Tree edges and route hops it took.
+        hops: u16,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// A child of this node in `group`'s tree could not keep up and was dropped.
+    ChildDropped {
+        /// The group.
+        group: RingId,
+        /// The dropped child.
+        peer: P,
+    },
+}
+
+/// Counters of the group service.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Group messages delivered to this node's application.
+    pub delivered: u64,
+    /// Joins, messages and deliveries refused or dropped (limits, malformed, not in the tree).
+    pub dropped: u64,
+}
+
+/// What the group service puts on the wire, each encoded with [`encode`] (the signed one
+/// followed by the payload). Public so that tools and tests can speak the protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Wire {
+    /// Child to parent: "keep me in the tree of `group`" (also the periodic refresh).
+    Join {
+        /// The group's position.
+        group: RingId,
+    },
+    /// Child to parent: "take me out of the tree of `group`".
+    Prune {
+        /// The group's position.
+        group: RingId,
+    },
+    /// A group message along a tree edge; the origin's envelope travels with it.
+    Cast {
+        /// Tree edges crossed so far.
+        hops: u16,
+    },
+    /// Signed by the origin (followed by the payload), key the group: a group message.
+    Send,
+}
+
+/// The message names, by the first byte of the encoding (the variant).
+const KINDS: &[&str] = &["group-join", "group-prune", "group-cast", "group-send"];
+
+/// This node's part in one group's tree.
+#[derive(Debug)]
+struct Group<P> {
+    member: bool,
+    root: bool,
+    parent: Option<P>,
+    /// Children with the time of their last refresh and their congestion strikes.
+    children: BTreeMap<P, (Time, u32)>,
+}
+
+impl<P> Default for Group<P> {
+    fn default() -> Self {
+        Group {
+            member: false,
+            root: false,
+            parent: None,
+            children: BTreeMap::new(),
+        }
+    }
+}
+
+impl<P> Group<P> {
+    fn attached(&self) -> bool {
+        self.root || self.parent.is_some()
+    }
+}
+
+/// What this node is in one group's tree, for monitoring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRole<P> {
+    /// The group's ring position.
+    pub group: RingId,
+    /// Whether this node is a member (receives the group's messages).
+    pub member: bool,
+    /// Whether this node is the tree's root (responsible for the group key).
+    pub root: bool,
+    /// The parent in the tree, if any.
+    pub parent: Option<P>,
+    /// The children in the tree.
+    pub children: Vec<P>,
+}
+
+/// The group service.
+#[derive(Debug)]
+pub struct Groups<P: PeerId> {
+    cfg: GroupConfig,
+    map: BTreeMap<RingId, Group<P>>,
+    timer: Option<Time>,
+    /// Group messages seen lately, `(origin, seq)`.
+    seen: Option<Seen<(P, u64)>>,
+    events: VecDeque<GroupEvent<P>>,
+    stats: GroupStats,
+}
+
+impl<P: PeerId> Groups<P> {
+    /// The service with settings `cfg`.
+    pub fn new(cfg: GroupConfig) -> Self {
+        Groups {
+            cfg,
+            map: BTreeMap::new(),
+            timer: None,
+            seen: None,
+            events: VecDeque::new(),
+            stats: GroupStats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GroupConfig {
+        &self.cfg
+    }
+
+    /// The next thing to tell the application.
+    pub fn poll_event(&mut self) -> Option<GroupEvent<P>> {
+        self.events.pop_front()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GroupStats {
+        self.stats
+    }
+
+    /// Whether this node is a member of `group`.
+    pub fn is_member(&self, group: RingId) -> bool {
+        self.map.get(&group).is_some_and(|g| g.member)
+    }
+
+    /// This node's place in every tree it belongs to.
+    pub fn roles(&self) -> Vec<GroupRole<P>> {
+        self.map
+            .iter()
+            .map(|(group, g)| GroupRole {
+                group: *group,
+                member: g.member,
+                root: g.root,
+                parent: g.parent,
+                children: g.children.keys().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// Joins the group at ring position `group` (the hash of its name): this node will receive
+    /// the group's messages.
+    pub fn join(&mut self, ctx: &mut Context<'_, P>, group: RingId) -> Result<(), GroupError> {
+        if !ctx.is_joined() {
+            return Err(CommandError::NotJoined.into());
+        }
+        if !self.map.contains_key(&group) && self.map.len() >= self.cfg.max_groups {
+            return Err(GroupError::TooManyGroups);
+        }
+        let g = self.map.entry(group).or_default();
+        g.member = true;
+        if !g.attached() {
+            self.attach(ctx, group);
+        }
+        self.arm_timer(ctx);
+        Ok(())
+    }
+
+    /// Leaves the group: no more deliveries; the node stays a forwarder while it has children.
+    pub fn leave_group(&mut self, ctx: &mut Context<'_, P>, group: RingId) {
+        if let Some(g) = self.map.get_mut(&group) {
+            g.member = false;
+            self.prune_if_useless(ctx, group);
+        }
+    }
+
+    /// Sends `payload` to every member of `group` (this node need not be one). Returns the
+    /// message number.
+    pub fn send(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        group: RingId,
+        payload: &[u8],
+    ) -> Result<u64, CommandError> {
+        if !ctx.is_joined() {
+            return Err(CommandError::NotJoined);
+        }
+        let sealed = ctx.seal(group, None, encode(&Wire::Send, payload));
+        let seq = sealed.env.seq;
+        self.seen(ctx).insert((ctx.me().id, seq), ctx.now());
+        if self.map.get(&group).is_some_and(|g| g.attached()) {
+            self.flood(ctx, &sealed, 0, None);
+        } else {
+            ctx.route(sealed);
+        }
+        Ok(seq)
+    }
+
+    /// The memory of group messages seen, made on first use with the node's settings.
+    fn seen(&mut self, ctx: &Context<'_, P>) -> &mut Seen<(P, u64)> {
+        let cfg = ctx.config();
+        self.seen
+            .get_or_insert_with(|| Seen::new(cfg.seen_ttl, cfg.max_seen))
+    }
+
+    /// A routed group message passes through (or reaches) this node: if this node is in the
+    /// group's tree, the message enters the tree here. Returns whether it was taken.
+    fn enters_tree(&mut self, ctx: &mut Context<'_, P>, r: &Routed<P>) -> bool {
+        let group = r.sealed.env.key;
+        if !self.map.get(&group).is_some_and(|g| g.attached()) {
+            return false;
+        }
+        if self
+            .seen(ctx)
+            .insert((r.sealed.origin(), r.sealed.env.seq), ctx.now())
+        {
+            self.deliver_here(ctx, &r.sealed, r.hops);
+            self.flood(ctx, &r.sealed, r.hops, None);
+        }
+        true
+    }
+
+    fn on_join(&mut self, ctx: &mut Context<'_, P>, from: P, group: RingId) {
+        if !self.map.contains_key(&group) && self.map.len() >= self.cfg.max_groups {
+            self.stats.dropped += 1;
+            return;
+        }
+        let max_children = self.cfg.max_children;
+        let g = self.map.entry(group).or_default();
+        if g.parent == Some(from) {
+            // Our parent wants to hang below us: routing views disagree for a moment. Keeping
+            // both edges would make a loop; the refresh sorts it out.
+            return;
+        }
+        if !g.children.contains_key(&from) && g.children.len() >= max_children {
+            self.stats.dropped += 1;
+            return;
+        }
+        g.children.insert(from, (ctx.now(), 0));
+        if !g.attached() {
+            self.attach(ctx, group);
+        }
+        self.arm_timer(ctx);
+    }
+
+    fn on_prune(&mut self, ctx: &mut Context<'_, P>, from: P, group: RingId) {
+        if let Some(g) = self.map.get_mut(&group) {
+            g.children.remove(&from);
+            self.prune_if_useless(ctx, group);
+        }
+    }
+
+    /// A group message came along a tree edge from `from` (its envelope already checked).
+    fn on_cast(&mut self, ctx: &mut Context<'_, P>, from: P, hops: u16, sealed: Sealed<P>) {
+        let group = sealed.env.key;
+        let in_tree = self.map.get(&group).is_some_and(|g| {
+            g.attached() && (g.parent == Some(from) || g.children.contains_key(&from))
+        });
+        if !in_tree {
+            // `from` thinks we are in its tree; we are not (any more): tell it.
+            self.stats.dropped += 1;
+            ctx.send(from, encode(&Wire::Prune { group }, &[]));
+            return;
+        }
+        if !self
+            .seen(ctx)
+            .insert((sealed.origin(), sealed.env.seq), ctx.now())
+        {
+            return;
+        }
+        self.deliver_here(ctx, &sealed, hops);
+        if hops < ctx.config().max_hops {
+            self.flood(ctx, &sealed, hops, Some(from));
+        }
+    }
+
+    fn deliver_here(&mut self, ctx: &Context<'_, P>, sealed: &Sealed<P>, hops: u16) {
+        let group = sealed.env.key;
+        let origin = sealed.origin();
+        if origin == ctx.me().id || !self.is_member(group) {
+            return;
+        }
+        let Body::Service { data, .. } = &sealed.env.body else {
+            return;
+        };
+        let Ok((Wire::Send, payload)) = decode::<Wire>(data) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if self.events.len() >= self.cfg.max_queued {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.stats.delivered += 1;
+        self.events.push_back(GroupEvent::Delivered {
+            origin,
+            group,
+            hops,
+            payload,
+        });
+    }
+
+    /// Passes a group message to every tree neighbour but `except` and the origin.
+    fn flood(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        sealed: &Sealed<P>,
+        hops: u16,
+        except: Option<P>,
+    ) {
+        let origin = sealed.origin();
+        let Some(g) = self.map.get(&sealed.env.key) else {
+            return;
+        };
+        let targets: Vec<P> = g
+            .parent
+            .iter()
+            .chain(g.children.keys())
+            .copied()
+            .filter(|p| Some(*p) != except && *p != origin)
+            .collect();
+        let head = encode(&Wire::Cast { hops: hops + 1 }, &[]);
+        for to in targets {
+            ctx.send_sealed(to, head.clone(), sealed.clone());
+        }
+    }
+
+    /// Hangs this node's tree state for `group` below its next hop towards the group key, or
+    /// makes it the root if it is responsible for the key.
+    fn attach(&mut self, ctx: &mut Context<'_, P>, group: RingId) {
+        let hop = ctx.next_hop(group);
+        let Some(g) = self.map.get_mut(&group) else {
+            return;
+        };
+        let old = g.parent;
+        match hop {
+            Some(NextHop::Forward(p)) if !g.children.contains_key(&p.id) => {
+                g.root = false;
+                g.parent = Some(p.id);
+                ctx.send(p.id, encode(&Wire::Join { group }, &[]));
+            }
+            Some(NextHop::Forward(_)) | Some(NextHop::Local) | None => {
+                // Responsible for the key (or the next hop hangs below us for now): root.
+                g.root = true;
+                g.parent = None;
+            }
+        }
+        let new = g.parent;
+        if let Some(old) = old {
+            if new != Some(old) {
+                ctx.send(old, encode(&Wire::Prune { group }, &[]));
+            }
+        }
+    }
+
+    /// Drops the state for `group` when this node is neither member nor forwarder.
+    fn prune_if_useless(&mut self, ctx: &mut Context<'_, P>, group: RingId) {
+        let Some(g) = self.map.get(&group) else {
+            return;
+        };
+        if g.member || !g.children.is_empty() {
+            return;
+        }
+        if let Some(p) = g.parent {
+            ctx.send(p, encode(&Wire::Prune { group }, &[]));
+        }
+        self.map.remove(&group);
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<'_, P>) {
+        if self.timer.is_none() && !self.map.is_empty() {
+            self.timer = Some(ctx.now() + ctx.jitter(self.cfg.refresh));
+        }
+    }
+}
+
+impl<P: PeerId> Service<P> for Groups<P> {
+    fn id(&self) -> ServiceId {
+        GROUPS
+    }
+
+    fn class(&self) -> Class {
+        Class::Tree
+    }
+
+    fn kinds(&self) -> &'static [&'static str] {
+        KINDS
+    }
+
+    fn deliver(&mut self, ctx: &mut Context<'_, P>, msg: Routed<P>) {
+        // At the group's root: a message that met no tree on its way has no members to reach.
+        if !self.enters_tree(ctx, &msg) {
+            self.stats.dropped += 1;
+        }
+    }
+
+    fn forward(&mut self, ctx: &mut Context<'_, P>, msg: &Routed<P>, _next: P) -> Forwarding {
+        // A group message enters the group's tree at the first tree node on its way.
+        if self.enters_tree(ctx, msg) {
+            Forwarding::Consumed
+        } else {
+            Forwarding::Continue
+        }
+    }
+
+    fn receive(&mut self, ctx: &mut Context<'_, P>, msg: Incoming<P>) {
+        let Ok((head, _)) = decode::<Wire>(&msg.data) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        match (head, msg.sealed) {
+            (Wire::Join { group }, None) => self.on_join(ctx, msg.from, group),
+            (Wire::Prune { group }, None) => self.on_prune(ctx, msg.from, group),
+            (Wire::Cast { hops }, Some(sealed)) => self.on_cast(ctx, msg.from, hops, sealed),
+            _ => self.stats.dropped += 1,
+        }
+    }
+
+    fn peer_failed(&mut self, ctx: &mut Context<'_, P>, peer: P) {
+        // Forget it as a child, and find a new parent where it was one.
+        let groups: Vec<RingId> = self
+            .map
+            .iter()
+            .filter(|(_, g)| g.parent == Some(peer) || g.children.contains_key(&peer))
+            .map(|(k, _)| *k)
+            .collect();
+        for group in groups {
+            let Some(g) = self.map.get_mut(&group) else {
+                continue;
+            };
+            g.children.remove(&peer);
+            if g.parent == Some(peer) {
+                g.parent = None;
+                self.attach(ctx, group);
+            }
+            self.prune_if_useless(ctx, group);
+        }
+    }
+
+    fn congested(&mut self, ctx: &mut Context<'_, P>, peer: P) {
+        // A child reported `congestion_strikes` times in a row is dropped from its trees.
+        let strikes = self.cfg.congestion_strikes;
+        let groups: Vec<RingId> = self.map.keys().copied().collect();
+        for group in groups {
+            let Some(g) = self.map.get_mut(&group) else {
+                continue;
+            };
+            let Some(child) = g.children.get_mut(&peer) else {
+                continue;
+            };
+            child.1 += 1;
+            if child.1 >= strikes {
+                g.children.remove(&peer);
+                self.events
+                    .push_back(GroupEvent::ChildDropped { group, peer });
+                self.prune_if_useless(ctx, group);
+            }
+        }
+    }
+
+    fn leave(&mut self, ctx: &mut Context<'_, P>) {
+        // Tell every parent.
+        let parents: Vec<(RingId, P)> = self
+            .map
+            .iter()
+            .filter_map(|(k, g)| g.parent.map(|p| (*k, p)))
+            .collect();
+        for (group, p) in parents {
+            ctx.send(p, encode(&Wire::Prune { group }, &[]));
+        }
+        self.map.clear();
+        self.timer = None;
+        self.seen = None;
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        self.timer
+    }
+
+    fn handle_timeout(&mut self, ctx: &mut Context<'_, P>) {
+        // The periodic refresh: re-attach along current routes, forget silent children.
+        self.timer = None;
+        let now = ctx.now();
+        let expiry = self.cfg.refresh * 3;
+        let groups: Vec<RingId> = self.map.keys().copied().collect();
+        for group in groups {
+            if let Some(g) = self.map.get_mut(&group) {
+                g.children.retain(|_, (t, _)| now.since(*t) < expiry);
+            }
+            self.attach(ctx, group);
+            self.prune_if_useless(ctx, group);
+        }
+        if let Some(seen) = &mut self.seen {
+            seen.expire(now);
+        }
+        self.arm_timer(ctx);
+    }
+
+    fn uses_link(&self, peer: &P) -> bool {
+        self.map
+            .values()
+            .any(|g| g.parent.as_ref() == Some(peer) || g.children.contains_key(peer))
+    }
+}
+
+/// Group calls on a [`Node`] that runs [`Groups`].
+pub trait GroupExt<P: PeerId> {
+    /// See [`Groups::join`].
+    fn join_group(&mut self, now: Time, group: RingId) -> Result<(), GroupError>;
+    /// See [`Groups::leave_group`].
+    fn leave_group(&mut self, now: Time, group: RingId);
+    /// See [`Groups::send`].
+    fn send_group(&mut self, now: Time, group: RingId, payload: &[u8])
+        -> Result<u64, CommandError>;
+    /// See [`Groups::is_member`].
+    fn is_group_member(&self, group: RingId) -> bool;
+    /// See [`Groups::roles`].
+    fn group_roles(&self) -> Vec<GroupRole<P>>;
+}
+
+impl<P: PeerId> GroupExt<P> for Node<P> {
+    fn join_group(&mut self, now: Time, group: RingId) -> Result<(), GroupError> {
+        self.command::<Groups<P>, _>(now, |g, ctx| g.join(ctx, group))
+            .unwrap_or(Err(CommandError::NoService.into()))
+    }
+
+    fn leave_group(&mut self, now: Time, group: RingId) {
+        self.command::<Groups<P>, _>(now, |g, ctx| g.leave_group(ctx, group));
+    }
+
+    fn send_group(
+        &mut self,
+        now: Time,
+        group: RingId,
+        payload: &[u8],
+    ) -> Result<u64, CommandError> {
+        self.command::<Groups<P>, _>(now, |g, ctx| g.send(ctx, group, payload))
+            .unwrap_or(Err(CommandError::NoService))
+    }
+
+    fn is_group_member(&self, group: RingId) -> bool {
+        self.service::<Groups<P>>()
+            .is_some_and(|g| g.is_member(group))
+    }
+
+    fn group_roles(&self) -> Vec<GroupRole<P>> {
+        self.service::<Groups<P>>()
+            .map(Groups::roles)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,154 @@
+//! What a service may see of its node and do through it while one of its hooks runs.
+
+use super::{Incoming, ServiceId};
+use crate::config::Config;
+use crate::message::{Body, Class, Message, Routed, Sealed, ServiceMessage};
+use crate::node::{Node, State};
+use crate::peer::{Peer, PeerId};
+use crate::ring::RingId;
+use crate::routing_table::{NextHop, RoutingTable};
+use crate::service::registry::Work;
+use crate::time::Time;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// A service's view of its node during a hook: read access to the ring, and the actions a
+/// service may take. Sends go out in order after the hook; routed messages are routed then
+/// (their `forward` and `deliver` hooks run after this one returns).
+pub struct Context<'a, P: PeerId> {
+    pub(crate) node: &'a mut Node<P>,
+    pub(crate) service: ServiceId,
+    pub(crate) class: Class,
+}
+
+impl<P: PeerId> Context<'_, P> {
+    /// The time of the input being handled.
+    pub fn now(&self) -> Time {
+        self.node.now
+    }
+
+    /// This node.
+    pub fn me(&self) -> Peer<P> {
+        self.node.me
+    }
+
+    /// The id of the service this context belongs to.
+    pub fn service(&self) -> ServiceId {
+        self.service
+    }
+
+    /// Where the node is in its life.
+    pub fn state(&self) -> State {
+        self.node.state()
+    }
+
+    /// Whether the node is part of a network (services act only then).
+    pub fn is_joined(&self) -> bool {
+        self.node.state() == State::Joined
+    }
+
+    /// The node's routing table: neighbour lists and fingers.
+    pub fn table(&self) -> &RoutingTable<P> {
+        self.node.table()
+    }
+
+    /// The node's configuration (message limits, `max_hops`, `seen_ttl`, …).
+    pub fn config(&self) -> &Config {
+        self.node.config()
+    }
+
+    /// Whether `peer` was found dead lately (it should not be given work).
+    pub fn is_dead(&self, peer: &P) -> bool {
+        self.node.is_buried(peer)
+    }
+
+    /// The next hop towards `key`: this node if it is responsible, else the peer to forward to.
+    pub fn next_hop(&self, key: RingId) -> Option<NextHop<P>> {
+        self.node.table().next_hop(key)
+    }
+
+    /// The `r` nodes that should hold replicas of `key`, in order (see
+    /// [`RoutingTable::replica_set`]); `None` when this node's lists do not reach the key.
+    pub fn replica_set(&self, key: RingId, r: usize) -> Option<Vec<Peer<P>>> {
+        self.node.table().replica_set(key, r)
+    }
+
+    /// A new message number: unpredictable and unique for this node.
+    pub fn next_seq(&mut self) -> u64 {
+        self.node.nonces.next()
+    }
+
+    /// Signs a message of this service from this node, with a new message number: to be
+    /// routed to `key` ([`Context::route`]), delivered only at `target` if given, or passed
+    /// along one-hop links ([`Context::send_sealed`]).
+    pub fn seal(&mut self, key: RingId, target: Option<P>, data: Bytes) -> Sealed<P> {
+        let seq = self.next_seq();
+        let body = Body::Service {
+            service: self.service,
+            class: self.class,
+            target,
+            data,
+        };
+        self.node.seal(seq, key, body)
+    }
+
+    /// Routes a sealed message of this service from this node towards its key.
+    pub fn route(&mut self, sealed: Sealed<P>) {
+        self.node.services.work.push_back(Work::Route(Routed {
+            hops: 0,
+            trail: Vec::new(),
+            sealed,
+        }));
+    }
+
+    /// Passes on a routed message this service received (in [`crate::service::Service::deliver`]
+    /// or kept from [`crate::service::Service::forward`]) from this node: routed on towards its
+    /// key with its hop count.
+    pub fn reroute(&mut self, msg: Routed<P>) {
+        self.node.services.work.push_back(Work::Route(msg));
+    }
+
+    /// Sends this service's one-hop message `data` to `to`.
+    pub fn send(&mut self, to: P, data: Bytes) {
+        self.send_message(to, data, None);
+    }
+
+    /// Sends this service's one-hop message `data` to `to`, carrying `sealed` (a message some
+    /// node signed, passed on unchanged).
+    pub fn send_sealed(&mut self, to: P, data: Bytes, sealed: Sealed<P>) {
+        self.send_message(to, data, Some(Box::new(sealed)));
+    }
+
+    fn send_message(&mut self, to: P, data: Bytes, sealed: Option<Box<Sealed<P>>>) {
+        if to == self.node.me.id {
+            // A message to oneself is handed straight back, after this hook.
+            let incoming = Incoming {
+                from: to,
+                data,
+                sealed: sealed.map(|s| *s),
+            };
+            self.node
+                .services
+                .work
+                .push_back(Work::Receive(self.service, incoming));
+            return;
+        }
+        let msg = Message::Service(ServiceMessage {
+            service: self.service,
+            class: self.class,
+            data,
+            sealed,
+        });
+        self.node.push_send(to, msg);
+    }
+
+    /// `d` scaled by a random factor in [0.9, 1.1), so that nodes do not act in step.
+    pub fn jitter(&mut self, d: Duration) -> Duration {
+        self.node.jitter(d)
+    }
+
+    /// A random number from the node's seeded generator (deterministic in the simulator).
+    pub fn random(&mut self) -> u64 {
+        self.node.rng.next_u64()
+    }
+}

@@ -1,0 +1,211 @@
+//! The open service layer: how services plug into a node.
+//!
+//! The ring core (joins, lists, fingers, routing, lookups, the signed envelope) knows a service
+//! only as a [`ServiceId`] and bytes. A service is a sans-IO state machine like the node itself:
+//! it implements [`Service`], is registered on a node ([`crate::Node::register`]) and is then
+//! told, through its hooks, what concerns it, in the spirit of the common API for structured
+//! overlays (route, forward, deliver, update):
+//!
+//! - [`Service::deliver`]: a message of this service routed to a key reached the node
+//!   responsible for it (or the node it was addressed to);
+//! - [`Service::forward`]: a message of this service passes through on its way, and the service
+//!   may take it here instead (a group's tree catches messages this way);
+//! - [`Service::receive`]: a one-hop message of this service from a peer;
+//! - [`Service::neighbours`], [`Service::peer_failed`], [`Service::leave`]: the ring changed,
+//!   a peer died, the node leaves;
+//! - [`Service::poll_timeout`] / [`Service::handle_timeout`]: the service's own timers.
+//!
+//! Every hook gets a [`Context`]: the node's clock and identity, read access to its routing
+//! table, [`Context::replica_set`], and the actions — sign and route a message to a key or a
+//! node ([`Context::seal`], [`Context::route`]), send a one-hop message ([`Context::send`]).
+//! Actions that route are queued and carried out when the hook returns, so a service never
+//! runs inside another of its own hooks. What a service has to say to its application (a
+//! delivery, an answer, a count) it keeps in its own queue, which the driver polls through
+//! [`crate::Node::service_mut`]; its commands run through [`crate::Node::command`], usually
+//! behind an extension trait on [`crate::Node`] (see [`crate::cast::CastExt`]).
+//!
+//! Messages a service signs travel in the core's [`crate::Sealed`] envelope with body
+//! [`crate::Body::Service`]: every receiver checks the origin's signature and age before the
+//! service sees it, so `origin` in a delivery is always the true author. Everything else a
+//! service receives — its one-hop bytes, the sender of a [`Service::receive`] (the
+//! authenticated peer) — it must treat as a hostile peer's: decode with a size bound, refuse
+//! what does not fit, bound every per-peer state.
+//!
+//! ## Writing a service
+//!
+//! ```
+//! use p2ps_overlay::service::{Context, Service, ServiceId};
+//! use p2ps_overlay::{Class, PeerId, Routed};
+//!
+//! /// Counts the messages routed to keys this node is responsible for.
+//! #[derive(Default)]
+//! struct Counter {
+//!     seen: u64,
+//! }
+//!
+//! impl<P: PeerId> Service<P> for Counter {
+//!     fn id(&self) -> ServiceId {
+//!         ServiceId::named("example/counter")
+//!     }
+//!     fn class(&self) -> Class {
+//!         Class::User
+//!     }
+//!     fn deliver(&mut self, _ctx: &mut Context<'_, P>, _msg: Routed<P>) {
+//!         self.seen += 1;
+//!     }
+//! }
+//! ```
+
+mod codec;
+mod context;
+mod registry;
+
+pub use codec::{decode, encode, CodecError};
+pub use context::Context;
+pub(crate) use registry::{Registry, Work};
+
+use crate::message::{Class, Routed, Sealed};
+use crate::peer::PeerId;
+use crate::time::Time;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::any::Any;
+use std::fmt;
+
+/// A service's id on the wire: the same on every node that runs the service. Made from the
+/// service's name ([`ServiceId::named`]), so that two services need not coordinate numbers.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceId(pub u32);
+
+impl ServiceId {
+    /// The id of the service named `name` (a 32-bit FNV-1a hash of it): use a name that says
+    /// whose it is, such as `"p2ps/cast"` or `"myapp/chat"`.
+    pub const fn named(name: &str) -> ServiceId {
+        let b = name.as_bytes();
+        let mut h: u32 = 0x811c_9dc5;
+        let mut i = 0;
+        while i < b.len() {
+            h ^= b[i] as u32;
+            h = h.wrapping_mul(0x0100_0193);
+            i += 1;
+        }
+        ServiceId(h)
+    }
+}
+
+impl fmt::Debug for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServiceId({:08x})", self.0)
+    }
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// What a service decides about a message passing through ([`Service::forward`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Forwarding {
+    /// Route it on as planned.
+    Continue,
+    /// The service took it here; it goes no further.
+    Consumed,
+}
+
+/// How the node's ring neighbours (successor and predecessor lists) changed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NeighbourChange<P> {
+    /// Peers that entered the lists.
+    pub up: Vec<P>,
+    /// Peers that left them (left, crashed, or pushed out by nearer nodes).
+    pub down: Vec<P>,
+}
+
+/// A one-hop message of a service, as received: the authenticated sender, the service's bytes
+/// and, if it carries one, another node's sealed envelope (already verified by the core).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Incoming<P: PeerId> {
+    /// The peer that sent it (authenticated by the connection).
+    pub from: P,
+    /// The service's bytes.
+    pub data: Bytes,
+    /// The envelope it carries, signed by its origin and checked.
+    pub sealed: Option<Sealed<P>>,
+}
+
+/// A service: a deterministic state machine driven by the node it is registered on. Every hook
+/// has a default that does nothing, so a service implements only what it uses. See the module
+/// documentation.
+pub trait Service<P: PeerId>: Any + Send {
+    /// The service's id: the same on every node (see [`ServiceId::named`]).
+    fn id(&self) -> ServiceId;
+
+    /// The stream class the service's messages travel on.
+    fn class(&self) -> Class {
+        Class::User
+    }
+
+    /// Names of the service's message kinds, indexed by the first byte of its encoded messages
+    /// (the variant index of a postcard-encoded enum), for traffic counters. Empty if the
+    /// service does not name them.
+    fn kinds(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// A message of this service routed to a key (or to this node) arrived here, the node
+    /// responsible for the key. `msg.sealed` is the origin's checked envelope.
+    fn deliver(&mut self, ctx: &mut Context<'_, P>, msg: Routed<P>) {
+        let _ = (ctx, msg);
+    }
+
+    /// A message of this service passes through on its way to `next`. Return
+    /// [`Forwarding::Consumed`] to stop it here.
+    fn forward(&mut self, ctx: &mut Context<'_, P>, msg: &Routed<P>, next: P) -> Forwarding {
+        let _ = (ctx, msg, next);
+        Forwarding::Continue
+    }
+
+    /// A one-hop message of this service arrived from a peer.
+    fn receive(&mut self, ctx: &mut Context<'_, P>, msg: Incoming<P>) {
+        let _ = (ctx, msg);
+    }
+
+    /// The ring neighbours changed.
+    fn neighbours(&mut self, ctx: &mut Context<'_, P>, change: &NeighbourChange<P>) {
+        let _ = (ctx, change);
+    }
+
+    /// `peer` is taken for dead (it crashed, or left).
+    fn peer_failed(&mut self, ctx: &mut Context<'_, P>, peer: P) {
+        let _ = (ctx, peer);
+    }
+
+    /// The driver could not queue this service's traffic for `peer` (its queue is full).
+    fn congested(&mut self, ctx: &mut Context<'_, P>, peer: P) {
+        let _ = (ctx, peer);
+    }
+
+    /// The node is leaving: last words to peers, then drop what is in progress.
+    fn leave(&mut self, ctx: &mut Context<'_, P>) {
+        let _ = ctx;
+    }
+
+    /// When [`Service::handle_timeout`] should next run.
+    fn poll_timeout(&self) -> Option<Time> {
+        None
+    }
+
+    /// The time from [`Service::poll_timeout`] has come.
+    fn handle_timeout(&mut self, ctx: &mut Context<'_, P>) {
+        let _ = ctx;
+    }
+
+    /// Whether the service needs the link to `peer` kept open (it is a tree neighbour, say),
+    /// though the ring does not.
+    fn uses_link(&self, peer: &P) -> bool {
+        let _ = peer;
+        false
+    }
+}
