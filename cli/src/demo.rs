@@ -22,6 +22,7 @@ mod cast;
 use anyhow::{bail, Context, Result};
 use p2ps::id::ring_id_of;
 use p2ps::{key_of, Identity, Node, NodeConfig, NodeEvent, NodeId, RingId, Ticket, Via};
+use p2ps_overlay::TrueRing;
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -133,53 +134,9 @@ impl Rng {
     }
 }
 
-/// The ring as it should be, computed from the node ids alone.
-pub(crate) struct Truth {
-    ring: Vec<(RingId, NodeId)>,
-}
-
-impl Truth {
-    pub(crate) fn new(ids: impl IntoIterator<Item = NodeId>) -> Self {
-        let mut ring: Vec<(RingId, NodeId)> =
-            ids.into_iter().map(|id| (ring_id_of(&id), id)).collect();
-        ring.sort();
-        Truth { ring }
-    }
-
-    /// The node responsible for `key`: the first whose position is at or after it, wrapping.
-    pub(crate) fn responsible(&self, key: RingId) -> Option<NodeId> {
-        let i = self.ring.partition_point(|(p, _)| *p < key);
-        self.ring
-            .get(i)
-            .or_else(|| self.ring.first())
-            .map(|(_, id)| *id)
-    }
-
-    fn index(&self, id: &NodeId) -> Option<usize> {
-        self.ring.iter().position(|(_, n)| n == id)
-    }
-
-    /// The `k` nodes after `id` on the ring, nearest first (fewer on a small ring).
-    pub(crate) fn successors(&self, id: &NodeId, k: usize) -> Vec<NodeId> {
-        let n = self.ring.len();
-        let Some(i) = self.index(id) else {
-            return Vec::new();
-        };
-        (1..=k.min(n.saturating_sub(1)))
-            .map(|d| self.ring[(i + d) % n].1)
-            .collect()
-    }
-
-    /// The `k` nodes before `id` on the ring, nearest first.
-    pub(crate) fn predecessors(&self, id: &NodeId, k: usize) -> Vec<NodeId> {
-        let n = self.ring.len();
-        let Some(i) = self.index(id) else {
-            return Vec::new();
-        };
-        (1..=k.min(n.saturating_sub(1)))
-            .map(|d| self.ring[(i + n - d) % n].1)
-            .collect()
-    }
+/// The ring as it should be for the nodes `ids`, computed from the ids alone.
+pub(crate) fn true_ring(ids: impl IntoIterator<Item = NodeId>) -> TrueRing<NodeId> {
+    ids.into_iter().map(|id| (ring_id_of(&id), id)).collect()
 }
 
 /// How far the nodes' routing state is from the truth.
@@ -240,7 +197,7 @@ pub(crate) async fn status_of(node: &Node) -> Result<p2ps::Status> {
 /// Compares every node's lists with the truth; `gone` are nodes that must not be mentioned.
 pub(crate) async fn ring_report(
     nodes: &[Node],
-    truth: &Truth,
+    truth: &TrueRing<NodeId>,
     list_len: usize,
     gone: &[NodeId],
 ) -> Result<RingReport> {
@@ -321,7 +278,7 @@ pub(crate) async fn ring_report(
 /// held, the time waited and the last report.
 pub(crate) async fn wait_for_ring(
     nodes: &[Node],
-    truth: &Truth,
+    truth: &TrueRing<NodeId>,
     list_len: usize,
     gone: &[NodeId],
     limit: Duration,
@@ -433,7 +390,7 @@ pub(crate) fn plan(rng: &mut Rng, n: usize, count: usize, tag: Option<&str>) -> 
 /// counted as not asked).
 pub(crate) async fn lookup_round(
     nodes: &[Node],
-    truth: &Truth,
+    truth: &TrueRing<NodeId>,
     asks: &[Ask],
     gone: &[NodeId],
     limit: Duration,
@@ -744,7 +701,7 @@ struct Departure<'a> {
 impl Demo {
     /// The indices of `id`'s true predecessor and successor in `truth`, and the progress text
     /// `its neighbours: … before, … after`.
-    fn neighbours_of(&self, truth: &Truth, id: &NodeId) -> (Vec<usize>, String) {
+    fn neighbours_of(&self, truth: &TrueRing<NodeId>, id: &NodeId) -> (Vec<usize>, String) {
         let pred = truth.predecessors(id, 1);
         let succ = truth.successors(id, 1);
         let idxs = pred
@@ -784,7 +741,7 @@ impl Demo {
         live: &[Node],
         args: &DemoArgs,
     ) -> Result<Duration> {
-        let truth = truth_of(live);
+        let truth = true_ring(live.iter().map(Node::id));
         let (ok, _, r) = wait_for_ring(
             live,
             &truth,
@@ -1012,7 +969,7 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
 
     // --- Ring formation -----------------------------------------------------------------
     let live = d.live();
-    let truth = Truth::new(live.iter().map(Node::id));
+    let truth = true_ring(live.iter().map(Node::id));
     let (ok, _, r) = wait_for_ring(
         &live,
         &truth,
@@ -1576,7 +1533,7 @@ async fn crash_step(d: &mut Demo, args: &DemoArgs, leaver: NodeId) -> Result<()>
 
     // Wait until the ring includes it (ground truth with the child).
     let live = d.live();
-    let with_child = Truth::new(live.iter().map(Node::id).chain([vid]));
+    let with_child = true_ring(live.iter().map(Node::id).chain([vid]));
     let (ok, _, r) = wait_for_ring(
         &live,
         &with_child,
@@ -1654,10 +1611,6 @@ async fn crash_step(d: &mut Demo, args: &DemoArgs, leaver: NodeId) -> Result<()>
     let repaired = d.check_repaired(&departure, &live, args).await?;
     d.crash_times.1 = Some(repaired.as_secs_f64());
     Ok(())
-}
-
-fn truth_of(nodes: &[Node]) -> Truth {
-    Truth::new(nodes.iter().map(Node::id))
 }
 
 /// (connections timed out, peers declared failed) summed over `nodes`.
