@@ -24,10 +24,11 @@
 //!   UDP datagrams (headers, ACKs and keep-alive PINGs included); the frames handed to QUIC
 //!   (`bytes_out`) are shown as the part of it that is ours.
 
-use crate::demo::{
-    lookup_round, plan, quantile, rss_kib, run_and_print, status_of, true_ring, wait_for_ring, Ask,
-    LookupRound, Progress, RingReport, Rng,
-};
+use crate::demo::lookups::{lookup_round, plan, Ask, LookupRound};
+use crate::demo::output::{run_and_print, Progress};
+use crate::demo::ring_check::{status_of, true_ring, wait_for_ring, RingReport};
+use crate::demo::rng::Rng;
+use crate::demo::stats::quantile;
 use anyhow::{bail, Context, Result};
 use p2ps::id::ring_id_of;
 use p2ps::{Identity, Node, NodeConfig, NodeId};
@@ -788,4 +789,18 @@ fn report_rows(r: &Report) -> Vec<Row> {
             "all".into(), verdict(r.broadcasts_exact)),
     ]);
     rows
+}
+
+/// Resident set size of this process, in KiB (`VmRSS` of `/proc/self/status`).
+fn rss_kib() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS line in /proc/self/status")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("malformed VmRSS line")?
+        .parse()
+        .context("malformed VmRSS value")
 }
