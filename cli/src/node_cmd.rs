@@ -6,7 +6,7 @@
 //! incoming messages and neighbour changes until Ctrl-C, SIGTERM or `p2ps leave`, each of which
 //! leaves the network gracefully and exits 0.
 
-use crate::control::{self, check_name};
+use crate::control::socket::{check_name, control_path};
 use anyhow::{bail, Context, Result};
 use p2ps::{
     FingerStrategy, Identity, LookupMode, Message, Node, NodeConfig, NodeEvent, NodeId, Ticket, Via,
@@ -354,7 +354,7 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
         None => (dirs.key_dir()?.join(format!("{name}.key")), true),
     };
     let (control, control_is_default) =
-        control::control_path(args.control.clone().or(file.control).as_deref(), &name)?;
+        control_path(args.control.clone().or(file.control).as_deref(), &name)?;
     let strategy = match (args.strategy, file.strategy) {
         (Some(s), _) => Some(s),
         (None, Some(s)) => Some(parse_strategy(&s).map_err(anyhow::Error::msg)?),
