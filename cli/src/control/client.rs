@@ -73,9 +73,16 @@ fn connect(path: &Path) -> Result<UnixStream> {
 /// Which node to talk to (same flags as `p2ps node`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControlOpts {
-    /// The node's control socket [default: $XDG_RUNTIME_DIR/p2ps/<NAME>.sock, or
-    /// /tmp/p2ps-<uid>/<NAME>.sock].
-    #[arg(long, value_name = "PATH", env = "P2PS_CONTROL")]
+    /// The node's control socket (default: `$XDG_RUNTIME_DIR/p2ps/<NAME>.sock`, or
+    /// `/tmp/p2ps-<uid>/<NAME>.sock`).
+    // The help text is written out: clap would show the backticks above.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "P2PS_CONTROL",
+        help = "The node's control socket [default: $XDG_RUNTIME_DIR/p2ps/<NAME>.sock, or \
+                /tmp/p2ps-<uid>/<NAME>.sock]"
+    )]
     control: Option<PathBuf>,
     /// The node's name on this machine (picks the default control socket).
     #[arg(long, value_name = "NAME", env = "P2PS_NAME", default_value = "node")]

@@ -38,7 +38,7 @@ pub(crate) const MAX_BATCH: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Request {
-    /// The node's [`Status`]. (Empty struct variants, unlike unit ones, refuse unknown fields.)
+    /// The node's [`Status`](p2ps::Status). (Empty struct variants, unlike unit ones, refuse unknown fields.)
     Status {},
     /// Send `payload` to node `to` (64 hex digits, or a prefix of at least 4 that names one
     /// node the node knows).
