@@ -24,13 +24,15 @@
 //!   UDP datagrams (headers, ACKs and keep-alive PINGs included); the frames handed to QUIC
 //!   (`bytes_out`) are shown as the part of it that is ours.
 
-use crate::demo::{
-    lookup_round, plan, quantile, rss_kib, run_and_print, status_of, wait_for_ring, Ask,
-    LookupRound, Progress, RingReport, Rng, Truth,
-};
+use crate::demo::lookups::{lookup_round, plan, Ask, LookupRound};
+use crate::demo::output::{run_and_print, Progress};
+use crate::demo::ring_check::{status_of, true_ring, wait_for_ring, RingReport};
+use crate::demo::rng::Rng;
+use crate::demo::stats::quantile;
 use anyhow::{bail, Context, Result};
 use p2ps::id::ring_id_of;
-use p2ps::{Identity, Node, NodeConfig};
+use p2ps::{Identity, Node, NodeConfig, NodeId};
+use p2ps_overlay::TrueRing;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -255,7 +257,7 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
          {join_max_ms:.0} ms, {slow_joins} over 1 s)",
         joins.as_secs_f64()
     ));
-    let truth = Truth::new(nodes.iter().map(Node::id));
+    let truth = true_ring(nodes.iter().map(Node::id));
     let list_len = ov.list_len;
     let (ok, _, r) = wait_for_ring(
         nodes,
@@ -613,7 +615,12 @@ async fn totals(nodes: &[Node]) -> Result<Totals> {
 
 /// Counters that point at trouble, summed over `nodes`.
 /// One lookup at a time for every `(node, key)` of `asks`, until [`PASS_LIMIT`] after `start`.
-async fn lookup_pass(nodes: &[Node], truth: &Truth, asks: &[Ask], start: Instant) -> LookupRound {
+async fn lookup_pass(
+    nodes: &[Node],
+    truth: &TrueRing<NodeId>,
+    asks: &[Ask],
+    start: Instant,
+) -> LookupRound {
     let mut round = LookupRound::default();
     for ask in asks.chunks(1) {
         if start.elapsed() >= PASS_LIMIT {
@@ -782,4 +789,18 @@ fn report_rows(r: &Report) -> Vec<Row> {
             "all".into(), verdict(r.broadcasts_exact)),
     ]);
     rows
+}
+
+/// Resident set size of this process, in KiB (`VmRSS` of `/proc/self/status`).
+fn rss_kib() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS line in /proc/self/status")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("malformed VmRSS line")?
+        .parse()
+        .context("malformed VmRSS value")
 }

@@ -1,7 +1,9 @@
 //! `p2ps broadcast`, `p2ps range` and `p2ps group join|leave|send`: group communication from
 //! the command line, carried out by a running `p2ps node` through its control socket.
 
-use crate::control::{parse_raw_key, print_json, ControlOpts, Request};
+use crate::control::client::ControlOpts;
+use crate::control::protocol::{parse_raw_key, Request};
+use crate::control::render::print_json;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use p2ps::RingId;

@@ -35,15 +35,15 @@ enum Command {
     /// Run a node in the foreground: create a network or join one through a ticket.
     Node(Box<node_cmd::NodeArgs>),
     /// Show a running node's state: id, addresses, neighbours, fingers, connections, counters.
-    Status(control::StatusArgs),
+    Status(control::commands::StatusArgs),
     /// Send a message from a running node to a node id.
-    Send(control::SendArgs),
+    Send(control::commands::SendArgs),
     /// Send a message from a running node to whichever node holds a key.
-    Route(control::RouteArgs),
+    Route(control::commands::RouteArgs),
     /// Ask a running node who holds a key.
-    Lookup(control::LookupArgs),
+    Lookup(control::commands::LookupArgs),
     /// Make a running node leave its network gracefully and stop.
-    Leave(control::LeaveArgs),
+    Leave(control::commands::LeaveArgs),
     /// Send a message from a running node to every node of the network.
     Broadcast(cast_cmd::BroadcastArgs),
     /// Send a message from a running node to the nodes responsible for a range of positions.
@@ -98,11 +98,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Node(args) => node_cmd::run(*args),
-        Command::Status(args) => control::status(args),
-        Command::Send(args) => control::send(args),
-        Command::Route(args) => control::route(args),
-        Command::Lookup(args) => control::lookup(args),
-        Command::Leave(args) => control::leave(args),
+        Command::Status(args) => control::commands::status(args),
+        Command::Send(args) => control::commands::send(args),
+        Command::Route(args) => control::commands::route(args),
+        Command::Lookup(args) => control::commands::lookup(args),
+        Command::Leave(args) => control::commands::leave(args),
         Command::Broadcast(args) => cast_cmd::broadcast(args),
         Command::Range(args) => cast_cmd::range(args),
         Command::Group(cmd) => cast_cmd::group(cmd),

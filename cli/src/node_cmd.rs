@@ -6,7 +6,7 @@
 //! incoming messages and neighbour changes until Ctrl-C, SIGTERM or `p2ps leave`, each of which
 //! leaves the network gracefully and exits 0.
 
-use crate::control::{self, check_name};
+use crate::control::socket::{check_name, control_path};
 use anyhow::{bail, Context, Result};
 use p2ps::{
     FingerStrategy, Identity, LookupMode, Message, Node, NodeConfig, NodeEvent, NodeId, Ticket, Via,
@@ -64,10 +64,18 @@ pub struct NodeArgs {
     /// Join the network of the node whose ticket this is (the `ticket: p2ps1…` line it printed).
     #[arg(long, value_name = "TICKET", value_parser = parse_ticket)]
     join: Option<Ticket>,
-    /// The node's key file (created if missing; same key, same node id)
-    /// [default: $XDG_DATA_HOME/p2ps/<NAME>.key or ~/.local/share/p2ps/<NAME>.key, that is
-    /// node.key for the default name]. An explicit path's directory must exist.
-    #[arg(long, value_name = "FILE", env = "P2PS_KEY")]
+    /// The node's key file (created if missing; same key, same node id); default:
+    /// `$XDG_DATA_HOME/p2ps/<NAME>.key` or `~/.local/share/p2ps/<NAME>.key`, that is `node.key`
+    /// for the default name. An explicit path's directory must exist.
+    // The help text is written out: clap would show the backticks above.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "P2PS_KEY",
+        help = "The node's key file (created if missing; same key, same node id) [default: \
+                $XDG_DATA_HOME/p2ps/<NAME>.key or ~/.local/share/p2ps/<NAME>.key, that is \
+                node.key for the default name]. An explicit path's directory must exist"
+    )]
     key: Option<PathBuf>,
     /// UDP address to listen on, IP:PORT or HOST:PORT (a host name is resolved, its first
     /// IPv4 address preferred) [default: 127.0.0.1:0, loopback only on a free port; use e.g.
@@ -77,9 +85,16 @@ pub struct NodeArgs {
     /// Address to put in the ticket and tell peers (repeatable) [default: the bound address].
     #[arg(long, value_name = "ADDR")]
     advertise: Vec<SocketAddr>,
-    /// Control socket for `p2ps status` and friends [default: $XDG_RUNTIME_DIR/p2ps/<NAME>.sock,
-    /// or /tmp/p2ps-<uid>/<NAME>.sock].
-    #[arg(long, value_name = "PATH", env = "P2PS_CONTROL")]
+    /// Control socket for `p2ps status` and friends (default:
+    /// `$XDG_RUNTIME_DIR/p2ps/<NAME>.sock`, or `/tmp/p2ps-<uid>/<NAME>.sock`).
+    // The help text is written out: clap would show the backticks above.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "P2PS_CONTROL",
+        help = "Control socket for `p2ps status` and friends [default: \
+                $XDG_RUNTIME_DIR/p2ps/<NAME>.sock, or /tmp/p2ps-<uid>/<NAME>.sock]"
+    )]
     control: Option<PathBuf>,
     /// This node's name on this machine: picks the default key file and control socket
     /// [default: node].
@@ -355,7 +370,7 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
         None => (dirs.key_dir()?.join(format!("{name}.key")), true),
     };
     let (control, control_is_default) =
-        control::control_path(args.control.clone().or(file.control).as_deref(), &name)?;
+        control_path(args.control.clone().or(file.control).as_deref(), &name)?;
     let strategy = match (args.strategy, file.strategy) {
         (Some(s), _) => Some(s),
         (None, Some(s)) => Some(parse_strategy(&s).map_err(anyhow::Error::msg)?),

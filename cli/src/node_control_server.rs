@@ -1,10 +1,12 @@
 //! The node's side of the control channel: the socket file's life cycle and the request loop.
-//! The protocol is described in `crate::control`.
+//! The protocol is described in `crate::control::protocol`.
 
-use crate::control::{
-    current_uid, prepare_socket_dir, request, ring_key, LookupAnswer, Request, Response, MAX_BATCH,
-    MAX_REQUEST_BYTES, REQUEST_READ_TIMEOUT,
+use crate::control::client::request;
+use crate::control::protocol::{
+    parse_raw_key, ring_key, LookupAnswer, Request, Response, MAX_BATCH, MAX_REQUEST_BYTES,
+    REQUEST_READ_TIMEOUT,
 };
+use crate::control::socket::{current_uid, prepare_socket_dir};
 use crate::node_ids::{known_ids, parse_id_arg, resolve_prefix, IdArg, RecentSenders};
 use anyhow::{bail, Context, Result};
 use p2ps::{Node, NodeId, RingId};
@@ -280,7 +282,7 @@ async fn execute(
                     ring.push(p2ps::key_of(k.as_bytes()));
                 }
                 for r in &raw_keys {
-                    match crate::control::parse_raw_key(r) {
+                    match parse_raw_key(r) {
                         Ok(k) => ring.push(k),
                         Err(e) => {
                             bad = Some(e);
@@ -295,17 +297,12 @@ async fn execute(
             }
         }
         Request::Broadcast { payload } => cast_answer(node.broadcast(payload.into_bytes()).await),
-        Request::Range { lo, hi, payload } => {
-            match (
-                crate::control::parse_raw_key(&lo),
-                crate::control::parse_raw_key(&hi),
-            ) {
-                (Ok(lo), Ok(hi)) => {
-                    cast_answer(node.multicast_range(lo, hi, payload.into_bytes()).await)
-                }
-                (Err(e), _) | (_, Err(e)) => Response::err(e),
+        Request::Range { lo, hi, payload } => match (parse_raw_key(&lo), parse_raw_key(&hi)) {
+            (Ok(lo), Ok(hi)) => {
+                cast_answer(node.multicast_range(lo, hi, payload.into_bytes()).await)
             }
-        }
+            (Err(e), _) | (_, Err(e)) => Response::err(e),
+        },
         Request::GroupJoin { group } => match node.join_group(&group).await {
             Ok(()) => Response::ok(serde_json::json!({"group": group, "member": true})),
             Err(e) => Response::err(e.to_string()),

@@ -123,16 +123,16 @@ mod tests {
     fn the_control_socket_takes_the_largest_message() {
         // The worst case for JSON: every byte a control character, escaped as \u00XX.
         let payload = "\u{1}".repeat(MAX_PAYLOAD_BYTES);
-        let req = crate::control::Request::GroupSend {
+        let req = crate::control::protocol::Request::GroupSend {
             group: "g".repeat(255),
             payload,
         };
         let line = serde_json::to_vec(&req).unwrap();
         assert!(
-            line.len() < crate::control::MAX_REQUEST_BYTES,
+            line.len() < crate::control::protocol::MAX_REQUEST_BYTES,
             "{} >= {}",
             line.len(),
-            crate::control::MAX_REQUEST_BYTES
+            crate::control::protocol::MAX_REQUEST_BYTES
         );
     }
 }

@@ -28,7 +28,7 @@
 //!
 //! Every wait is bounded, and only `127.0.0.1` addresses are used.
 
-use crate::{responsible, NodeProc};
+use crate::{responsible, true_ring, NodeProc};
 use p2ps::wire::Wire;
 use p2ps::{Identity, KeySigner, NodeId, OverlayId, RingId, Status};
 use p2ps_overlay::{Adjacency, Body, Class, Contact, Dir, Envelope, Message, Sealed, Signer, Time};
@@ -760,19 +760,23 @@ pub fn tally_lookups_in(nodes: &[&NodeProc], keys: &[String], rings: &[&[NodeId]
 
 /// The node ids in ring order.
 pub fn ring_order(ids: &[NodeId]) -> Vec<NodeId> {
-    let mut v: Vec<NodeId> = ids.to_vec();
-    v.sort_by_key(p2ps::id::ring_id_of);
-    v
+    true_ring(ids).members().to_vec()
 }
 
 /// `n` ids of `ring` following `id` in direction `dir` (`id` need not be in `ring`), nearest
 /// first.
 pub fn true_list(ring: &[NodeId], id: NodeId, dir: Dir, n: usize) -> Vec<NodeId> {
-    let me = p2ps::id::ring_id_of(&id);
-    let mut others: Vec<NodeId> = ring.iter().copied().filter(|x| *x != id).collect();
-    others.sort_by_key(|x| me.dist_dir(dir, p2ps::id::ring_id_of(x)));
-    others.truncate(n);
-    others
+    let with_id: Vec<NodeId> = ring
+        .iter()
+        .copied()
+        .filter(|x| *x != id)
+        .chain([id])
+        .collect();
+    let truth = true_ring(&with_id);
+    match dir {
+        Dir::Cw => truth.successors(&id, n),
+        Dir::Ccw => truth.predecessors(&id, n),
+    }
 }
 
 /// A proof of responsibility for `key` forged by `signer`: its own signature over "`signer`

@@ -22,6 +22,7 @@ pub mod hostile;
 pub mod natlab;
 
 use p2ps::{NodeId, RingId, Status};
+use p2ps_overlay::TrueRing;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -696,17 +697,17 @@ pub fn control_raw(path: &Path, bytes: &str) -> Result<String, String> {
     Ok(line)
 }
 
+/// The ring as it should be for the nodes `ids`, from their ids alone.
+pub fn true_ring(ids: &[NodeId]) -> TrueRing<NodeId> {
+    ids.iter()
+        .map(|id| (p2ps::id::ring_id_of(id), *id))
+        .collect()
+}
+
 /// The node responsible for `key` among `ids`: the first at or after `key` clockwise.
 pub fn responsible(ids: &[NodeId], key: RingId) -> NodeId {
-    let mut ring: Vec<(RingId, NodeId)> = ids
-        .iter()
-        .map(|id| (p2ps::id::ring_id_of(id), *id))
-        .collect();
-    ring.sort();
-    ring.iter()
-        .find(|(pos, _)| *pos >= key)
-        .or(ring.first())
-        .map(|(_, id)| *id)
+    true_ring(ids)
+        .responsible(key)
         .unwrap_or_else(|| panic!("no nodes to be responsible for {key}"))
 }
 
@@ -723,22 +724,21 @@ pub fn random_keys(n: usize) -> Vec<String> {
 /// predecessor are the true ones among exactly these nodes; panics with the lists if not.
 pub fn wait_ring(nodes: &mut [&mut NodeProc], timeout: Duration) {
     let ids: Vec<NodeId> = nodes.iter_mut().map(|n| n.id()).collect();
-    let mut ring: Vec<(RingId, NodeId)> = ids
-        .iter()
-        .map(|id| (p2ps::id::ring_id_of(id), *id))
-        .collect();
-    ring.sort();
-    let at = |i: usize| ring[i % ring.len()].1;
+    let truth = true_ring(&ids);
+    let first = |v: &[NodeId]| {
+        v.first()
+            .map_or_else(|| "none".to_string(), |i| i.short().to_string())
+    };
     let deadline = Instant::now() + timeout;
     loop {
         let mut wrong = Vec::new();
         for n in nodes.iter_mut() {
             let s = n.status();
-            let me = ring.iter().position(|(_, id)| *id == s.id).unwrap_or(0);
-            let (succ, pred) = (at(me + 1), at(me + ring.len() - 1));
+            let succ = truth.successors(&s.id, 1);
+            let pred = truth.predecessors(&s.id, 1);
             if s.state != "joined"
-                || s.successors.first() != Some(&succ)
-                || s.predecessors.first() != Some(&pred)
+                || s.successors.first() != succ.first()
+                || s.predecessors.first() != pred.first()
             {
                 wrong.push(format!(
                     "{} ({}): state {}, successors {:?} (want {}), predecessors {:?} (want {})",
@@ -749,12 +749,12 @@ pub fn wait_ring(nodes: &mut [&mut NodeProc], timeout: Duration) {
                         .iter()
                         .map(|i| i.short().to_string())
                         .collect::<Vec<_>>(),
-                    succ.short(),
+                    first(&succ),
                     s.predecessors
                         .iter()
                         .map(|i| i.short().to_string())
                         .collect::<Vec<_>>(),
-                    pred.short()
+                    first(&pred)
                 ));
             }
         }

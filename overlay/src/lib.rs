@@ -20,6 +20,8 @@
 //!   `node/requests.rs`, rejoining after isolation in `node/heal.rs`, broadcast and range
 //!   multicast in `node/cast.rs` and group trees in `node/groups.rs`;
 //! - [`segment`]: ring segments and the midpoint split that gives broadcast its disjoint pieces;
+//! - [`truth`]: the ring as it should be (who is responsible for a key, the true successors and
+//!   predecessors), which the simulator, the demo and the tests judge nodes against;
 //! - [`sim`] (feature `sim`): the discrete-event simulator and the stable-ring fast path.
 
 pub mod adjacency;
@@ -40,6 +42,7 @@ pub mod service;
 pub mod standard;
 pub mod strategy;
 pub mod time;
+pub mod truth;
 
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -55,3 +58,4 @@ pub use routing_table::{ListChange, NextHop, RoutingTable};
 pub use segment::Segment;
 pub use strategy::FingerStrategy;
 pub use time::Time;
+pub use truth::TrueRing;

@@ -5,6 +5,7 @@
 mod common;
 use common::{network, settle};
 use p2ps::{group_key, Node, RingId, Via};
+use p2ps_overlay::TrueRing;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::timeout;
@@ -72,12 +73,9 @@ async fn broadcast_range_and_groups() {
         .filter(|(p, _)| lo.cw_to(*p) <= lo.cw_to(hi))
         .map(|(_, i)| *i)
         .collect();
-    // The node responsible for `hi`: the first at or after it, clockwise.
-    let holder = positions
-        .iter()
-        .min_by_key(|(p, _)| hi.cw_to(*p))
-        .unwrap()
-        .1;
+    // The node responsible for `hi`.
+    let truth: TrueRing<usize> = positions.iter().copied().collect();
+    let holder = truth.responsible(hi).unwrap();
     want.push(holder);
     want.sort();
     want.dedup();

@@ -8,25 +8,21 @@ use std::time::Duration;
 use tokio::time::timeout;
 
 mod common;
-use common::{config, network, network_with, settle};
+use common::{config, network, network_with, settle, true_ring};
 
 /// Steered lookups over QUIC: every node finds the true responsible node of every key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steered_lookups_find_the_true_responsible_node() {
     let nodes = network_with(12, |c| c.overlay.lookup_mode = p2ps::LookupMode::Steered).await;
     settle(&nodes).await;
-    let mut ring: Vec<_> = nodes
-        .iter()
-        .map(|n| (p2ps::id::ring_id_of(&n.id()), n.id()))
-        .collect();
-    ring.sort();
+    let truth = true_ring(&nodes);
     for k in 0..30u32 {
         let key = format!("steered-{k}");
         let pos = p2ps::key_of(&key);
-        let truth = ring.iter().find(|(p, _)| *p >= pos).unwrap_or(&ring[0]).1;
+        let want = truth.responsible(pos).unwrap();
         for n in &nodes {
             let got = n.lookup_key(&key).await.unwrap().node;
-            assert_eq!(got, truth, "{key} from {}", n.id().short());
+            assert_eq!(got, want, "{key} from {}", n.id().short());
         }
     }
     for n in nodes {

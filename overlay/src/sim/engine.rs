@@ -17,6 +17,7 @@ use crate::proof::StandIn;
 use crate::ring::RingId;
 use crate::standard;
 use crate::time::Time;
+use crate::truth::TrueRing;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -281,7 +282,7 @@ pub struct Simulator {
     queue: EventQueue<Ev>,
     nodes: Vec<SimNode>,
     /// Members (joined and alive) by position: the ground truth.
-    members: BTreeMap<RingId, SimId>,
+    members: TrueRing<SimId>,
     /// Members in an indexable form for random picks: `pick[i]`, with `pick_at[node]`.
     pick: Vec<u32>,
     pick_at: Vec<usize>,
@@ -310,7 +311,7 @@ impl Simulator {
             salt,
             queue: EventQueue::new(),
             nodes: Vec::new(),
-            members: BTreeMap::new(),
+            members: TrueRing::default(),
             pick: Vec::new(),
             pick_at: Vec::new(),
             workload: Workload::default(),
@@ -389,7 +390,7 @@ impl Simulator {
 
     /// The members, in ring order.
     pub fn members(&self) -> impl Iterator<Item = SimId> + '_ {
-        self.members.values().copied()
+        self.members.members().iter().copied()
     }
 
     /// The node with identity `id`.
@@ -404,11 +405,7 @@ impl Simulator {
 
     /// The member responsible for `key`, by ground truth.
     pub fn responsible(&self, key: RingId) -> Option<SimId> {
-        self.members
-            .range(key..)
-            .next()
-            .or_else(|| self.members.iter().next())
-            .map(|(_, id)| *id)
+        self.members.responsible(key)
     }
 
     fn node_config(&self, index: u32) -> Config {
@@ -731,7 +728,7 @@ impl Simulator {
     }
 
     fn remove_member(&mut self, id: SimId) {
-        self.members.remove(&id.ring_id());
+        self.members.remove(id.ring_id(), &id);
         let i = id.index();
         let at = self.pick_at[i];
         if at != usize::MAX {
@@ -1025,7 +1022,13 @@ impl Simulator {
 
     /// The ground-truth ring of current members.
     pub fn ring(&self) -> Ring<SimId> {
-        Ring::new(self.members.values().map(|id| Peer::new(*id)).collect())
+        Ring::new(
+            self.members
+                .members()
+                .iter()
+                .map(|id| Peer::new(*id))
+                .collect(),
+        )
     }
 
     /// How far every member's table is from the correct one, summed; and how many members have
@@ -1034,7 +1037,7 @@ impl Simulator {
         let ring = self.ring();
         let mut total = TableErrors::default();
         let mut bad = 0;
-        for id in self.members.values() {
+        for id in self.members.members() {
             let n = &self.nodes[id.index()].node;
             let e = if n.state() == State::Joined {
                 ring.table_errors(n.table())
@@ -1077,7 +1080,8 @@ impl Simulator {
         let node_secs = c.node_seconds.max(1e-9);
         let mut distinct: Vec<f64> = self
             .members
-            .values()
+            .members()
+            .iter()
             .map(|id| self.nodes[id.index()].node.table().distinct_peers().len() as f64)
             .collect();
         SimReport {

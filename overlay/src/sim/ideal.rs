@@ -5,11 +5,12 @@ use crate::peer::{Peer, PeerId};
 use crate::ring::{Dir, RingId};
 use crate::routing_table::RoutingTable;
 use crate::strategy::FingerStrategy;
+use crate::truth::TrueRing;
 
 /// A snapshot of the ring: every member, sorted by position.
 #[derive(Clone, Debug)]
 pub struct Ring<P> {
-    sorted: Vec<Peer<P>>,
+    truth: TrueRing<Peer<P>>,
 }
 
 impl<P: PeerId> Ring<P> {
@@ -17,44 +18,41 @@ impl<P: PeerId> Ring<P> {
     pub fn new(mut peers: Vec<Peer<P>>) -> Self {
         peers.sort_by_key(|p| (p.pos, p.id));
         peers.dedup_by_key(|p| p.id);
-        Ring { sorted: peers }
+        Ring {
+            truth: peers.into_iter().map(|p| (p.pos, p)).collect(),
+        }
     }
 
     /// Number of members.
     pub fn len(&self) -> usize {
-        self.sorted.len()
+        self.truth.len()
     }
 
     /// Is the ring empty?
     pub fn is_empty(&self) -> bool {
-        self.sorted.is_empty()
+        self.truth.is_empty()
     }
 
     /// Members in ring order.
     pub fn members(&self) -> &[Peer<P>] {
-        &self.sorted
+        self.truth.members()
     }
 
     /// Index (in ring order) of the member responsible for `key`: the first at or after it.
     pub fn responsible_index(&self, key: RingId) -> Option<usize> {
-        if self.sorted.is_empty() {
-            return None;
-        }
-        let i = self.sorted.partition_point(|p| p.pos < key);
-        Some(if i == self.sorted.len() { 0 } else { i })
+        self.truth.responsible_index(key)
     }
 
     /// The member responsible for `key`.
     pub fn responsible(&self, key: RingId) -> Option<Peer<P>> {
-        self.responsible_index(key).map(|i| self.sorted[i])
+        self.truth.responsible(key)
     }
 
     /// Index of the member with identity `id` at position `pos`.
     pub fn index_of(&self, p: Peer<P>) -> Option<usize> {
-        let i = self
-            .sorted
-            .partition_point(|q| (q.pos, q.id) < (p.pos, p.id));
-        (self.sorted.get(i).map(|q| q.id) == Some(p.id)).then_some(i)
+        let sorted = self.members();
+        let i = sorted.partition_point(|q| (q.pos, q.id) < (p.pos, p.id));
+        (sorted.get(i).map(|q| q.id) == Some(p.id)).then_some(i)
     }
 
     /// The correct routing table of the member at index `i`.
@@ -64,16 +62,16 @@ impl<P: PeerId> Ring<P> {
         strategy: FingerStrategy,
         list_len: usize,
     ) -> RoutingTable<P> {
-        let n = self.sorted.len();
-        let me = self.sorted[i];
+        let me = self.members()[i];
         let mut t = RoutingTable::new(me, strategy, list_len);
-        let k = list_len.min(n.saturating_sub(1));
-        t.set_list(Dir::Cw, (1..=k).map(|j| self.sorted[(i + j) % n]), |_| {
-            false
-        });
+        t.set_list(
+            Dir::Cw,
+            self.truth.successors_at(i, list_len).copied(),
+            |_| false,
+        );
         t.set_list(
             Dir::Ccw,
-            (1..=k).map(|j| self.sorted[(i + n - j) % n]),
+            self.truth.predecessors_at(i, list_len).copied(),
             |_| false,
         );
         let slots: Vec<(Dir, usize)> = t.finger_slots().map(|(d, l, _)| (d, l)).collect();

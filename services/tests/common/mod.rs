@@ -2,7 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps::{Identity, Node, NodeConfig};
+use p2ps::{Identity, Node, NodeConfig, NodeId};
+use p2ps_overlay::TrueRing;
 use std::time::Duration;
 use tokio::time::timeout;
 
@@ -44,20 +45,23 @@ pub async fn network_with(n: usize, tune: impl Fn(&mut NodeConfig)) -> Vec<Node>
     nodes
 }
 
-/// Waits until every node's successor is the true one.
-pub async fn settle(nodes: &[Node]) {
-    let mut ids: Vec<_> = nodes
+/// The ring as it should be for `nodes`, from their ids alone.
+pub fn true_ring(nodes: &[Node]) -> TrueRing<NodeId> {
+    nodes
         .iter()
         .map(|n| (p2ps::id::ring_id_of(&n.id()), n.id()))
-        .collect();
-    ids.sort();
+        .collect()
+}
+
+/// Waits until every node's successor is the true one.
+pub async fn settle(nodes: &[Node]) {
+    let truth = true_ring(nodes);
     for _ in 0..100 {
         let mut ok = true;
         for n in nodes {
             let s = n.status().await.unwrap();
-            let me = ids.iter().position(|(_, id)| *id == n.id()).unwrap();
-            let want = ids[(me + 1) % ids.len()].1;
-            if s.successors.first() != Some(&want) {
+            let want = truth.successors(&n.id(), 1);
+            if s.successors.first() != want.first() {
                 ok = false;
             }
         }

@@ -6,7 +6,7 @@
 //! travel inside a *circuit*: a pair of streams A–R and R–B on their existing authenticated
 //! connections to the relay R, which copies bytes between them ([`protocol`]). The relay sees
 //! only QUIC ciphertext. Each end's socket gives the circuit a synthetic address
-//! ([`is_relayed`]) so that quinn treats it as one more UDP path ([`socket`]).
+//! ([`is_relayed`]) so that quinn treats it as one more UDP path (`socket`).
 //!
 //! Serving is opt-in ([`RelayConfig::serve`]) and bounded by [`RelayLimits`]; each circuit's
 //! [`CircuitLimits`] are told to both ends. A circuit that hits a limit is ended with a

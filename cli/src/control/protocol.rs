@@ -1,0 +1,294 @@
+//! The control protocol: what a client may ask a running node and what it answers.
+//!
+//! One connection carries one request and one response, each a single line of JSON.
+//! Requests (at most [`MAX_REQUEST_BYTES`], about 6 MiB: room for the largest payload, 1 MiB,
+//! however JSON escapes it; sent within [`REQUEST_READ_TIMEOUT`]):
+//!
+//! ```text
+//! {"op":"status"}
+//! {"op":"send","to":"<64 hex digits, or a unique prefix of 4 or more>","payload":"text"}
+//! {"op":"route","key":"text","payload":"text"}          (or "raw_key":"<1 to 32 hex digits>")
+//! {"op":"lookup","key":"text"}                          (or "raw_key")
+//! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<hex>"]}   (at most 4096 in all)
+//! {"op":"leave"}
+//! ```
+//!
+//! A text key is placed on the ring with `p2ps::key_of` (first 128 bits of its SHA-256); a raw
+//! key is the ring position itself. Responses are `{"ok":true,"result":…}` or
+//! `{"ok":false,"error":"…"}`. Results: `status` gives the node's [`p2ps::Status`]; `lookup` gives
+//! `{"key","node","hops"}`; `lookup_many` a list of those in request order (`keys` first, then
+//! `raw_keys`), an entry that failed holding `"error"` instead of `node` and `hops`; `send` and
+//! `route` give what was sent; `leave` answers once the node has left.
+
+use anyhow::Result;
+use p2ps::RingId;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Largest request line the node reads: room for the largest message
+/// ([`crate::payload::MAX_PAYLOAD_BYTES`]) even if JSON escapes every byte of it as `\u00XX`
+/// (6 bytes), plus 64 KiB for the rest of the request.
+pub(crate) const MAX_REQUEST_BYTES: usize = 6 * crate::payload::MAX_PAYLOAD_BYTES + 64 * 1024;
+/// How long the node waits for a request line once a client has connected.
+pub(crate) const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most keys in one `lookup_many` request.
+pub(crate) const MAX_BATCH: usize = 4096;
+
+/// A request to a running node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Request {
+    /// The node's [`Status`](p2ps::Status). (Empty struct variants, unlike unit ones, refuse unknown fields.)
+    Status {},
+    /// Send `payload` to node `to` (64 hex digits, or a prefix of at least 4 that names one
+    /// node the node knows).
+    Send {
+        /// Addressee.
+        to: String,
+        /// Text to send.
+        payload: String,
+    },
+    /// Send `payload` to whichever node holds a key.
+    Route {
+        /// Text key, hashed with `key_of`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// Ring position, 1 to 32 hex digits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raw_key: Option<String>,
+        /// Text to send.
+        payload: String,
+    },
+    /// Who holds a key?
+    Lookup {
+        /// Text key, hashed with `key_of`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// Ring position, 1 to 32 hex digits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raw_key: Option<String>,
+    },
+    /// Who holds each of these keys?
+    LookupMany {
+        /// Text keys.
+        #[serde(default)]
+        keys: Vec<String>,
+        /// Ring positions.
+        #[serde(default)]
+        raw_keys: Vec<String>,
+    },
+    /// Leave the network gracefully and stop.
+    Leave {},
+    /// Send `payload` to every node.
+    Broadcast {
+        /// Text to send.
+        payload: String,
+    },
+    /// Send `payload` to the nodes responsible for ring positions `lo..=hi` (1 to 32 hex digits
+    /// each).
+    Range {
+        /// Lower end.
+        lo: String,
+        /// Upper end.
+        hi: String,
+        /// Text to send.
+        payload: String,
+    },
+    /// Join a group.
+    GroupJoin {
+        /// Group name.
+        group: String,
+    },
+    /// Leave a group.
+    GroupLeave {
+        /// Group name.
+        group: String,
+    },
+    /// Send `payload` to the members of a group.
+    GroupSend {
+        /// Group name.
+        group: String,
+        /// Text to send.
+        payload: String,
+    },
+}
+
+/// The node's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Response {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What it gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
+impl Response {
+    /// Success, with `result` (or a failure if it cannot be encoded).
+    pub(crate) fn ok(result: impl Serialize) -> Response {
+        match serde_json::to_value(result) {
+            Ok(v) => Response {
+                ok: true,
+                error: None,
+                result: Some(v),
+            },
+            Err(e) => Response::err(format!("cannot encode the answer: {e}")),
+        }
+    }
+
+    /// Failure, saying why.
+    pub(crate) fn err(error: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(error.into()),
+            result: None,
+        }
+    }
+}
+
+/// The answer to one lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LookupAnswer {
+    /// The key's ring position (32 hex digits).
+    pub key: String,
+    /// The responsible node (64 hex digits), if the lookup succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Overlay hops the lookup took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hops: Option<u16>,
+    /// Why the lookup failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Parses a ring position written as 1 to 32 hex digits (a shorter one is left-padded with
+/// zeros: `8` is `000…08`, not `800…0`).
+pub(crate) fn parse_raw_key(s: &str) -> Result<RingId, String> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} is not a ring position: expected 1 to 32 hex digits (a shorter one is \
+             left-padded with zeros)"
+        ));
+    }
+    u128::from_str_radix(s, 16)
+        .map(RingId)
+        .map_err(|e| format!("raw key {s:?}: {e}"))
+}
+
+/// The ring position named by a text key or a raw key (exactly one of them).
+pub(crate) fn ring_key(key: Option<&str>, raw_key: Option<&str>) -> Result<RingId, String> {
+    match (key, raw_key) {
+        (Some(k), None) => Ok(p2ps::key_of(k.as_bytes())),
+        (None, Some(r)) => parse_raw_key(r),
+        (Some(_), Some(_)) => Err("give either `key` or `raw_key`, not both".into()),
+        (None, None) => Err("missing `key` (or `raw_key`)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_match_the_documented_form() {
+        let cases = [
+            (r#"{"op":"status"}"#, Request::Status {}),
+            (r#"{"op":"leave"}"#, Request::Leave {}),
+            (
+                r#"{"op":"send","to":"ab","payload":"hi"}"#,
+                Request::Send {
+                    to: "ab".into(),
+                    payload: "hi".into(),
+                },
+            ),
+            (
+                r#"{"op":"route","key":"k","payload":"p"}"#,
+                Request::Route {
+                    key: Some("k".into()),
+                    raw_key: None,
+                    payload: "p".into(),
+                },
+            ),
+            (
+                r#"{"op":"lookup","raw_key":"00"}"#,
+                Request::Lookup {
+                    key: None,
+                    raw_key: Some("00".into()),
+                },
+            ),
+            (
+                r#"{"op":"broadcast","payload":"p"}"#,
+                Request::Broadcast {
+                    payload: "p".into(),
+                },
+            ),
+            (
+                r#"{"op":"group_send","group":"g","payload":"p"}"#,
+                Request::GroupSend {
+                    group: "g".into(),
+                    payload: "p".into(),
+                },
+            ),
+            (
+                r#"{"op":"lookup_many","keys":["a"]}"#,
+                Request::LookupMany {
+                    keys: vec!["a".into()],
+                    raw_keys: vec![],
+                },
+            ),
+        ];
+        for (text, req) in cases {
+            let parsed: Request = serde_json::from_str(text).unwrap();
+            assert_eq!(parsed, req, "{text}");
+            let again: Request =
+                serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+            assert_eq!(again, req);
+        }
+        for bad in [
+            r#"{"op":"explode"}"#,
+            r#"{"op":"send","to":"ab"}"#,
+            r#"{"op":"status","extra":1}"#,
+            r#"[1,2]"#,
+            "not json",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_hash_or_parse() {
+        assert_eq!(ring_key(Some("a"), None), Ok(p2ps::key_of("a")));
+        assert_eq!(
+            ring_key(None, Some("0000000000000000000000000000002a")),
+            Ok(RingId(42))
+        );
+        assert_eq!(
+            parse_raw_key("ffffffffffffffffffffffffffffffff"),
+            Ok(RingId(u128::MAX))
+        );
+        // Short positions are left-padded with zeros.
+        assert_eq!(parse_raw_key("2a"), Ok(RingId(42)));
+        assert_eq!(parse_raw_key("0"), Ok(RingId(0)));
+        assert_eq!(parse_raw_key(" 8 "), Ok(RingId(8)));
+        for bad in [
+            "",
+            "0x2a",
+            "+2",
+            "-1",
+            "fffffffffffffffffffffffffffffffff",
+            "12 34",
+        ] {
+            let e = parse_raw_key(bad).unwrap_err();
+            assert!(e.contains("1 to 32 hex digits"), "{bad:?}: {e}");
+        }
+        assert!(parse_raw_key("+0000000000000000000000000000002").is_err());
+        assert!(parse_raw_key("g000000000000000000000000000002a").is_err());
+        assert!(ring_key(None, None).is_err());
+        assert!(ring_key(Some("a"), Some("0000000000000000000000000000002a")).is_err());
+    }
+}
