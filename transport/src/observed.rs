@@ -14,7 +14,7 @@
 //! the caller gives), so it is unit-tested and property-tested directly. One report is kept per
 //! reporting node (the latest), at most `max_reporters` reporters (the least recently heard is
 //! forgotten first); a report whose reporter is gone is forgotten once it is old (see
-//! [`ObservedAddrs::expire`]).
+//! `ObservedAddrs::expire`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};

@@ -1,9 +1,9 @@
 //! The circuit protocol, spoken on bidirectional streams of the ordinary authenticated QUIC
 //! connections between a node and its relay.
 //!
-//! Every bidirectional stream starts with one tag byte written by its opener: [`TAG_RAW`] for
-//! application streams (`Transport::open_bi`), [`TAG_CONNECT`] for a circuit request to a relay,
-//! [`TAG_INCOMING`] for a relay announcing a circuit. Set-up (A wants B, through relay R):
+//! Every bidirectional stream starts with one tag byte written by its opener: `TAG_RAW` for
+//! application streams (`Transport::open_bi`), `TAG_CONNECT` for a circuit request to a relay,
+//! `TAG_INCOMING` for a relay announcing a circuit. Set-up (A wants B, through relay R):
 //!
 //! ```text
 //! A -> R  TAG_CONNECT  Header(Connect { target: B })
@@ -12,7 +12,7 @@
 //! R -> A               Header(Accepted { limits } | Refused { code, reason })
 //! ```
 //!
-//! A header is a 2-byte big-endian length (at most [`MAX_HEADER`]) and a postcard body. After
+//! A header is a 2-byte big-endian length (at most `MAX_HEADER`) and a postcard body. After
 //! `Accepted` both streams carry the end-to-end QUIC packets of A and B, each as a 2-byte
 //! big-endian length and the packet. R copies bytes between the two streams without parsing them.
 //! A relay ends a circuit by resetting and stopping both streams with a [`CircuitEnd`] code.
