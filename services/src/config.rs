@@ -1,7 +1,7 @@
 //! How to build a node: identity, addresses, and the overlay's and transport's tunables.
 
 use p2ps_overlay::Config as OverlayConfig;
-use p2ps_transport::Identity;
+use p2ps_transport::{AdmissionLimits, Identity, MemoryLimits};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -46,6 +46,11 @@ pub struct NodeConfig {
     /// The node that introduces and, if needed, relays for this one while it is behind a NAT;
     /// by default the node it joined through.
     pub relay: Option<crate::Ticket>,
+    /// Who may connect to this node (connection cap, per-IP/subnet/node quotas, the reserve
+    /// for its routing table's peers, first-frame timeout); defaults in [`AdmissionLimits`].
+    pub admission: AdmissionLimits,
+    /// What peers can make this node buffer; defaults in [`MemoryLimits`].
+    pub memory: MemoryLimits,
 }
 
 impl NodeConfig {
@@ -65,6 +70,8 @@ impl NodeConfig {
             upnp: false,
             relay_serve: false,
             relay: None,
+            admission: AdmissionLimits::default(),
+            memory: MemoryLimits::default(),
         }
     }
 }

@@ -748,6 +748,10 @@ impl Actor {
                 Output::Event(e) => self.on_overlay_event(e),
             }
         }
+        // The routing table's peers may take the connections reserved from strangers.
+        let wanted = self.overlay.table().distinct_peers();
+        self.transport
+            .set_protected(wanted.into_iter().map(|p| p.0));
     }
 
     fn send(&mut self, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {
