@@ -327,6 +327,7 @@ fn connection_flood_leaves_room_for_an_honest_join() {
     n2.wait_ticket(JOIN_WAIT);
     wait_ring(&mut [&mut n0, &mut n1, &mut n2], Duration::from_secs(30));
     let (id, addr) = address_of(&n0).expect("n0's address");
+    let idle = rss(n0.pid());
 
     // The attacker takes every connection it can get (bounded: 5000 handshakes, 90 s).
     let attacker = Attacker::new("127.0.0.2:0", id, addr);
@@ -347,9 +348,11 @@ fn connection_flood_leaves_room_for_an_honest_join() {
         }
     }
     println!(
-        "after {:.1} s of flooding: {}",
+        "after {:.1} s of flooding: {}; n0's RSS {:.1} MiB (idle {:.1} MiB)",
         started.elapsed().as_secs_f64(),
-        flood.summary()
+        flood.summary(),
+        mib(rss(n0.pid())),
+        mib(idle),
     );
 
     // An honest node at another address joins through n0 while the attacker holds on.
