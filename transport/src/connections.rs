@@ -27,6 +27,13 @@
 //!   to the same peer: both sides keep the direct one whoever dialed, and drain the relayed one
 //!   like any duplicate (its circuit then closes). So a successful hole punch or any direct dial
 //!   replaces a relayed path just by connecting.
+//! * **Admission and budgets.** An incoming connection holds an [`AdmissionSlot`] (its place in
+//!   the per-IP, per-subnet and per-node counts of `admission`) from before its handshake until
+//!   it closes; a stranger's connection that sends nothing useful within the first-frame
+//!   timeout is closed. Each class-stream reader charges its decoder's memory to the
+//!   connection's and the node's byte budgets (`budget`) before taking bytes, and stops only its
+//!   own stream when they are used up; each message queued for the application holds a share of
+//!   the event queue's byte budget until it is read.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
