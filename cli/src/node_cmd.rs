@@ -25,6 +25,9 @@ use tracing::{info, warn};
 #[path = "node_control_server.rs"]
 mod server;
 
+#[path = "node_limits.rs"]
+mod limits;
+
 const EXAMPLES: &str = "\
 Examples:
   # Start a new network; the node prints its id and `ticket: p2ps1…`.
@@ -42,6 +45,7 @@ Examples:
   #   advertise = [\"192.0.2.7:4433\"]     name = \"a\"
   #   strategy = \"tango\"                 stabilize_interval_ms = 1000
   #   upnp = true   relay_serve = true     log = \"info\"
+  #   and in a [limits] table: max_connections = 256, max_connections_per_ip = 8, …
   p2ps node --create --config node.toml
 
 Then, from another terminal: `p2ps status`, `p2ps lookup KEY`, `p2ps send NODE_ID TEXT`,
@@ -105,7 +109,7 @@ pub struct NodeArgs {
     ticket_file: Option<PathBuf>,
     /// A TOML file with any of these settings (key, listen, advertise, control, name,
     /// ticket_file, strategy, lookup_mode, upnp, relay_serve, log, and the overlay tunables
-    /// with their flag names in snake_case).
+    /// with their flag names in snake_case; resource limits in a [limits] table, likewise).
     /// Relative paths in it are relative to the file. Flags and P2PS_* variables override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -135,6 +139,8 @@ pub struct NodeArgs {
     relay_serve: bool,
     #[command(flatten)]
     tunables: Tunables,
+    #[command(flatten)]
+    limits: limits::LimitArgs,
 }
 
 /// The overlay's and transport's timing knobs (defaults suit the internet; tests shorten them).
@@ -259,6 +265,8 @@ struct FileConfig {
     idle_timeout_ms: Option<u64>,
     group_refresh_ms: Option<u64>,
     merge_probe_ms: Option<u64>,
+    /// The `[limits]` table: resource limits, named as their flags.
+    limits: Option<limits::LimitArgs>,
 }
 
 impl FileConfig {
@@ -355,6 +363,7 @@ struct NodeConfigParts {
     protocol_version: Option<u32>,
     upnp: bool,
     relay_serve: bool,
+    limits: limits::LimitArgs,
 }
 
 fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
@@ -457,6 +466,7 @@ fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
             protocol_version: args.protocol_version,
             upnp: args.upnp || file.upnp.unwrap_or(false),
             relay_serve: args.relay_serve || file.relay_serve.unwrap_or(false),
+            limits: args.limits.clone().or(file.limits.unwrap_or_default()),
         },
         json: args.json,
     })
@@ -543,6 +553,7 @@ async fn run_node(
     cfg.groups = s.config.groups.clone();
     cfg.upnp = s.config.upnp;
     cfg.relay_serve = s.config.relay_serve;
+    s.config.limits.apply(&mut cfg.admission, &mut cfg.memory);
     if let Some(v) = s.config.protocol_version {
         cfg.protocol_version = v;
     }

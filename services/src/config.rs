@@ -3,7 +3,7 @@
 use p2ps_overlay::cast::CastConfig;
 use p2ps_overlay::groups::GroupConfig;
 use p2ps_overlay::Config as OverlayConfig;
-use p2ps_transport::Identity;
+use p2ps_transport::{AdmissionLimits, Identity, MemoryLimits};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -52,6 +52,11 @@ pub struct NodeConfig {
     /// The node that introduces and, if needed, relays for this one while it is behind a NAT;
     /// by default the node it joined through.
     pub relay: Option<crate::Ticket>,
+    /// Who may connect to this node (connection cap, per-IP/subnet/node quotas, the reserve
+    /// for its routing table's peers, first-frame timeout); defaults in [`AdmissionLimits`].
+    pub admission: AdmissionLimits,
+    /// What peers can make this node buffer; defaults in [`MemoryLimits`].
+    pub memory: MemoryLimits,
 }
 
 impl NodeConfig {
@@ -73,6 +78,8 @@ impl NodeConfig {
             upnp: false,
             relay_serve: false,
             relay: None,
+            admission: AdmissionLimits::default(),
+            memory: MemoryLimits::default(),
         }
     }
 }

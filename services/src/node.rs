@@ -126,6 +126,8 @@ impl Node {
         // Room for the routing envelope around the largest payload.
         tc.max_frame_size = config.max_message_size.saturating_add(1024);
         tc.relay.serve = config.relay_serve;
+        tc.admission = config.admission.clone();
+        tc.memory = config.memory.clone();
         // A dial that gets no answer may be blocked by a NAT: give up soon enough for the
         // fallback (hole punching, relay) to run within the overlay's timeouts.
         tc.connect_timeout = std::time::Duration::from_secs(4);
@@ -204,6 +206,7 @@ impl Node {
             join_dial_error: None,
             join_connected: false,
             counters: Counters::default(),
+            protected_gen: None,
             signer: signing_key()?,
         };
         tokio::spawn(actor.run());

@@ -167,6 +167,8 @@ pub(crate) struct Actor {
     pub(crate) join_dial_error: Option<ConnectError>,
     pub(crate) join_connected: bool,
     pub(crate) counters: Counters,
+    /// The routing table generation last marked as wanted in the transport.
+    pub(crate) protected_gen: Option<u64>,
     /// Signs messages handed to a relay ([`Wire::Forward`]).
     pub(crate) signer: p2ps_transport::SigningKey,
 }
@@ -751,6 +753,14 @@ impl Actor {
             }
         }
         self.drain_services();
+        // The routing table's peers may take the connections reserved from strangers.
+        let generation = self.overlay.table().generation();
+        if self.protected_gen != Some(generation) {
+            self.protected_gen = Some(generation);
+            let wanted = self.overlay.table().distinct_peers();
+            self.transport
+                .set_protected(wanted.into_iter().map(|p| p.0));
+        }
     }
 
     fn send(&mut self, to: NodeId, msg: p2ps_overlay::Message<OverlayId>) {

@@ -5,8 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::admission::AdmissionLimits;
+use crate::budget::MemoryLimits;
 use crate::error::ConfigError;
-use crate::frame::DEFAULT_MAX_FRAME_SIZE;
+use crate::frame::{DEFAULT_MAX_FRAME_SIZE, HEADER_LEN};
 use crate::identity::Identity;
 use crate::relay::RelayConfig;
 
@@ -33,9 +35,12 @@ pub struct TransportConfig {
     pub idle_timeout: Duration,
     /// Upper bound on one dial (handshake included). Default 10 s.
     pub connect_timeout: Duration,
-    /// Most connections (in any state) this node holds; incoming connections beyond it are
-    /// refused before the handshake and dials fail with `TooManyConnections`. Default 512.
-    pub max_connections: usize,
+    /// Who may connect: the total connection cap, per-IP, per-subnet and per-node quotas, the
+    /// reserve for wanted peers and the first-frame timeout; see [`AdmissionLimits`].
+    pub admission: AdmissionLimits,
+    /// What peers can make this node buffer: reassembly budgets per connection and per node,
+    /// the event queue in bytes, QUIC windows; see [`MemoryLimits`].
+    pub memory: MemoryLimits,
     /// Unidirectional streams a peer may have open towards us at once (one per traffic class is
     /// used, one for the transport's control messages, plus replacements after an error).
     /// Default 16, at least 4.
@@ -73,7 +78,8 @@ impl TransportConfig {
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
-            max_connections: 512,
+            admission: AdmissionLimits::default(),
+            memory: MemoryLimits::default(),
             max_concurrent_uni_streams: 16,
             max_concurrent_bidi_streams: 64,
             event_capacity: 4096,
@@ -118,9 +124,7 @@ impl TransportConfig {
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout", "must be positive");
         }
-        if self.max_connections == 0 {
-            return bad("max_connections", "must be at least 1");
-        }
+        self.validate_limits()?;
         if self.max_concurrent_uni_streams < 4 {
             return bad(
                 "max_concurrent_uni_streams",
@@ -137,6 +141,74 @@ impl TransportConfig {
             );
         }
         self.relay.validate()
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        fn bad(field: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        }
+        let a = &self.admission;
+        if a.max_connections == 0 {
+            return bad("admission.max_connections", "must be at least 1");
+        }
+        if a.reserved_connections >= a.max_connections {
+            return bad(
+                "admission.reserved_connections",
+                format!(
+                    "{} leaves no connection for strangers (max_connections is {}), so no node \
+                     could ever join through this one",
+                    a.reserved_connections, a.max_connections
+                ),
+            );
+        }
+        if a.per_ip == 0 || a.per_subnet == 0 || a.per_node == 0 {
+            return bad(
+                "admission.per_ip",
+                "per-IP, per-subnet and per-node quotas must be at least 1",
+            );
+        }
+        if a.first_frame_timeout.is_some_and(|t| t.is_zero()) {
+            return bad(
+                "admission.first_frame_timeout",
+                "must be positive (None turns it off)",
+            );
+        }
+        let m = &self.memory;
+        let frame = self.max_frame_size.saturating_add(HEADER_LEN);
+        if m.connection_buffer_bytes < frame.saturating_mul(2) {
+            return bad(
+                "memory.connection_buffer_bytes",
+                format!(
+                    "{} is less than twice the largest frame ({frame} bytes)",
+                    m.connection_buffer_bytes
+                ),
+            );
+        }
+        if m.node_buffer_bytes < m.connection_buffer_bytes {
+            return bad(
+                "memory.node_buffer_bytes",
+                "must be at least connection_buffer_bytes",
+            );
+        }
+        if m.event_queue_bytes < frame || m.event_queue_bytes > u32::MAX as usize {
+            return bad(
+                "memory.event_queue_bytes",
+                format!("must be between the largest frame ({frame} bytes) and 4 GiB - 1"),
+            );
+        }
+        if m.stream_receive_window == 0 || m.connection_receive_window < m.stream_receive_window {
+            return bad(
+                "memory.connection_receive_window",
+                "windows must be positive, the connection's at least the stream's",
+            );
+        }
+        if m.send_window == 0 {
+            return bad("memory.send_window", "must be positive");
+        }
+        Ok(())
     }
 }
 
@@ -181,6 +253,37 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = config();
         c.event_capacity = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let mut c = config();
+        c.admission.reserved_connections = c.admission.max_connections;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "admission.reserved_connections",
+                ..
+            })
+        ));
+        let mut c = config();
+        c.memory.connection_buffer_bytes = c.max_frame_size;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "memory.connection_buffer_bytes",
+                ..
+            })
+        ));
+        let mut c = config();
+        c.memory.node_buffer_bytes = c.memory.connection_buffer_bytes - 1;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.memory.connection_receive_window = c.memory.stream_receive_window - 1;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.admission.first_frame_timeout = Some(Duration::ZERO);
         assert!(c.validate().is_err());
     }
 }

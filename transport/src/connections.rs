@@ -27,6 +27,13 @@
 //!   to the same peer: both sides keep the direct one whoever dialed, and drain the relayed one
 //!   like any duplicate (its circuit then closes). So a successful hole punch or any direct dial
 //!   replaces a relayed path just by connecting.
+//! * **Admission and budgets.** An incoming connection holds an [`AdmissionSlot`] (its place in
+//!   the per-IP, per-subnet and per-node counts of `admission`) from before its handshake until
+//!   it closes; a stranger's connection that sends nothing useful within the first-frame
+//!   timeout is closed. Each class-stream reader charges its decoder's memory to the
+//!   connection's and the node's byte budgets (`budget`) before taking bytes, and stops only its
+//!   own stream when they are used up; each message queued for the application holds a share of
+//!   the event queue's byte budget until it is read.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,14 +46,16 @@ use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tracing::{debug, info, trace, warn};
 
 use crate::addresses::AddressBook;
+use crate::admission::{Admission, Refusal};
+use crate::budget::{ByteBudget, Reservation};
 use crate::class::{StreamClass, RAW_STREAM_PRIORITY};
 use crate::config::TransportConfig;
 use crate::error::{ConnectError, OpenStreamError, SendError, TrySendError};
-use crate::event::{CloseCode, DisconnectReason, Event, StreamStopCode};
+use crate::event::{CloseCode, DisconnectReason, Event, EventSender, StreamStopCode};
 use crate::frame::{self, FrameDecoder, HEADER_LEN};
 use crate::identity::NodeId;
 use crate::relay::{self, PathKind, RelayState};
@@ -82,10 +91,23 @@ pub(crate) struct ConnCtx {
     open_recv: AtomicUsize,
     /// Signalled whenever one of the counters above drops.
     quiet: Notify,
+    /// Set once the peer sent something useful: a complete message on a class stream or a
+    /// tagged bidirectional stream (see `AdmissionLimits::first_frame_timeout`).
+    pub(crate) useful: AtomicBool,
+    /// Partial frames buffered for this connection (see `budget`).
+    buffers: Arc<ByteBudget>,
+    /// The admission counts this incoming connection holds, released when it closes.
+    slot: Mutex<Option<AdmissionSlot>>,
 }
 
 impl ConnCtx {
-    fn new(conn: quinn::Connection, peer: NodeId, outbound: bool) -> Self {
+    fn new(
+        conn: quinn::Connection,
+        peer: NodeId,
+        outbound: bool,
+        buffer_bytes: usize,
+        slot: Option<AdmissionSlot>,
+    ) -> Self {
         let remote = conn.remote_address();
         Self {
             conn,
@@ -96,6 +118,9 @@ impl ConnCtx {
             control: Default::default(),
             open_recv: AtomicUsize::new(0),
             quiet: Notify::new(),
+            useful: AtomicBool::new(false),
+            buffers: Arc::new(ByteBudget::new(buffer_bytes)),
+            slot: Mutex::new(slot),
         }
     }
 
@@ -120,6 +145,53 @@ impl Drop for RecvGuard {
     fn drop(&mut self) {
         self.0.open_recv.fetch_sub(1, Ordering::AcqRel);
         self.0.quiet.notify_waiters();
+    }
+}
+
+/// The place of one incoming connection in the admission counts: its source address from
+/// before the handshake, its node id once admitted after it. Released when dropped.
+pub(crate) struct AdmissionSlot {
+    admission: Arc<Mutex<Admission>>,
+    remote: SocketAddr,
+    peer: Option<NodeId>,
+}
+
+impl AdmissionSlot {
+    /// Admits (and counts) a connection from `remote` before its handshake, the node holding
+    /// `total` connections.
+    pub(crate) fn admit_source(
+        admission: &Arc<Mutex<Admission>>,
+        remote: SocketAddr,
+        total: usize,
+    ) -> Result<AdmissionSlot, Refusal> {
+        let mut a = lock(admission);
+        a.check_source(&remote, total)?;
+        a.add_source(&remote);
+        Ok(AdmissionSlot {
+            admission: admission.clone(),
+            remote,
+            peer: None,
+        })
+    }
+
+    /// Admits (and counts) the authenticated `peer` on this connection, the node holding
+    /// `total` connections (this one included).
+    fn admit_peer(&mut self, peer: NodeId, total: usize) -> Result<(), Refusal> {
+        let mut a = lock(&self.admission);
+        a.check_peer(&peer, total)?;
+        a.add_peer(peer);
+        self.peer = Some(peer);
+        Ok(())
+    }
+}
+
+impl Drop for AdmissionSlot {
+    fn drop(&mut self) {
+        let mut a = lock(&self.admission);
+        a.remove_source(&self.remote);
+        if let Some(peer) = self.peer {
+            a.remove_peer(peer);
+        }
     }
 }
 
@@ -174,7 +246,13 @@ pub(crate) struct Shared<M> {
     pub(crate) quic: Arc<quinn::TransportConfig>,
     pub(crate) table: Mutex<Table>,
     pub(crate) addresses: Mutex<AddressBook>,
-    pub(crate) events: mpsc::Sender<Event<M>>,
+    pub(crate) events: EventSender<M>,
+    /// Admission counts and the wanted peers (see `admission`).
+    pub(crate) admission: Arc<Mutex<Admission>>,
+    /// Partial frames buffered for all connections (see `budget`).
+    pub(crate) buffers: Arc<ByteBudget>,
+    /// Bytes of received messages waiting in the event channel.
+    pub(crate) event_bytes: Arc<tokio::sync::Semaphore>,
     pub(crate) counters: Arc<Counters>,
     /// Observed addresses, reachability and hole punching (see `control`).
     pub(crate) traversal: crate::control::Traversal,
@@ -249,7 +327,24 @@ where
         peer: NodeId,
         outbound: bool,
     ) {
-        let ctx = Arc::new(ConnCtx::new(conn, peer, outbound));
+        self.register_with(conn, peer, outbound, None).await;
+    }
+
+    /// [`Shared::register`] for an incoming connection holding its admission slot.
+    async fn register_with(
+        self: &Arc<Self>,
+        conn: quinn::Connection,
+        peer: NodeId,
+        outbound: bool,
+        slot: Option<AdmissionSlot>,
+    ) {
+        let ctx = Arc::new(ConnCtx::new(
+            conn,
+            peer,
+            outbound,
+            self.config.memory.connection_buffer_bytes,
+            slot,
+        ));
         let mut announce = false;
         let mut loser = None;
         {
@@ -313,6 +408,11 @@ where
                 .await;
         }
         self.on_connection_up(&ctx);
+        if !outbound && !self.config.relay.serve {
+            if let Some(timeout) = self.config.admission.first_frame_timeout {
+                tokio::spawn(self.clone().close_if_silent(ctx.clone(), timeout));
+            }
+        }
         tokio::spawn(self.clone().drive_connection(ctx));
         if let Some(l) = loser {
             tokio::spawn(self.clone().drain_duplicate(l));
@@ -334,7 +434,7 @@ where
                 bi = ctx.conn.accept_bi() => match bi {
                     Ok((send, recv)) => {
                         // Application stream or relay circuit, by its tag (see `relay`).
-                        tokio::spawn(self.clone().dispatch_bi(ctx.peer, send, recv));
+                        tokio::spawn(self.clone().dispatch_bi(ctx.clone(), send, recv));
                     }
                     Err(_) => break,
                 },
@@ -342,6 +442,27 @@ where
         }
         let error = ctx.conn.closed().await;
         self.on_closed(&ctx, error).await;
+    }
+
+    /// Closes an incoming connection that sent nothing useful within `timeout` of the handshake,
+    /// unless the application wants its peer (see `Transport::set_protected`).
+    async fn close_if_silent(self: Arc<Self>, ctx: Arc<ConnCtx>, timeout: Duration) {
+        tokio::select! {
+            _ = ctx.conn.closed() => return,
+            () = tokio::time::sleep(timeout) => {}
+        }
+        if ctx.useful.load(Ordering::Acquire)
+            || !ctx.is_alive()
+            || lock(&self.admission).is_protected(&ctx.peer)
+        {
+            return;
+        }
+        bump(&self.counters.connections_silent);
+        debug!(peer = %ctx.peer.short(), remote = %ctx.remote, ?timeout, "closing a connection that sent no message");
+        ctx.conn.close(
+            CloseCode::Silent.varint(),
+            b"no message within the first-frame timeout",
+        );
     }
 
     /// Reads frames from one class stream of a peer and emits them as messages.
@@ -365,6 +486,9 @@ where
         trace!(peer = %ctx.peer.short(), ?class, "class stream opened by peer");
         let counters = self.counters.class(class);
         let mut decoder = FrameDecoder::new(self.config.max_frame_size);
+        // What the decoder holds, charged to the connection's and the node's budgets.
+        let mut reservation = Reservation::new(ctx.buffers.clone(), self.buffers.clone());
+        let event_budget = self.config.memory.event_queue_bytes;
         // Several chunks per call: one lock of the connection state for many packets.
         let mut chunks: [Bytes; 16] = Default::default();
         loop {
@@ -388,6 +512,14 @@ where
                 }
             };
             for chunk in &mut chunks[..n] {
+                // Charge the memory before the decoder takes it.
+                if let Err(e) = reservation.resize(decoder.capacity_after_push(chunk.len())) {
+                    let _ = recv.stop(StreamStopCode::OverBudget.varint());
+                    bump(&self.counters.streams_over_budget);
+                    // Debug, not warn: an attacker must not be able to flood the log.
+                    debug!(peer = %ctx.peer.short(), ?class, error = %e, "stopped a stream: partial frames over budget");
+                    return;
+                }
                 decoder.push(chunk);
                 *chunk = Bytes::new();
             }
@@ -406,7 +538,7 @@ where
                         return;
                     }
                 };
-                let wire_len = (HEADER_LEN + body.len()) as u64;
+                let wire_len = HEADER_LEN + body.len();
                 let msg = match frame::decode::<M>(body) {
                     Ok(msg) => msg,
                     Err(e) => {
@@ -420,18 +552,26 @@ where
                         return;
                     }
                 };
+                ctx.useful.store(true, Ordering::Release);
                 bump(&counters.messages_in);
-                add(&counters.bytes_in, wire_len);
+                add(&counters.bytes_in, wire_len as u64);
                 let event = Event::Message {
                     peer: ctx.peer,
                     class,
                     msg,
                 };
-                if self.events.send(event).await.is_err() {
+                // The message's share of the event queue's bytes, held until it is read.
+                let cost = u32::try_from(wire_len.min(event_budget)).unwrap_or(u32::MAX);
+                let Ok(charge) = self.event_bytes.clone().acquire_many_owned(cost).await else {
+                    return;
+                };
+                if self.events.send_charged(event, Some(charge)).await.is_err() {
                     // Nobody listens any more.
                     return;
                 }
             }
+            // Give back what the decoder freed.
+            let _ = reservation.resize(decoder.capacity());
         }
     }
 
@@ -456,6 +596,8 @@ where
 
     /// A connection ended: forget it, and the peer too if it was the peer's connection.
     async fn on_closed(self: &Arc<Self>, ctx: &Arc<ConnCtx>, error: quinn::ConnectionError) {
+        // Its place in the admission counts is free again.
+        drop(lock(&ctx.slot).take());
         let udp = ctx.conn.stats();
         add(&self.counters.udp_closed_bytes_out, udp.udp_tx.bytes);
         add(&self.counters.udp_closed_bytes_in, udp.udp_rx.bytes);
@@ -791,10 +933,9 @@ where
         if self.is_closing() {
             return Err(ConnectError::ShuttingDown);
         }
-        if self.endpoint.open_connections() >= self.config.max_connections {
-            return Err(ConnectError::TooManyConnections {
-                limit: self.config.max_connections,
-            });
+        let max = self.config.admission.max_connections;
+        if self.endpoint.open_connections() >= max {
+            return Err(ConnectError::TooManyConnections { limit: max });
         }
         let verifier = Arc::new(PeerServerVerifier::with_cache(
             Some(peer),
@@ -847,7 +988,11 @@ where
     }
 
     /// Completes an incoming connection: handshake, authentication, registration.
-    pub(crate) async fn handle_incoming(self: Arc<Self>, incoming: quinn::Incoming) {
+    pub(crate) async fn handle_incoming(
+        self: Arc<Self>,
+        incoming: quinn::Incoming,
+        mut slot: AdmissionSlot,
+    ) {
         let remote = incoming.remote_address();
         let connecting = match incoming.accept() {
             Ok(c) => c,
@@ -883,22 +1028,18 @@ where
             conn.close(CloseCode::ProtocolViolation.varint(), b"connection to self");
             return;
         }
-        // Handshakes admitted concurrently may together exceed the limit checked before them.
-        let over_limit = {
-            let table = lock(&self.table);
-            !table.peers.contains_key(&peer) && table.peers.len() >= self.config.max_connections
-        };
-        if over_limit {
+        // Now that the peer is known: its own quota, and the reserve for wanted peers.
+        if let Err(refusal) = slot.admit_peer(peer, self.endpoint.open_connections()) {
             bump(&self.counters.connections_refused);
-            info!(%remote, peer = %peer.short(), "refused incoming connection: connection limit reached");
+            debug!(%remote, peer = %peer.short(), %refusal, "refused incoming connection");
             conn.close(
                 CloseCode::TooManyConnections.varint(),
-                b"connection limit reached",
+                refusal.to_string().as_bytes(),
             );
             return;
         }
         bump(&self.counters.connections_accepted);
-        self.register(conn, peer, false).await;
+        self.register_with(conn, peer, false, Some(slot)).await;
     }
 
     /// The queues of `peer`, starting a dial from the address book if it is not connected.

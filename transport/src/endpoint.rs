@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::addresses::AddressBook;
+use crate::admission::Admission;
+use crate::budget::ByteBudget;
 use crate::class::StreamClass;
 use crate::config::TransportConfig;
-use crate::connections::Shared;
+use crate::connections::{AdmissionSlot, Shared};
 use crate::error::{
     BindError, ConfigError, ConnectError, FrameError, OpenStreamError, SendError, TrySendError,
 };
@@ -78,6 +79,12 @@ pub(crate) fn quic_transport_config(
     t.max_idle_timeout(Some(idle));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(config.max_concurrent_uni_streams));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(config.max_concurrent_bidi_streams));
+    // Bounded windows: quinn's default connection window is unlimited, so a peer could make it
+    // buffer as much as all its streams' windows together (see `budget`).
+    let m = &config.memory;
+    t.stream_receive_window(quinn::VarInt::from_u32(m.stream_receive_window));
+    t.receive_window(quinn::VarInt::from_u32(m.connection_receive_window));
+    t.send_window(m.send_window);
     Ok(t)
 }
 
@@ -115,12 +122,18 @@ where
                     source,
                 },
             )?;
-        let (tx, rx) = mpsc::channel(config.event_capacity);
         let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
+        let (tx, events) = crate::event::channel(config.event_capacity, closed_rx);
         let node_id = config.identity.node_id();
         let addresses = AddressBook::new(config.address_book_peers, config.addresses_per_peer);
+        let admission = Arc::new(Mutex::new(Admission::new(config.admission.clone())));
+        let buffers = Arc::new(ByteBudget::new(config.memory.node_buffer_bytes));
+        let event_bytes = Arc::new(tokio::sync::Semaphore::new(config.memory.event_queue_bytes));
         let shared = Arc::new(Shared {
             node_id,
+            admission,
+            buffers,
+            event_bytes,
             config,
             endpoint,
             certified_key,
@@ -150,7 +163,7 @@ where
                 shared,
                 _guard: guard,
             },
-            Events::new(rx, closed_rx),
+            events,
         ))
     }
 
@@ -303,6 +316,19 @@ where
         self.shared.connected_peers()
     }
 
+    /// Marks the peers this node wants connections with (for an overlay: its ring neighbours
+    /// and fingers), replacing the previous set. Wanted peers may take the connections reserved
+    /// from strangers (`AdmissionLimits::reserved_connections`) and are never closed for
+    /// silence (`AdmissionLimits::first_frame_timeout`). Call it whenever the set may have
+    /// changed; an unchanged set costs one comparison.
+    pub fn set_protected(&self, peers: impl IntoIterator<Item = NodeId>) {
+        let peers: std::collections::HashSet<NodeId> = peers.into_iter().collect();
+        let n = peers.len();
+        if crate::connections::lock(&self.shared.admission).set_protected(peers) {
+            debug!(peers = n, "wanted peers updated");
+        }
+    }
+
     /// A snapshot of the counters, with per-peer RTT.
     pub fn stats(&self) -> TransportStats {
         self.shared.stats()
@@ -326,16 +352,23 @@ where
             incoming.refuse();
             continue;
         }
-        if shared.endpoint.open_connections() >= shared.config.max_connections {
-            bump(&shared.counters.connections_refused);
-            info!(
-                remote = %incoming.remote_address(),
-                limit = shared.config.max_connections,
-                "refused incoming connection: connection limit reached"
-            );
-            incoming.refuse();
-            continue;
+        let remote = incoming.remote_address();
+        // Counted from here until the connection ends (the slot is released on drop).
+        let slot = AdmissionSlot::admit_source(
+            &shared.admission,
+            remote,
+            shared.endpoint.open_connections(),
+        );
+        match slot {
+            Ok(slot) => {
+                tokio::spawn(shared.clone().handle_incoming(incoming, slot));
+            }
+            Err(refusal) => {
+                bump(&shared.counters.connections_refused);
+                // Debug, not info: a flood of refusals must not flood the log.
+                debug!(%remote, %refusal, "refused incoming connection before the handshake");
+                incoming.refuse();
+            }
         }
-        tokio::spawn(shared.clone().handle_incoming(incoming));
     }
 }

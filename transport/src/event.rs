@@ -2,11 +2,13 @@
 //!
 //! Events go through one bounded channel ([`Events`]) so the application sees connections,
 //! disconnections and messages in a single ordered feed, and a slow application slows its peers
-//! down (through QUIC flow control) instead of growing memory.
+//! down (through QUIC flow control) instead of growing memory. The channel is bounded in events
+//! and, for messages, in bytes (`MemoryLimits::event_queue_bytes`): each queued message holds
+//! its share of the byte budget until the application reads it.
 
 use std::net::SocketAddr;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::class::StreamClass;
 use crate::error::ConnectError;
@@ -110,6 +112,9 @@ pub enum CloseCode {
     PeerIdMismatch,
     /// The peer broke the protocol (for example no ALPN).
     ProtocolViolation,
+    /// The peer sent no message within the first-frame timeout after connecting
+    /// (`AdmissionLimits::first_frame_timeout`).
+    Silent,
     /// A code this version does not know.
     Other(u64),
 }
@@ -124,6 +129,7 @@ impl CloseCode {
             CloseCode::TooManyConnections => 3,
             CloseCode::PeerIdMismatch => 4,
             CloseCode::ProtocolViolation => 5,
+            CloseCode::Silent => 6,
             CloseCode::Other(n) => n,
         }
     }
@@ -137,6 +143,7 @@ impl CloseCode {
             3 => CloseCode::TooManyConnections,
             4 => CloseCode::PeerIdMismatch,
             5 => CloseCode::ProtocolViolation,
+            6 => CloseCode::Silent,
             n => CloseCode::Other(n),
         }
     }
@@ -155,6 +162,9 @@ pub enum StreamStopCode {
     MalformedFrame,
     /// The stream's first byte is not a known traffic class.
     UnknownClass,
+    /// The stream's partial frame would have exceeded the receiver's buffer budget for the
+    /// connection or the node (`MemoryLimits`); the frame was dropped.
+    OverBudget,
 }
 
 impl StreamStopCode {
@@ -164,6 +174,7 @@ impl StreamStopCode {
             StreamStopCode::FrameTooLarge => 1,
             StreamStopCode::MalformedFrame => 2,
             StreamStopCode::UnknownClass => 3,
+            StreamStopCode::OverBudget => 4,
         }
     }
 
@@ -172,33 +183,88 @@ impl StreamStopCode {
     }
 }
 
+/// An event in the channel, with the share of the event byte budget it holds (released when
+/// the application takes the event).
+#[derive(Debug)]
+pub(crate) struct Queued<M> {
+    event: Event<M>,
+    _charge: Option<OwnedSemaphorePermit>,
+}
+
+/// The application has dropped its [`Events`].
+#[derive(Debug)]
+pub(crate) struct EventsClosed;
+
+/// The transport's sending end of the event channel.
+#[derive(Debug)]
+pub(crate) struct EventSender<M> {
+    tx: mpsc::Sender<Queued<M>>,
+}
+
+impl<M> EventSender<M> {
+    /// Queues `event`, waiting for room.
+    pub(crate) async fn send(&self, event: Event<M>) -> Result<(), EventsClosed> {
+        self.send_charged(event, None).await
+    }
+
+    /// Queues `event` holding `charge` until the application reads it.
+    pub(crate) async fn send_charged(
+        &self,
+        event: Event<M>,
+        charge: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), EventsClosed> {
+        self.tx
+            .send(Queued {
+                event,
+                _charge: charge,
+            })
+            .await
+            .map_err(|_| EventsClosed)
+    }
+
+    /// Queues `event` if there is room.
+    pub(crate) fn try_send(&self, event: Event<M>) -> Result<(), EventsClosed> {
+        self.tx
+            .try_send(Queued {
+                event,
+                _charge: None,
+            })
+            .map_err(|_| EventsClosed)
+    }
+}
+
+/// The event channel: the transport's sending end and the application's [`Events`].
+pub(crate) fn channel<M>(
+    capacity: usize,
+    closed: watch::Receiver<bool>,
+) -> (EventSender<M>, Events<M>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (EventSender { tx }, Events { rx, closed })
+}
+
 /// The receiving end of the transport's events. Dropping it makes the transport drop incoming
 /// messages.
 #[derive(Debug)]
 pub struct Events<M> {
-    rx: mpsc::Receiver<Event<M>>,
+    rx: mpsc::Receiver<Queued<M>>,
     closed: watch::Receiver<bool>,
 }
 
 impl<M> Events<M> {
-    pub(crate) fn new(rx: mpsc::Receiver<Event<M>>, closed: watch::Receiver<bool>) -> Self {
-        Self { rx, closed }
-    }
-
     /// The next event; `None` once the transport is shut down (or every handle dropped) and the
     /// events queued until then were read.
     pub async fn recv(&mut self) -> Option<Event<M>> {
         loop {
             if *self.closed.borrow() {
-                return self.rx.try_recv().ok();
+                return self.rx.try_recv().ok().map(|q| q.event);
             }
             tokio::select! {
                 biased;
-                event = self.rx.recv() => return event,
+                queued = self.rx.recv() => return queued.map(|q| q.event),
                 changed = self.closed.changed() => {
                     if changed.is_err() {
                         // The transport is gone entirely: drain what is left.
-                        return self.rx.try_recv().ok();
+                        return self.rx.try_recv().ok().map(|q| q.event);
                     }
                 }
             }
@@ -207,7 +273,7 @@ impl<M> Events<M> {
 
     /// The next event if one is ready.
     pub fn try_recv(&mut self) -> Option<Event<M>> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(|q| q.event)
     }
 }
 
@@ -224,6 +290,7 @@ mod tests {
             CloseCode::TooManyConnections,
             CloseCode::PeerIdMismatch,
             CloseCode::ProtocolViolation,
+            CloseCode::Silent,
             CloseCode::Other(77),
         ] {
             assert_eq!(CloseCode::from_u64(c.to_u64()), c);

@@ -80,11 +80,18 @@ pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, FrameError> {
     Ok(msg)
 }
 
+/// Below this capacity a decoder keeps its buffer while a small partial frame waits in it.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
 /// Incremental frame splitter for a byte stream that arrives in arbitrary chunks.
 ///
-/// Frames are handed out as slices of an internal buffer (decode them before pushing more); the
-/// buffer is compacted as it is consumed, so it holds at most one partial frame plus the last
-/// chunk pushed.
+/// Frames are handed out as slices of an internal buffer (decode them before pushing more).
+/// The buffer holds at most one partial frame plus the last chunk pushed, and its memory
+/// follows what was received, not what a header announces: it grows by doubling up to the end
+/// of the frame being received, is freed whenever the decoder is empty at a frame boundary,
+/// and shrinks when a small partial frame follows a large one. [`FrameDecoder::capacity_after_push`]
+/// tells the memory a push will hold before it is made, so that callers can charge it to a
+/// budget first.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
@@ -103,14 +110,49 @@ impl FrameDecoder {
         }
     }
 
+    /// Header and body length of the frame at the front, once its header is buffered and
+    /// announces an acceptable size.
+    fn frame_end(&self) -> Option<usize> {
+        let avail = &self.buf[self.start..];
+        let header: [u8; HEADER_LEN] = avail.get(..HEADER_LEN)?.try_into().ok()?;
+        let len = u32::from_be_bytes(header) as usize;
+        (len <= self.max_frame_size).then_some(HEADER_LEN + len)
+    }
+
+    /// The buffer's capacity once `n` more bytes are pushed.
+    pub fn capacity_after_push(&self, n: usize) -> usize {
+        let needed = self.buffered().saturating_add(n);
+        let cap = self.buf.capacity();
+        let grown = match self.frame_end() {
+            // Double towards the end of the announced frame, never past it.
+            Some(end) if end > needed => cap.saturating_mul(2).clamp(needed, end),
+            _ => needed,
+        };
+        if needed > cap || cap > 2 * grown.max(KEEP_CAPACITY) {
+            grown
+        } else {
+            cap
+        }
+    }
+
+    /// Memory the decoder holds now, in bytes.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
-            // Mostly consumed: move the partial frame to the front (at most half the buffer).
-            self.buf.drain(..self.start);
+        let target = self.capacity_after_push(data.len());
+        if target == self.buf.capacity() {
+            if self.start > 0 {
+                // Move the partial frame to the front (it is at most one frame).
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+        } else {
+            let mut buf = Vec::with_capacity(target);
+            buf.extend_from_slice(&self.buf[self.start..]);
+            self.buf = buf;
             self.start = 0;
         }
         self.buf.extend_from_slice(data);
@@ -123,6 +165,11 @@ impl FrameDecoder {
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
         let avail = &self.buf[self.start..];
         if avail.len() < HEADER_LEN {
+            if avail.is_empty() {
+                // At a frame boundary with nothing buffered: give the memory back.
+                self.buf = Vec::new();
+                self.start = 0;
+            }
             return Ok(None);
         }
         let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
@@ -133,8 +180,6 @@ impl FrameDecoder {
             });
         }
         if avail.len() < HEADER_LEN + len {
-            // Reserve once for the whole body instead of growing chunk by chunk.
-            self.buf.reserve(HEADER_LEN + len - avail.len());
             return Ok(None);
         }
         let body = self.start + HEADER_LEN;
@@ -263,6 +308,60 @@ mod tests {
             decode::<Msg>(&[0xff, 0xff]),
             Err(FrameError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn memory_follows_the_bytes_received_not_the_header() {
+        let max = 1024 * 1024;
+        let mut dec = FrameDecoder::new(max);
+        let mut wire = (max as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&[7; 100]);
+        dec.push(&wire);
+        assert!(dec.next_frame().unwrap().is_none());
+        // A header announcing 1 MiB does not allocate 1 MiB.
+        assert!(dec.capacity() < 1024, "capacity {}", dec.capacity());
+        // Growing never passes the end of the announced frame, and the plan is what happens.
+        let mut got = wire.len() - HEADER_LEN;
+        let chunk = vec![7u8; 1400];
+        while got < max {
+            let n = chunk.len().min(max - got);
+            let plan = dec.capacity_after_push(n);
+            dec.push(&chunk[..n]);
+            assert_eq!(dec.capacity(), plan);
+            assert!(dec.capacity() <= HEADER_LEN + max);
+            got += n;
+        }
+        assert_eq!(dec.next_frame().unwrap().map(|b| b.len()), Some(max));
+        // Empty at a frame boundary: the memory is given back.
+        assert!(dec.next_frame().unwrap().is_none());
+        assert_eq!(dec.capacity(), 0);
+    }
+
+    #[test]
+    fn a_small_partial_frame_after_a_large_one_shrinks_the_buffer() {
+        let mut dec = FrameDecoder::new(1 << 20);
+        let big = encode(
+            &Msg::Data {
+                to: [1; 32],
+                payload: vec![0; 300_000],
+            },
+            1 << 20,
+        )
+        .unwrap();
+        let small = encode(&Msg::Ping(9), 100).unwrap();
+        let mut wire = big.as_bytes().to_vec();
+        wire.extend_from_slice(&small.as_bytes()[..3]);
+        dec.push(&wire);
+        assert!(dec.next_frame().unwrap().is_some());
+        assert!(dec.next_frame().unwrap().is_none());
+        dec.push(&small.as_bytes()[3..]);
+        assert!(
+            dec.capacity() <= KEEP_CAPACITY,
+            "capacity {}",
+            dec.capacity()
+        );
+        let body = dec.next_frame().unwrap().unwrap();
+        assert_eq!(decode::<Msg>(body).unwrap(), Msg::Ping(9));
     }
 
     #[test]

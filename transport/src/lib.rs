@@ -37,6 +37,8 @@
 //! ```
 
 mod addresses;
+pub mod admission;
+pub mod budget;
 pub mod class;
 pub mod config;
 mod connections;
@@ -57,6 +59,8 @@ pub mod tls;
 pub mod traverse;
 mod writer;
 
+pub use admission::AdmissionLimits;
+pub use budget::MemoryLimits;
 pub use class::{StreamClass, RAW_STREAM_PRIORITY};
 pub use config::TransportConfig;
 pub use endpoint::Transport;

@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     pub connections_accepted: AtomicU64,
     pub handshakes_failed: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub connections_silent: AtomicU64,
+    pub streams_over_budget: AtomicU64,
     pub duplicates_closed: AtomicU64,
     pub dials_failed: AtomicU64,
     // NAT traversal (control.rs, holepunch.rs).
@@ -91,6 +93,8 @@ impl Counters {
             connections_accepted: get(&self.connections_accepted),
             handshakes_failed: get(&self.handshakes_failed),
             connections_refused: get(&self.connections_refused),
+            connections_silent: get(&self.connections_silent),
+            streams_over_budget: get(&self.streams_over_budget),
             duplicates_closed: get(&self.duplicates_closed),
             dials_failed: get(&self.dials_failed),
             frame_errors: get(&self.frame_errors),
@@ -183,8 +187,15 @@ pub struct TransportStats {
     pub connections_accepted: u64,
     /// Incoming handshakes that failed (bad or missing certificate, wrong ALPN, timeouts).
     pub handshakes_failed: u64,
-    /// Incoming connections refused before the handshake (connection limit, shutting down).
+    /// Incoming connections refused by admission (connection limit, per-IP, per-subnet or
+    /// per-node quota, reserve for wanted peers; see `AdmissionLimits`) or while shutting down.
     pub connections_refused: u64,
+    /// Incoming connections closed because no message arrived within the first-frame timeout
+    /// (see `AdmissionLimits::first_frame_timeout`).
+    pub connections_silent: u64,
+    /// Received streams stopped because their partial frames would have exceeded the
+    /// connection's or the node's buffer budget (see `MemoryLimits`).
+    pub streams_over_budget: u64,
     /// Connections closed because another connection to the same peer was kept.
     pub duplicates_closed: u64,
     /// Dials that failed.

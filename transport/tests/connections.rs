@@ -177,7 +177,10 @@ async fn fifty_concurrent_connections_all_exchange_messages() {
 
 #[tokio::test]
 async fn connection_limit_refuses_with_a_clear_error() {
-    let (hub, mut eh) = node_with(|c| c.max_connections = 2);
+    let (hub, mut eh) = node_with(|c| {
+        c.admission.max_connections = 2;
+        c.admission.reserved_connections = 0;
+    });
     let (p1, _e1) = node();
     let (p2, _e2) = node();
     let (p3, mut e3) = node();

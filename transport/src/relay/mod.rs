@@ -262,10 +262,11 @@ where
     /// application. An unknown tag closes only that stream.
     pub(crate) async fn dispatch_bi(
         self: Arc<Self>,
-        peer: NodeId,
+        ctx: Arc<crate::connections::ConnCtx>,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
+        let peer = ctx.peer;
         let mut tag = [0u8; 1];
         match tokio::time::timeout(TAG_TIMEOUT, recv.read_exact(&mut tag)).await {
             Ok(Ok(())) => {}
@@ -278,6 +279,13 @@ where
                 let _ = send.reset(StreamStopCode::UnknownClass.varint());
                 return;
             }
+        }
+        if matches!(
+            tag[0],
+            protocol::TAG_RAW | protocol::TAG_CONNECT | protocol::TAG_INCOMING
+        ) {
+            // A stream the application or the relay code takes: the connection is in use.
+            ctx.useful.store(true, std::sync::atomic::Ordering::Release);
         }
         match tag[0] {
             protocol::TAG_RAW => {
