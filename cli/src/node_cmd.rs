@@ -9,7 +9,8 @@
 use crate::control::socket::{check_name, control_path};
 use anyhow::{bail, Context, Result};
 use p2ps::{
-    FingerStrategy, Identity, LookupMode, Message, Node, NodeConfig, NodeEvent, NodeId, Ticket, Via,
+    Delivery, FingerStrategy, Identity, LookupMode, Node, NodeConfig, NodeEvent, NodeId, Ticket,
+    Via,
 };
 use serde::Deserialize;
 use std::io::Write;
@@ -755,14 +756,8 @@ impl Output {
         );
     }
 
-    fn message(&self, m: &Message) {
-        let to = match &m.via {
-            Via::Node => "node".to_string(),
-            Via::Key => "key".to_string(),
-            Via::Broadcast => "everyone".to_string(),
-            Via::Range { lo, hi } => format!("range {lo}..{hi}"),
-            Via::Group(g) => format!("group {g}"),
-        };
+    fn message(&self, m: &Delivery) {
+        let to = m.via.to_string();
         self.line(
             || {
                 format!(
@@ -819,8 +814,9 @@ impl Output {
                 );
                 return;
             }
-            // Joining and leaving are printed where they happen.
-            NodeEvent::Joined | NodeEvent::JoinFailed | NodeEvent::Left => return,
+            // Joining and leaving are printed where they happen (and events of newer versions
+            // of the library are not printed).
+            _ => return,
         };
         self.line(
             || format!("{}: {}", what.replace('_', " "), id.short()),

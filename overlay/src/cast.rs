@@ -27,15 +27,18 @@ use crate::peer::{Peer, PeerId};
 use crate::ring::RingId;
 use crate::seen::Seen;
 use crate::segment::Segment;
-use crate::service::{decode, encode, Context, Incoming, Service, ServiceId};
+use crate::service::{decode, encode, Context, Emits, Incoming, Service, ServiceId};
 use crate::time::Time;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+/// The service's name.
+pub const NAME: &str = "p2ps/cast";
+
 /// The service's id.
-pub const CAST: ServiceId = ServiceId::named("p2ps/cast");
+pub const CAST: ServiceId = ServiceId::named(NAME);
 
 /// Settings of the cast service.
 #[derive(Clone, Debug, PartialEq)]
@@ -294,11 +297,6 @@ impl<P: PeerId> Casts<P> {
             events: VecDeque::new(),
             stats: CastStats::default(),
         }
-    }
-
-    /// The next thing to tell the application.
-    pub fn poll_event(&mut self) -> Option<CastEvent<P>> {
-        self.events.pop_front()
     }
 
     /// Casts this node is helping to cover now.
@@ -751,9 +749,25 @@ fn report_done<P: PeerId>(
     }
 }
 
+impl<P: PeerId> Emits for Casts<P> {
+    type Event = CastEvent<P>;
+
+    fn poll_event(&mut self) -> Option<CastEvent<P>> {
+        self.events.pop_front()
+    }
+}
+
 impl<P: PeerId> Service<P> for Casts<P> {
-    fn id(&self) -> ServiceId {
-        CAST
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("delivered", self.stats.delivered),
+            ("dropped", self.stats.dropped),
+            ("in_progress", self.covers.len() as u64),
+        ]
     }
 
     fn class(&self) -> Class {

@@ -25,7 +25,7 @@ use crate::peer::PeerId;
 use crate::ring::RingId;
 use crate::routing_table::NextHop;
 use crate::seen::Seen;
-use crate::service::{decode, encode, Context, Forwarding, Incoming, Service, ServiceId};
+use crate::service::{decode, encode, Context, Emits, Forwarding, Incoming, Service, ServiceId};
 use crate::time::Time;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -33,8 +33,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use thiserror::Error;
 
+/// The service's name.
+pub const NAME: &str = "p2ps/groups";
+
 /// The service's id.
-pub const GROUPS: ServiceId = ServiceId::named("p2ps/groups");
+pub const GROUPS: ServiceId = ServiceId::named(NAME);
 
 /// Settings of the group service.
 #[derive(Clone, Debug, PartialEq)]
@@ -220,11 +223,6 @@ impl<P: PeerId> Groups<P> {
     /// The settings.
     pub fn config(&self) -> &GroupConfig {
         &self.cfg
-    }
-
-    /// The next thing to tell the application.
-    pub fn poll_event(&mut self) -> Option<GroupEvent<P>> {
-        self.events.pop_front()
     }
 
     /// Counters.
@@ -477,9 +475,25 @@ impl<P: PeerId> Groups<P> {
     }
 }
 
+impl<P: PeerId> Emits for Groups<P> {
+    type Event = GroupEvent<P>;
+
+    fn poll_event(&mut self) -> Option<GroupEvent<P>> {
+        self.events.pop_front()
+    }
+}
+
 impl<P: PeerId> Service<P> for Groups<P> {
-    fn id(&self) -> ServiceId {
-        GROUPS
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("delivered", self.stats.delivered),
+            ("dropped", self.stats.dropped),
+            ("trees", self.map.len() as u64),
+        ]
     }
 
     fn class(&self) -> Class {

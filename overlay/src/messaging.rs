@@ -5,14 +5,17 @@ use crate::message::{Body, Class, Routed};
 use crate::node::{CommandError, Node};
 use crate::peer::PeerId;
 use crate::ring::RingId;
-use crate::service::{decode, encode, Context, Service, ServiceId};
+use crate::service::{decode, encode, Context, Emits, Service, ServiceId};
 use crate::time::Time;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
+/// The service's name.
+pub const NAME: &str = "p2ps/messages";
+
 /// The service's id.
-pub const MESSAGES: ServiceId = ServiceId::named("p2ps/messages");
+pub const MESSAGES: ServiceId = ServiceId::named(NAME);
 
 /// Deliveries kept for the application by default before new ones are dropped.
 pub const MAX_QUEUED: usize = 4096;
@@ -78,11 +81,6 @@ impl<P: PeerId> Messaging<P> {
         }
     }
 
-    /// The next message delivered to this node.
-    pub fn poll_delivery(&mut self) -> Option<Delivery<P>> {
-        self.inbox.pop_front()
-    }
-
     /// Messages delivered, and messages dropped (malformed, or the inbox was full).
     pub fn counts(&self) -> (u64, u64) {
         (self.delivered, self.dropped)
@@ -120,9 +118,22 @@ impl<P: PeerId> Messaging<P> {
     }
 }
 
+impl<P: PeerId> Emits for Messaging<P> {
+    type Event = Delivery<P>;
+
+    /// The next message delivered to this node.
+    fn poll_event(&mut self) -> Option<Delivery<P>> {
+        self.inbox.pop_front()
+    }
+}
+
 impl<P: PeerId> Service<P> for Messaging<P> {
-    fn id(&self) -> ServiceId {
-        MESSAGES
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("delivered", self.delivered), ("dropped", self.dropped)]
     }
 
     fn class(&self) -> Class {

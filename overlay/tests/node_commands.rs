@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use p2ps_overlay::messaging::{Addressed, Messaging, MessagingExt};
+use p2ps_overlay::service::Emits;
 use p2ps_overlay::{
     CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, StandIn, StandInProof, Time,
 };
@@ -66,10 +67,10 @@ fn lone_node_answers_itself() {
     n.route(now, RingId(7), b"hi").unwrap();
     assert_eq!(drain(&mut n), vec![]);
     let inbox = n.service_mut::<Messaging<T>>().unwrap();
-    let d = inbox.poll_delivery().unwrap();
+    let d = inbox.poll_event().unwrap();
     assert_eq!((d.origin, d.hops, d.addressed), (T(1), 0, Addressed::Key));
     assert_eq!(&d.payload[..], b"hi");
-    assert!(inbox.poll_delivery().is_none());
+    assert!(inbox.poll_event().is_none());
 }
 
 #[test]

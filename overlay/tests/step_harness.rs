@@ -5,7 +5,7 @@
 
 use p2ps_overlay::cast::{self, CastEvent, Casts, CAST};
 use p2ps_overlay::messaging::{self, Messaging, MESSAGES};
-use p2ps_overlay::service::encode;
+use p2ps_overlay::service::{encode, Emits};
 use p2ps_overlay::sim::ideal::Ring;
 use p2ps_overlay::{
     standard, Adjacency, Answer, Body, Class, Config, Contact, Dir, Envelope, Event, Message, Node,
@@ -119,7 +119,7 @@ fn ring_of(members: &[u8]) -> Vec<Node<T>> {
 fn delivered_from(node: &mut Node<T>) -> Vec<u8> {
     let mut from = Vec::new();
     let inbox = node.service_mut::<Messaging<T>>().unwrap();
-    while let Some(d) = inbox.poll_delivery() {
+    while let Some(d) = inbox.poll_event() {
         from.push(d.origin.0);
     }
     let casts = node.service_mut::<Casts<T>>().unwrap();

@@ -1,81 +1,21 @@
-//! [`Node`]: the one entry point for applications.
+//! [`Node`]: the handle applications hold on a running node.
 
+use crate::builder::NodeBuilder;
 use crate::config::NodeConfig;
+use crate::delivery::Delivery;
 use crate::error::{JoinError, LookupError, NodeError, StartError};
+use crate::event::NodeEvent;
 use crate::id::{group_key, key_of};
-use crate::runtime::{Actor, CastReport, Command, LookupResult};
-use crate::status::{Counters, Status};
+use crate::report::{CastReport, LookupResult};
+use crate::runtime::commands::Command;
+use crate::status::Status;
 use crate::ticket::Ticket;
-use crate::wire::Wire;
 use bytes::Bytes;
-use p2ps_overlay::{Node as Overlay, RingId};
-use p2ps_transport::{NodeId, Transport, TransportConfig};
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use p2ps_overlay::RingId;
+use p2ps_transport::NodeId;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
-use tokio::time::Instant;
-
-/// An application message delivered to this node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message {
-    /// The node that sent it.
-    pub from: NodeId,
-    /// The key it was routed to (this node's own position for a send to its id).
-    pub key: RingId,
-    /// Overlay hops it took.
-    pub hops: u16,
-    /// How it was addressed.
-    pub via: Via,
-    /// The payload.
-    pub payload: Bytes,
-}
-
-/// How a delivered message was addressed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Via {
-    /// To this node's id ([`Node::send`]).
-    Node,
-    /// To a key this node is responsible for ([`Node::route`]).
-    Key,
-    /// To every node ([`Node::broadcast`]).
-    Broadcast,
-    /// To the nodes responsible for the keys in `[lo, hi]` ([`Node::multicast_range`]).
-    Range {
-        /// Lower end of the key range.
-        lo: RingId,
-        /// Upper end of the key range.
-        hi: RingId,
-    },
-    /// To the members of the named group ([`Node::send_group`]).
-    Group(String),
-}
-
-/// Something that happened to the node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NodeEvent {
-    /// The node is part of a network.
-    Joined,
-    /// Joining failed.
-    JoinFailed,
-    /// The node left its network.
-    Left,
-    /// The node lost every neighbour (a partition, a suspended machine) and is joining again
-    /// through the nodes it knew; [`NodeEvent::Joined`] follows when it is back.
-    Isolated,
-    /// A peer became a ring neighbour (successor or predecessor list).
-    NeighbourUp(NodeId),
-    /// A peer is no longer a ring neighbour (it left, crashed, or someone nearer arrived).
-    NeighbourDown(NodeId),
-    /// A child in a group tree could not keep up with the group's traffic and was dropped
-    /// (it re-joins through the tree refresh once it catches up).
-    GroupChildDropped {
-        /// The group's ring position.
-        group: RingId,
-        /// The slow peer.
-        peer: NodeId,
-    },
-}
 
 /// A running P2PS node. Cheap to clone; every clone talks to the same node. The node stops
 /// when [`Node::shutdown`] is called or when the last clone is dropped (leaving gracefully
@@ -102,7 +42,7 @@ struct Inner {
     id: NodeId,
     addrs: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
     commands: mpsc::Sender<Command>,
-    inbox: Mutex<mpsc::Receiver<Message>>,
+    inbox: Mutex<mpsc::Receiver<Delivery>>,
     subscribers: broadcast::Sender<NodeEvent>,
 }
 
@@ -115,110 +55,36 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Binds the node's socket and starts its actor. The node is not part of a network yet:
-    /// call [`Node::create`] or [`Node::join`]. Must run inside a tokio runtime.
+    /// Binds the node's socket and starts its actor with the standard services (plain
+    /// messages, broadcast and range multicast, groups). The node is not part of a network yet:
+    /// call [`Node::create`] or [`Node::join`]. Must run inside a tokio runtime. To add services
+    /// of your own, use [`Node::builder`].
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
-        config.overlay.validate()?;
-        let mut tc = TransportConfig::new(config.identity.clone(), config.listen);
-        tc.idle_timeout = config.idle_timeout;
-        tc.keep_alive = config.keep_alive;
-        tc.protocol_version = config.protocol_version;
-        // Room for the routing envelope around the largest payload.
-        tc.max_frame_size = config.max_message_size.saturating_add(1024);
-        tc.relay.serve = config.relay_serve;
-        tc.admission = config.admission.clone();
-        tc.memory = config.memory.clone();
-        // A dial that gets no answer may be blocked by a NAT: give up soon enough for the
-        // fallback (hole punching, relay) to run within the overlay's timeouts.
-        tc.connect_timeout = std::time::Duration::from_secs(4);
-        let (transport, events) = Transport::<Wire>::bind(tc)?;
-        let id = transport.node_id();
-        let bound = transport.local_addr().map_err(|source| {
-            StartError::Bind(p2ps_transport::BindError::Io {
-                addr: config.listen,
-                source,
-            })
-        })?;
-        let addrs = if config.advertise.is_empty() {
-            vec![advertised(bound)]
-        } else {
-            config.advertise.clone()
-        };
-        let signing_key =
-            || p2ps_transport::SigningKey::new(&config.identity).map_err(StartError::Signing);
-        let signer = crate::id::KeySigner(signing_key()?);
-        // Request ids and message numbers must be unpredictable: key them from the OS.
-        let mut overlay_config = config.overlay.clone();
-        overlay_config.seed ^= p2ps_transport::random_u64();
-        config.cast.validate()?;
-        config.groups.validate()?;
-        let mut overlay = Overlay::new(signer, overlay_config);
-        p2ps_overlay::standard::register_with(
-            &mut overlay,
-            config.cast.clone(),
-            config.groups.clone(),
-        )
-        .map_err(StartError::Service)?;
-        overlay.set_local_addrs(addrs.clone());
-        let mapper = if config.upnp {
-            match p2ps_transport::PortMapper::start(
-                p2ps_transport::PortMapConfig::default(),
-                bound.port(),
-            ) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::warn!(error = %e, "UPnP port mapping not started");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let nat = crate::runtime::Nat {
-            mapper,
-            relay: config.relay.as_ref().map(|t| (t.id, t.addrs.clone())),
-            fixed_addrs: !config.advertise.is_empty(),
-            ..Default::default()
-        };
-        let shared_addrs = Arc::new(std::sync::RwLock::new(addrs.clone()));
-        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-        let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(1));
-        let (ev_tx, _) = broadcast::channel(config.event_capacity.max(1));
-        let actor = Actor {
-            overlay,
-            transport,
-            events,
-            commands: cmd_rx,
-            inbox: inbox_tx,
-            subscribers: ev_tx.clone(),
-            start: Instant::now(),
-            epoch: crate::runtime::wall_clock(),
-            addrs: shared_addrs.clone(),
-            nat,
-            traversals: mpsc::channel(64),
-            max_payload: config.max_message_size,
-            lookups: BTreeMap::new(),
-            casts: BTreeMap::new(),
-            group_names: BTreeMap::new(),
-            join: None,
-            settling: None,
-            join_ready: mpsc::channel(1),
-            join_dial_error: None,
-            join_connected: false,
-            counters: Counters::default(),
-            protected_gen: None,
-            signer: signing_key()?,
-        };
-        tokio::spawn(actor.run());
-        Ok(Node {
+        NodeBuilder::new(config).start().await
+    }
+
+    /// A builder for a node with services of your own besides the standard ones.
+    pub fn builder(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder::new(config)
+    }
+
+    /// A node made by [`NodeBuilder::start`].
+    pub(crate) fn from_parts(
+        id: NodeId,
+        addrs: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
+        commands: mpsc::Sender<Command>,
+        inbox: mpsc::Receiver<Delivery>,
+        subscribers: broadcast::Sender<NodeEvent>,
+    ) -> Node {
+        Node {
             inner: Arc::new(Inner {
                 id,
-                addrs: shared_addrs,
-                commands: cmd_tx,
-                inbox: Mutex::new(inbox_rx),
-                subscribers: ev_tx,
+                addrs,
+                commands,
+                inbox: Mutex::new(inbox),
+                subscribers,
             }),
-        })
+        }
     }
 
     /// This node's id.
@@ -241,7 +107,8 @@ impl Node {
         Ticket::new(self.inner.id, self.addrs())
     }
 
-    async fn ask<T>(
+    /// Sends a command to the actor and waits for its answer.
+    pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, NodeError> {
@@ -319,7 +186,7 @@ impl Node {
     }
 
     /// Joins group `name`: this node receives the group's messages (with
-    /// [`Via::Group`]) until it leaves the group or the network.
+    /// [`crate::Via::Group`]) until it leaves the group or the network.
     pub async fn join_group(&self, name: &str) -> Result<(), NodeError> {
         check_group_name(name)?;
         let n = name.to_string();
@@ -344,7 +211,7 @@ impl Node {
     }
 
     /// The next application message for this node; `None` once the node has stopped.
-    pub async fn recv(&self) -> Option<Message> {
+    pub async fn recv(&self) -> Option<Delivery> {
         self.inner.inbox.lock().await.recv().await
     }
 
@@ -372,41 +239,4 @@ fn check_group_name(name: &str) -> Result<(), NodeError> {
         )));
     }
     Ok(())
-}
-
-/// The address to advertise for a socket bound to `a` until peers report what they see: an
-/// unspecified IP becomes the address of the interface that holds the default route (found by
-/// a route lookup, no packet is sent), or loopback on a machine without one.
-fn advertised(a: SocketAddr) -> SocketAddr {
-    let probe: SocketAddr = if a.is_ipv4() {
-        SocketAddr::from(([203, 0, 113, 1], 9))
-    } else {
-        SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9))
-    };
-    if !a.ip().is_unspecified() {
-        return a;
-    }
-    let loopback: IpAddr = if a.is_ipv4() {
-        Ipv4Addr::LOCALHOST.into()
-    } else {
-        Ipv6Addr::LOCALHOST.into()
-    };
-    SocketAddr::new(route_ip(a, probe).unwrap_or(loopback), a.port())
-}
-
-/// The local IP the kernel would use from a socket bound like `bound` to reach `probe`
-/// (connecting a UDP socket only looks the route up; no packet is sent).
-pub(crate) fn route_ip(bound: SocketAddr, probe: SocketAddr) -> Option<IpAddr> {
-    if bound.is_ipv4() != probe.is_ipv4() {
-        return None;
-    }
-    let any: SocketAddr = if bound.is_ipv4() {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-    };
-    let s = std::net::UdpSocket::bind(any).ok()?;
-    s.connect(probe).ok()?;
-    let ip = s.local_addr().ok()?.ip();
-    (!ip.is_unspecified()).then_some(ip)
 }

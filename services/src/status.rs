@@ -46,6 +46,9 @@ pub struct Status {
     pub groups: Vec<GroupEntry>,
     /// Broadcasts and range multicasts this node is helping to cover right now.
     pub casts_in_progress: usize,
+    /// The services running on this node, with their counters.
+    #[serde(default)]
+    pub services: Vec<ServiceEntry>,
     /// Counters.
     pub counters: Counters,
     /// Seconds since the node started.
@@ -82,6 +85,17 @@ pub struct GroupEntry {
     /// The children in the tree.
     #[serde(with = "hex_ids")]
     pub children: Vec<NodeId>,
+}
+
+/// A service running on the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    /// Its name (`p2ps/cast`, `myapp/chat`).
+    pub name: String,
+    /// Its id on the wire.
+    pub id: u32,
+    /// Its counters, by name.
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 /// One connection.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::timeout;
 
 /// Drains every node's inbox (all at once) for `wait`; the messages per node, in node order.
-async fn collect(nodes: &[Node], wait: Duration) -> Vec<Vec<p2ps::Message>> {
+async fn collect(nodes: &[Node], wait: Duration) -> Vec<Vec<p2ps::Delivery>> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut set = tokio::task::JoinSet::new();
     for (i, n) in nodes.iter().enumerate() {

@@ -144,7 +144,7 @@ impl Demo {
 
 /// Waits up to 5 s for a message with `payload` on `node`; other messages are skipped (and
 /// would be reported as a mismatch by the caller through the missing payload).
-async fn expect_message(node: &Node, payload: &[u8]) -> Option<p2ps::Message> {
+async fn expect_message(node: &Node, payload: &[u8]) -> Option<p2ps::Delivery> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match tokio::time::timeout_at(deadline, node.recv()).await {

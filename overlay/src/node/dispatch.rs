@@ -6,7 +6,7 @@ use super::{Node, State};
 use crate::message::{Body, Message, Routed, ServiceMessage};
 use crate::peer::{Peer, PeerId};
 use crate::routing_table::NextHop;
-use crate::service::{Context, Forwarding, Incoming, Service, ServiceId, Work};
+use crate::service::{Context, Forwarding, Incoming, Service, ServiceId, ServiceSummary, Work};
 use crate::time::Time;
 use thiserror::Error;
 
@@ -61,6 +61,11 @@ impl<P: PeerId> Node<P> {
         self.emit_neighbour_events();
         self.run_services();
         r
+    }
+
+    /// Every registered service with its counters, in the order they were registered.
+    pub fn services(&self) -> Vec<ServiceSummary> {
+        self.services.summaries()
     }
 
     /// The name of a message's kind, for counters: the core's [`Message::kind`], or the name

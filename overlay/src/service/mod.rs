@@ -34,7 +34,7 @@
 //! ## Writing a service
 //!
 //! ```
-//! use p2ps_overlay::service::{Context, Service, ServiceId};
+//! use p2ps_overlay::service::{Context, Service};
 //! use p2ps_overlay::{Class, PeerId, Routed};
 //!
 //! /// Counts the messages routed to keys this node is responsible for.
@@ -44,8 +44,8 @@
 //! }
 //!
 //! impl<P: PeerId> Service<P> for Counter {
-//!     fn id(&self) -> ServiceId {
-//!         ServiceId::named("example/counter")
+//!     fn name(&self) -> &'static str {
+//!         "example/counter"
 //!     }
 //!     fn class(&self) -> Class {
 //!         Class::User
@@ -105,6 +105,17 @@ impl fmt::Display for ServiceId {
     }
 }
 
+/// A registered service as monitoring sees it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ServiceSummary {
+    /// Its name.
+    pub name: &'static str,
+    /// Its id on the wire.
+    pub id: ServiceId,
+    /// Its counters, by name.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
 /// What a service decides about a message passing through ([`Service::forward`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Forwarding {
@@ -123,6 +134,16 @@ pub struct NeighbourChange<P> {
     pub down: Vec<P>,
 }
 
+/// A service that has things to tell its application: deliveries, answers, reports. The driver
+/// drains them after every input (the runtime hands them to the service's handle).
+pub trait Emits {
+    /// What the service tells its application.
+    type Event: Send + 'static;
+
+    /// The next event, if any.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+}
+
 /// A one-hop message of a service, as received: the authenticated sender, the service's bytes
 /// and, if it carries one, another node's sealed envelope (already verified by the core).
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -139,8 +160,19 @@ pub struct Incoming<P: PeerId> {
 /// has a default that does nothing, so a service implements only what it uses. See the module
 /// documentation.
 pub trait Service<P: PeerId>: Any + Send {
-    /// The service's id: the same on every node (see [`ServiceId::named`]).
-    fn id(&self) -> ServiceId;
+    /// The service's name, which says whose it is (`"p2ps/cast"`, `"myapp/chat"`): the same
+    /// on every node that runs it.
+    fn name(&self) -> &'static str;
+
+    /// The service's id on the wire: by default made from its name.
+    fn id(&self) -> ServiceId {
+        ServiceId::named(self.name())
+    }
+
+    /// The service's counters, by name, for status and metrics.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 
     /// The stream class the service's messages travel on.
     fn class(&self) -> Class {

@@ -1,6 +1,6 @@
 //! The services registered on a node, and the work waiting for them.
 
-use super::{Incoming, NeighbourChange, Service, ServiceId};
+use super::{Incoming, NeighbourChange, Service, ServiceId, ServiceSummary};
 use crate::message::Routed;
 use crate::peer::PeerId;
 use crate::time::Time;
@@ -136,6 +136,21 @@ impl<P: PeerId> Registry<P> {
     /// The deadline of the service at `i`.
     pub(crate) fn deadline_at(&self, i: usize) -> Option<Time> {
         self.slots.get(i)?.svc.as_ref()?.poll_timeout()
+    }
+
+    /// Name, id and counters of every service, in the order they were registered.
+    pub(crate) fn summaries(&self) -> Vec<ServiceSummary> {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let svc = s.svc.as_ref()?;
+                Some(ServiceSummary {
+                    name: svc.name(),
+                    id: s.id,
+                    counters: svc.counters(),
+                })
+            })
+            .collect()
     }
 
     /// Whether some service needs the link to `peer`.

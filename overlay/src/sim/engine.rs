@@ -15,6 +15,7 @@ use crate::node::{Event, Node, Output, State};
 use crate::peer::{Contact, Peer, PeerId};
 use crate::proof::StandIn;
 use crate::ring::RingId;
+use crate::service::Emits;
 use crate::standard;
 use crate::time::Time;
 use crate::truth::TrueRing;
@@ -788,7 +789,7 @@ impl Simulator {
         let mut got = Vec::new();
         let node = &mut self.nodes[i as usize].node;
         if let Some(m) = node.service_mut::<Messaging<SimId>>() {
-            while let Some(d) = m.poll_delivery() {
+            while let Some(d) = m.poll_event() {
                 let via = match d.addressed {
                     Addressed::Node => Via::Node,
                     Addressed::Key => Via::Key,

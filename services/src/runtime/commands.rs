@@ -1,0 +1,199 @@
+//! Commands from the application's handles, carried out by the actor.
+
+use super::Actor;
+use crate::error::{JoinError, LookupError, NodeError};
+use crate::id::{group_key, ring_id_of, OverlayId};
+use crate::report::{CastReport, LookupResult};
+use crate::status::Status;
+use crate::ticket::Ticket;
+use bytes::Bytes;
+use p2ps_overlay::cast::CastExt;
+use p2ps_overlay::groups::GroupExt;
+use p2ps_overlay::messaging::MessagingExt;
+use p2ps_overlay::{Node as Overlay, RingId, State, Time};
+use p2ps_transport::NodeId;
+use tokio::sync::oneshot;
+
+/// What waits for a lookup's answer.
+pub(crate) enum Waiting {
+    /// The application's lookup.
+    Lookup(oneshot::Sender<Result<LookupResult, LookupError>>),
+    /// A send to a node this one does not know: it goes once a lookup of the addressee's
+    /// position names the addressee; otherwise the sender is told that no such node is there.
+    Send {
+        to: NodeId,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+}
+
+pub(crate) enum Command {
+    /// Runs on the overlay (a command of a registered service, see `ServiceHandle`).
+    Service(Box<dyn FnOnce(&mut Overlay<OverlayId>, Time) + Send>),
+    Broadcast(Bytes, oneshot::Sender<Result<CastReport, NodeError>>),
+    Range(
+        RingId,
+        RingId,
+        Bytes,
+        oneshot::Sender<Result<CastReport, NodeError>>,
+    ),
+    JoinGroup(String, oneshot::Sender<Result<(), NodeError>>),
+    LeaveGroup(String, oneshot::Sender<Result<(), NodeError>>),
+    SendGroup(RingId, Bytes, oneshot::Sender<Result<(), NodeError>>),
+    Create(oneshot::Sender<Result<(), NodeError>>),
+    Join(Ticket, oneshot::Sender<Result<(), JoinError>>),
+    Leave(oneshot::Sender<()>),
+    Lookup(RingId, oneshot::Sender<Result<LookupResult, LookupError>>),
+    Route(RingId, Bytes, oneshot::Sender<Result<(), NodeError>>),
+    Send(NodeId, Bytes, oneshot::Sender<Result<(), NodeError>>),
+    Status(oneshot::Sender<Status>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+impl Actor {
+    pub(super) fn on_command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Create(reply) => {
+                let _ = reply.send(self.overlay.create(now).map_err(NodeError::from));
+            }
+            Command::Join(ticket, reply) => {
+                if ticket.id == self.transport.node_id() {
+                    let _ = reply.send(Err(JoinError::OwnTicket));
+                    return;
+                }
+                if self.overlay.state() != State::Idle || self.settling.is_some() {
+                    let e = p2ps_overlay::CommandError::AlreadyStarted;
+                    let _ = reply.send(Err(JoinError::Node(e.into())));
+                    return;
+                }
+                self.transport
+                    .add_addresses(ticket.id, ticket.addrs.iter().copied());
+                self.guess_addrs_towards(&ticket.addrs);
+                if self.nat.relay.is_none() {
+                    // The node we join through introduces us while we are behind a NAT.
+                    self.nat.relay = Some((ticket.id, ticket.addrs.clone()));
+                    self.update_reachability();
+                }
+                self.settle_before_join(&ticket);
+                self.settling = Some((ticket, reply));
+            }
+            Command::Leave(reply) => {
+                self.overlay.leave(now);
+                let _ = reply.send(());
+            }
+            Command::Lookup(key, reply) => match self.overlay.lookup(now, key) {
+                Ok(req) => {
+                    self.lookups.insert(req, Waiting::Lookup(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(LookupError::Node(e.into())));
+                }
+            },
+            Command::Route(key, payload, reply) => {
+                let r = self.check_size(&payload).and_then(|()| {
+                    self.overlay
+                        .route(now, key, &payload)
+                        .map_err(NodeError::from)
+                });
+                let _ = reply.send(r);
+            }
+            Command::Send(to, payload, reply) => {
+                if let Err(e) = self.check_size(&payload) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let known =
+                    to == self.overlay.id().0 || self.overlay.table().contains(&OverlayId(to));
+                if known {
+                    let r = self
+                        .overlay
+                        .send(now, OverlayId(to), &payload)
+                        .map_err(NodeError::from);
+                    let _ = reply.send(r);
+                    return;
+                }
+                // Not a node this one knows: first ask who is responsible for its position
+                // (a signed answer with its predecessor's word); send only if that is it.
+                match self.overlay.lookup(now, ring_id_of(&to)) {
+                    Ok(req) => {
+                        self.lookups
+                            .insert(req, Waiting::Send { to, payload, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Broadcast(payload, reply) => {
+                self.start_cast(payload, reply, |o, p| o.broadcast(now, p, true))
+            }
+            Command::Range(lo, hi, payload, reply) => self.start_cast(payload, reply, |o, p| {
+                o.multicast_range(now, lo, hi, p, true)
+            }),
+            Command::JoinGroup(name, reply) => {
+                let key = group_key(&name);
+                let r = self.overlay.join_group(now, key).map_err(NodeError::from);
+                if r.is_ok() {
+                    self.group_names.insert(key, name);
+                }
+                let _ = reply.send(r);
+            }
+            Command::LeaveGroup(name, reply) => {
+                let key = group_key(&name);
+                let r = if self.overlay.is_group_member(key) {
+                    self.overlay.leave_group(now, key);
+                    self.group_names.remove(&key);
+                    Ok(())
+                } else {
+                    Err(NodeError::NotMember(name))
+                };
+                let _ = reply.send(r);
+            }
+            Command::SendGroup(key, payload, reply) => {
+                let r = self.check_size(&payload).and_then(|()| {
+                    self.overlay
+                        .send_group(now, key, &payload)
+                        .map(|_| ())
+                        .map_err(NodeError::from)
+                });
+                let _ = reply.send(r);
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Service(f) => f(&mut self.overlay, now),
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    /// Starts a broadcast or range multicast; `reply` is answered when its report comes.
+    pub(super) fn start_cast(
+        &mut self,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<CastReport, NodeError>>,
+        start: impl FnOnce(&mut Overlay<OverlayId>, &[u8]) -> Result<u64, p2ps_overlay::CommandError>,
+    ) {
+        match self
+            .check_size(&payload)
+            .and_then(|()| start(&mut self.overlay, &payload).map_err(NodeError::from))
+        {
+            Ok(seq) => {
+                self.casts.insert(seq, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    pub(super) fn check_size(&self, payload: &[u8]) -> Result<(), NodeError> {
+        if payload.len() > self.max_payload {
+            return Err(NodeError::TooLarge {
+                len: payload.len(),
+                max: self.max_payload,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! Events of the overlay core turned into answers for waiting commands and events for
+//! subscribers.
+
+use super::commands::Waiting;
+use super::Actor;
+use crate::error::{JoinError, LookupError, NodeError};
+use crate::event::NodeEvent;
+use crate::id::OverlayId;
+use crate::report::LookupResult;
+use p2ps_overlay::messaging::MessagingExt;
+use p2ps_overlay::Event as OverlayEvent;
+use tracing::{debug, info, warn};
+
+impl Actor {
+    /// The overlay reported `e`.
+    pub(super) fn on_overlay_event(&mut self, e: OverlayEvent<OverlayId>) {
+        let public = match e {
+            OverlayEvent::Joined => {
+                if let Some((_, reply)) = self.join.take() {
+                    let _ = reply.send(Ok(()));
+                }
+                info!(id = %self.transport.node_id().short(), "joined");
+                Some(NodeEvent::Joined)
+            }
+            OverlayEvent::JoinFailed => {
+                if let Some((_, reply)) = self.join.take() {
+                    let attempts = self.overlay.config().join_attempts;
+                    let err = match (self.join_dial_error.take(), self.join_connected) {
+                        (_, true) => JoinError::NoAnswer { attempts },
+                        (Some(e), false) => JoinError::Unreachable {
+                            attempts,
+                            reason: e.to_string(),
+                        },
+                        (None, false) => JoinError::Unreachable {
+                            attempts,
+                            reason: "no connection could be established".into(),
+                        },
+                    };
+                    let _ = reply.send(Err(err));
+                }
+                Some(NodeEvent::JoinFailed)
+            }
+            OverlayEvent::Left => Some(NodeEvent::Left),
+            OverlayEvent::Isolated => {
+                warn!("lost every neighbour: joining again through the nodes known");
+                Some(NodeEvent::Isolated)
+            }
+            OverlayEvent::NeighbourUp(p) => Some(NodeEvent::NeighbourUp(p.0)),
+            OverlayEvent::NeighbourDown(p) => {
+                debug!(peer = %p.0.short(), path = ?self.transport.path(p.0), "neighbour down");
+                Some(NodeEvent::NeighbourDown(p.0))
+            }
+            OverlayEvent::LookupDone { req, result, .. } => {
+                let r = result
+                    .map(|(node, hops)| LookupResult { node: node.0, hops })
+                    .map_err(|e| match e {
+                        p2ps_overlay::LookupError::Timeout => LookupError::Timeout,
+                        p2ps_overlay::LookupError::Left => LookupError::Node(NodeError::Stopped),
+                    });
+                match self.lookups.remove(&req) {
+                    Some(Waiting::Lookup(reply)) => {
+                        let _ = reply.send(r);
+                    }
+                    Some(Waiting::Send { to, payload, reply }) => {
+                        let sent = match r {
+                            Ok(found) if found.node == to => self
+                                .overlay
+                                .send(self.now(), OverlayId(to), &payload)
+                                .map_err(NodeError::from),
+                            Ok(found) => Err(NodeError::NoSuchNode {
+                                to,
+                                responsible: found.node,
+                            }),
+                            Err(LookupError::Node(e)) => Err(e),
+                            Err(_) => Err(NodeError::Unreachable(to)),
+                        };
+                        let _ = reply.send(sent);
+                    }
+                    None => {}
+                }
+                None
+            }
+        };
+        if let Some(ev) = public {
+            // No subscriber is fine.
+            let _ = self.subscribers.send(ev);
+        }
+    }
+}
