@@ -20,12 +20,12 @@ use p2ps_overlay::groups::{GroupEvent, GroupExt, Groups};
 use p2ps_overlay::messaging::{Addressed, Messaging, MessagingExt};
 use p2ps_overlay::RelayHint;
 use p2ps_overlay::{
-    Class, Contact, Dir, Event as OverlayEvent, Node as Overlay, Output, RingId, State, Time,
+    Class, Contact, Event as OverlayEvent, Node as Overlay, Output, RingId, State, Time,
 };
 use p2ps_transport::{
     CloseCode, ConnectError, DisconnectReason, Event as TransportEvent, Events, MappingState,
-    NodeId, PathKind, PortMapper, Reachability, ReachabilityStatus, SendError, StreamClass,
-    Transport, TraverseError, TrySendError,
+    NodeId, PathKind, PortMapper, Reachability, SendError, StreamClass, Transport, TraverseError,
+    TrySendError,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -1108,25 +1108,25 @@ impl Actor {
             id: self.transport.node_id(),
             ring_position: self.overlay.pos(),
             addrs: self.addrs.read().map(|a| a.clone()).unwrap_or_default(),
-            reachability: reachability_name(&reach).to_string(),
+            reachability: reach.class.into(),
             external_addrs: reach.external_addrs.iter().map(|e| e.addr).collect(),
             port_mapping: match &self.nat.mapper {
-                None => "off".to_string(),
-                Some(m) => mapping_text(&m.state()),
+                None => crate::status::PortMapping::Off,
+                Some(m) => (&m.state()).into(),
             },
             relay: match reach.class {
                 Reachability::Public | Reachability::PortMapped => Vec::new(),
                 _ => self.nat.relay.iter().map(|(id, _)| *id).collect(),
             },
-            state: format!("{:?}", self.overlay.state()).to_lowercase(),
-            strategy: self.overlay.config().strategy.name().to_string(),
+            state: self.overlay.state().into(),
+            strategy: self.overlay.config().strategy,
             successors: ids(t.successors()),
             predecessors: ids(t.predecessors()),
             fingers: t
                 .finger_slots()
                 .filter_map(|(dir, level, p)| {
                     p.map(|p| FingerEntry {
-                        dir: if dir == Dir::Cw { "+" } else { "-" }.to_string(),
+                        dir,
                         level,
                         node: p.id.0,
                     })
@@ -1217,29 +1217,5 @@ impl Actor {
             .service::<Groups<OverlayId>>()
             .map_or(0, |g| g.stats().delivered);
         messages + casts + groups
-    }
-}
-
-fn reachability_name(r: &ReachabilityStatus) -> &'static str {
-    match r.class {
-        Reachability::Unknown => "unknown",
-        Reachability::Public => "public",
-        Reachability::PortMapped => "port-mapped",
-        Reachability::Cone => "cone",
-        Reachability::Symmetric => "symmetric",
-    }
-}
-
-fn mapping_text(m: &MappingState) -> String {
-    match m {
-        MappingState::Disabled => "off".into(),
-        MappingState::Searching => "searching for a gateway".into(),
-        MappingState::NoGateway { reason } => format!("no gateway ({reason})"),
-        MappingState::Mapped {
-            external, renewals, ..
-        } => format!("mapped {external} ({renewals} renewals)"),
-        MappingState::Useless { reason, .. } => format!("useless: {reason}"),
-        MappingState::Failed { reason } => format!("failed: {reason}"),
-        MappingState::Stopped => "stopped".into(),
     }
 }
