@@ -1038,14 +1038,7 @@ impl Actor {
                     let attempts = self.overlay.config().join_attempts;
                     let err = match (self.join_dial_error.take(), self.join_connected) {
                         (_, true) => JoinError::NoAnswer { attempts },
-                        (Some(e), false) => JoinError::Unreachable {
-                            attempts,
-                            reason: e.to_string(),
-                        },
-                        (None, false) => JoinError::Unreachable {
-                            attempts,
-                            reason: "no connection could be established".into(),
-                        },
+                        (source, false) => JoinError::Unreachable { attempts, source },
                     };
                     let _ = reply.send(Err(err));
                 }

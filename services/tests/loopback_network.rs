@@ -136,6 +136,11 @@ async fn bad_joins_fail_clearly() {
         matches!(err, p2ps::JoinError::Unreachable { attempts: 2, .. }),
         "{text}"
     );
+    // The connection error, when one came, is the cause, and the message does not repeat it.
+    if let Some(cause) = std::error::Error::source(&err) {
+        assert!(cause.downcast_ref::<p2ps::error::ConnectError>().is_some());
+        assert!(!text.contains(&cause.to_string()), "{text}");
+    }
 
     // Its own ticket.
     let node2 = Node::start(config()).await.unwrap();
