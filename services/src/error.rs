@@ -10,6 +10,10 @@ use thiserror::Error;
 /// Why a connection to a peer could not be made: the cause of [`JoinError::Unreachable`].
 pub use p2ps_transport::ConnectError;
 
+/// Why the overlay found no answer to a lookup: no answer after every attempt, or the node left
+/// the network while it waited. Carried by [`LookupError::Overlay`].
+pub use p2ps_overlay::LookupError as OverlayLookupError;
+
 /// Why a node could not start.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -135,13 +139,17 @@ pub enum JoinError {
 
 /// Why a lookup failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LookupError {
-    /// The command was refused.
+    /// The command was refused (the node is not part of a network, has stopped, or has too
+    /// many requests in flight).
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// No answer came after every attempt.
-    #[error("no answer after every attempt")]
-    Timeout,
+    /// The overlay found no answer: none came after every attempt
+    /// ([`OverlayLookupError::Timeout`]), or the node left the network while it waited
+    /// ([`OverlayLookupError::Left`]).
+    #[error(transparent)]
+    Overlay(#[from] OverlayLookupError),
 }
 
 #[cfg(test)]
@@ -196,5 +204,18 @@ mod tests {
         assert_eq!(c[0], "invalid overlay configuration");
         assert_eq!(c.len(), 2);
         assert!(!c[0].contains(&c[1]), "{c:?}");
+    }
+
+    #[test]
+    fn lookup_errors_wrap_the_overlays() {
+        let left = LookupError::from(OverlayLookupError::Left);
+        assert_eq!(left, LookupError::Overlay(OverlayLookupError::Left));
+        assert_eq!(left.to_string(), "the node left the network");
+        let timeout = LookupError::from(OverlayLookupError::Timeout);
+        assert_eq!(timeout.to_string(), "no answer after every attempt");
+        let refused = LookupError::from(NodeError::NotJoined);
+        assert_eq!(refused.to_string(), NodeError::NotJoined.to_string());
+        // Transparent: the wrapper adds no message of its own to a chain.
+        assert_eq!(chain(&left), ["the node left the network"]);
     }
 }

@@ -154,4 +154,15 @@ async fn bad_joins_fail_clearly() {
         node2.lookup_key("x").await,
         Err(p2ps::LookupError::Node(p2ps::NodeError::NotJoined))
     );
+    // And after leaving: a lookup on a node that left fails, saying why.
+    node2.create().await.unwrap();
+    assert!(node2.lookup_key("x").await.is_ok());
+    node2.leave().await.unwrap();
+    let err = node2.lookup_key("x").await.unwrap_err();
+    assert_eq!(
+        err,
+        p2ps::LookupError::Node(p2ps::NodeError::NotJoined),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not part of a network"), "{err}");
 }
