@@ -30,7 +30,7 @@
 
 use crate::{responsible, true_ring, NodeProc};
 use p2ps::wire::Wire;
-use p2ps::{Identity, KeySigner, NodeId, OverlayId, RingId, Status};
+use p2ps::{Identity, KeySigner, NodeId, NodeState, OverlayId, RingId, Status};
 use p2ps_overlay::{Adjacency, Body, Class, Contact, Dir, Envelope, Message, Sealed, Signer, Time};
 use p2ps_transport::{Event, SigningKey, StreamClass, Transport, TransportConfig};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -824,7 +824,7 @@ pub fn ring_errors(nodes: &[&NodeProc], ring: &[NodeId]) -> Vec<String> {
             .filter(|i| !live.contains(i))
             .copied()
             .collect();
-        if s.state != "joined"
+        if s.state != NodeState::Joined
             || s.successors.first() != succ.first()
             || s.predecessors.first() != pred.first()
             || !strangers.is_empty()

@@ -21,7 +21,7 @@
 pub mod hostile;
 pub mod natlab;
 
-use p2ps::{NodeId, RingId, Status};
+use p2ps::{NodeId, NodeState, RingId, Status};
 use p2ps_overlay::TrueRing;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -736,7 +736,7 @@ pub fn wait_ring(nodes: &mut [&mut NodeProc], timeout: Duration) {
             let s = n.status();
             let succ = truth.successors(&s.id, 1);
             let pred = truth.predecessors(&s.id, 1);
-            if s.state != "joined"
+            if s.state != NodeState::Joined
                 || s.successors.first() != succ.first()
                 || s.predecessors.first() != pred.first()
             {

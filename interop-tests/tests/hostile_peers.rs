@@ -359,12 +359,12 @@ fn fake_contacts_in_leave_stabilize_join_do_not_split_the_ring() {
     h.shutdown();
     let gone = Instant::now();
     // Wait (at most 20 s) for the exact ring, noting the nodes that are not `joined`.
-    let mut not_joined: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut not_joined: BTreeMap<String, BTreeSet<p2ps::NodeState>> = BTreeMap::new();
     let refs = net.refs();
     let healed = wait_ring_watching(&refs, &net.ids, Duration::from_secs(20), || {
         for n in &net.nodes {
             if let Ok(s) = try_status(n) {
-                if s.state != "joined" {
+                if s.state != p2ps::NodeState::Joined {
                     not_joined
                         .entry(n.name.clone())
                         .or_default()
@@ -582,8 +582,7 @@ fn sprayed_and_false_answers_do_not_answer_lookups() {
                 .fingers
                 .iter()
                 .filter(|f| {
-                    let dir = if f.dir == "+" { Dir::Cw } else { Dir::Ccw };
-                    let target = FingerStrategy::Tango.target(pos(&s.id), dir, f.level);
+                    let target = FingerStrategy::Tango.target(pos(&s.id), f.dir, f.level);
                     f.node == attacker && responsible(&with_attacker, target) != attacker
                 })
                 .map(|f| format!("{}{}", f.dir, f.level))
@@ -1322,7 +1321,7 @@ fn unsolicited_finger_answers_and_notifies_do_not_set_fingers() {
     );
     let mut with_them = net.ids.clone();
     with_them.push(attacker);
-    let mut bad_slots: BTreeMap<(String, usize), (RingId, NodeId)> = BTreeMap::new();
+    let mut bad_slots: BTreeMap<(Dir, usize), (RingId, NodeId)> = BTreeMap::new();
     let mut most = 0;
     let mut slots_seen = 0;
     let mut polls = 0;
@@ -1333,13 +1332,12 @@ fn unsolicited_finger_answers_and_notifies_do_not_set_fingers() {
             slots_seen = slots_seen.max(s.fingers.len());
             let mut now_bad = 0;
             for f in &s.fingers {
-                let dir = if f.dir == "+" { Dir::Cw } else { Dir::Ccw };
-                let target = strategy.target(vp, dir, f.level);
+                let target = strategy.target(vp, f.dir, f.level);
                 let fake = fake_set.contains(&f.node);
                 let wrong = f.node == attacker && responsible(&with_them, target) != f.node;
                 if fake || wrong {
                     now_bad += 1;
-                    bad_slots.insert((f.dir.clone(), f.level), (target, f.node));
+                    bad_slots.insert((f.dir, f.level), (target, f.node));
                 }
             }
             most = most.max(now_bad);
@@ -1412,7 +1410,7 @@ fn a_frozen_node_comes_back_and_never_claims_joined_while_alone() {
     let thawed = Instant::now();
     net.say("continued it");
     let mut alone_joined: Vec<String> = Vec::new();
-    let mut states: BTreeMap<String, usize> = BTreeMap::new();
+    let mut states: BTreeMap<p2ps::NodeState, usize> = BTreeMap::new();
     let mut last = String::new();
     let mut back = None;
     let mut polls = 0;
@@ -1420,7 +1418,7 @@ fn a_frozen_node_comes_back_and_never_claims_joined_while_alone() {
         polls += 1;
         match try_status(&net.nodes[f]) {
             Ok(s) => {
-                *states.entry(s.state.clone()).or_default() += 1;
+                *states.entry(s.state).or_default() += 1;
                 last = format!(
                     "state {}, {} successors, {} predecessors, {} connections, {} rejoins",
                     s.state,
@@ -1429,7 +1427,10 @@ fn a_frozen_node_comes_back_and_never_claims_joined_while_alone() {
                     s.connections.len(),
                     s.counters.rejoins
                 );
-                if s.state == "joined" && s.successors.is_empty() && s.predecessors.is_empty() {
+                if s.state == p2ps::NodeState::Joined
+                    && s.successors.is_empty()
+                    && s.predecessors.is_empty()
+                {
                     if alone_joined.is_empty() {
                         net.say(&format!("{} is alone but says joined", net.nodes[f].name));
                     }

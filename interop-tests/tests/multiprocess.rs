@@ -518,5 +518,5 @@ fn other_protocol_version_is_refused() {
     // The network still serves a node of its own version.
     let mut ok = net.spawn("ours-too", Start::Join(ticket), FAST);
     ok.wait_ticket(Duration::from_secs(20));
-    assert_eq!(first.status().state, "joined");
+    assert_eq!(first.status().state, p2ps::NodeState::Joined);
 }

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use p2ps_interop_tests::natlab::{require_root, NatKind, NatLab};
+use p2ps_interop_tests::p2ps::PortMapping;
 use p2ps_interop_tests::{check_lookups, random_keys, wait_ring, NodeProc, Start, TestNet};
 use std::time::{Duration, Instant};
 
@@ -123,7 +124,7 @@ fn ring_over_nats() {
             s.port_mapping,
             paths.join(", ")
         );
-        let upnp_mapped = s.port_mapping.starts_with("mapped");
+        let upnp_mapped = matches!(s.port_mapping, PortMapping::Mapped { .. });
         if n.name.ends_with("upnp") {
             assert!(
                 upnp_mapped,
@@ -133,7 +134,7 @@ fn ring_over_nats() {
         }
         if n.name.ends_with("double-nat") {
             assert!(
-                s.port_mapping.starts_with("useless"),
+                matches!(s.port_mapping, PortMapping::Useless { .. }),
                 "behind a double NAT the mapping must be reported useless: {}",
                 s.port_mapping
             );

@@ -8,8 +8,9 @@
 //! 1. Feed inputs as they happen: [`Node::handle_message`] for a message from a peer (the peer
 //!    id must be the authenticated sender), [`Node::handle_link_down`] when a peer cannot be
 //!    reached, [`Node::handle_link_up`] when a connection opens, and the application commands
-//!    ([`Node::create`], [`Node::join`], [`Node::leave`], [`Node::lookup`], [`Node::route`],
-//!    [`Node::send`]). Each takes `now`.
+//!    ([`Node::create`], [`Node::join`], [`Node::leave`], [`Node::lookup`], and the messaging
+//!    service's [`route`](crate::messaging::MessagingExt::route) and
+//!    [`send`](crate::messaging::MessagingExt::send)). Each takes `now`.
 //! 2. When the time returned by [`Node::poll_timeout`] is reached, call [`Node::handle_timeout`].
 //! 3. After every input, drain [`Node::poll_output`] until it returns `None`, and re-read
 //!    [`Node::poll_timeout`]: any input may move the next deadline.

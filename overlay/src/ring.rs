@@ -115,6 +115,16 @@ impl Dir {
     }
 }
 
+/// Shows the direction as the sign finger slots are written with: `+` (clockwise) or `-`.
+impl fmt::Display for Dir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Dir::Cw => "+",
+            Dir::Ccw => "-",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

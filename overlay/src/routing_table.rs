@@ -124,7 +124,12 @@ impl<P: PeerId> RoutingTable<P> {
     /// nodes at or after the key.
     pub fn replica_set(&self, key: RingId, r: usize) -> Option<Vec<Peer<P>>> {
         let (succs, preds) = (&self.lists[0], &self.lists[1]);
-        let whole = self.span(Dir::Cw) == u128::MAX || self.span(Dir::Ccw) == u128::MAX;
+        // Lists that are not full, or that meet round the ring, hold every node.
+        let meet = match (succs.last(), preds.last()) {
+            (Some(s), Some(p)) => self.me.pos.cw_to(s.pos) >= self.me.pos.cw_to(p.pos),
+            _ => false,
+        };
+        let whole = meet || self.span(Dir::Cw) == u128::MAX || self.span(Dir::Ccw) == u128::MAX;
         // How far clockwise from the key the lists still know every node.
         let reach = match (whole, succs.last(), preds.last()) {
             (true, _, _) => u128::MAX,

@@ -8,6 +8,7 @@
 
 use crate::ring::{Dir, RingId};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::sync::OnceLock;
 
 /// Where a node places its fingers.
@@ -74,6 +75,13 @@ impl FingerStrategy {
     pub fn target(self, pos: RingId, dir: Dir, level: usize) -> RingId {
         let d = self.distances().get(level).copied().unwrap_or(RingId::HALF);
         pos.step(dir, d)
+    }
+}
+
+/// Shows the strategy's short [`name`](FingerStrategy::name): `chord`, `tango` or `tango+`.
+impl fmt::Display for FingerStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
     }
 }
 

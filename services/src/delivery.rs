@@ -23,20 +23,20 @@ pub struct Delivery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Via {
-    /// To this node's id ([`Node::send`]).
+    /// To this node's id ([`crate::Node::send`]).
     Node,
-    /// To a key this node is responsible for ([`Node::route`]).
+    /// To a key this node is responsible for ([`crate::Node::route`]).
     Key,
-    /// To every node ([`Node::broadcast`]).
+    /// To every node ([`crate::Node::broadcast`]).
     Broadcast,
-    /// To the nodes responsible for the keys in `[lo, hi]` ([`Node::multicast_range`]).
+    /// To the nodes responsible for the keys in `[lo, hi]` ([`crate::Node::multicast_range`]).
     Range {
         /// Lower end of the key range.
         lo: RingId,
         /// Upper end of the key range.
         hi: RingId,
     },
-    /// To the members of the named group ([`Node::send_group`]).
+    /// To the members of the named group ([`crate::Node::send_group`]).
     Group(String),
 }
 

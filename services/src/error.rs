@@ -1,31 +1,44 @@
 //! Errors of the node API, one enum per operation family.
+//!
+//! An error that has a cause keeps it as its [`source`](std::error::Error::source) and does not
+//! repeat it in its own message, so a chain of causes (`p2ps`'s error report, anyhow's `{:#}`)
+//! names each once.
 
 use p2ps_transport::{BindError, IdentityError, NodeId};
 use thiserror::Error;
 
+/// Why a connection to a peer could not be made: the cause of [`JoinError::Unreachable`].
+pub use p2ps_transport::ConnectError;
+
+/// Why the overlay found no answer to a lookup: no answer after every attempt, or the node left
+/// the network while it waited. Carried by [`LookupError::Overlay`].
+pub use p2ps_overlay::LookupError as OverlayLookupError;
+
 /// Why a node could not start.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// The key could not be loaded.
-    #[error("identity: {0}")]
+    #[error("cannot load the identity key")]
     Identity(#[from] IdentityError),
     /// The socket or QUIC endpoint could not be set up (the transport's error as it is: a
     /// prefix here would repeat it in a chain of causes).
     #[error(transparent)]
     Bind(#[from] BindError),
     /// The overlay configuration is invalid.
-    #[error("overlay configuration: {0}")]
+    #[error("invalid overlay configuration")]
     Config(#[from] p2ps_overlay::ConfigError),
     /// The identity key cannot sign overlay messages.
-    #[error("identity: {0}")]
+    #[error("the identity key cannot sign overlay messages")]
     Signing(#[source] p2ps_transport::SigningKeyError),
     /// A service could not be registered.
-    #[error("service: {0}")]
+    #[error("cannot register a service")]
     Service(#[source] p2ps_overlay::RegisterError),
 }
 
 /// Why a command to a running node failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The node has stopped (it left, or was shut down).
     #[error("the node has stopped")]
@@ -98,6 +111,7 @@ impl From<p2ps_overlay::groups::GroupError> for NodeError {
 
 /// Why joining a network failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum JoinError {
     /// The command itself was refused.
     #[error(transparent)]
@@ -106,12 +120,14 @@ pub enum JoinError {
     #[error("the ticket is this node's own")]
     OwnTicket,
     /// No connection to the bootstrap node could be made.
-    #[error("cannot reach the bootstrap node after {attempts} attempts: {reason}")]
+    #[error("cannot reach the bootstrap node after {attempts} attempts")]
     Unreachable {
         /// Join requests sent.
         attempts: u32,
-        /// The last connection error, or that none came before the join gave up.
-        reason: String,
+        /// The last connection error; none if no attempt had failed yet when the join gave up
+        /// (the connection was still being set up).
+        #[source]
+        source: Option<ConnectError>,
     },
     /// The bootstrap node was reached but no answer came.
     #[error("no answer to the join request after {attempts} attempts")]
@@ -123,11 +139,83 @@ pub enum JoinError {
 
 /// Why a lookup failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LookupError {
-    /// The command was refused.
+    /// The command was refused (the node is not part of a network, has stopped, or has too
+    /// many requests in flight).
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// No answer came after every attempt.
-    #[error("no answer after every attempt")]
-    Timeout,
+    /// The overlay found no answer: none came after every attempt
+    /// ([`OverlayLookupError::Timeout`]), or the node left the network while it waited
+    /// ([`OverlayLookupError::Left`]).
+    #[error(transparent)]
+    Overlay(#[from] OverlayLookupError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The message of `e` and of each of its causes.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push(c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn an_unreachable_bootstrap_keeps_the_connection_error_as_its_cause() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let e = JoinError::Unreachable {
+            attempts: 2,
+            source: Some(ConnectError::TimedOut { addr }),
+        };
+        assert_eq!(
+            chain(&e),
+            [
+                "cannot reach the bootstrap node after 2 attempts",
+                "connecting to 127.0.0.1:9 timed out"
+            ]
+        );
+        assert!(matches!(
+            e.source().and_then(|c| c.downcast_ref::<ConnectError>()),
+            Some(ConnectError::TimedOut { .. })
+        ));
+        // No attempt had failed yet when the join gave up: the message alone.
+        let e = JoinError::Unreachable {
+            attempts: 3,
+            source: None,
+        };
+        assert_eq!(
+            chain(&e),
+            ["cannot reach the bootstrap node after 3 attempts"]
+        );
+    }
+
+    #[test]
+    fn start_errors_name_their_cause_once() {
+        let e = StartError::from(p2ps_overlay::ConfigError::Zero("join_attempts"));
+        let c = chain(&e);
+        assert_eq!(c[0], "invalid overlay configuration");
+        assert_eq!(c.len(), 2);
+        assert!(!c[0].contains(&c[1]), "{c:?}");
+    }
+
+    #[test]
+    fn lookup_errors_wrap_the_overlays() {
+        let left = LookupError::from(OverlayLookupError::Left);
+        assert_eq!(left, LookupError::Overlay(OverlayLookupError::Left));
+        assert_eq!(left.to_string(), "the node left the network");
+        let timeout = LookupError::from(OverlayLookupError::Timeout);
+        assert_eq!(timeout.to_string(), "no answer after every attempt");
+        let refused = LookupError::from(NodeError::NotJoined);
+        assert_eq!(refused.to_string(), NodeError::NotJoined.to_string());
+        // Transparent: the wrapper adds no message of its own to a chain.
+        assert_eq!(chain(&left), ["the node left the network"]);
+    }
 }

@@ -1,10 +1,15 @@
 //! A snapshot of a running node, for monitoring (`p2ps status`, dashboards).
 //!
-//! Node ids are written as their full hex form, so the snapshot reads well as JSON.
+//! Node ids are written as their full hex form, so the snapshot reads well as JSON. The
+//! snapshot's states are typed ([`Reachability`], [`PortMapping`], [`NodeState`],
+//! [`FingerStrategy`], [`Dir`]); each shows as the word `p2ps status` prints
+//! (`Display`), and as the same lowercase name in JSON where a plain name fits.
 
+use p2ps_overlay::{Dir, FingerStrategy};
 use p2ps_transport::NodeId;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
 /// Everything a node can tell about itself at one moment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,19 +22,19 @@ pub struct Status {
     pub ring_position: p2ps_overlay::RingId,
     /// Addresses it advertises.
     pub addrs: Vec<SocketAddr>,
-    /// How others can reach it: `unknown`, `public`, `port-mapped`, `cone` or `symmetric`.
-    pub reachability: String,
+    /// How others can reach it.
+    pub reachability: Reachability,
     /// External addresses peers reported seeing it at (best supported first).
     pub external_addrs: Vec<SocketAddr>,
-    /// The UPnP port mapping, in words (`off`, `mapped 1.2.3.4:5`, `useless: …`, …).
-    pub port_mapping: String,
+    /// The UPnP port mapping.
+    pub port_mapping: PortMapping,
     /// The node that introduces and relays for this one while it is behind a NAT.
     #[serde(with = "hex_ids")]
     pub relay: Vec<NodeId>,
-    /// `idle`, `joining`, `joined` or `left`.
-    pub state: String,
+    /// Where the node is in its life: idle, joining, joined, rejoining or left.
+    pub state: NodeState,
     /// Finger strategy.
-    pub strategy: String,
+    pub strategy: FingerStrategy,
     /// Successor list, nearest first.
     #[serde(with = "hex_ids")]
     pub successors: Vec<NodeId>,
@@ -55,11 +60,224 @@ pub struct Status {
     pub uptime_secs: f64,
 }
 
+/// How other nodes can reach this one, as its peers' reports and the port mapping show.
+///
+/// Shown and serialized as `unknown`, `public`, `port-mapped`, `cone` or `symmetric`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Reachability {
+    /// Not enough reports yet (or reports through a NAT whose behaviour is not known yet).
+    Unknown,
+    /// Peers see the node's own address: no NAT in front of it.
+    Public,
+    /// The gateway forwards a port to the node (UPnP) and no report contradicts it.
+    PortMapped,
+    /// Behind a NAT with endpoint-independent mapping: hole punching usually works.
+    Cone,
+    /// Behind a NAT with endpoint-dependent mapping: the node needs a relay.
+    Symmetric,
+}
+
+impl Reachability {
+    /// The name `p2ps status` shows and JSON holds.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reachability::Unknown => "unknown",
+            Reachability::Public => "public",
+            Reachability::PortMapped => "port-mapped",
+            Reachability::Cone => "cone",
+            Reachability::Symmetric => "symmetric",
+        }
+    }
+}
+
+impl fmt::Display for Reachability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl From<p2ps_transport::Reachability> for Reachability {
+    fn from(r: p2ps_transport::Reachability) -> Self {
+        use p2ps_transport::Reachability as R;
+        match r {
+            R::Unknown => Reachability::Unknown,
+            R::Public => Reachability::Public,
+            R::PortMapped => Reachability::PortMapped,
+            R::Cone => Reachability::Cone,
+            R::Symmetric => Reachability::Symmetric,
+        }
+    }
+}
+
+/// Where a node is in its life in the network.
+///
+/// Shown and serialized as `idle`, `joining`, `joined`, `rejoining` or `left`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum NodeState {
+    /// Not part of a network yet.
+    Idle,
+    /// Waiting for the answer to a join request.
+    Joining,
+    /// Part of a network.
+    Joined,
+    /// Was part of a network, lost every neighbour, and is joining again through the nodes
+    /// it knew.
+    Rejoining,
+    /// Left (or gave up joining); the node takes no further part.
+    Left,
+}
+
+impl NodeState {
+    /// The name `p2ps status` shows and JSON holds.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Idle => "idle",
+            NodeState::Joining => "joining",
+            NodeState::Joined => "joined",
+            NodeState::Rejoining => "rejoining",
+            NodeState::Left => "left",
+        }
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl From<p2ps_overlay::State> for NodeState {
+    fn from(s: p2ps_overlay::State) -> Self {
+        use p2ps_overlay::State as S;
+        match s {
+            S::Idle => NodeState::Idle,
+            S::Joining => NodeState::Joining,
+            S::Joined => NodeState::Joined,
+            S::Rejoining => NodeState::Rejoining,
+            S::Left => NodeState::Left,
+        }
+    }
+}
+
+/// The node's UPnP port mapping: whether its gateway forwards a port to it, and if not, why.
+///
+/// Shown in words (`off`, `mapped 203.0.113.7:4433 (2 renewals)`, `useless: …`, …). In JSON
+/// a state without data is its name (`"off"`, `"searching"`, `"stopped"`) and one with data
+/// an object under its name (`{"mapped":{"external":"203.0.113.7:4433",…}}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum PortMapping {
+    /// Port mapping is switched off.
+    Off,
+    /// Looking for a gateway and asking it for a mapping.
+    Searching,
+    /// No UPnP gateway answered.
+    NoGateway {
+        /// What happened.
+        reason: String,
+    },
+    /// The node's port is reachable from the internet at `external`.
+    Mapped {
+        /// The gateway's external address and the mapped port.
+        external: SocketAddr,
+        /// The gateway's control address.
+        gateway: SocketAddr,
+        /// How many times the mapping was renewed.
+        renewals: u64,
+    },
+    /// A gateway answered but a mapping on it cannot help (double NAT, refused mapping).
+    Useless {
+        /// The gateway's control address.
+        gateway: SocketAddr,
+        /// The external address the gateway reported, if it did.
+        external_ip: Option<IpAddr>,
+        /// Why the mapping is of no use.
+        reason: String,
+    },
+    /// Talking to the gateway failed; the node tries again later.
+    Failed {
+        /// What happened.
+        reason: String,
+    },
+    /// The mapper has stopped; no mapping is held.
+    Stopped,
+}
+
+impl PortMapping {
+    /// The address peers can reach the node at through the mapping, when mapped.
+    pub fn external(&self) -> Option<SocketAddr> {
+        match self {
+            PortMapping::Mapped { external, .. } => Some(*external),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            PortMapping::Off => "off".to_string(),
+            PortMapping::Searching => "searching for a gateway".to_string(),
+            PortMapping::NoGateway { reason } => format!("no gateway ({reason})"),
+            PortMapping::Mapped {
+                external, renewals, ..
+            } => format!("mapped {external} ({renewals} renewals)"),
+            PortMapping::Useless { reason, .. } => format!("useless: {reason}"),
+            PortMapping::Failed { reason } => format!("failed: {reason}"),
+            PortMapping::Stopped => "stopped".to_string(),
+        };
+        // `pad`, so that a width (`{:<40}`) lines columns up.
+        f.pad(&text)
+    }
+}
+
+impl From<&p2ps_transport::MappingState> for PortMapping {
+    fn from(m: &p2ps_transport::MappingState) -> Self {
+        use p2ps_transport::MappingState as M;
+        match m {
+            M::Disabled => PortMapping::Off,
+            M::Searching => PortMapping::Searching,
+            M::NoGateway { reason } => PortMapping::NoGateway {
+                reason: reason.clone(),
+            },
+            M::Mapped {
+                external,
+                gateway,
+                renewals,
+                ..
+            } => PortMapping::Mapped {
+                external: *external,
+                gateway: *gateway,
+                renewals: *renewals,
+            },
+            M::Useless {
+                gateway,
+                external_ip,
+                reason,
+            } => PortMapping::Useless {
+                gateway: *gateway,
+                external_ip: *external_ip,
+                reason: reason.clone(),
+            },
+            M::Failed { reason } => PortMapping::Failed {
+                reason: reason.clone(),
+            },
+            M::Stopped => PortMapping::Stopped,
+        }
+    }
+}
+
 /// One finger slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FingerEntry {
-    /// `+` (clockwise) or `-`.
-    pub dir: String,
+    /// The slot's direction: clockwise (`+` when shown and in JSON) or counter-clockwise (`-`).
+    #[serde(with = "sign")]
+    pub dir: Dir,
     /// Level (distance index).
     pub level: usize,
     /// The finger.
@@ -198,6 +416,29 @@ pub struct Counters {
     pub connections_dialed: u64,
 }
 
+/// A finger slot's direction as the sign it is written with: `+` (clockwise) or `-`.
+mod sign {
+    use p2ps_overlay::Dir;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Dir, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match d {
+            Dir::Cw => "+",
+            Dir::Ccw => "-",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Dir, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "+" => Ok(Dir::Cw),
+            "-" => Ok(Dir::Ccw),
+            other => Err(serde::de::Error::custom(format!(
+                "finger direction {other:?}: expected \"+\" or \"-\""
+            ))),
+        }
+    }
+}
+
 mod hex_id {
     use p2ps_transport::NodeId;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -246,5 +487,146 @@ mod hex_ring {
         u128::from_str_radix(&s, 16)
             .map(RingId)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `value` as JSON, and back.
+    fn json<T: Serialize + for<'de> Deserialize<'de> + PartialEq + fmt::Debug>(
+        value: &T,
+    ) -> String {
+        let text = serde_json::to_string(value).unwrap();
+        let back: T = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, value, "{text}");
+        text
+    }
+
+    #[test]
+    fn reachability_names() {
+        for (r, name) in [
+            (Reachability::Unknown, "unknown"),
+            (Reachability::Public, "public"),
+            (Reachability::PortMapped, "port-mapped"),
+            (Reachability::Cone, "cone"),
+            (Reachability::Symmetric, "symmetric"),
+        ] {
+            assert_eq!(r.to_string(), name);
+            assert_eq!(json(&r), format!("\"{name}\""));
+        }
+        assert_eq!(
+            Reachability::from(p2ps_transport::Reachability::PortMapped),
+            Reachability::PortMapped
+        );
+        assert_eq!(format!("{:<11}|", Reachability::Cone), "cone       |");
+    }
+
+    #[test]
+    fn state_names() {
+        use p2ps_overlay::State;
+        for (s, from, name) in [
+            (NodeState::Idle, State::Idle, "idle"),
+            (NodeState::Joining, State::Joining, "joining"),
+            (NodeState::Joined, State::Joined, "joined"),
+            (NodeState::Rejoining, State::Rejoining, "rejoining"),
+            (NodeState::Left, State::Left, "left"),
+        ] {
+            assert_eq!(NodeState::from(from), s);
+            assert_eq!(s.to_string(), name);
+            assert_eq!(json(&s), format!("\"{name}\""));
+        }
+        assert!(serde_json::from_str::<NodeState>("\"Joined\"").is_err());
+    }
+
+    #[test]
+    fn strategy_and_direction_names() {
+        assert_eq!(json(&FingerStrategy::Chord), "\"chord\"");
+        assert_eq!(json(&FingerStrategy::Tango), "\"tango\"");
+        assert_eq!(json(&FingerStrategy::TangoPlus), "\"tango-plus\"");
+        assert_eq!(FingerStrategy::TangoPlus.to_string(), "tango+");
+        assert_eq!(Dir::Cw.to_string(), "+");
+        assert_eq!(Dir::Ccw.to_string(), "-");
+        let finger = FingerEntry {
+            dir: Dir::Ccw,
+            level: 3,
+            node: NodeId::from_bytes([7; 32]),
+        };
+        let text = json(&finger);
+        assert!(
+            text.starts_with(r#"{"dir":"-","level":3,"node":"0707"#),
+            "{text}"
+        );
+        let bad = text.replace(r#""-""#, r#""Ccw""#);
+        assert!(serde_json::from_str::<FingerEntry>(&bad).is_err());
+    }
+
+    #[test]
+    fn port_mapping_words_and_json() {
+        let external: SocketAddr = "203.0.113.7:4433".parse().unwrap();
+        let gateway: SocketAddr = "192.168.1.1:5000".parse().unwrap();
+        let cases = [
+            (PortMapping::Off, "off", r#""off""#.to_string()),
+            (
+                PortMapping::Searching,
+                "searching for a gateway",
+                r#""searching""#.to_string(),
+            ),
+            (
+                PortMapping::NoGateway {
+                    reason: "no answer".into(),
+                },
+                "no gateway (no answer)",
+                r#"{"no-gateway":{"reason":"no answer"}}"#.to_string(),
+            ),
+            (
+                PortMapping::Mapped {
+                    external,
+                    gateway,
+                    renewals: 2,
+                },
+                "mapped 203.0.113.7:4433 (2 renewals)",
+                r#"{"mapped":{"external":"203.0.113.7:4433","gateway":"192.168.1.1:5000","renewals":2}}"#
+                    .to_string(),
+            ),
+            (
+                PortMapping::Useless {
+                    gateway,
+                    external_ip: Some("10.0.0.2".parse().unwrap()),
+                    reason: "double NAT".into(),
+                },
+                "useless: double NAT",
+                r#"{"useless":{"gateway":"192.168.1.1:5000","external_ip":"10.0.0.2","reason":"double NAT"}}"#
+                    .to_string(),
+            ),
+            (
+                PortMapping::Failed {
+                    reason: "timeout".into(),
+                },
+                "failed: timeout",
+                r#"{"failed":{"reason":"timeout"}}"#.to_string(),
+            ),
+            (PortMapping::Stopped, "stopped", r#""stopped""#.to_string()),
+        ];
+        for (m, words, text) in cases {
+            assert_eq!(m.to_string(), words);
+            assert_eq!(json(&m), text);
+        }
+        assert_eq!(format!("{:<6}|", PortMapping::Off), "off   |");
+        let mapped = p2ps_transport::MappingState::Mapped {
+            external,
+            gateway,
+            lease: std::time::Duration::from_secs(3600),
+            renewals: 1,
+        };
+        let m = PortMapping::from(&mapped);
+        assert_eq!(m.external(), Some(external));
+        assert_eq!(m.to_string(), "mapped 203.0.113.7:4433 (1 renewals)");
+        assert_eq!(
+            PortMapping::from(&p2ps_transport::MappingState::Disabled),
+            PortMapping::Off
+        );
+        assert_eq!(PortMapping::Off.external(), None);
     }
 }

@@ -136,6 +136,11 @@ async fn bad_joins_fail_clearly() {
         matches!(err, p2ps::JoinError::Unreachable { attempts: 2, .. }),
         "{text}"
     );
+    // The connection error, when one came, is the cause, and the message does not repeat it.
+    if let Some(cause) = std::error::Error::source(&err) {
+        assert!(cause.downcast_ref::<p2ps::error::ConnectError>().is_some());
+        assert!(!text.contains(&cause.to_string()), "{text}");
+    }
 
     // Its own ticket.
     let node2 = Node::start(config()).await.unwrap();
@@ -149,4 +154,15 @@ async fn bad_joins_fail_clearly() {
         node2.lookup_key("x").await,
         Err(p2ps::LookupError::Node(p2ps::NodeError::NotJoined))
     );
+    // And after leaving: a lookup on a node that left fails, saying why.
+    node2.create().await.unwrap();
+    assert!(node2.lookup_key("x").await.is_ok());
+    node2.leave().await.unwrap();
+    let err = node2.lookup_key("x").await.unwrap_err();
+    assert_eq!(
+        err,
+        p2ps::LookupError::Node(p2ps::NodeError::NotJoined),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not part of a network"), "{err}");
 }

@@ -190,6 +190,70 @@ pub(crate) fn ring_key(key: Option<&str>, raw_key: Option<&str>) -> Result<RingI
     }
 }
 
+/// A status with every typed field set to something other than its first value, for tests.
+#[cfg(test)]
+pub(crate) fn sample_status() -> p2ps::Status {
+    use p2ps::status::{Counters, FingerEntry, GroupEntry, PeerEntry};
+    use p2ps::{Dir, FingerStrategy, NodeId, NodeState, PortMapping, Reachability};
+    let node = |b: u8| NodeId::from_bytes([b; 32]);
+    p2ps::Status {
+        id: node(1),
+        ring_position: RingId(0x2a),
+        addrs: vec!["192.168.1.10:4433".parse().unwrap()],
+        reachability: Reachability::PortMapped,
+        external_addrs: vec!["203.0.113.7:4433".parse().unwrap()],
+        port_mapping: PortMapping::Mapped {
+            external: "203.0.113.7:4433".parse().unwrap(),
+            gateway: "192.168.1.1:5000".parse().unwrap(),
+            renewals: 2,
+        },
+        relay: vec![node(9)],
+        state: NodeState::Rejoining,
+        strategy: FingerStrategy::TangoPlus,
+        successors: vec![node(2)],
+        predecessors: vec![node(3)],
+        fingers: vec![
+            FingerEntry {
+                dir: Dir::Cw,
+                level: 0,
+                node: node(2),
+            },
+            FingerEntry {
+                dir: Dir::Ccw,
+                level: 3,
+                node: node(4),
+            },
+        ],
+        distinct_neighbours: 3,
+        connections: vec![PeerEntry {
+            node: node(2),
+            addr: "192.168.1.11:4433".parse().unwrap(),
+            outbound: true,
+            relayed_by: vec![],
+            rtt_ms: 0.25,
+        }],
+        groups: vec![GroupEntry {
+            name: Some("chess".into()),
+            position: RingId(7),
+            member: true,
+            root: false,
+            parent: vec![node(3)],
+            children: vec![],
+        }],
+        casts_in_progress: 1,
+        services: vec![p2ps::status::ServiceEntry {
+            name: "p2ps/cast".into(),
+            id: 7,
+            counters: [("delivered".to_string(), 3)].into_iter().collect(),
+        }],
+        counters: Counters {
+            rejoins: 1,
+            ..Counters::default()
+        },
+        uptime_secs: 12.5,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +321,47 @@ mod tests {
             "not json",
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_status_round_trips_through_a_response_line() {
+        let status = sample_status();
+        let line = serde_json::to_string(&Response::ok(&status)).unwrap();
+        // Typed values travel as plain names where one fits.
+        for part in [
+            r#""reachability":"port-mapped""#,
+            r#""state":"rejoining""#,
+            r#""strategy":"tango-plus""#,
+            r#""dir":"+""#,
+            r#""dir":"-""#,
+            r#""port_mapping":{"mapped":{"external":"203.0.113.7:4433","#,
+        ] {
+            assert!(line.contains(part), "{part} not in {line}");
+        }
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert!(back.ok);
+        let again: p2ps::Status = serde_json::from_value(back.result.unwrap()).unwrap();
+        assert_eq!(again, status);
+        // Every port mapping state and reachability class survives the trip too.
+        for port_mapping in [
+            p2ps::PortMapping::Off,
+            p2ps::PortMapping::Searching,
+            p2ps::PortMapping::Useless {
+                gateway: "192.168.1.1:5000".parse().unwrap(),
+                external_ip: None,
+                reason: "double NAT".into(),
+            },
+        ] {
+            let s = p2ps::Status {
+                port_mapping,
+                reachability: p2ps::Reachability::Symmetric,
+                ..sample_status()
+            };
+            let text = serde_json::to_string(&Response::ok(&s)).unwrap();
+            let back: Response = serde_json::from_str(&text).unwrap();
+            let again: p2ps::Status = serde_json::from_value(back.result.unwrap()).unwrap();
+            assert_eq!(again, s);
         }
     }
 

@@ -164,3 +164,21 @@ pub(crate) fn render_status(s: &Status) -> String {
     );
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_shows_its_typed_values_in_words() {
+        let text = render_status(&crate::control::protocol::sample_status());
+        for line in [
+            "state:         rejoining (strategy tango+, up 12.5 s)",
+            "reachability:  port-mapped (seen at: 203.0.113.7:4433; UPnP: mapped \
+             203.0.113.7:4433 (2 renewals); relay: 0909090909)",
+            "fingers:       +0:0202020202 -3:0404040404",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+    }
+}

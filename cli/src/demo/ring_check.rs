@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use p2ps::id::ring_id_of;
-use p2ps::{Node, NodeId};
+use p2ps::{Node, NodeId, NodeState};
 use p2ps_overlay::TrueRing;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
@@ -97,7 +97,7 @@ pub(crate) async fn ring_report(
                 r.first_problem = Some(what);
             }
         };
-        if s.state != "joined" {
+        if s.state != NodeState::Joined {
             r.not_joined += 1;
             note(&mut r, format!("{me} is {}", s.state));
         }

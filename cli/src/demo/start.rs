@@ -74,7 +74,8 @@ impl Demo {
                         ));
                     }
                 }
-                Ok(Err(e)) => join_failures.push(format!("node {i}: {e}")),
+                // With its causes: why the bootstrap node could not be reached.
+                Ok(Err(e)) => join_failures.push(format!("node {i}: {:#}", anyhow::Error::new(e))),
                 Err(_) => join_failures.push(format!("node {i}: no answer in 30 s")),
             }
         }

@@ -27,9 +27,12 @@ pub(crate) enum Waiting {
     },
 }
 
+/// A command of a registered service, run on the overlay at a time.
+pub(crate) type ServiceCall = Box<dyn FnOnce(&mut Overlay<OverlayId>, Time) + Send>;
+
 pub(crate) enum Command {
     /// Runs on the overlay (a command of a registered service, see `ServiceHandle`).
-    Service(Box<dyn FnOnce(&mut Overlay<OverlayId>, Time) + Send>),
+    Service(ServiceCall),
     Broadcast(Bytes, oneshot::Sender<Result<CastReport, NodeError>>),
     Range(
         RingId,

@@ -27,14 +27,7 @@ impl Actor {
                     let attempts = self.overlay.config().join_attempts;
                     let err = match (self.join_dial_error.take(), self.join_connected) {
                         (_, true) => JoinError::NoAnswer { attempts },
-                        (Some(e), false) => JoinError::Unreachable {
-                            attempts,
-                            reason: e.to_string(),
-                        },
-                        (None, false) => JoinError::Unreachable {
-                            attempts,
-                            reason: "no connection could be established".into(),
-                        },
+                        (source, false) => JoinError::Unreachable { attempts, source },
                     };
                     let _ = reply.send(Err(err));
                 }
@@ -51,15 +44,10 @@ impl Actor {
                 Some(NodeEvent::NeighbourDown(p.0))
             }
             OverlayEvent::LookupDone { req, result, .. } => {
-                let r = result
-                    .map(|(node, hops)| LookupResult { node: node.0, hops })
-                    .map_err(|e| match e {
-                        p2ps_overlay::LookupError::Timeout => LookupError::Timeout,
-                        p2ps_overlay::LookupError::Left => LookupError::Node(NodeError::Stopped),
-                    });
+                let r = result.map(|(node, hops)| LookupResult { node: node.0, hops });
                 match self.lookups.remove(&req) {
                     Some(Waiting::Lookup(reply)) => {
-                        let _ = reply.send(r);
+                        let _ = reply.send(r.map_err(LookupError::from));
                     }
                     Some(Waiting::Send { to, payload, reply }) => {
                         let sent = match r {
@@ -71,8 +59,10 @@ impl Actor {
                                 to,
                                 responsible: found.node,
                             }),
-                            Err(LookupError::Node(e)) => Err(e),
-                            Err(_) => Err(NodeError::Unreachable(to)),
+                            Err(p2ps_overlay::LookupError::Left) => Err(NodeError::Stopped),
+                            Err(p2ps_overlay::LookupError::Timeout) => {
+                                Err(NodeError::Unreachable(to))
+                            }
                         };
                         let _ = reply.send(sent);
                     }

@@ -6,8 +6,7 @@ use crate::id::OverlayId;
 use crate::status::{Counters, FingerEntry, GroupEntry, PeerEntry, ServiceEntry, Status};
 use p2ps_overlay::cast::CastExt;
 use p2ps_overlay::groups::GroupExt;
-use p2ps_overlay::Dir;
-use p2ps_transport::{MappingState, PathKind, Reachability, ReachabilityStatus, StreamClass};
+use p2ps_transport::{PathKind, Reachability, StreamClass};
 
 impl Actor {
     /// A snapshot of the node.
@@ -21,25 +20,25 @@ impl Actor {
             id: self.transport.node_id(),
             ring_position: self.overlay.pos(),
             addrs: self.addrs.read().map(|a| a.clone()).unwrap_or_default(),
-            reachability: reachability_name(&reach).to_string(),
+            reachability: reach.class.into(),
             external_addrs: reach.external_addrs.iter().map(|e| e.addr).collect(),
             port_mapping: match &self.nat.mapper {
-                None => "off".to_string(),
-                Some(m) => mapping_text(&m.state()),
+                None => crate::status::PortMapping::Off,
+                Some(m) => (&m.state()).into(),
             },
             relay: match reach.class {
                 Reachability::Public | Reachability::PortMapped => Vec::new(),
                 _ => self.nat.relay.iter().map(|(id, _)| *id).collect(),
             },
-            state: format!("{:?}", self.overlay.state()).to_lowercase(),
-            strategy: self.overlay.config().strategy.name().to_string(),
+            state: self.overlay.state().into(),
+            strategy: self.overlay.config().strategy,
             successors: ids(t.successors()),
             predecessors: ids(t.predecessors()),
             fingers: t
                 .finger_slots()
                 .filter_map(|(dir, level, p)| {
                     p.map(|p| FingerEntry {
-                        dir: if dir == Dir::Cw { "+" } else { "-" }.to_string(),
+                        dir,
                         level,
                         node: p.id.0,
                     })
@@ -116,29 +115,5 @@ impl Actor {
             },
             uptime_secs: self.start.elapsed().as_secs_f64(),
         }
-    }
-}
-
-fn reachability_name(r: &ReachabilityStatus) -> &'static str {
-    match r.class {
-        Reachability::Unknown => "unknown",
-        Reachability::Public => "public",
-        Reachability::PortMapped => "port-mapped",
-        Reachability::Cone => "cone",
-        Reachability::Symmetric => "symmetric",
-    }
-}
-
-fn mapping_text(m: &MappingState) -> String {
-    match m {
-        MappingState::Disabled => "off".into(),
-        MappingState::Searching => "searching for a gateway".into(),
-        MappingState::NoGateway { reason } => format!("no gateway ({reason})"),
-        MappingState::Mapped {
-            external, renewals, ..
-        } => format!("mapped {external} ({renewals} renewals)"),
-        MappingState::Useless { reason, .. } => format!("useless: {reason}"),
-        MappingState::Failed { reason } => format!("failed: {reason}"),
-        MappingState::Stopped => "stopped".into(),
     }
 }
