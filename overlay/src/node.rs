@@ -209,7 +209,7 @@ const MAX_PENDING_LINKS: usize = 1024;
 #[derive(Debug)]
 pub struct Node<P: PeerId> {
     pub(crate) me: Peer<P>,
-    signer: Box<dyn Signer<P>>,
+    pub(crate) signer: Box<dyn Signer<P>>,
     /// This node's own signed contact record.
     record: Contact<P>,
     /// Verified records of other nodes, passed on in contacts.

@@ -12,6 +12,12 @@ use crate::time::Time;
 use bytes::Bytes;
 use std::time::Duration;
 
+/// The bytes a service's signature ([`Context::sign`]) covers: `value` in the context `domain`,
+/// kept apart from every domain of the core's own signatures.
+pub fn service_signed_bytes<T: serde::Serialize + ?Sized>(domain: &str, value: &T) -> Vec<u8> {
+    crate::proof::signed_bytes(&format!("p2ps/service/{domain}"), value)
+}
+
 /// A service's view of its node during a hook: read access to the ring, and the actions a
 /// service may take. Sends go out in order after the hook; routed messages are routed then
 /// (their `forward` and `deliver` hooks run after this one returns).
@@ -90,6 +96,14 @@ impl<P: PeerId> Context<'_, P> {
             data,
         };
         self.node.seal(seq, key, body)
+    }
+
+    /// This node's signature over `value` in the context `domain`: what a service signs as
+    /// this node beyond envelopes, such as a stored record. Receivers check it with
+    /// [`PeerId::verify`] over [`service_signed_bytes`]`(domain, value)`. The bytes signed
+    /// never look like what the core signs, whatever the domain.
+    pub fn sign<T: serde::Serialize + ?Sized>(&mut self, domain: &str, value: &T) -> P::Proof {
+        self.node.signer.sign(&service_signed_bytes(domain, value))
     }
 
     /// Routes a sealed message of this service from this node towards its key.

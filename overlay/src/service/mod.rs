@@ -61,7 +61,7 @@ mod context;
 mod registry;
 
 pub use codec::{decode, encode, CodecError};
-pub use context::Context;
+pub use context::{service_signed_bytes, Context};
 pub(crate) use registry::{Registry, Work};
 
 use crate::message::{Class, Routed, Sealed};

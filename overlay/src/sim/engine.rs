@@ -298,7 +298,12 @@ pub struct Simulator {
     sides: Option<Vec<bool>>,
     /// Rewrites what hostile nodes send, when set.
     adversary: Option<Adversary>,
+    /// Registers further services on every node (see [`Simulator::register_everywhere`]).
+    extra_services: Option<ServiceSetup>,
 }
+
+/// Registers services on a simulated node.
+pub type ServiceSetup = Box<dyn Fn(&mut Node<SimId>)>;
 
 impl Simulator {
     /// An empty simulation.
@@ -324,6 +329,7 @@ impl Simulator {
             outbuf: Vec::new(),
             sides: None,
             adversary: None,
+            extra_services: None,
         }
     }
 
@@ -454,6 +460,9 @@ impl Simulator {
         let mut node = Node::new(StandIn(id), self.node_config(index));
         // Registering on a new node cannot clash.
         let _ = standard::register(&mut node);
+        if let Some(setup) = &self.extra_services {
+            setup(&mut node);
+        }
         self.nodes.push(SimNode {
             id,
             node,
@@ -496,6 +505,9 @@ impl Simulator {
                 .collect();
             let mut node = Node::from_table(StandIn(table.me().id), cfg, table, now);
             let _ = standard::register(&mut node);
+            if let Some(setup) = &self.extra_services {
+                setup(&mut node);
+            }
             node.learn_records(&records);
             self.nodes[idx].node = node;
             self.add_member(p.id);
@@ -569,6 +581,18 @@ impl Simulator {
             self.counters.lookups_started += 1;
             self.drain(from.index() as u32);
         }
+    }
+
+    /// Registers services of a test's own on every node from now on (nodes added later and
+    /// nodes of later warm starts), besides the standard ones; `setup` runs on each node once.
+    pub fn register_everywhere(&mut self, setup: impl Fn(&mut Node<SimId>) + 'static) {
+        self.extra_services = Some(Box::new(setup));
+    }
+
+    /// Node `id`, mutably, to take what its services have for their applications (anything
+    /// that sends must go through [`Simulator::command`]).
+    pub fn node_mut(&mut self, id: SimId) -> &mut Node<SimId> {
+        &mut self.nodes[id.index()].node
     }
 
     /// Runs `f` on node `id` at the current time and hands its outputs to the network.

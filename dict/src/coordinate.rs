@@ -1,0 +1,332 @@
+//! The primary's part: a write is checked, kept, copied to the other replicas and answered once
+//! `w` hold it; a read asks `r` replicas, answers with the newest record and writes it back to
+//! those that lacked it (read repair).
+//!
+//! What holds: a write answered as stored is held by `w` replicas of the primary's replica set
+//! at that moment; a read of `r` replicas with `r + w > replicas` meets at least one of them
+//! while the replica set does not change. Under churn the set moves and repair (see
+//! `replicate.rs`) copies records to the new members; a read that meets only new members
+//! before repair reaches them can miss a write. Compare-and-swap is serialised by the primary:
+//! two primaries at once (a partition, or lists that disagree while a node joins) can each
+//! accept one swap, and the greater `(version, writer)` then wins everywhere.
+
+use crate::record::{Record, MAX_NAME};
+use crate::service::Dict;
+use crate::store::Store;
+use crate::wire::{DictError, Outcome, Wire};
+use p2ps_overlay::service::{encode, Context};
+use p2ps_overlay::{PeerId, RingId, Time};
+
+/// An operation the primary coordinates.
+#[derive(Debug)]
+pub(crate) struct Op<P: PeerId> {
+    origin: P,
+    req: u64,
+    deadline: Time,
+    /// Replicas asked and not answered yet.
+    waiting: Vec<P>,
+    kind: OpKind<P>,
+}
+
+#[derive(Debug)]
+enum OpKind<P: PeerId> {
+    Put {
+        version: u64,
+        need: u8,
+        acks: u8,
+    },
+    Get {
+        key: RingId,
+        need: u8,
+        /// Answers so far: who, and what it holds.
+        answers: Vec<(P, Option<Record<P>>)>,
+    },
+}
+
+impl<P: PeerId, S: Store<P>> Dict<P, S> {
+    /// Checks a record offered for `key` (routed there, or pushed by another replica).
+    pub(crate) fn check_record(
+        &self,
+        now: Time,
+        key: RingId,
+        record: &Record<P>,
+    ) -> Result<(), DictError> {
+        if record.name.len() > MAX_NAME {
+            return Err(DictError::NameTooLong {
+                len: record.name.len(),
+                max: MAX_NAME,
+            });
+        }
+        let len = record.value.as_ref().map_or(0, |v| v.len());
+        if len > self.cfg.max_value {
+            return Err(DictError::TooLarge {
+                len,
+                max: self.cfg.max_value,
+            });
+        }
+        if record.position() != key || !record.verify() {
+            return Err(DictError::Forged);
+        }
+        if record.expires <= now || record.expires.since(now) > self.cfg.max_ttl {
+            return Err(DictError::BadExpiry);
+        }
+        Ok(())
+    }
+
+    /// Keeps `record` for `key` if it is newer than what is held.
+    pub(crate) fn keep(&mut self, key: RingId, record: Record<P>) -> Result<(), DictError> {
+        if let Some(held) = self.store.get(key) {
+            if !record.newer_than(held) {
+                return Err(DictError::Stale {
+                    current: held.version,
+                });
+            }
+        }
+        self.store.put(key, record).map_err(DictError::from)
+    }
+
+    fn reply(&mut self, ctx: &mut Context<'_, P>, origin: P, req: u64, outcome: Outcome<P>) {
+        ctx.send(origin, encode(&Wire::Reply { req, outcome }, &[]));
+    }
+
+    fn refuse(&mut self, ctx: &mut Context<'_, P>, origin: P, req: u64, e: DictError) {
+        self.stats.refused += 1;
+        self.reply(ctx, origin, req, Outcome::Refused(e));
+    }
+
+    /// The other replicas of `key`, as this node sees them.
+    fn others(&self, ctx: &Context<'_, P>, key: RingId) -> Vec<P> {
+        let me = ctx.me().id;
+        ctx.replica_set(key, self.cfg.replicas)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.id)
+            .filter(|p| *p != me)
+            .collect()
+    }
+
+    fn start_op(&mut self, ctx: &mut Context<'_, P>, op: Op<P>) -> Option<u64> {
+        if self.ops.len() >= self.cfg.max_pending {
+            return None;
+        }
+        let id = ctx.next_seq();
+        self.deadlines.insert((op.deadline, id));
+        self.ops.insert(id, op);
+        Some(id)
+    }
+
+    /// A write reached this node, responsible for `key`.
+    pub(crate) fn coordinate_put(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        origin: P,
+        req: u64,
+        key: RingId,
+        (w, expect): (u8, Option<u64>),
+        record: Record<P>,
+    ) {
+        if let Err(e) = self.check_record(ctx.now(), key, &record) {
+            return self.refuse(ctx, origin, req, e);
+        }
+        if let Some(v) = expect {
+            let current = self.store.get(key).map_or(0, |r| r.version);
+            if current != v {
+                return self.refuse(ctx, origin, req, DictError::Conflict { current });
+            }
+        }
+        let version = record.version;
+        if let Err(e) = self.keep(key, record.clone()) {
+            return self.refuse(ctx, origin, req, e);
+        }
+        let others = self.others(ctx, key);
+        let need = w.min(1 + others.len() as u8).max(1);
+        if need <= 1 {
+            // Copies go to the others all the same; the answer need not wait for them.
+            self.push(ctx, &others, &record);
+            return self.reply(ctx, origin, req, Outcome::Stored { version, acks: 1 });
+        }
+        let op = Op {
+            origin,
+            req,
+            deadline: ctx.now() + self.cfg.replica_timeout,
+            waiting: others.clone(),
+            kind: OpKind::Put {
+                version,
+                need,
+                acks: 1,
+            },
+        };
+        let Some(id) = self.start_op(ctx, op) else {
+            return self.refuse(ctx, origin, req, DictError::Busy);
+        };
+        let msg = encode(&Wire::Replicate { op: id, record }, &[]);
+        for p in others {
+            ctx.send(p, msg.clone());
+        }
+    }
+
+    /// A read reached this node, responsible for `key`.
+    pub(crate) fn coordinate_get(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        origin: P,
+        req: u64,
+        key: RingId,
+        r: u8,
+    ) {
+        let here = self.store.get(key).cloned();
+        let mut others = self.others(ctx, key);
+        let need = r.min(1 + others.len() as u8).max(1);
+        others.truncate(need as usize - 1);
+        if need <= 1 {
+            return self.reply(ctx, origin, req, Outcome::Found(here));
+        }
+        let me = ctx.me().id;
+        let op = Op {
+            origin,
+            req,
+            deadline: ctx.now() + self.cfg.replica_timeout,
+            waiting: others.clone(),
+            kind: OpKind::Get {
+                key,
+                need,
+                answers: vec![(me, here)],
+            },
+        };
+        let Some(id) = self.start_op(ctx, op) else {
+            return self.refuse(ctx, origin, req, DictError::Busy);
+        };
+        let msg = encode(&Wire::<P>::Fetch { op: id, key }, &[]);
+        for p in others {
+            ctx.send(p, msg.clone());
+        }
+    }
+
+    /// Replica `from` holds (or refused) the record of operation `op`.
+    pub(crate) fn on_stored(&mut self, ctx: &mut Context<'_, P>, from: P, op: u64, ok: bool) {
+        let Some(o) = self.ops.get_mut(&op) else {
+            return;
+        };
+        // Only the replicas asked count, each once.
+        let Some(at) = o.waiting.iter().position(|p| *p == from) else {
+            return;
+        };
+        o.waiting.swap_remove(at);
+        let OpKind::Put {
+            version,
+            need,
+            acks,
+        } = &mut o.kind
+        else {
+            return;
+        };
+        if ok {
+            *acks += 1;
+        }
+        let (version, need, acks) = (*version, *need, *acks);
+        if acks >= need || o.waiting.is_empty() {
+            if let Some(o) = self.ops.remove(&op) {
+                self.deadlines.remove(&(o.deadline, op));
+                let outcome = if acks >= need {
+                    Outcome::Stored { version, acks }
+                } else {
+                    Outcome::Refused(DictError::NotEnoughReplicas { answered: acks })
+                };
+                self.reply(ctx, o.origin, o.req, outcome);
+            }
+        }
+    }
+
+    /// Replica `from` answered the read `op`.
+    pub(crate) fn on_fetched(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        from: P,
+        op: u64,
+        record: Option<Record<P>>,
+    ) {
+        let Some(o) = self.ops.get_mut(&op) else {
+            return;
+        };
+        let Some(at) = o.waiting.iter().position(|p| *p == from) else {
+            return;
+        };
+        o.waiting.swap_remove(at);
+        let OpKind::Get { need, answers, .. } = &mut o.kind else {
+            return;
+        };
+        answers.push((from, record));
+        if answers.len() >= *need as usize {
+            self.end_get(ctx, op);
+        }
+    }
+
+    /// A read has its answers (or its time is up): the newest valid record wins, and goes back
+    /// to the replicas that lacked it.
+    fn end_get(&mut self, ctx: &mut Context<'_, P>, op: u64) {
+        let Some(o) = self.ops.remove(&op) else {
+            return;
+        };
+        self.deadlines.remove(&(o.deadline, op));
+        let OpKind::Get { key, need, answers } = o.kind else {
+            return;
+        };
+        let now = ctx.now();
+        let key = Some(key);
+        let mut best: Option<Record<P>> = None;
+        for (_, r) in &answers {
+            let Some(r) = r else { continue };
+            let valid = key.is_some_and(|k| self.check_record(now, k, r).is_ok());
+            if valid && best.as_ref().is_none_or(|b| r.newer_than(b)) {
+                best = Some(r.clone());
+            }
+        }
+        if answers.len() < need as usize {
+            let answered = answers.len() as u8;
+            return self.reply(
+                ctx,
+                o.origin,
+                o.req,
+                Outcome::Refused(DictError::NotEnoughReplicas { answered }),
+            );
+        }
+        if let (Some(b), Some(k)) = (&best, key) {
+            let me = ctx.me().id;
+            let stale: Vec<P> = answers
+                .iter()
+                .filter(|(p, r)| r.as_ref().is_none_or(|r| b.newer_than(r)) && *p != me)
+                .map(|(p, _)| *p)
+                .collect();
+            if self.store.get(k).is_none_or(|r| b.newer_than(r)) && self.keep(k, b.clone()).is_ok()
+            {
+                self.stats.read_repairs += 1;
+            }
+            self.stats.read_repairs += stale.len() as u64;
+            self.push(ctx, &stale, b);
+        }
+        self.reply(ctx, o.origin, o.req, Outcome::Found(best));
+    }
+
+    /// Operation `op` ran out of time: a write answers with the acknowledgements it has, a
+    /// read with the answers it has.
+    pub(crate) fn op_timed_out(&mut self, ctx: &mut Context<'_, P>, op: u64) {
+        let is_get = self
+            .ops
+            .get(&op)
+            .is_some_and(|o| matches!(o.kind, OpKind::Get { .. }));
+        if is_get {
+            return self.end_get(ctx, op);
+        }
+        let Some(o) = self.ops.remove(&op) else {
+            return;
+        };
+        if let OpKind::Put { acks, .. } = o.kind {
+            self.reply(
+                ctx,
+                o.origin,
+                o.req,
+                Outcome::Refused(DictError::NotEnoughReplicas { answered: acks }),
+            );
+        }
+    }
+}

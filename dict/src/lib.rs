@@ -1,0 +1,27 @@
+//! The replicated dictionary of P2PS: values kept on the nodes responsible for their keys,
+//! replicated on the nodes after them, while nodes come and go.
+//!
+//! It is a service on the overlay's open service layer ([`p2ps_overlay::service`]): a sans-IO
+//! state machine with its own messages, timers and traffic, driven the same way by the QUIC
+//! runtime and by the simulator. The ring core does not name it.
+//!
+//! - [`record`]: what is stored — a value signed by its writer, with a version and an expiry,
+//!   under an open key (anyone writes; the greatest version wins) or an owned one (only the
+//!   owner writes);
+//! - [`store`]: where a node keeps its records, with quotas per writer and per node;
+//! - [`wire`]: what nodes send each other, and the errors a request can end with;
+//! - [`service`]: the service, its settings and its requests (put, delete, compare-and-swap,
+//!   get); the primary's coordination (write and read quorums, read repair) is in
+//!   `coordinate.rs`, the replicas' part and repair of replica sets in `replicate.rs`.
+
+mod coordinate;
+pub mod record;
+mod replicate;
+pub mod service;
+pub mod store;
+pub mod wire;
+
+pub use record::{DictKey, Mode, Record};
+pub use service::{Dict, DictConfig, DictEvent, DictStats, PutOptions, DICT};
+pub use store::{MemStore, QuotaExceeded, Quotas, Store, Usage};
+pub use wire::{DictError, Outcome};

@@ -1,0 +1,143 @@
+//! The replicas' part, and keeping replica sets whole: a replica keeps what a primary (or any
+//! holder) pushes if it is one of the key's replicas by its own view and the record checks
+//! out; after the ring around a node changes, and every `repair_interval`, each node pushes the
+//! keys it is primary for to their other replicas, and hands keys it is no longer a replica of
+//! to those that are, then drops them. A node that leaves hands every key over first.
+//!
+//! This first form pushes whole records; digests (so that only missing or older records
+//! travel) come with the anti-entropy of a later step.
+
+use crate::record::Record;
+use crate::service::Dict;
+use crate::store::Store;
+use crate::wire::Wire;
+use p2ps_overlay::service::{encode, Context};
+use p2ps_overlay::{PeerId, RingId};
+
+impl<P: PeerId, S: Store<P>> Dict<P, S> {
+    /// Sends `record` to each of `to` to keep (no answer wanted).
+    pub(crate) fn push(&mut self, ctx: &mut Context<'_, P>, to: &[P], record: &Record<P>) {
+        if to.is_empty() {
+            return;
+        }
+        let msg = encode(
+            &Wire::Replicate {
+                op: 0,
+                record: record.clone(),
+            },
+            &[],
+        );
+        for p in to {
+            self.stats.pushed += 1;
+            ctx.send(*p, msg.clone());
+        }
+    }
+
+    /// `from` asks this node to keep `record` (for operation `op`, answered unless 0).
+    pub(crate) fn on_replicate(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        from: P,
+        op: u64,
+        record: Record<P>,
+    ) {
+        let key = record.position();
+        let me = ctx.me().id;
+        let ours = self.near_replica(ctx, key, me);
+        let ok = if !ours {
+            // Not (nearly) a replica of this key by this node's lists: a stranger cannot make
+            // it hold keys of other parts of the ring.
+            false
+        } else if self.check_record(ctx.now(), key, &record).is_err() {
+            false
+        } else {
+            match self.keep(key, record) {
+                Ok(()) => true,
+                // Holding the same or a newer one is holding it.
+                Err(crate::wire::DictError::Stale { .. }) => true,
+                Err(_) => false,
+            }
+        };
+        if !ok {
+            self.stats.refused += 1;
+        }
+        if op != 0 {
+            ctx.send(from, encode(&Wire::<P>::Stored { op, ok }, &[]));
+        }
+    }
+
+    /// The primary `from` asks what this node holds for `key`.
+    pub(crate) fn on_fetch(&mut self, ctx: &mut Context<'_, P>, from: P, op: u64, key: RingId) {
+        let record = self.store.get(key).cloned();
+        ctx.send(from, encode(&Wire::Fetched { op, record }, &[]));
+    }
+
+    /// Brings the replicas of this node's keys up to date, hands over the keys it no longer
+    /// holds a replica of, and forgets expired ones.
+    pub(crate) fn repair(&mut self, ctx: &mut Context<'_, P>) {
+        self.store.expire(ctx.now());
+        let me = ctx.me().id;
+        for key in self.store.keys() {
+            let Some(set) = ctx.replica_set(key, self.cfg.replicas) else {
+                // This node's lists do not reach the key: it is not a replica any more (the
+                // ring grew around it). Give it to the node responsible, through the ring.
+                self.forward_home(ctx, key);
+                continue;
+            };
+            let Some(record) = self.store.get(key).cloned() else {
+                continue;
+            };
+            let primary = set.first().is_some_and(|p| p.id == me);
+            let member = self.near_replica(ctx, key, me);
+            if primary {
+                let others: Vec<P> = set.iter().map(|p| p.id).filter(|p| *p != me).collect();
+                self.push(ctx, &others, &record);
+            } else if !member {
+                let all: Vec<P> = set.iter().map(|p| p.id).collect();
+                self.push(ctx, &all, &record);
+                self.store.remove(key);
+            }
+        }
+    }
+
+    /// Whether `me` is among the first `2 * replicas` nodes at or after `key` by this node's
+    /// lists: a replica, or about to be one. The margin lets a replica take (and keep) a record
+    /// while its lists still name nodes that have just crashed, which the primary already left
+    /// out of the set; without it a new replica refuses its copy until the lists agree.
+    fn near_replica(&self, ctx: &Context<'_, P>, key: RingId, me: P) -> bool {
+        ctx.replica_set(key, 2 * self.cfg.replicas)
+            .is_some_and(|set| set.iter().any(|p| p.id == me))
+    }
+
+    /// Sends the record of `key` to the replicas this node knows for it, then drops it.
+    fn forward_home(&mut self, ctx: &mut Context<'_, P>, key: RingId) {
+        let Some(record) = self.store.get(key).cloned() else {
+            return;
+        };
+        if let Some(p2ps_overlay::NextHop::Forward(p)) = ctx.next_hop(key) {
+            // The next hop towards the key knows that part of the ring better; it keeps the
+            // record only if it is a replica, else passes it on at its own next repair.
+            self.push(ctx, &[p.id], &record);
+            self.store.remove(key);
+        }
+    }
+
+    /// The node leaves: every key goes to the replicas that remain.
+    pub(crate) fn hand_over(&mut self, ctx: &mut Context<'_, P>) {
+        let me = ctx.me().id;
+        for key in self.store.keys() {
+            let Some(record) = self.store.get(key).cloned() else {
+                continue;
+            };
+            // The replica set without this node: its successor takes its place.
+            let set: Vec<P> = ctx
+                .replica_set(key, self.cfg.replicas + 1)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.id)
+                .filter(|p| *p != me)
+                .collect();
+            self.push(ctx, &set, &record);
+        }
+    }
+}

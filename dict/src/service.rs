@@ -1,0 +1,446 @@
+//! The dictionary service: its settings, its state, what it tells the application, and the
+//! requests an application makes (put, delete, compare-and-swap, get).
+//!
+//! A request is routed, signed by its origin, to the node responsible for the key (the
+//! *primary*), which coordinates it (see `coordinate.rs`) and answers the origin directly.
+
+use crate::record::{DictKey, Record, MAX_NAME};
+use crate::store::{Quotas, Store};
+use crate::wire::{DictError, Outcome, Wire, KINDS};
+use bytes::Bytes;
+use p2ps_overlay::service::{
+    decode, encode, Context, Emits, Incoming, NeighbourChange, Service, ServiceId,
+};
+use p2ps_overlay::{Body, Class, PeerId, Routed, Time};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// The service's name.
+pub const NAME: &str = "p2ps/dict";
+
+/// The service's id.
+pub const DICT: ServiceId = ServiceId::named(NAME);
+
+/// Settings of the dictionary.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct DictConfig {
+    /// Copies of every key (the primary and the nodes after it). Default: 3.
+    pub replicas: usize,
+    /// Replicas that must hold a write before it is answered. Default: 2 (a majority of 3).
+    pub write_quorum: u8,
+    /// Replicas a read asks. Default: 2 (a majority of 3).
+    pub read_quorum: u8,
+    /// Largest value, in bytes. Default: 64 KiB.
+    pub max_value: usize,
+    /// Time to live of a value unless the writer says otherwise. Default: 10 min.
+    pub default_ttl: Duration,
+    /// Longest time to live. Default: 24 h.
+    pub max_ttl: Duration,
+    /// How long the origin waits for the primary's answer. Default: 5 s.
+    pub request_timeout: Duration,
+    /// How long the primary waits for its replicas. Default: 2 s.
+    pub replica_timeout: Duration,
+    /// How often a primary pushes its keys to their replicas again (anti-entropy).
+    /// Default: 30 s.
+    pub repair_interval: Duration,
+    /// After the ring around a node changed, how long it waits (for the changes to settle)
+    /// before it brings the replicas of its keys up to date. Default: 200 ms.
+    pub repair_delay: Duration,
+    /// Requests this node has in flight as origin, and operations as primary. Default: 4096.
+    pub max_pending: usize,
+    /// What a node keeps.
+    pub quotas: Quotas,
+}
+
+impl Default for DictConfig {
+    fn default() -> Self {
+        DictConfig {
+            replicas: 3,
+            write_quorum: 2,
+            read_quorum: 2,
+            max_value: 64 << 10,
+            default_ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(24 * 3600),
+            request_timeout: Duration::from_secs(5),
+            replica_timeout: Duration::from_secs(2),
+            repair_interval: Duration::from_secs(30),
+            repair_delay: Duration::from_millis(200),
+            max_pending: 4096,
+            quotas: Quotas::default(),
+        }
+    }
+}
+
+/// Options of one write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Time to live (default: the configured one).
+    pub ttl: Option<Duration>,
+    /// Replicas that must hold it before the answer (default: the write quorum).
+    pub w: Option<u8>,
+    /// Compare-and-swap: write only if the key's version is this now (0: nothing there).
+    pub expect: Option<u64>,
+}
+
+/// What the dictionary tells its application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DictEvent<P: PeerId> {
+    /// A put or delete ended: the version stored, or why not.
+    Put {
+        /// The request id [`Dict::put`] returned.
+        req: u64,
+        /// The version stored and the replicas holding it, or the error.
+        result: Result<(u64, u8), DictError>,
+    },
+    /// A get ended: the newest record (a deletion is a record without a value), or why not.
+    Got {
+        /// The request id [`Dict::get`] returned.
+        req: u64,
+        /// The record (checked: signed by its writer, of the key asked), if any.
+        result: Result<Option<Record<P>>, DictError>,
+    },
+}
+
+/// Counters of the dictionary on one node.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct DictStats {
+    /// Records refused: forged, too large, stale, over quota, not ours to hold.
+    pub refused: u64,
+    /// Records written back to replicas that lacked them during reads.
+    pub read_repairs: u64,
+    /// Records pushed to replicas by repair and hand-over.
+    pub pushed: u64,
+    /// Malformed messages dropped.
+    pub dropped: u64,
+}
+
+/// A request this node made, waiting for the primary's answer.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) deadline: Time,
+    pub(crate) get: Option<p2ps_overlay::RingId>,
+}
+
+/// The replicated dictionary, on one node, keeping its records in `S`.
+pub struct Dict<P: PeerId, S: Store<P>> {
+    pub(crate) cfg: DictConfig,
+    pub(crate) store: S,
+    /// Requests of this node's application, by request id.
+    pub(crate) pending: BTreeMap<u64, Pending>,
+    /// Operations this node coordinates as primary, by operation id.
+    pub(crate) ops: BTreeMap<u64, crate::coordinate::Op<P>>,
+    /// Deadlines of requests and operations.
+    pub(crate) deadlines: BTreeSet<(Time, u64)>,
+    /// When the replicas of this node's keys are brought up to date next.
+    pub(crate) repair_at: Option<Time>,
+    /// The last version this node wrote (versions of one writer increase).
+    pub(crate) last_version: u64,
+    pub(crate) events: VecDeque<DictEvent<P>>,
+    pub(crate) stats: DictStats,
+}
+
+impl<P: PeerId, S: Store<P>> Dict<P, S> {
+    /// The dictionary with settings `cfg`, keeping its records in `store`.
+    pub fn new(cfg: DictConfig, store: S) -> Self {
+        Dict {
+            cfg,
+            store,
+            pending: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            repair_at: None,
+            last_version: 0,
+            events: VecDeque::new(),
+            stats: DictStats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DictConfig {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DictStats {
+        self.stats
+    }
+
+    /// Writes `value` under `key` as this node (for an owned key, this node must be its
+    /// owner). Returns the request id of the [`DictEvent::Put`] that follows.
+    pub fn put(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        key: &DictKey<P>,
+        value: Bytes,
+        opts: PutOptions,
+    ) -> Result<u64, DictError> {
+        if value.len() > self.cfg.max_value {
+            return Err(DictError::TooLarge {
+                len: value.len(),
+                max: self.cfg.max_value,
+            });
+        }
+        self.write(ctx, key, Some(value), opts)
+    }
+
+    /// Deletes `key` (writes a deletion that wins over the values before it).
+    pub fn delete(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        key: &DictKey<P>,
+        opts: PutOptions,
+    ) -> Result<u64, DictError> {
+        self.write(ctx, key, None, opts)
+    }
+
+    fn write(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        key: &DictKey<P>,
+        value: Option<Bytes>,
+        opts: PutOptions,
+    ) -> Result<u64, DictError> {
+        self.may_request(ctx, key)?;
+        let me = ctx.me().id;
+        if key.owner.is_some_and(|o| o != me) {
+            // Signed by this node, it would land on this node's own key of that name.
+            return Err(DictError::Forged);
+        }
+        let ttl = opts.ttl.unwrap_or(self.cfg.default_ttl);
+        if ttl.is_zero() || ttl > self.cfg.max_ttl {
+            return Err(DictError::BadExpiry);
+        }
+        // Versions of one writer increase; without compare-and-swap, they follow the clock, so
+        // that the last writer wins among open writers.
+        let version = match opts.expect {
+            Some(v) => v.saturating_add(1),
+            None => (ctx.now().as_micros()).max(self.last_version.saturating_add(1)),
+        };
+        self.last_version = self.last_version.max(version);
+        let expires = ctx.now() + ttl;
+        let record = Record::new(key, me, version, expires, value, |domain, content| {
+            ctx.sign(domain, content)
+        });
+        let req = ctx.next_seq();
+        let w = opts.w.unwrap_or(self.cfg.write_quorum).max(1);
+        let msg = Wire::Put {
+            req,
+            w,
+            expect: opts.expect,
+            record,
+        };
+        self.send_request(ctx, key, req, msg, None);
+        Ok(req)
+    }
+
+    /// Reads `key` from `r` replicas (default: the read quorum); the newest record wins.
+    /// Returns the request id of the [`DictEvent::Got`] that follows.
+    pub fn get(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        key: &DictKey<P>,
+        r: Option<u8>,
+    ) -> Result<u64, DictError> {
+        self.may_request(ctx, key)?;
+        let req = ctx.next_seq();
+        let r = r.unwrap_or(self.cfg.read_quorum).max(1);
+        self.send_request(ctx, key, req, Wire::Get { req, r }, Some(key.position()));
+        Ok(req)
+    }
+
+    fn may_request(&self, ctx: &Context<'_, P>, key: &DictKey<P>) -> Result<(), DictError> {
+        if !ctx.is_joined() {
+            return Err(DictError::NotJoined);
+        }
+        if key.name.len() > MAX_NAME {
+            return Err(DictError::NameTooLong {
+                len: key.name.len(),
+                max: MAX_NAME,
+            });
+        }
+        if self.pending.len() >= self.cfg.max_pending {
+            return Err(DictError::Busy);
+        }
+        Ok(())
+    }
+
+    fn send_request(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        key: &DictKey<P>,
+        req: u64,
+        msg: Wire<P>,
+        get: Option<p2ps_overlay::RingId>,
+    ) {
+        let deadline = ctx.now() + self.cfg.request_timeout;
+        self.pending.insert(req, Pending { deadline, get });
+        self.deadlines.insert((deadline, req));
+        let sealed = ctx.seal(key.position(), None, encode(&msg, &[]));
+        ctx.route(sealed);
+    }
+
+    /// The primary answered request `req` (sent by `from`).
+    fn on_reply(&mut self, req: u64, outcome: Outcome<P>) {
+        let Some(p) = self.pending.remove(&req) else {
+            // Not asked, or answered already.
+            return;
+        };
+        self.deadlines.remove(&(p.deadline, req));
+        let event = match (p.get, outcome) {
+            (None, Outcome::Stored { version, acks }) => DictEvent::Put {
+                req,
+                result: Ok((version, acks)),
+            },
+            (Some(key), Outcome::Found(record)) => {
+                // The primary could lie about the value: it must be the writer's, of this key.
+                let result = match record {
+                    Some(r) if !r.verify() || r.position() != key => Err(DictError::Forged),
+                    other => Ok(other),
+                };
+                DictEvent::Got { req, result }
+            }
+            (None, Outcome::Refused(e)) => DictEvent::Put {
+                req,
+                result: Err(e),
+            },
+            (Some(_), Outcome::Refused(e)) => DictEvent::Got {
+                req,
+                result: Err(e),
+            },
+            (None, Outcome::Found(_)) | (Some(_), Outcome::Stored { .. }) => {
+                self.stats.dropped += 1;
+                return;
+            }
+        };
+        self.events.push_back(event);
+    }
+
+    /// Deadlines passed: requests without an answer fail, operations answer with what came.
+    fn on_deadlines(&mut self, ctx: &mut Context<'_, P>) {
+        let now = ctx.now();
+        while let Some(&(t, id)) = self.deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(p) = self.pending.remove(&id) {
+                let event = match p.get {
+                    None => DictEvent::Put {
+                        req: id,
+                        result: Err(DictError::Timeout),
+                    },
+                    Some(_) => DictEvent::Got {
+                        req: id,
+                        result: Err(DictError::Timeout),
+                    },
+                };
+                self.events.push_back(event);
+            } else if self.ops.contains_key(&id) {
+                self.op_timed_out(ctx, id);
+            }
+        }
+    }
+}
+
+impl<P: PeerId, S: Store<P>> Emits for Dict<P, S> {
+    type Event = DictEvent<P>;
+
+    fn poll_event(&mut self) -> Option<DictEvent<P>> {
+        self.events.pop_front()
+    }
+}
+
+impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn class(&self) -> Class {
+        Class::User
+    }
+
+    fn kinds(&self) -> &'static [&'static str] {
+        KINDS
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let usage = self.store.usage();
+        vec![
+            ("keys", usage.keys as u64),
+            ("bytes", usage.bytes as u64),
+            ("refused", self.stats.refused),
+            ("read_repairs", self.stats.read_repairs),
+            ("pushed", self.stats.pushed),
+            ("dropped", self.stats.dropped),
+        ]
+    }
+
+    fn deliver(&mut self, ctx: &mut Context<'_, P>, msg: Routed<P>) {
+        let Body::Service { data, .. } = &msg.sealed.env.body else {
+            return;
+        };
+        let origin = msg.sealed.origin();
+        let key = msg.sealed.env.key;
+        match decode::<Wire<P>>(data) {
+            Ok((
+                Wire::Put {
+                    req,
+                    w,
+                    expect,
+                    record,
+                },
+                _,
+            )) => self.coordinate_put(ctx, origin, req, key, (w, expect), record),
+            Ok((Wire::Get { req, r }, _)) => self.coordinate_get(ctx, origin, req, key, r),
+            _ => self.stats.dropped += 1,
+        }
+    }
+
+    fn receive(&mut self, ctx: &mut Context<'_, P>, msg: Incoming<P>) {
+        let from = msg.from;
+        match decode::<Wire<P>>(&msg.data) {
+            Ok((Wire::Replicate { op, record }, _)) => self.on_replicate(ctx, from, op, record),
+            Ok((Wire::Stored { op, ok }, _)) => self.on_stored(ctx, from, op, ok),
+            Ok((Wire::Fetch { op, key }, _)) => self.on_fetch(ctx, from, op, key),
+            Ok((Wire::Fetched { op, record }, _)) => self.on_fetched(ctx, from, op, record),
+            Ok((Wire::Reply { req, outcome }, _)) => self.on_reply(req, outcome),
+            _ => self.stats.dropped += 1,
+        }
+    }
+
+    fn neighbours(&mut self, ctx: &mut Context<'_, P>, _change: &NeighbourChange<P>) {
+        // The replica sets around this node moved: bring them up to date soon.
+        let soon = ctx.now() + self.cfg.repair_delay;
+        if self.repair_at.is_none_or(|t| t > soon) {
+            self.repair_at = Some(soon);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        let d = self.deadlines.first().map(|(t, _)| *t);
+        d.into_iter().chain(self.repair_at).min()
+    }
+
+    fn handle_timeout(&mut self, ctx: &mut Context<'_, P>) {
+        self.on_deadlines(ctx);
+        let now = ctx.now();
+        if self.repair_at.is_some_and(|t| t <= now) {
+            self.repair(ctx);
+            self.repair_at = Some(now + self.cfg.repair_interval);
+        }
+        if self.repair_at.is_none() {
+            self.repair_at = Some(now + self.cfg.repair_interval);
+        }
+    }
+
+    fn leave(&mut self, ctx: &mut Context<'_, P>) {
+        // Hand every key over to the nodes that hold it next.
+        self.hand_over(ctx);
+    }
+}

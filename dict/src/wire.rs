@@ -1,0 +1,155 @@
+//! What dictionary nodes send each other, and what a request's answer can be.
+
+use crate::record::Record;
+use crate::store::QuotaExceeded;
+use p2ps_overlay::{PeerId, RingId};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The dictionary's messages. `Put` and `Get` are routed to the key (signed by their origin);
+/// the rest go one hop.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum Wire<P: PeerId> {
+    /// Store `record` at the key's replicas: answered once `w` of them hold it. With
+    /// `expect`, only if the key's current version is that (0: the key holds nothing).
+    Put {
+        /// The origin's request id.
+        req: u64,
+        /// Replicas that must hold it before the answer.
+        w: u8,
+        /// Compare-and-swap: the version the key must have now.
+        expect: Option<u64>,
+        /// The signed record.
+        record: Record<P>,
+    },
+    /// Read the key from `r` replicas; the newest record wins (and is written back to the
+    /// replicas that lack it).
+    Get {
+        /// The origin's request id.
+        req: u64,
+        /// Replicas to ask.
+        r: u8,
+    },
+    /// Primary (or any holder) to replica: keep `record`; answer with `Stored` unless `op` is 0.
+    Replicate {
+        /// The primary's operation id (0: no answer wanted).
+        op: u64,
+        /// The signed record.
+        record: Record<P>,
+    },
+    /// Replica to primary: `record` of operation `op` is held (or was refused).
+    Stored {
+        /// The operation.
+        op: u64,
+        /// Whether it is held now.
+        ok: bool,
+    },
+    /// Primary to replica: what do you hold for `key`?
+    Fetch {
+        /// The primary's operation id.
+        op: u64,
+        /// The key's position.
+        key: RingId,
+    },
+    /// Replica to primary: what it holds.
+    Fetched {
+        /// The operation.
+        op: u64,
+        /// The record held, if any.
+        record: Option<Record<P>>,
+    },
+    /// Primary to origin: the answer to request `req`.
+    Reply {
+        /// The origin's request id.
+        req: u64,
+        /// What happened.
+        outcome: Outcome<P>,
+    },
+}
+
+/// The message names, by variant, for traffic counters.
+pub(crate) const KINDS: &[&str] = &[
+    "dict-put",
+    "dict-get",
+    "dict-replicate",
+    "dict-stored",
+    "dict-fetch",
+    "dict-fetched",
+    "dict-reply",
+];
+
+/// How a request ended at the primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum Outcome<P: PeerId> {
+    /// The record is held by `acks` replicas (at least the `w` asked for).
+    Stored {
+        /// The version stored.
+        version: u64,
+        /// Replicas that acknowledged it, the primary included.
+        acks: u8,
+    },
+    /// The newest record among the replicas asked (`None`: the key holds nothing).
+    Found(Option<Record<P>>),
+    /// The request was refused.
+    Refused(DictError),
+}
+
+/// Why a dictionary request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DictError {
+    /// The node is not part of a network.
+    #[error("the node is not part of a network")]
+    NotJoined,
+    /// Too many requests in flight.
+    #[error("too many dictionary requests in flight")]
+    Busy,
+    /// The value is larger than the limit.
+    #[error("value of {len} bytes is over the {max}-byte limit")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The key's name is longer than the limit.
+    #[error("key name of {len} bytes is over the {max}-byte limit")]
+    NameTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The record's signature does not hold, or it belongs to another key.
+    #[error("the record is not signed by its writer, or belongs to another key")]
+    Forged,
+    /// The key holds a newer (or the same) version.
+    #[error("the key holds version {current}, not older than the one written")]
+    Stale {
+        /// The version held.
+        current: u64,
+    },
+    /// Compare-and-swap: the key's version is not the one expected.
+    #[error("the key is at version {current}, not the one expected")]
+    Conflict {
+        /// The version held (0: nothing).
+        current: u64,
+    },
+    /// A replica's quota would be overrun.
+    #[error("refused by a replica: {0}")]
+    Quota(#[from] QuotaExceeded),
+    /// Fewer replicas than asked answered in time.
+    #[error("only {answered} of the replicas asked answered in time")]
+    NotEnoughReplicas {
+        /// Replicas that answered (the primary included).
+        answered: u8,
+    },
+    /// No answer from the key's primary in time.
+    #[error("no answer from the node responsible for the key")]
+    Timeout,
+    /// The expiry is in the past or further than the longest time to live.
+    #[error("the time to live must be between 1 s and the longest allowed")]
+    BadExpiry,
+}

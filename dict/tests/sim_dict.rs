@@ -1,0 +1,353 @@
+//! The dictionary in the simulator, driving the same service code as the runtime: writes reach
+//! their quorum, reads find the latest version, two adjacent nodes crash and every key is still
+//! read with its latest version and held by `replicas` nodes again; compare-and-swap among
+//! concurrent writers counts every increment once; hostile records are refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use p2ps_dict::{
+    Dict, DictConfig, DictError, DictEvent, DictKey, MemStore, PutOptions, Record, Store,
+};
+use p2ps_overlay::service::Emits;
+use p2ps_overlay::sim::{SimConfig, SimId, Simulator};
+use p2ps_overlay::{PeerId, RingId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+type D = Dict<SimId, MemStore<SimId>>;
+
+fn sim(n: usize, seed: u64) -> (Simulator, Vec<SimId>) {
+    let mut sim = Simulator::new(SimConfig {
+        seed,
+        ..SimConfig::default()
+    });
+    sim.register_everywhere(|node| {
+        node.register(D::new(DictConfig::default(), MemStore::default()))
+            .unwrap();
+    });
+    let ids = sim.warm_start(n);
+    sim.run_for(Duration::from_secs(2));
+    (sim, ids)
+}
+
+/// Every event the dictionaries of `ids` emitted, by node.
+fn events(sim: &mut Simulator, ids: &[SimId]) -> BTreeMap<u64, DictEvent<SimId>> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        if !sim.is_alive(*id) {
+            continue;
+        }
+        let d = sim.node_mut(*id).service_mut::<D>().unwrap();
+        while let Some(e) = d.poll_event() {
+            let req = match &e {
+                DictEvent::Put { req, .. } | DictEvent::Got { req, .. } => *req,
+            };
+            out.insert(req, e);
+        }
+    }
+    out
+}
+
+fn put(
+    sim: &mut Simulator,
+    at: SimId,
+    key: &DictKey<SimId>,
+    value: &[u8],
+    opts: PutOptions,
+) -> u64 {
+    let key = key.clone();
+    let value = Bytes::copy_from_slice(value);
+    sim.command(at, |n, now| {
+        n.command::<D, _>(now, |d, ctx| d.put(ctx, &key, value, opts))
+            .unwrap()
+            .unwrap()
+    })
+}
+
+fn get(sim: &mut Simulator, at: SimId, key: &DictKey<SimId>) -> u64 {
+    let key = key.clone();
+    sim.command(at, |n, now| {
+        n.command::<D, _>(now, |d, ctx| d.get(ctx, &key, None))
+            .unwrap()
+            .unwrap()
+    })
+}
+
+/// Reads every key from node `at` and returns those not read with their expected value.
+fn missing(
+    sim: &mut Simulator,
+    ids: &[SimId],
+    at: SimId,
+    keys: &[(DictKey<SimId>, Vec<u8>)],
+) -> Vec<String> {
+    let reqs: Vec<(u64, usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (get(sim, at, k), i))
+        .collect();
+    sim.run_for(Duration::from_secs(6));
+    let got = events(sim, ids);
+    let mut bad = Vec::new();
+    for (req, i) in reqs {
+        let want = &keys[i].1;
+        match got.get(&req) {
+            Some(DictEvent::Got {
+                result: Ok(Some(r)),
+                ..
+            }) if r.value.as_deref() == Some(&want[..]) => {}
+            other => bad.push(format!("key {i}: {other:?}")),
+        }
+    }
+    bad
+}
+
+/// How many live nodes hold each key.
+fn holders(sim: &Simulator, ids: &[SimId], key: RingId) -> usize {
+    ids.iter()
+        .filter(|id| sim.is_alive(**id))
+        .filter(|id| {
+            sim.node(**id)
+                .service::<D>()
+                .unwrap()
+                .store()
+                .get(key)
+                .is_some()
+        })
+        .count()
+}
+
+#[test]
+fn keys_survive_two_adjacent_crashes() {
+    let (mut sim, ids) = sim(40, 7);
+    let keys: Vec<(DictKey<SimId>, Vec<u8>)> = (0..200)
+        .map(|i| {
+            (
+                DictKey::open(format!("key-{i}").into_bytes()),
+                format!("value-{i}").into_bytes(),
+            )
+        })
+        .collect();
+    let mut reqs = Vec::new();
+    for (i, (k, v)) in keys.iter().enumerate() {
+        reqs.push(put(
+            &mut sim,
+            ids[i % ids.len()],
+            k,
+            v,
+            PutOptions::default(),
+        ));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let got = events(&mut sim, &ids);
+    for req in &reqs {
+        match got.get(req) {
+            Some(DictEvent::Put {
+                result: Ok((_, acks)),
+                ..
+            }) => assert!(*acks >= 2, "acks {acks}"),
+            other => panic!("put {req}: {other:?}"),
+        }
+    }
+    for (k, _) in &keys {
+        assert_eq!(holders(&sim, &ids, k.position()), 3, "three replicas");
+    }
+    assert_eq!(missing(&mut sim, &ids, ids[3], &keys), Vec::<String>::new());
+
+    // Two adjacent nodes crash: the primary of the first key and its successor.
+    let ring: Vec<SimId> = sim.members().collect();
+    let first = keys[0].0.position();
+    let at = ring.iter().position(|m| m.ring_id() >= first).unwrap_or(0);
+    let (a, b) = (ring[at], ring[(at + 1) % ring.len()]);
+    sim.crash(a);
+    sim.crash(b);
+    // Failure detection (5 s), then repair.
+    sim.run_for(Duration::from_secs(20));
+    let reader = *ids.iter().find(|id| sim.is_alive(**id)).unwrap();
+    assert_eq!(missing(&mut sim, &ids, reader, &keys), Vec::<String>::new());
+    let under: Vec<usize> = keys
+        .iter()
+        .enumerate()
+        .filter(|(_, (k, _))| holders(&sim, &ids, k.position()) < 3)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(under.is_empty(), "keys under-replicated: {under:?}");
+}
+
+#[test]
+fn the_latest_version_wins_and_deletions_too() {
+    let (mut sim, ids) = sim(20, 9);
+    let k = DictKey::open(&b"colour"[..]);
+    put(&mut sim, ids[0], &k, b"red", PutOptions::default());
+    sim.run_for(Duration::from_millis(500));
+    put(&mut sim, ids[5], &k, b"blue", PutOptions::default());
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        missing(&mut sim, &ids, ids[9], &[(k.clone(), b"blue".to_vec())]),
+        Vec::<String>::new()
+    );
+    let del = {
+        let k = k.clone();
+        sim.command(ids[2], |n, now| {
+            n.command::<D, _>(now, |d, ctx| d.delete(ctx, &k, PutOptions::default()))
+                .unwrap()
+                .unwrap()
+        })
+    };
+    sim.run_for(Duration::from_secs(2));
+    let req = get(&mut sim, ids[7], &k);
+    sim.run_for(Duration::from_secs(2));
+    let got = events(&mut sim, &ids);
+    assert!(matches!(
+        got.get(&del),
+        Some(DictEvent::Put { result: Ok(_), .. })
+    ));
+    match got.get(&req) {
+        Some(DictEvent::Got {
+            result: Ok(Some(r)),
+            ..
+        }) => assert!(r.is_deletion()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn compare_and_swap_counts_every_increment_once() {
+    let (mut sim, ids) = sim(16, 11);
+    let k = DictKey::open(&b"counter"[..]);
+    let writers: Vec<SimId> = ids.iter().copied().take(4).collect();
+    let mut done = 0;
+    // Each writer reads the counter, then swaps in value + 1 at the version it read; a
+    // conflict makes it read again. 4 writers x 5 increments.
+    let mut left: BTreeMap<SimId, u32> = writers.iter().map(|w| (*w, 5)).collect();
+    for _round in 0..200 {
+        if left.values().all(|n| *n == 0) {
+            break;
+        }
+        let reads: Vec<(SimId, u64)> = left
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(w, _)| (*w, get(&mut sim, *w, &k)))
+            .collect();
+        sim.run_for(Duration::from_millis(300));
+        let got = events(&mut sim, &ids);
+        let mut swaps = Vec::new();
+        for (w, req) in reads {
+            let Some(DictEvent::Got { result: Ok(r), .. }) = got.get(&req) else {
+                continue;
+            };
+            let (version, value) = match r {
+                Some(r) => (
+                    r.version,
+                    u64::from_be_bytes(r.value.as_deref().unwrap().try_into().unwrap()),
+                ),
+                None => (0, 0),
+            };
+            let opts = PutOptions {
+                expect: Some(version),
+                ..PutOptions::default()
+            };
+            swaps.push((w, put(&mut sim, w, &k, &(value + 1).to_be_bytes(), opts)));
+        }
+        sim.run_for(Duration::from_millis(300));
+        let got = events(&mut sim, &ids);
+        for (w, req) in swaps {
+            match got.get(&req) {
+                Some(DictEvent::Put { result: Ok(_), .. }) => {
+                    *left.get_mut(&w).unwrap() -= 1;
+                    done += 1;
+                }
+                Some(DictEvent::Put {
+                    result: Err(DictError::Conflict { .. }),
+                    ..
+                }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(done, 20);
+    let req = get(&mut sim, ids[10], &k);
+    sim.run_for(Duration::from_secs(1));
+    match events(&mut sim, &ids).get(&req) {
+        Some(DictEvent::Got {
+            result: Ok(Some(r)),
+            ..
+        }) => assert_eq!(r.value.as_deref(), Some(&20u64.to_be_bytes()[..])),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hostile_records_are_refused() {
+    let (mut sim, ids) = sim(12, 13);
+    let k = DictKey::open(&b"k"[..]);
+    put(&mut sim, ids[0], &k, b"genuine", PutOptions::default());
+    sim.run_for(Duration::from_secs(1));
+    events(&mut sim, &ids);
+    // A replica of the key receives, from a neighbour, a record whose value was changed after
+    // signing, one for another key, and one far too large.
+    let key = k.position();
+    let holder = *ids
+        .iter()
+        .find(|id| {
+            sim.node(**id)
+                .service::<D>()
+                .unwrap()
+                .store()
+                .get(key)
+                .is_some()
+        })
+        .unwrap();
+    let genuine: Record<SimId> = sim
+        .node(holder)
+        .service::<D>()
+        .unwrap()
+        .store()
+        .get(key)
+        .cloned()
+        .unwrap();
+    let mut forged = genuine.clone();
+    forged.value = Some(Bytes::from_static(b"forged"));
+    forged.version += 1;
+    let mut elsewhere = genuine.clone();
+    elsewhere.name = Bytes::from_static(b"other");
+    let refused_before = sim.node(holder).service::<D>().unwrap().stats().refused;
+    for r in [forged, elsewhere] {
+        let msg = p2ps_overlay::service::encode(
+            &p2ps_dict::wire::Wire::Replicate { op: 0, record: r },
+            &[],
+        );
+        let m = p2ps_overlay::Message::Service(p2ps_overlay::ServiceMessage {
+            service: p2ps_dict::DICT,
+            class: p2ps_overlay::Class::User,
+            data: msg,
+            sealed: None,
+        });
+        let from = *ids.iter().find(|id| **id != holder).unwrap();
+        sim.command(holder, |n, now| n.handle_message(now, from, m));
+    }
+    sim.run_for(Duration::from_secs(1));
+    let d = sim.node(holder).service::<D>().unwrap();
+    assert_eq!(d.stats().refused, refused_before + 2);
+    assert_eq!(d.store().get(key), Some(&genuine));
+    // Garbage is dropped.
+    let m = p2ps_overlay::Message::Service(p2ps_overlay::ServiceMessage {
+        service: p2ps_dict::DICT,
+        class: p2ps_overlay::Class::User,
+        data: Bytes::from_static(&[200, 1, 2]),
+        sealed: None,
+    });
+    let from = *ids.iter().find(|id| **id != holder).unwrap();
+    sim.command(holder, |n, now| n.handle_message(now, from, m));
+    assert_eq!(sim.node(holder).service::<D>().unwrap().stats().dropped, 1);
+    // Too large a value never leaves the writer.
+    let big = vec![0u8; DictConfig::default().max_value + 1];
+    let k2 = k.clone();
+    let r = sim.command(ids[0], |n, now| {
+        n.command::<D, _>(now, |d, ctx| {
+            d.put(ctx, &k2, Bytes::from(big), PutOptions::default())
+        })
+        .unwrap()
+    });
+    assert!(matches!(r, Err(DictError::TooLarge { .. })));
+}
