@@ -57,6 +57,7 @@ pub mod signature;
 pub mod stats;
 pub mod tls;
 pub mod traverse;
+pub mod vantage;
 mod writer;
 
 pub use admission::AdmissionLimits;

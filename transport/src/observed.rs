@@ -10,6 +10,14 @@
 //! * **endpoint-dependent** ("symmetric"): reporters saw different external addresses through
 //!   the same local address, so the address one peer saw is useless to another.
 //!
+//! Behind more than one NAT, where a reporter sits decides what it sees (see
+//! [`crate::vantage`]): a peer on the internet sees the outermost NAT's address, a peer reached
+//! over a private path (another customer of our carrier) the inner NAT's. Those two addresses
+//! differ although every NAT keeps one mapping for all destinations, so reports are compared
+//! only with reports of the same vantage: the **outside** ones decide when there are any, and
+//! inside ones are compared only when they saw the same NAT (the same external IP). External
+//! addresses seen from outside are listed before inside ones.
+//!
 //! No clock reads, no I/O: the result depends only on the sequence of reports (and the times
 //! the caller gives), so it is unit-tested and property-tested directly. One report is kept per
 //! reporting node (the latest), at most `max_reporters` reporters (the least recently heard is
@@ -21,6 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::identity::NodeId;
+use crate::vantage::{self, Vantage};
 
 /// One node's statement of where it sees us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +54,11 @@ impl Report {
     /// The reporter saw another address than our local one: a NAT is on that path.
     fn translated(&self) -> bool {
         self.local.is_some_and(|l| l != self.observed)
+    }
+
+    /// Where the reporter sits relative to our NATs.
+    fn vantage(&self) -> Vantage {
+        vantage::vantage(self.reporter_addr.ip(), self.observed.ip())
     }
 }
 
@@ -76,7 +90,8 @@ pub struct ExternalAddr {
 /// What the reports say, derived on demand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Summary {
-    /// External addresses, best supported first.
+    /// External addresses: those seen from outside first (see [`crate::vantage`]), then best
+    /// supported first.
     pub external: Vec<ExternalAddr>,
     /// The NAT's mapping behaviour.
     pub behaviour: MappingBehaviour,
@@ -183,8 +198,9 @@ impl ObservedAddrs {
                 None => by_addr.push((r.observed, 1)),
             }
         }
-        // Stable: equal counts keep the most recent first.
-        by_addr.sort_by_key(|a| std::cmp::Reverse(a.1));
+        // Outside addresses first (an inside one serves only peers on that private path), then
+        // by support. Stable: equal counts keep the most recent first.
+        by_addr.sort_by_key(|a| (vantage::is_inside(a.0.ip()), std::cmp::Reverse(a.1)));
         let mut external: Vec<ExternalAddr> = by_addr
             .iter()
             .filter(|(_, n)| *n >= 2)
@@ -220,17 +236,27 @@ impl ObservedAddrs {
     }
 }
 
-/// Mapping behaviour from reports that went through a translation, compared only between
-/// reports made through the same local IP (a multi-homed node has one mapping per interface).
-/// Evidence of an endpoint-dependent mapping wins over evidence of an independent one, because
-/// advertising an address that only worked for one peer wastes every other peer's dial.
+/// Mapping behaviour from reports that went through a translation. The reports from outside
+/// decide when there are any; reports from inside (a private path, see [`crate::vantage`]) are
+/// judged only when no outside one exists, since they may see an inner NAT's address. Two reports
+/// are compared only if they fit [`same_mapping`]. Evidence of an endpoint-dependent mapping wins
+/// over evidence of an independent one, because advertising an address that only worked for one
+/// peer wastes every other peer's dial.
 fn behaviour(reports: &[&Report]) -> MappingBehaviour {
-    let natted: Vec<&&Report> = reports.iter().filter(|r| !r.untranslated()).collect();
+    let natted: Vec<&Report> = reports
+        .iter()
+        .copied()
+        .filter(|r| !r.untranslated())
+        .collect();
+    let from_outside = natted.iter().any(|r| r.vantage() == Vantage::Outside);
+    let judged: Vec<&Report> = natted
+        .into_iter()
+        .filter(|r| !from_outside || r.vantage() == Vantage::Outside)
+        .collect();
     let mut independent = false;
-    for (i, a) in natted.iter().enumerate() {
-        for b in &natted[i + 1..] {
-            let local_ip = |r: &Report| r.local.map(|l| l.ip());
-            if local_ip(a) != local_ip(b) || a.observed.is_ipv4() != b.observed.is_ipv4() {
+    for (i, a) in judged.iter().enumerate() {
+        for b in &judged[i + 1..] {
+            if !same_mapping(a, b) {
                 continue;
             }
             if a.observed != b.observed {
@@ -246,6 +272,17 @@ fn behaviour(reports: &[&Report]) -> MappingBehaviour {
     } else {
         MappingBehaviour::Unknown
     }
+}
+
+/// Whether two reports of the same vantage speak of the same mapping: made through the same
+/// local IP (a multi-homed node has one mapping per interface), in the same address family,
+/// and, from inside, through the same NAT (the same external IP: an inside reporter may sit
+/// behind any of our NATs, and each NAT has its own address).
+fn same_mapping(a: &Report, b: &Report) -> bool {
+    let local_ip = |r: &Report| r.local.map(|l| l.ip());
+    local_ip(a) == local_ip(b)
+        && a.observed.is_ipv4() == b.observed.is_ipv4()
+        && (a.vantage() == Vantage::Outside || a.observed.ip() == b.observed.ip())
 }
 
 fn distinct_hosts(a: IpAddr, b: IpAddr) -> bool {
@@ -390,6 +427,91 @@ mod tests {
         assert_eq!(s.behaviour, MappingBehaviour::EndpointIndependent);
     }
 
+    /// The double NAT of issue 16 as the lab builds it: a home router (carrier side
+    /// 100.64.6.2) behind a carrier NAT (public 25.0.0.16), both keeping one mapping.
+    const HOME: &str = "192.168.6.100:45597";
+    const OUTER: &str = "25.0.0.16:45597";
+    const INNER: &str = "100.64.6.2:45597";
+
+    fn report_at(n: u8, local: &str, reporter_addr: &str, observed: &str) -> Report {
+        Report {
+            local: Some(sa(local)),
+            ..report(n, reporter_addr, observed)
+        }
+    }
+
+    #[test]
+    fn behind_a_double_nat_an_inside_observer_does_not_make_the_mapping_dependent() {
+        let mut o = ObservedAddrs::new(8);
+        // Another customer of the carrier, reached over carrier addresses, sees the home
+        // router's carrier-side address; peers on the internet see the carrier's.
+        o.record(report_at(1, HOME, "100.65.6.2:50064", INNER), now());
+        o.record(report_at(2, HOME, "25.0.0.11:4100", OUTER), now());
+        o.record(report_at(3, HOME, "25.0.0.12:33800", OUTER), now());
+        let s = o.summary();
+        assert_eq!(s.behaviour, MappingBehaviour::EndpointIndependent);
+        assert_eq!(s.external[0].addr, sa(OUTER));
+        assert_eq!((s.translated, s.untranslated), (3, 0));
+        // More inside observers agreeing on the inner address: listed, but after the outside
+        // one even though better supported.
+        o.record(report_at(4, HOME, "100.65.6.3:1", INNER), now());
+        o.record(report_at(5, HOME, "100.65.6.4:1", INNER), now());
+        let s = o.summary();
+        assert_eq!(s.behaviour, MappingBehaviour::EndpointIndependent);
+        let addrs: Vec<SocketAddr> = s.external.iter().map(|e| e.addr).collect();
+        assert_eq!(addrs, vec![sa(OUTER), sa(INNER)]);
+    }
+
+    #[test]
+    fn a_peer_reached_over_a_private_path_is_not_the_outside_view() {
+        let mut o = ObservedAddrs::new(8);
+        o.record(report(1, "1.1.1.1:9", "5.5.5.5:7000"), now());
+        o.record(report(2, "2.2.2.2:9", "5.5.5.5:7000"), now());
+        // Reached at a private address (a VPN, a carrier network): whatever it saw, it is
+        // not what the internet sees.
+        o.record(report(3, "10.8.0.4:9", "6.6.6.6:7000"), now());
+        assert_eq!(o.summary().behaviour, MappingBehaviour::EndpointIndependent);
+        // A peer on our own LAN sees our local address: no translation, no mapping evidence.
+        o.record(report(4, "192.168.1.20:9", LOCAL), now());
+        let s = o.summary();
+        assert_eq!(s.behaviour, MappingBehaviour::EndpointIndependent);
+        assert_eq!(s.untranslated, 1);
+    }
+
+    #[test]
+    fn an_outside_disagreement_still_makes_the_mapping_dependent() {
+        let mut o = ObservedAddrs::new(8);
+        o.record(report_at(1, HOME, "100.65.6.2:1", INNER), now());
+        o.record(report_at(2, HOME, "100.65.6.3:1", INNER), now());
+        o.record(
+            report_at(3, HOME, "25.0.0.11:4100", "25.0.0.16:1000"),
+            now(),
+        );
+        o.record(
+            report_at(4, HOME, "25.0.0.12:4100", "25.0.0.16:1001"),
+            now(),
+        );
+        assert_eq!(o.summary().behaviour, MappingBehaviour::EndpointDependent);
+    }
+
+    #[test]
+    fn inside_reports_alone_are_compared_per_nat() {
+        // Only carrier customers have reported: two at distinct IPs agree.
+        let mut o = ObservedAddrs::new(8);
+        o.record(report_at(1, HOME, "100.65.6.2:1", INNER), now());
+        o.record(report_at(2, HOME, "100.65.6.3:1", INNER), now());
+        assert_eq!(o.summary().behaviour, MappingBehaviour::EndpointIndependent);
+        // The same inner NAT, another port for another peer: dependent.
+        o.record(report_at(3, HOME, "100.65.6.4:1", "100.64.6.2:2"), now());
+        assert_eq!(o.summary().behaviour, MappingBehaviour::EndpointDependent);
+        // Two inside reporters behind different NATs of ours (different external IPs) are
+        // not compared.
+        let mut o = ObservedAddrs::new(8);
+        o.record(report_at(1, HOME, "100.65.6.2:1", INNER), now());
+        o.record(report_at(2, HOME, "10.1.0.2:1", "10.1.0.1:45597"), now());
+        assert_eq!(o.summary().behaviour, MappingBehaviour::Unknown);
+    }
+
     fn arb_report() -> impl Strategy<Value = Report> {
         (0u8..12, 0u8..4, 0u16..3, 0u16..3, any::<bool>()).prop_map(
             |(n, rip, rport, oport, same_local)| Report {
@@ -427,7 +549,40 @@ mod tests {
         assert_eq!(o.summary().reporters, 0);
     }
 
+    /// Reports from inside (a carrier or private network): any inner address and port.
+    fn arb_inside_report() -> impl Strategy<Value = Report> {
+        (20u8..30, 0u8..3, 0u16..3).prop_map(|(n, rip, oport)| Report {
+            reporter: id(n),
+            reporter_addr: SocketAddr::from(([100, 65, 0, rip], 100)),
+            observed: SocketAddr::from(([100, 64, 0, 2], 7000 + oport)),
+            local: Some(sa(LOCAL)),
+        })
+    }
+
     proptest! {
+        #[test]
+        fn inside_reports_never_change_an_outside_verdict(
+            outside in proptest::collection::vec(arb_report(), 1..12),
+            inside in proptest::collection::vec(arb_inside_report(), 0..8),
+        ) {
+            let mut only_outside = ObservedAddrs::new(64);
+            let mut both = ObservedAddrs::new(64);
+            for r in &outside {
+                only_outside.record(*r, now());
+                both.record(*r, now());
+            }
+            for r in &inside {
+                both.record(*r, now());
+            }
+            let s = both.summary();
+            prop_assert_eq!(s.behaviour, only_outside.summary().behaviour);
+            // Outside addresses come first.
+            let first_inside = s.external.iter().position(|e| vantage::is_inside(e.addr.ip()));
+            if let Some(i) = first_inside {
+                prop_assert!(s.external[i..].iter().all(|e| vantage::is_inside(e.addr.ip())));
+            }
+        }
+
         #[test]
         fn bounded_and_consistent(reports in proptest::collection::vec(arb_report(), 0..60), cap in 1usize..6) {
             let mut o = ObservedAddrs::new(cap);

@@ -3,7 +3,9 @@
 //! The classification combines three inputs: the observed-address reports of peers
 //! ([`crate::observed`]), each compared with our local address on the connection it came over
 //! (seen unchanged means no NAT on that path), a port mapping obtained from the gateway (UPnP /
-//! NAT-PMP, supplied with `Transport::set_port_mapping`), and the NAT's mapping behaviour. The
+//! NAT-PMP, supplied with `Transport::set_port_mapping`), and the NAT's mapping behaviour. What
+//! peers on the internet see decides over what peers on a private path see (they may sit
+//! between two of our NATs and see the inner one's address; see [`crate::vantage`]). The
 //! result decides what goes into the addresses we hand out (`Transport::advertised_addrs`) and whether hole
 //! punching is worth trying. Everything here is pure; the tracker only adds a
 //! `watch` channel so that changes reach the application.
@@ -15,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::identity::NodeId;
 use crate::observed::{ExternalAddr, MappingBehaviour, ObservedAddrs, Report, Summary};
+use crate::vantage::is_inside;
 
 /// Most addresses advertised (and accepted as punch candidates).
 pub(crate) const MAX_ADVERTISED: usize = 8;
@@ -120,12 +123,24 @@ pub(crate) fn classify(summary: &Summary, mapping: Option<SocketAddr>) -> Reacha
     }
 }
 
+/// What reports say of the gateway's mapping at `external`. Addresses seen from outside decide
+/// when there are any: behind a double NAT, peers on the carrier's network may well see us at
+/// the home gateway's own (carrier-side) address, which says nothing of the internet's view.
 fn mapping_state(summary: &Summary, external: SocketAddr) -> PortMappingState {
-    if summary.external.iter().any(|e| e.addr == external) {
+    let outside: Vec<&ExternalAddr> = summary
+        .external
+        .iter()
+        .filter(|e| !is_inside(e.addr.ip()))
+        .collect();
+    let judged: Vec<&ExternalAddr> = if outside.is_empty() {
+        summary.external.iter().collect()
+    } else {
+        outside
+    };
+    if judged.iter().any(|e| e.addr == external) {
         return PortMappingState::Confirmed;
     }
-    let same_family: Vec<IpAddr> = summary
-        .external
+    let same_family: Vec<IpAddr> = judged
         .iter()
         .map(|e| e.addr.ip())
         .filter(|ip| ip.is_ipv4() == external.is_ipv4())
@@ -375,6 +390,67 @@ mod tests {
         assert_eq!(classify(&mixed, None).class, Reachability::Cone);
     }
 
+    fn summary_at(local: &str, reports: &[(u8, &str, &str)]) -> Summary {
+        let mut o = ObservedAddrs::new(16);
+        for &(n, from, seen) in reports {
+            o.record(
+                Report {
+                    reporter: NodeId::from_bytes([n; 32]),
+                    reporter_addr: sa(from),
+                    observed: sa(seen),
+                    local: Some(sa(local)),
+                },
+                Instant::now(),
+            );
+        }
+        o.summary()
+    }
+
+    /// Issue 16: behind a double NAT, one peer on the carrier's network (reached over carrier
+    /// addresses) saw the home router's carrier-side address, the internet the carrier's public
+    /// one; the node called itself symmetric and advertised only its private address.
+    #[test]
+    fn double_nat_with_an_observer_between_the_nats_is_a_cone() {
+        let home = "192.168.6.100:45597";
+        let s = classify(
+            &summary_at(
+                home,
+                &[
+                    (1, "100.65.6.2:50064", "100.64.6.2:45597"),
+                    (2, "25.0.0.11:4100", "25.0.0.16:45597"),
+                    (3, "25.0.0.12:33800", "25.0.0.16:45597"),
+                ],
+            ),
+            None,
+        );
+        assert_eq!(s.class, Reachability::Cone);
+        assert_eq!(s.mapping_behaviour, MappingBehaviour::EndpointIndependent);
+        assert_eq!(
+            advertised(&s, Some(sa("0.0.0.0:45597")), &[sa(home)]),
+            vec![sa("25.0.0.16:45597"), sa(home)]
+        );
+
+        // The issue's own numbers, the observer between the NATs on a private range.
+        let local = "10.3.0.2:7000";
+        let s = classify(
+            &summary_at(
+                local,
+                &[
+                    (1, "11.0.0.5:7000", "11.0.0.3:7000"),
+                    (2, "10.9.0.3:7000", "10.9.0.1:7000"),
+                    (3, "11.0.0.7:7000", "11.0.0.3:7000"),
+                    (4, "10.3.0.5:7000", local),
+                ],
+            ),
+            None,
+        );
+        assert_eq!(s.class, Reachability::Cone);
+        assert_eq!(
+            advertised(&s, Some(sa("0.0.0.0:7000")), &[sa(local)]),
+            vec![sa("11.0.0.3:7000"), sa(local)]
+        );
+    }
+
     #[test]
     fn port_mapping_states() {
         let map = sa("5.5.5.5:4000");
@@ -404,6 +480,38 @@ mod tests {
             advertised(&s, None, &[sa(LOCAL)]),
             vec![sa("7.7.7.7:9"), sa(LOCAL)]
         );
+
+        // A double-NAT gateway that granted a mapping on its carrier-side address: carrier
+        // customers confirm it, the internet sees the carrier's address. Useless from outside.
+        let inner = sa("100.64.6.2:4000");
+        let s = classify(
+            &summary(&[
+                (1, "100.65.6.2:1", "100.64.6.2:4000"),
+                (2, "100.65.6.3:1", "100.64.6.2:4000"),
+                (3, "1.1.1.1:1", "7.7.7.7:4000"),
+                (4, "2.2.2.2:1", "7.7.7.7:4000"),
+            ]),
+            Some(inner),
+        );
+        assert_eq!(
+            s.port_mapping.unwrap().state,
+            PortMappingState::Contradicted
+        );
+        assert_eq!(s.class, Reachability::Cone);
+        assert_eq!(
+            advertised(&s, None, &[sa(LOCAL)]),
+            vec![sa("7.7.7.7:4000"), inner, sa(LOCAL)],
+            "the inner address still serves the carrier's customers, after the outer one"
+        );
+        // Only carrier customers have reported so far: nothing contradicts it yet.
+        let s = classify(
+            &summary(&[
+                (1, "100.65.6.2:1", "100.64.6.2:4000"),
+                (2, "100.65.6.3:1", "100.64.6.2:4000"),
+            ]),
+            Some(inner),
+        );
+        assert_eq!(s.port_mapping.unwrap().state, PortMappingState::Confirmed);
     }
 
     #[test]

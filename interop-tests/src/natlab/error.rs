@@ -60,6 +60,9 @@ pub enum NatLabError {
     /// The address plan has room for a limited number of sites per lab.
     #[error("a NAT lab holds at most {0} sites")]
     Full(u8),
+    /// A carrier customer was asked for next to a site that has no carrier NAT.
+    #[error("site {0} is not behind a carrier NAT (only double-NAT sites are)")]
+    NoCarrier(String),
     /// miniupnpd exited or did not come up.
     #[error("miniupnpd in {ns} did not start: {log}")]
     Upnpd {

@@ -15,6 +15,10 @@
 //!                                                                        host 192.168.n.100
 //! ```
 //!
+//! A double-NAT site may get a second customer of its carrier ([`NatLab::add_carrier_customer`]):
+//! a host at 100.65.n.2 on the carrier's `lan1`, reachable from the home router over carrier
+//! addresses.
+//!
 //! The public segment uses 25.0.0.0/24, ordinary public address space (miniupnpd refuses to map
 //! on a router whose outer address is private or reserved, which is exactly the CGNAT case
 //! [`NatKind::DoubleNat`] models). These addresses exist only inside the lab's namespaces:
@@ -337,6 +341,50 @@ impl NatLab {
             }
         }
         Ok(site)
+    }
+
+    /// Adds another customer of the carrier NAT of `site` (a [`NatKind::DoubleNat`] site): a
+    /// host without a home router on its own carrier segment, `100.65.<n>.2/24` (gateway
+    /// `.1`), behind the carrier's port-restricted NAT only. The carrier routes between its
+    /// customers without translation, as carriers commonly do, so this host and the double-NAT
+    /// host reach each other over carrier addresses: it sees the double-NAT host at its home
+    /// router's carrier-side address (`100.64.<n>.2`), where the rest of the internet sees the
+    /// carrier's public one. At most one per double-NAT site. The returned site's kind is
+    /// [`NatKind::PortRestricted`] (what stands between it and the internet), its router the
+    /// carrier.
+    pub fn add_carrier_customer(&mut self, site: &Site) -> Result<Site> {
+        let carrier = site
+            .carrier_ns
+            .clone()
+            .ok_or_else(|| NatLabError::NoCarrier(site.ns.clone()))?;
+        let [.., last] = site.public_ip.octets();
+        let n = last.saturating_sub(10);
+        let host = format!("{}-{n}k", self.prefix);
+        let gateway = Ipv4Addr::new(100, 65, n, 1);
+        let host_ip = Ipv4Addr::new(100, 65, n, 2);
+        self.add_ns(&host)?;
+        self.veth(&carrier, "lan1", gateway, &host, "eth0", host_ip)?;
+        self.ip(
+            &host,
+            &["route", "add", "default", "via", &gateway.to_string()],
+        )?;
+        // New flows from the new segment (to the internet or the home router) and from the
+        // home router to it; the carrier's masquerade covers everything leaving on wan0.
+        let rules = "add rule inet filter forward iifname \"lan1\" accept\n\
+                     add rule inet filter forward iifname \"lan0\" oifname \"lan1\" accept\n";
+        let mut c = self.command(&carrier, &self.nft);
+        c.args(["-f", "-"]);
+        cmd::run(&mut c, Some(rules))?;
+        Ok(Site {
+            kind: NatKind::PortRestricted,
+            ns: host,
+            host_ip,
+            public_ip: site.public_ip,
+            router_ns: Some(carrier),
+            gateway_ip: Some(gateway),
+            router_outer_ip: Some(site.public_ip),
+            carrier_ns: None,
+        })
     }
 
     /// Adds a host directly on the public segment (a [`NatKind::None`] site), e.g. a probe or
