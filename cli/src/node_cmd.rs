@@ -23,10 +23,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
-#[path = "node_control_server.rs"]
-mod server;
-
-#[path = "node_limits.rs"]
+mod control_server;
 mod limits;
 
 const EXAMPLES: &str = "\
@@ -498,7 +495,8 @@ pub fn run(args: NodeArgs) -> Result<()> {
     };
     let settings = resolve(&args, file, &Dirs::from_env())?;
     // First the control socket: a second node on the same socket stops here.
-    let socket = server::ControlSocket::bind(&settings.control, settings.control_is_default)?;
+    let socket =
+        control_server::ControlSocket::bind(&settings.control, settings.control_is_default)?;
     let new_key = !settings.key.exists();
     let identity = load_identity(&settings)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -534,13 +532,13 @@ enum Mode {
 /// Why the node stops.
 enum Stop {
     Signal(&'static str),
-    Leave(server::LeaveRequest),
+    Leave(control_server::LeaveRequest),
 }
 
 async fn run_node(
     s: Settings,
     identity: Identity,
-    socket: server::ControlSocket,
+    socket: control_server::ControlSocket,
     mode: Mode,
     joined: &AtomicBool,
 ) -> Result<()> {
@@ -569,10 +567,10 @@ async fn run_node(
     out.started(&node, &s.control);
     // Subscribe before joining so that no neighbour change is missed.
     let mut events = node.events();
-    let (stop_tx, mut stop_rx) = mpsc::channel::<server::LeaveRequest>(4);
+    let (stop_tx, mut stop_rx) = mpsc::channel::<control_server::LeaveRequest>(4);
     let (listener, socket_file) = socket.into_parts()?;
     let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
-    let control_task = tokio::spawn(server::serve(
+    let control_task = tokio::spawn(control_server::serve(
         listener,
         node.clone(),
         stop_tx,
