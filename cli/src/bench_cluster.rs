@@ -613,7 +613,6 @@ async fn totals(nodes: &[Node]) -> Result<Totals> {
     Ok(t)
 }
 
-/// Counters that point at trouble, summed over `nodes`.
 /// One lookup at a time for every `(node, key)` of `asks`, until [`PASS_LIMIT`] after `start`.
 async fn lookup_pass(
     nodes: &[Node],
@@ -641,6 +640,7 @@ async fn dials(nodes: &[Node]) -> Result<u64> {
     Ok(d)
 }
 
+/// Counters that point at trouble, summed over `nodes`.
 async fn trouble(nodes: &[Node]) -> Result<[u64; 8]> {
     let mut t = [0u64; 8];
     for n in nodes {

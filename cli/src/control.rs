@@ -10,7 +10,7 @@
 //! - `commands`: the client subcommands;
 //! - `render`: how their results are shown (the status view, JSON).
 //!
-//! The node's side is `crate::node_control_server`.
+//! The node's side is `crate::node_cmd::control_server`.
 
 pub(crate) mod client;
 pub(crate) mod commands;

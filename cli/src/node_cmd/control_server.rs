@@ -223,6 +223,8 @@ async fn handle(
     }
 }
 
+/// Carries out one request; for `leave`, also the sender that tells the node's main loop the
+/// answer has been written.
 async fn execute(
     req: Request,
     node: &Node,
@@ -354,6 +356,8 @@ async fn addressee(to: &str, node: &Node, recent: &RecentSenders) -> Result<Node
     }
 }
 
+/// The answer to `broadcast` and `range`: the cast's sequence number, how many nodes it
+/// reached, and whether that count is complete.
 fn cast_answer(r: Result<p2ps::CastReport, p2ps::NodeError>) -> Response {
     match r {
         Ok(c) => Response::ok(serde_json::json!({
@@ -365,6 +369,7 @@ fn cast_answer(r: Result<p2ps::CastReport, p2ps::NodeError>) -> Response {
     }
 }
 
+/// Looks up one key; a failure is part of the answer (`lookup_many` reports keys one by one).
 async fn lookup(node: &Node, key: RingId) -> LookupAnswer {
     match node.lookup(key).await {
         Ok(r) => LookupAnswer {

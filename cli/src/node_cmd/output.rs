@@ -1,0 +1,181 @@
+//! What `p2ps node` prints on stdout: its id and ticket, then a line per incoming message and
+//! per neighbour change, as text for people or, with `--json`, as JSON lines for scripts.
+//!
+//! Payloads come from other nodes: they are printed escaped, on one line.
+
+use super::run::Mode;
+use p2ps::{Delivery, Node, NodeEvent, NodeId, Via};
+use std::io::Write;
+use std::path::Path;
+
+/// What the node prints on stdout: human lines, or JSON lines with `--json`.
+#[derive(Clone, Copy)]
+pub(super) struct Output {
+    /// JSON lines rather than text.
+    pub(super) json: bool,
+}
+
+impl Output {
+    /// Prints one line: `human` as text, or `json` as a JSON line with `--json`.
+    fn line(&self, human: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) {
+        let text = if self.json {
+            json().to_string()
+        } else {
+            human()
+        };
+        // A closed stdout must not stop the node.
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+
+    /// The node has started: its id, ticket, addresses and control socket.
+    pub(super) fn started(&self, node: &Node, control: &Path) {
+        let ticket = node.ticket().to_string();
+        if self.json {
+            self.line(String::new, || {
+                serde_json::json!({
+                    "event": "started",
+                    "id": node.id().to_string(),
+                    "ticket": ticket,
+                    "addrs": node.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "control": control.display().to_string(),
+                })
+            });
+            return;
+        }
+        let addrs: Vec<String> = node.addrs().iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "id: {}\nticket: {ticket}\naddresses: {}\ncontrol: {}",
+            node.id(),
+            addrs.join(" "),
+            control.display()
+        );
+    }
+
+    /// The node is part of a network: one it created, or one it joined.
+    pub(super) fn joined(&self, node: &Node, mode: &Mode) {
+        let via = match mode {
+            Mode::Create => None,
+            Mode::Join(t) => Some(t.id),
+        };
+        self.line(
+            || match via {
+                None => "created a new network".to_string(),
+                Some(v) => format!("joined the network through {}", v.short()),
+            },
+            || {
+                serde_json::json!({
+                    "event": "joined",
+                    "id": node.id().to_string(),
+                    "created": via.is_none(),
+                    "via": via.map(|v| v.to_string()),
+                })
+            },
+        );
+    }
+
+    /// A message for this node.
+    pub(super) fn message(&self, m: &Delivery) {
+        let to = m.via.to_string();
+        self.line(
+            || {
+                format!(
+                    "message from {} ({} hops, to {to}): {}",
+                    m.from.short(),
+                    m.hops,
+                    printable(&m.payload)
+                )
+            },
+            || {
+                serde_json::json!({
+                    "event": "message",
+                    "from": m.from.to_string(),
+                    "hops": m.hops,
+                    "to": to,
+                    "group": match &m.via {
+                        Via::Group(g) => Some(g.clone()),
+                        _ => None,
+                    },
+                    "key": m.key.to_string(),
+                    "payload": String::from_utf8_lossy(&m.payload),
+                })
+            },
+        );
+    }
+
+    /// A neighbour change, a dropped group child, or isolation; other events are not printed.
+    pub(super) fn event(&self, e: &NodeEvent) {
+        let (what, id): (&str, NodeId) = match e {
+            NodeEvent::NeighbourUp(id) => ("neighbour_up", *id),
+            NodeEvent::NeighbourDown(id) => ("neighbour_down", *id),
+            NodeEvent::GroupChildDropped { group, peer } => {
+                let group = group.to_string();
+                self.line(
+                    || {
+                        format!(
+                            "slow child {} dropped from group tree {group}",
+                            peer.short()
+                        )
+                    },
+                    || {
+                        serde_json::json!({
+                            "event": "group_child_dropped",
+                            "group": group,
+                            "node": peer.to_string(),
+                        })
+                    },
+                );
+                return;
+            }
+            NodeEvent::Isolated => {
+                self.line(
+                    || "isolated: lost every neighbour, joining again".to_string(),
+                    || serde_json::json!({"event": "isolated"}),
+                );
+                return;
+            }
+            // Joining and leaving are printed where they happen (and events of newer versions
+            // of the library are not printed).
+            _ => return,
+        };
+        self.line(
+            || format!("{}: {}", what.replace('_', " "), id.short()),
+            || serde_json::json!({"event": what, "node": id.to_string()}),
+        );
+    }
+
+    /// The node has left the network.
+    pub(super) fn left(&self) {
+        self.line(
+            || "left the network".to_string(),
+            || serde_json::json!({"event": "left"}),
+        );
+    }
+}
+
+/// A payload as one line of text: UTF-8 (lossy) with control characters escaped, so that a
+/// peer can neither break the line structure nor send terminal escapes.
+fn printable(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    let mut s = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_print_on_one_line() {
+        assert_eq!(printable(b"hello"), "hello");
+        assert_eq!(printable(b"a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(printable(&[0xff, b'x']), "\u{fffd}x");
+    }
+}

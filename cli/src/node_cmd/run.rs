@@ -1,0 +1,253 @@
+//! The life of a `p2ps node`: the key, the node, `create` or `join`, the control socket's
+//! server, then messages and events until a signal or `p2ps leave`, and a graceful leave.
+//!
+//! A start that fails leaves nothing behind: no socket file, and no key file if it made one.
+
+use super::args::NodeArgs;
+use super::config_file::FileConfig;
+use super::control_server;
+use super::output::Output;
+use super::settings::{resolve, Dirs, Settings};
+use anyhow::{bail, Context, Result};
+use p2ps::{Identity, Node, NodeEvent, Ticket};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{info, warn};
+
+/// Loads the key, creating the default key directory (0700) if needed.
+fn load_identity(s: &Settings) -> Result<Identity> {
+    if s.key_is_default {
+        if let Some(dir) = s.key.parent() {
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .with_context(|| format!("creating the key directory {}", dir.display()))?;
+            }
+        }
+    }
+    Identity::load_or_create(&s.key)
+        .with_context(|| format!("loading the node key {}", s.key.display()))
+}
+
+/// `p2ps node`: runs a node until Ctrl-C, SIGTERM or `p2ps leave`.
+pub fn run(args: NodeArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let settings = resolve(&args, file, &Dirs::from_env())?;
+    // First the control socket: a second node on the same socket stops here.
+    let socket =
+        control_server::ControlSocket::bind(&settings.control, settings.control_is_default)?;
+    let new_key = !settings.key.exists();
+    let identity = load_identity(&settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mode = match args.join {
+        Some(t) => Mode::Join(t),
+        None => Mode::Create,
+    };
+    let joined = AtomicBool::new(false);
+    let key = settings.key.clone();
+    let result = runtime.block_on(run_node(settings, identity, socket, mode, &joined));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if result.is_err() && new_key && !joined.load(Ordering::SeqCst) {
+        // A start that failed leaves nothing behind: the key it made is nobody's id yet.
+        if let Err(e) = std::fs::remove_file(&key) {
+            warn!(
+                "could not remove the unused key file {}: {e}",
+                key.display()
+            );
+        }
+    }
+    result
+}
+
+/// How the node becomes part of a network.
+pub(super) enum Mode {
+    /// `--create`: a new network of its own.
+    Create,
+    /// `--join`: the network of the node whose ticket this is.
+    Join(Ticket),
+}
+
+/// Why the node stops.
+enum Stop {
+    /// SIGTERM or SIGINT (Ctrl-C), by name.
+    Signal(&'static str),
+    /// `p2ps leave`, answered once the node has left.
+    Leave(control_server::LeaveRequest),
+}
+
+/// Starts the node, serves the control socket, creates or joins a network and prints what
+/// arrives until told to stop, then leaves; `joined` is set once the node is part of a network.
+async fn run_node(
+    s: Settings,
+    identity: Identity,
+    socket: control_server::ControlSocket,
+    mode: Mode,
+    joined: &AtomicBool,
+) -> Result<()> {
+    let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let cfg = s.config.node_config(identity);
+    let node = Node::start(cfg)
+        .await
+        .with_context(|| format!("starting the node on {}", s.config.listen))?;
+    let out = Output { json: s.json };
+    out.started(&node, &s.control);
+    // Subscribe before joining so that no neighbour change is missed.
+    let mut events = node.events();
+    let (stop_tx, mut stop_rx) = mpsc::channel::<control_server::LeaveRequest>(4);
+    let (listener, socket_file) = socket.into_parts()?;
+    let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
+    let control_task = tokio::spawn(control_server::serve(
+        listener,
+        node.clone(),
+        stop_tx,
+        recent.clone(),
+    ));
+
+    let wait_stop = async {
+        tokio::select! {
+            _ = sigterm.recv() => Stop::Signal("SIGTERM"),
+            _ = sigint.recv() => Stop::Signal("SIGINT"),
+            Some(req) = stop_rx.recv() => Stop::Leave(req),
+        }
+    };
+    tokio::pin!(wait_stop);
+
+    // Create or join, unless told to stop first.
+    let started = async {
+        match &mode {
+            Mode::Create => node.create().await.context("creating a network"),
+            Mode::Join(t) => node.join(t).await.with_context(|| {
+                let addrs: Vec<String> = t.addrs.iter().map(|a| a.to_string()).collect();
+                format!(
+                    "joining the network through {} at {}",
+                    t.id.short(),
+                    addrs.join(", ")
+                )
+            }),
+        }
+    };
+    let stop = tokio::select! {
+        r = started => {
+            if let Err(e) = r {
+                node.shutdown().await;
+                control_task.abort();
+                drop(socket_file);
+                return Err(e);
+            }
+            None
+        }
+        stop = &mut wait_stop => Some(stop),
+    };
+    let stop = match stop {
+        Some(stop) => stop,
+        None => {
+            joined.store(true, Ordering::SeqCst);
+            out.joined(&node, &mode);
+            if let Some(path) = &s.ticket_file {
+                if let Err(e) = write_ticket(path, &node.ticket()) {
+                    node.shutdown().await;
+                    control_task.abort();
+                    return Err(e);
+                }
+            }
+            message_loop(&node, &out, &recent, &mut events, &mut wait_stop).await?
+        }
+    };
+    match stop {
+        Stop::Signal(name) => {
+            info!("{name}: leaving the network");
+            node.shutdown().await;
+            out.left();
+        }
+        Stop::Leave(req) => {
+            node.shutdown().await;
+            out.left();
+            let _ = req.left.send(());
+            // Let the control task write its answer before the process ends.
+            let _ = tokio::time::timeout(Duration::from_secs(2), req.written).await;
+        }
+    }
+    control_task.abort();
+    drop(socket_file);
+    Ok(())
+}
+
+/// Prints messages (remembering their senders in `recent`) and events until something asks
+/// the node to stop.
+async fn message_loop(
+    node: &Node,
+    out: &Output,
+    recent: &crate::node_ids::RecentSenders,
+    events: &mut broadcast::Receiver<NodeEvent>,
+    wait_stop: &mut (impl std::future::Future<Output = Stop> + Unpin),
+) -> Result<Stop> {
+    let mut events_open = true;
+    loop {
+        tokio::select! {
+            m = node.recv() => match m {
+                Some(m) => {
+                    recent.record(m.from);
+                    out.message(&m);
+                }
+                None => bail!("the node stopped unexpectedly"),
+            },
+            ev = events.recv(), if events_open => match ev {
+                Ok(e) => out.event(&e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!("{n} node events were missed (printing too slowly)");
+                }
+                Err(broadcast::error::RecvError::Closed) => events_open = false,
+            },
+            stop = &mut *wait_stop => return Ok(stop),
+        }
+    }
+}
+
+/// Writes the ticket atomically (a reader never sees half of it).
+fn write_ticket(path: &Path, ticket: &Ticket) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("ticket file {} has no file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, format!("{ticket}\n"))
+        .with_context(|| format!("writing the ticket file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("writing the ticket file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2ps::NodeId;
+
+    #[test]
+    fn tickets_are_written_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("t");
+        let t = Ticket::new(
+            NodeId::from_bytes([5; 32]),
+            vec!["127.0.0.1:9".parse().unwrap()],
+        );
+        write_ticket(&p, &t).unwrap();
+        let back: Ticket = std::fs::read_to_string(&p).unwrap().parse().unwrap();
+        assert_eq!(back, t);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,317 @@
+//! What `p2ps node` runs with: flags over environment over the `--config` file over defaults.
+//!
+//! Everything is merged and checked here, before the node touches anything (control socket,
+//! key file, network), so that a bad setting costs nothing but an error message.
+
+use super::args::{parse_lookup_mode, parse_strategy, resolve_listen, NodeArgs};
+use super::config_file::FileConfig;
+use super::limits::LimitArgs;
+use crate::control::socket::{check_name, control_path};
+use anyhow::{bail, Context, Result};
+use p2ps::{Identity, NodeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where default files go, read from the environment once.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Dirs {
+    data_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+}
+
+impl Dirs {
+    /// `XDG_DATA_HOME` and `HOME`, each only if it is an absolute path.
+    pub(super) fn from_env() -> Dirs {
+        let abs = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+        Dirs {
+            data_home: abs(std::env::var_os("XDG_DATA_HOME")),
+            home: abs(std::env::var_os("HOME")),
+        }
+    }
+
+    /// The directory of default key files.
+    fn key_dir(&self) -> Result<PathBuf> {
+        match (&self.data_home, &self.home) {
+            (Some(d), _) => Ok(d.join("p2ps")),
+            (None, Some(h)) => Ok(h.join(".local/share/p2ps")),
+            (None, None) => {
+                bail!("neither XDG_DATA_HOME nor HOME is set: give the key file with --key")
+            }
+        }
+    }
+}
+
+/// Everything `p2ps node` runs with, once flags, environment, file and defaults are merged.
+#[derive(Debug)]
+pub(super) struct Settings {
+    pub(super) key: PathBuf,
+    pub(super) key_is_default: bool,
+    pub(super) control: PathBuf,
+    pub(super) control_is_default: bool,
+    pub(super) ticket_file: Option<PathBuf>,
+    pub(super) config: NodeConfigParts,
+    pub(super) json: bool,
+}
+
+/// The parts of a [`NodeConfig`] other than the identity.
+#[derive(Debug, Clone)]
+pub(super) struct NodeConfigParts {
+    pub(super) listen: SocketAddr,
+    advertise: Vec<SocketAddr>,
+    overlay: p2ps_overlay::Config,
+    groups: p2ps_overlay::groups::GroupConfig,
+    idle_timeout: Option<Duration>,
+    protocol_version: Option<u32>,
+    upnp: bool,
+    relay_serve: bool,
+    limits: LimitArgs,
+}
+
+impl NodeConfigParts {
+    /// The node's configuration: these parts, the identity, and the message size limit that
+    /// the control socket is built for.
+    pub(super) fn node_config(&self, identity: Identity) -> NodeConfig {
+        let mut cfg = NodeConfig::new(identity, self.listen);
+        // The limit the clients check, and the one the control socket's request size allows for.
+        cfg.max_message_size = crate::payload::MAX_PAYLOAD_BYTES;
+        cfg.advertise = self.advertise.clone();
+        cfg.overlay = self.overlay.clone();
+        cfg.groups = self.groups.clone();
+        cfg.upnp = self.upnp;
+        cfg.relay_serve = self.relay_serve;
+        self.limits.apply(&mut cfg.admission, &mut cfg.memory);
+        if let Some(v) = self.protocol_version {
+            cfg.protocol_version = v;
+        }
+        if let Some(t) = self.idle_timeout {
+            cfg.idle_timeout = t;
+            cfg.keep_alive = cfg.keep_alive.min(t / 3);
+        }
+        cfg
+    }
+}
+
+/// Merges the flags (and the `P2PS_*` variables clap read into them), the `--config` file and
+/// the defaults, and checks the result.
+pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<Settings> {
+    let file_tunables = file.tunables();
+    let name = args
+        .name
+        .clone()
+        .or(file.name)
+        .unwrap_or_else(|| "node".into());
+    check_name(&name)?;
+    let (key, key_is_default) = match args.key.clone().or(file.key) {
+        Some(k) => (k, false),
+        None => (dirs.key_dir()?.join(format!("{name}.key")), true),
+    };
+    let (control, control_is_default) =
+        control_path(args.control.clone().or(file.control).as_deref(), &name)?;
+    let strategy = match (args.strategy, file.strategy) {
+        (Some(s), _) => Some(s),
+        (None, Some(s)) => Some(parse_strategy(&s).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+    };
+    let t = args.tunables.clone().or(file_tunables);
+    let mut overlay = p2ps_overlay::Config::default();
+    if let Some(s) = strategy {
+        overlay.strategy = s;
+    }
+    let lookup_mode = match (args.lookup_mode, file.lookup_mode) {
+        (Some(m), _) => Some(m),
+        (None, Some(m)) => Some(parse_lookup_mode(&m).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+    };
+    if let Some(m) = lookup_mode {
+        overlay.lookup_mode = m;
+    }
+    let ms = Duration::from_millis;
+    if let Some(v) = t.stabilize_interval_ms {
+        overlay.stabilize_interval = ms(v);
+    }
+    if let Some(v) = t.stabilize_timeout_ms {
+        overlay.stabilize_timeout = ms(v);
+    }
+    if let Some(v) = t.finger_refresh_ms {
+        overlay.finger_refresh_period = ms(v);
+    }
+    if let Some(v) = t.list_len {
+        overlay.list_len = v;
+    }
+    if let Some(v) = t.join_timeout_ms {
+        overlay.join_timeout = ms(v);
+    }
+    if let Some(v) = t.join_attempts {
+        overlay.join_attempts = v;
+    }
+    if let Some(v) = t.lookup_timeout_ms {
+        overlay.lookup_timeout = ms(v);
+    }
+    let mut groups = p2ps_overlay::groups::GroupConfig::default();
+    if let Some(v) = t.group_refresh_ms {
+        groups.refresh = ms(v);
+    }
+    if let Some(v) = t.merge_probe_ms {
+        overlay.merge_probe_interval = ms(v);
+    }
+    overlay.validate().context("invalid overlay settings")?;
+    groups.validate().context("invalid group settings")?;
+    if t.idle_timeout_ms == Some(0) {
+        bail!("idle_timeout_ms must be greater than zero");
+    }
+    let advertise = if args.advertise.is_empty() {
+        file.advertise.unwrap_or_default()
+    } else {
+        args.advertise.clone()
+    };
+    if advertise.len() > p2ps::ticket::MAX_TICKET_ADDRS {
+        bail!(
+            "{} advertised addresses: a ticket holds at most {}",
+            advertise.len(),
+            p2ps::ticket::MAX_TICKET_ADDRS
+        );
+    }
+    let listen = match (args.listen, &file.listen) {
+        (Some(a), _) => a,
+        (None, Some(a)) => resolve_listen(a)
+            .map_err(anyhow::Error::msg)
+            .context("`listen` in the config file")?,
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    Ok(Settings {
+        key,
+        key_is_default,
+        control,
+        control_is_default,
+        ticket_file: args.ticket_file.clone().or(file.ticket_file),
+        config: NodeConfigParts {
+            listen,
+            advertise,
+            overlay,
+            groups,
+            idle_timeout: t.idle_timeout_ms.map(ms),
+            protocol_version: args.protocol_version,
+            upnp: args.upnp || file.upnp.unwrap_or(false),
+            relay_serve: args.relay_serve || file.relay_serve.unwrap_or(false),
+            limits: args.limits.clone().or(file.limits.unwrap_or_default()),
+        },
+        json: args.json,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_cmd::args::tests::parse;
+    use crate::node_cmd::config_file::config_log;
+    use p2ps::{FingerStrategy, LookupMode};
+
+    fn dirs() -> Dirs {
+        Dirs {
+            data_home: None,
+            home: Some("/home/u".into()),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&["--create"]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &dirs()).unwrap();
+        assert_eq!(s.key, PathBuf::from("/home/u/.local/share/p2ps/node.key"));
+        assert!(s.key_is_default);
+        assert_eq!(s.config.listen, "127.0.0.1:0".parse().unwrap());
+        assert!(s.control.ends_with("p2ps/node.sock") || s.control.ends_with("node.sock"));
+        assert!(s.control_is_default);
+        assert_eq!(s.config.overlay, p2ps_overlay::Config::default());
+        let d = Dirs {
+            data_home: Some("/data".into()),
+            home: Some("/home/u".into()),
+        };
+        let a = parse(&["--create", "--name", "b"]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &d).unwrap();
+        assert_eq!(s.key, PathBuf::from("/data/p2ps/b.key"));
+        assert!(s.control.ends_with("b.sock"));
+        assert!(resolve(&a, FileConfig::default(), &Dirs::default()).is_err());
+        let a = parse(&["--create", "--name", "../evil"]).unwrap();
+        assert!(resolve(&a, FileConfig::default(), &d).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("node.toml");
+        std::fs::write(
+            &path,
+            r#"
+key = "k.key"
+listen = "127.0.0.1:5000"
+advertise = ["10.0.0.1:5000"]
+name = "filenode"
+strategy = "chord"
+lookup_mode = "steered"
+stabilize_interval_ms = 300
+list_len = 4
+"#,
+        )
+        .unwrap();
+        let file = FileConfig::load(&path).unwrap();
+        let a = parse(&["--create", "--listen", "127.0.0.1:6000", "--list-len", "6"]).unwrap();
+        let s = resolve(&a, file, &dirs()).unwrap();
+        assert_eq!(s.key, tmp.path().join("k.key"));
+        assert!(!s.key_is_default);
+        assert_eq!(s.config.listen, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(s.config.advertise, vec!["10.0.0.1:5000".parse().unwrap()]);
+        assert!(s.control.ends_with("filenode.sock"));
+        assert_eq!(s.config.overlay.strategy, FingerStrategy::Chord);
+        assert_eq!(s.config.overlay.lookup_mode, LookupMode::Steered);
+        assert!(parse(&["--create", "--lookup-mode", "iterative"]).is_err());
+        assert_eq!(
+            s.config.overlay.stabilize_interval,
+            Duration::from_millis(300)
+        );
+        assert_eq!(s.config.overlay.list_len, 6);
+
+        assert!(!s.config.upnp && !s.config.relay_serve);
+
+        std::fs::write(&path, "stabilise_interval_ms = 3\n").unwrap();
+        let e = format!("{:#}", FileConfig::load(&path).unwrap_err());
+        assert!(e.contains("stabilise_interval_ms"), "{e}");
+        std::fs::write(&path, "strategy = \"pastry\"\n").unwrap();
+        let file = FileConfig::load(&path).unwrap();
+        assert!(resolve(&parse(&["--create"]).unwrap(), file, &dirs()).is_err());
+        let a = parse(&["--create", "--stabilize-interval-ms", "0"]).unwrap();
+        assert!(resolve(&a, FileConfig::default(), &dirs()).is_err());
+    }
+
+    #[test]
+    fn the_file_sets_upnp_relay_serve_and_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "upnp = true\nrelay_serve = true\nlog = \"info\"\nlisten = \"localhost:0\"\n",
+        )
+        .unwrap();
+        let a = parse(&["--create", "--config", &path.to_string_lossy()]).unwrap();
+        assert_eq!(config_log(&a).unwrap().as_deref(), Some("info"));
+        let s = resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap();
+        assert!(s.config.upnp);
+        assert!(s.config.relay_serve);
+        assert!(s.config.listen.ip().is_loopback(), "{}", s.config.listen);
+        assert_eq!(s.config.listen.port(), 0);
+        // Flags still turn them on without a file.
+        let a = parse(&["--create", "--upnp", "--relay-serve"]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &dirs()).unwrap();
+        assert!(s.config.upnp && s.config.relay_serve);
+        assert_eq!(config_log(&a).unwrap(), None);
+        std::fs::write(&path, "upnp = \"yes\"\n").unwrap();
+        assert!(FileConfig::load(&path).is_err());
+        std::fs::write(&path, "listen = \"localhost\"\n").unwrap();
+        let e = format!(
+            "{:#}",
+            resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap_err()
+        );
+        assert!(e.contains("cannot resolve") && e.contains("listen"), "{e}");
+    }
+}
