@@ -16,7 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use p2ps_interop_tests::natlab::{require_root, NatKind, NatLab, Site};
-use p2ps_interop_tests::p2ps::Status;
+use p2ps_interop_tests::p2ps::{Reachability, Status};
 use p2ps_interop_tests::{wait_ring, NodeProc, Start, TestNet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -61,10 +61,10 @@ struct Member {
 /// Why `s` is not what a node on `site` should conclude, or `None` if it is.
 fn mismatch(site: &Site, expect: Expect, s: &Status) -> Option<String> {
     let want_class = match expect {
-        Expect::Public => "public",
-        Expect::Cone => "cone",
-        Expect::Symmetric => "symmetric",
-        Expect::PortMapped => "port-mapped",
+        Expect::Public => Reachability::Public,
+        Expect::Cone => Reachability::Cone,
+        Expect::Symmetric => Reachability::Symmetric,
+        Expect::PortMapped => Reachability::PortMapped,
     };
     if s.reachability != want_class {
         return Some(format!(
