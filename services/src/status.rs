@@ -159,6 +159,8 @@ impl From<p2ps_overlay::State> for NodeState {
             S::Joined => NodeState::Joined,
             S::Rejoining => NodeState::Rejoining,
             S::Left => NodeState::Left,
+            // A state a newer overlay adds: not (yet) counted as part of a network.
+            _ => NodeState::Idle,
         }
     }
 }
