@@ -270,6 +270,10 @@ impl From<&p2ps_transport::MappingState> for PortMapping {
                 reason: reason.clone(),
             },
             M::Stopped => PortMapping::Stopped,
+            // A state a newer transport adds: no mapping this runtime can use.
+            other => PortMapping::Failed {
+                reason: format!("port mapper state this version does not know: {other:?}"),
+            },
         }
     }
 }
