@@ -342,13 +342,11 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
             );
         }
         let wall = Instant::now();
-        let node = Config {
-            strategy: s,
-            list_len: sc.list_len,
-            stabilize_interval: Duration::from_millis(sc.stabilize_interval_ms),
-            finger_refresh_period: Duration::from_secs(sc.finger_refresh_secs),
-            ..Config::default()
-        };
+        let node = Config::default()
+            .with_strategy(s)
+            .with_list_len(sc.list_len)
+            .with_stabilize_interval(Duration::from_millis(sc.stabilize_interval_ms))
+            .with_finger_refresh_period(Duration::from_secs(sc.finger_refresh_secs));
         node.validate().context("overlay configuration")?;
         let mut sim = Simulator::new(SimConfig {
             node,

@@ -101,13 +101,6 @@ struct Report {
     wall_secs: f64,
 }
 
-fn mode_name(m: LookupMode) -> &'static str {
-    match m {
-        LookupMode::Routed => "routed",
-        LookupMode::Steered => "steered",
-    }
-}
-
 fn target_for(f: f64) -> Option<f64> {
     if (f - 0.1).abs() < 1e-9 {
         Some(TARGET_AT_10)
@@ -238,7 +231,7 @@ fn run_cells(cells: &[Scenario], threads: usize, progress: bool) -> Vec<(Outcome
                         s.placement.name(),
                         s.behaviour.name(),
                         s.hostile,
-                        mode_name(s.mode),
+                        s.mode.name(),
                         o.correct,
                         o.lookups,
                         o.msgs_per_lookup()
@@ -263,7 +256,7 @@ fn row(s: &Scenario, o: &Outcome, wall_secs: f64) -> Row {
         behaviour: s.behaviour.name(),
         hostile: s.hostile,
         hostile_nodes: o.hostile_nodes,
-        mode: mode_name(s.mode),
+        mode: s.mode.name(),
         lookups: o.lookups,
         correct: o.correct,
         wrong: o.wrong,

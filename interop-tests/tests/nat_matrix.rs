@@ -46,17 +46,13 @@ const TOTAL: Duration = Duration::from_secs(90);
 /// millisecond), one stage after the other, and a couple of background punches after a
 /// relayed success.
 fn options() -> TraverseOptions {
-    TraverseOptions {
-        direct_timeout: Duration::from_secs(1),
-        punch: PunchOptions {
-            timeout: Duration::from_secs(4),
-            ..PunchOptions::default()
-        },
-        relay: true,
-        upgrade_attempts: 2,
-        upgrade_interval: Duration::from_secs(2),
-        punch_head_start: None,
-    }
+    TraverseOptions::default()
+        .with_direct_timeout(Duration::from_secs(1))
+        .with_punch(PunchOptions::default().with_timeout(Duration::from_secs(4)))
+        .with_relay(true)
+        .with_upgrade_attempts(2)
+        .with_upgrade_interval(Duration::from_secs(2))
+        .with_punch_head_start(None)
 }
 
 /// The punch head start of the second run.
@@ -221,13 +217,11 @@ fn start_node(lab: &NatLab, site: Site, name: String, serve: bool) -> Node {
             let Ok(port) = t.local_addr().map(|a| a.port()) else {
                 return;
             };
-            let config = PortMapConfig {
-                discovery_timeout: Duration::from_millis(1500),
-                call_timeout: Duration::from_secs(2),
-                retry_interval: Duration::from_secs(60),
-                description: "p2ps nat matrix".into(),
-                ..PortMapConfig::default()
-            };
+            let config = PortMapConfig::default()
+                .with_discovery_timeout(Duration::from_millis(1500))
+                .with_call_timeout(Duration::from_secs(2))
+                .with_retry_interval(Duration::from_secs(60))
+                .with_description("p2ps nat matrix".into());
             let mapper = match PortMapper::start(config, port) {
                 Ok(m) => m,
                 Err(e) => {
@@ -298,6 +292,7 @@ fn label_of(report: &PathReport, b: &Node) -> Label {
         }
         Method::Punched => Label::Punched,
         Method::Relayed => Label::Relayed,
+        other => panic!("a traversal method this test does not know: {other}"),
     }
 }
 
@@ -669,10 +664,7 @@ fn a_punch_head_start_keeps_the_paths_and_saves_the_direct_timeout() {
     }
     let _one = ONE_LAB.lock().unwrap_or_else(|p| p.into_inner());
     let world = build_world();
-    let options = TraverseOptions {
-        punch_head_start: Some(HEAD_START),
-        ..options()
-    };
+    let options = options().with_punch_head_start(Some(HEAD_START));
     let outcomes = run_matrix(
         &world,
         "NAT matrix, punch started 150 ms into the direct stage (direct 1 s, punch 4 s, relay):",

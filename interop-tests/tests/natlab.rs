@@ -88,11 +88,9 @@ fn measure(lab: &NatLab, site: &Site, probe1: &Site, probe2: &Site) -> Measured 
 
     // The gateway: can the host's port be mapped by UPnP, and does the mapping let a stranger
     // (a fresh socket of probe 2) in?
-    let config = PortMapConfig {
-        discovery_timeout: Duration::from_millis(1500),
-        call_timeout: Duration::from_secs(2),
-        ..PortMapConfig::default()
-    };
+    let config = PortMapConfig::default()
+        .with_discovery_timeout(Duration::from_millis(1500))
+        .with_call_timeout(Duration::from_secs(2));
     let mut mapper = NsPortMapper::start(&site.ns, config, local_port).unwrap();
     let upnp = mapper
         .wait_settled(Duration::from_secs(8))

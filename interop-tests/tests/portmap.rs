@@ -18,14 +18,12 @@ const ARRIVAL: Duration = Duration::from_secs(2);
 const SILENCE: Duration = Duration::from_millis(500);
 
 fn config(lease: Duration) -> PortMapConfig {
-    PortMapConfig {
-        lease,
-        discovery_timeout: Duration::from_millis(1500),
-        call_timeout: Duration::from_secs(2),
-        retry_interval: Duration::from_secs(60),
-        description: "p2ps natlab test".into(),
-        ..PortMapConfig::default()
-    }
+    PortMapConfig::default()
+        .with_lease(lease)
+        .with_discovery_timeout(Duration::from_millis(1500))
+        .with_call_timeout(Duration::from_secs(2))
+        .with_retry_interval(Duration::from_secs(60))
+        .with_description("p2ps natlab test".into())
 }
 
 /// Sends `token` from a fresh socket of `probe` (a source the NAT has never seen, so no old

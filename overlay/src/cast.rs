@@ -40,7 +40,8 @@ pub const NAME: &str = "p2ps/cast";
 /// The service's id.
 pub const CAST: ServiceId = ServiceId::named(NAME);
 
-/// Settings of the cast service.
+/// Settings of the cast service. Start from `CastConfig::default()` and change what you need
+/// with the `with_*` setters or by assigning the public fields.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct CastConfig {
@@ -87,8 +88,46 @@ impl Default for CastConfig {
     }
 }
 
+impl CastConfig {
+    /// Sets [`ack_timeout`](Self::ack_timeout).
+    #[must_use]
+    pub fn with_ack_timeout(mut self, ack_timeout: Duration) -> Self {
+        self.ack_timeout = ack_timeout;
+        self
+    }
+
+    /// Sets [`attempts`](Self::attempts).
+    #[must_use]
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Sets [`done_timeout`](Self::done_timeout).
+    #[must_use]
+    pub fn with_done_timeout(mut self, done_timeout: Duration) -> Self {
+        self.done_timeout = done_timeout;
+        self
+    }
+
+    /// Sets [`max_casts`](Self::max_casts).
+    #[must_use]
+    pub fn with_max_casts(mut self, max_casts: usize) -> Self {
+        self.max_casts = max_casts;
+        self
+    }
+
+    /// Sets [`max_queued`](Self::max_queued).
+    #[must_use]
+    pub fn with_max_queued(mut self, max_queued: usize) -> Self {
+        self.max_queued = max_queued;
+        self
+    }
+}
+
 /// How a delivered cast was addressed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum CastKind {
     /// To every node.
     Broadcast,
@@ -103,6 +142,7 @@ pub enum CastKind {
 
 /// What the cast service tells its application.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum CastEvent<P> {
     /// A broadcast or range multicast reached this node.
     Delivered {

@@ -6,6 +6,7 @@ use thiserror::Error;
 
 /// How lookups find the node responsible for a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LookupMode {
     /// Routed hop by hop through the overlay; the responsible node's signed answer comes back
     /// along the route. Cheapest; a hostile node on the route can drop or misdirect it (the
@@ -22,9 +23,22 @@ pub enum LookupMode {
     Steered,
 }
 
+impl LookupMode {
+    /// A short name for reports and command lines: `"routed"` or `"steered"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LookupMode::Routed => "routed",
+            LookupMode::Steered => "steered",
+        }
+    }
+}
+
 /// Overlay configuration. `Config::default()` suits a real network; the simulator scales the
-/// intervals in its scenarios.
+/// intervals in its scenarios. Outside this crate, start from `Config::default()` and change
+/// what you need with the `with_*` setters (`Config::default().with_list_len(4)`) or by
+/// assigning the public fields; the struct is `#[non_exhaustive]` so that fields can be added.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Config {
     /// Finger placement. Default: Tango.
     pub strategy: FingerStrategy,
@@ -128,8 +142,193 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Sets [`strategy`](Self::strategy).
+    #[must_use]
+    pub fn with_strategy(mut self, strategy: FingerStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Sets [`list_len`](Self::list_len).
+    #[must_use]
+    pub fn with_list_len(mut self, list_len: usize) -> Self {
+        self.list_len = list_len;
+        self
+    }
+
+    /// Sets [`stabilize_interval`](Self::stabilize_interval).
+    #[must_use]
+    pub fn with_stabilize_interval(mut self, stabilize_interval: Duration) -> Self {
+        self.stabilize_interval = stabilize_interval;
+        self
+    }
+
+    /// Sets [`stabilize_timeout`](Self::stabilize_timeout).
+    #[must_use]
+    pub fn with_stabilize_timeout(mut self, stabilize_timeout: Duration) -> Self {
+        self.stabilize_timeout = stabilize_timeout;
+        self
+    }
+
+    /// Sets [`finger_refresh_period`](Self::finger_refresh_period).
+    #[must_use]
+    pub fn with_finger_refresh_period(mut self, finger_refresh_period: Duration) -> Self {
+        self.finger_refresh_period = finger_refresh_period;
+        self
+    }
+
+    /// Sets [`repair_delay`](Self::repair_delay).
+    #[must_use]
+    pub fn with_repair_delay(mut self, repair_delay: Duration) -> Self {
+        self.repair_delay = repair_delay;
+        self
+    }
+
+    /// Sets [`join_timeout`](Self::join_timeout).
+    #[must_use]
+    pub fn with_join_timeout(mut self, join_timeout: Duration) -> Self {
+        self.join_timeout = join_timeout;
+        self
+    }
+
+    /// Sets [`join_attempts`](Self::join_attempts).
+    #[must_use]
+    pub fn with_join_attempts(mut self, join_attempts: u32) -> Self {
+        self.join_attempts = join_attempts;
+        self
+    }
+
+    /// Sets [`lookup_timeout`](Self::lookup_timeout).
+    #[must_use]
+    pub fn with_lookup_timeout(mut self, lookup_timeout: Duration) -> Self {
+        self.lookup_timeout = lookup_timeout;
+        self
+    }
+
+    /// Sets [`lookup_attempts`](Self::lookup_attempts).
+    #[must_use]
+    pub fn with_lookup_attempts(mut self, lookup_attempts: u32) -> Self {
+        self.lookup_attempts = lookup_attempts;
+        self
+    }
+
+    /// Sets [`lookup_mode`](Self::lookup_mode).
+    #[must_use]
+    pub fn with_lookup_mode(mut self, lookup_mode: LookupMode) -> Self {
+        self.lookup_mode = lookup_mode;
+        self
+    }
+
+    /// Sets [`steer_parallelism`](Self::steer_parallelism).
+    #[must_use]
+    pub fn with_steer_parallelism(mut self, steer_parallelism: usize) -> Self {
+        self.steer_parallelism = steer_parallelism;
+        self
+    }
+
+    /// Sets [`steer_max_queries`](Self::steer_max_queries).
+    #[must_use]
+    pub fn with_steer_max_queries(mut self, steer_max_queries: u16) -> Self {
+        self.steer_max_queries = steer_max_queries;
+        self
+    }
+
+    /// Sets [`max_pending_lookups`](Self::max_pending_lookups).
+    #[must_use]
+    pub fn with_max_pending_lookups(mut self, max_pending_lookups: usize) -> Self {
+        self.max_pending_lookups = max_pending_lookups;
+        self
+    }
+
+    /// Sets [`max_hops`](Self::max_hops).
+    #[must_use]
+    pub fn with_max_hops(mut self, max_hops: u16) -> Self {
+        self.max_hops = max_hops;
+        self
+    }
+
+    /// Sets [`tombstone_ttl`](Self::tombstone_ttl).
+    #[must_use]
+    pub fn with_tombstone_ttl(mut self, tombstone_ttl: Duration) -> Self {
+        self.tombstone_ttl = tombstone_ttl;
+        self
+    }
+
+    /// Sets [`max_tombstones`](Self::max_tombstones).
+    #[must_use]
+    pub fn with_max_tombstones(mut self, max_tombstones: usize) -> Self {
+        self.max_tombstones = max_tombstones;
+        self
+    }
+
+    /// Sets [`link_idle`](Self::link_idle).
+    #[must_use]
+    pub fn with_link_idle(mut self, link_idle: Duration) -> Self {
+        self.link_idle = link_idle;
+        self
+    }
+
+    /// Sets [`seen_ttl`](Self::seen_ttl).
+    #[must_use]
+    pub fn with_seen_ttl(mut self, seen_ttl: Duration) -> Self {
+        self.seen_ttl = seen_ttl;
+        self
+    }
+
+    /// Sets [`max_seen`](Self::max_seen).
+    #[must_use]
+    pub fn with_max_seen(mut self, max_seen: usize) -> Self {
+        self.max_seen = max_seen;
+        self
+    }
+
+    /// Sets [`record_ttl`](Self::record_ttl).
+    #[must_use]
+    pub fn with_record_ttl(mut self, record_ttl: Duration) -> Self {
+        self.record_ttl = record_ttl;
+        self
+    }
+
+    /// Sets [`adjacency_ttl`](Self::adjacency_ttl).
+    #[must_use]
+    pub fn with_adjacency_ttl(mut self, adjacency_ttl: Duration) -> Self {
+        self.adjacency_ttl = adjacency_ttl;
+        self
+    }
+
+    /// Sets [`max_clock_skew`](Self::max_clock_skew).
+    #[must_use]
+    pub fn with_max_clock_skew(mut self, max_clock_skew: Duration) -> Self {
+        self.max_clock_skew = max_clock_skew;
+        self
+    }
+
+    /// Sets [`rejoin_interval`](Self::rejoin_interval).
+    #[must_use]
+    pub fn with_rejoin_interval(mut self, rejoin_interval: Duration) -> Self {
+        self.rejoin_interval = rejoin_interval;
+        self
+    }
+
+    /// Sets [`merge_probe_interval`](Self::merge_probe_interval).
+    #[must_use]
+    pub fn with_merge_probe_interval(mut self, merge_probe_interval: Duration) -> Self {
+        self.merge_probe_interval = merge_probe_interval;
+        self
+    }
+
+    /// Sets [`seed`](Self::seed).
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
 /// A configuration value out of range.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A value that must be positive is zero.
     #[error("{0} must be greater than zero")]

@@ -39,7 +39,8 @@ pub const NAME: &str = "p2ps/groups";
 /// The service's id.
 pub const GROUPS: ServiceId = ServiceId::named(NAME);
 
-/// Settings of the group service.
+/// Settings of the group service. Start from `GroupConfig::default()` and change what you
+/// need with the `with_*` setters or by assigning the public fields.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct GroupConfig {
@@ -84,8 +85,46 @@ impl Default for GroupConfig {
     }
 }
 
+impl GroupConfig {
+    /// Sets [`refresh`](Self::refresh).
+    #[must_use]
+    pub fn with_refresh(mut self, refresh: Duration) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    /// Sets [`max_groups`](Self::max_groups).
+    #[must_use]
+    pub fn with_max_groups(mut self, max_groups: usize) -> Self {
+        self.max_groups = max_groups;
+        self
+    }
+
+    /// Sets [`max_children`](Self::max_children).
+    #[must_use]
+    pub fn with_max_children(mut self, max_children: usize) -> Self {
+        self.max_children = max_children;
+        self
+    }
+
+    /// Sets [`congestion_strikes`](Self::congestion_strikes).
+    #[must_use]
+    pub fn with_congestion_strikes(mut self, congestion_strikes: u32) -> Self {
+        self.congestion_strikes = congestion_strikes;
+        self
+    }
+
+    /// Sets [`max_queued`](Self::max_queued).
+    #[must_use]
+    pub fn with_max_queued(mut self, max_queued: usize) -> Self {
+        self.max_queued = max_queued;
+        self
+    }
+}
+
 /// Why a group command was refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
+#[non_exhaustive]
 pub enum GroupError {
     /// The node cannot act now (not joined, no group service).
     #[error(transparent)]
@@ -97,6 +136,7 @@ pub enum GroupError {
 
 /// What the group service tells its application.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum GroupEvent<P> {
     /// A message to a group this node is a member of.
     Delivered {

@@ -22,6 +22,7 @@ pub const MAX_QUEUED: usize = 4096;
 
 /// How a delivered message was addressed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum Addressed {
     /// To this node's id ([`MessagingExt::send`]).
     Node,

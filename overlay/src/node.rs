@@ -45,6 +45,7 @@ pub use dispatch::RegisterError;
 
 /// Where a node is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum State {
     /// Not part of a network yet.
     Idle,
@@ -61,6 +62,7 @@ pub enum State {
 
 /// Something the driver must do, or tell the application.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum Output<P: PeerId> {
     /// Send `msg` to `to` on the stream class `msg.class()`, connecting first if needed (the
     /// addresses the node knows for `to` are in [`Node::addresses`]).
@@ -81,6 +83,7 @@ pub enum Output<P: PeerId> {
 
 /// An event for the application and for monitoring.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum Event<P> {
     /// The node is part of a network.
     Joined,
@@ -108,6 +111,7 @@ pub enum Event<P> {
 
 /// Why a lookup has no answer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
+#[non_exhaustive]
 pub enum LookupError {
     /// No answer after every attempt.
     #[error("no answer after every attempt")]
@@ -119,6 +123,7 @@ pub enum LookupError {
 
 /// Why an application command was refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
+#[non_exhaustive]
 pub enum CommandError {
     /// The node is not part of a network.
     #[error("the node is not part of a network")]

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 /// Where a node places its fingers.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum FingerStrategy {
     /// Chord: distances 2^i, clockwise only.
     Chord,

@@ -75,10 +75,7 @@ fn lone_node_answers_itself() {
 
 #[test]
 fn join_gives_up_after_every_attempt() {
-    let cfg = Config {
-        join_attempts: 3,
-        ..Config::default()
-    };
+    let cfg = Config::default().with_join_attempts(3);
     let timeout = cfg.join_timeout;
     let mut n = Node::new(StandIn(T(1)), cfg);
     let mut now = Time::ZERO;
@@ -104,10 +101,7 @@ fn join_gives_up_after_every_attempt() {
 
 #[test]
 fn too_many_pending_lookups_are_refused() {
-    let cfg = Config {
-        max_pending_lookups: 2,
-        ..Config::default()
-    };
+    let cfg = Config::default().with_max_pending_lookups(2);
     let ring = p2ps_overlay::sim::ideal::Ring::new(vec![
         p2ps_overlay::Peer::new(T(1)),
         p2ps_overlay::Peer::new(T(2)),

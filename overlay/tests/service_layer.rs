@@ -41,10 +41,7 @@ fn pos(n: u8) -> RingId {
 }
 
 fn cfg() -> Config {
-    Config {
-        list_len: 2,
-        ..Config::default()
-    }
+    Config::default().with_list_len(2)
 }
 
 /// What a [`Probe`] saw.

@@ -11,10 +11,7 @@ use std::time::Duration;
 
 fn sim(strategy: FingerStrategy, seed: u64) -> Simulator {
     Simulator::new(SimConfig {
-        node: Config {
-            strategy,
-            ..Config::default()
-        },
+        node: Config::default().with_strategy(strategy),
         seed,
         ..SimConfig::default()
     })
@@ -89,10 +86,7 @@ fn steered_lookups_on_a_stable_ring_are_all_correct() {
     let mut cost = Vec::new();
     for mode in [LookupMode::Routed, LookupMode::Steered] {
         let mut sim = Simulator::new(SimConfig {
-            node: Config {
-                lookup_mode: mode,
-                ..Config::default()
-            },
+            node: Config::default().with_lookup_mode(mode),
             seed: 12,
             ..SimConfig::default()
         });
@@ -228,10 +222,7 @@ fn partitioned_rings_merge_after_healing() {
     }
     // Without merge probes the two rings stay apart.
     let mut sim = Simulator::new(SimConfig {
-        node: Config {
-            merge_probe_interval: Duration::from_secs(1 << 30),
-            ..Config::default()
-        },
+        node: Config::default().with_merge_probe_interval(Duration::from_secs(1 << 30)),
         seed: 21,
         ..SimConfig::default()
     });

@@ -32,10 +32,7 @@ impl PeerId for T {
 }
 
 fn cfg() -> Config {
-    Config {
-        list_len: 2,
-        ..Config::default()
-    }
+    Config::default().with_list_len(2)
 }
 
 fn drain(n: &mut Node<T>) -> Vec<Output<T>> {
@@ -735,11 +732,9 @@ fn an_isolated_node_rejoins() {
 /// signed records from them; the nearest live node at or after the key wins.
 #[test]
 fn steered_lookups_take_only_signed_answers_to_their_queries() {
-    let steered = Config {
-        lookup_mode: p2ps_overlay::LookupMode::Steered,
-        steer_parallelism: 2,
-        ..cfg()
-    };
+    let steered = cfg()
+        .with_lookup_mode(p2ps_overlay::LookupMode::Steered)
+        .with_steer_parallelism(2);
     let ring = p2ps_overlay::sim::ideal::Ring::new(
         [10u8, 100, 200].iter().map(|m| Peer::new(T(*m))).collect(),
     );
@@ -843,10 +838,7 @@ fn records_of_new_nodes_are_rate_limited_per_peer() {
 /// they are never asked; the lookup backs off to other nodes, and a dense answer settles it.
 #[test]
 fn steered_lookups_see_through_sparse_answers() {
-    let steered = Config {
-        lookup_mode: p2ps_overlay::LookupMode::Steered,
-        ..cfg()
-    };
+    let steered = cfg().with_lookup_mode(p2ps_overlay::LookupMode::Steered);
     // Twenty nodes, 10 apart; node 10 knows 20, 30, 200, 190 and 60. The key 145 belongs to
     // 150.
     let ring =

@@ -7,8 +7,10 @@ use p2ps_transport::{AdmissionLimits, Identity, MemoryLimits};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Settings of a [`crate::Node`]. Build with [`NodeConfig::new`] and adjust the public fields.
+/// Settings of a [`crate::Node`]. Build with [`NodeConfig::new`] and change what you need with
+/// the `with_*` setters or by assigning the public fields.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// The node's key, and so its id. Load it with `Identity::load_or_create(path)` to keep the
     /// same id across restarts.
@@ -81,5 +83,126 @@ impl NodeConfig {
             admission: AdmissionLimits::default(),
             memory: MemoryLimits::default(),
         }
+    }
+}
+
+impl NodeConfig {
+    /// Sets [`identity`](Self::identity).
+    #[must_use]
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Sets [`listen`](Self::listen).
+    #[must_use]
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// Sets [`advertise`](Self::advertise).
+    #[must_use]
+    pub fn with_advertise(mut self, advertise: Vec<SocketAddr>) -> Self {
+        self.advertise = advertise;
+        self
+    }
+
+    /// Sets [`overlay`](Self::overlay).
+    #[must_use]
+    pub fn with_overlay(mut self, overlay: OverlayConfig) -> Self {
+        self.overlay = overlay;
+        self
+    }
+
+    /// Sets [`cast`](Self::cast).
+    #[must_use]
+    pub fn with_cast(mut self, cast: CastConfig) -> Self {
+        self.cast = cast;
+        self
+    }
+
+    /// Sets [`groups`](Self::groups).
+    #[must_use]
+    pub fn with_groups(mut self, groups: GroupConfig) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets [`keep_alive`](Self::keep_alive).
+    #[must_use]
+    pub fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Sets [`max_message_size`](Self::max_message_size).
+    #[must_use]
+    pub fn with_max_message_size(mut self, max_message_size: usize) -> Self {
+        self.max_message_size = max_message_size;
+        self
+    }
+
+    /// Sets [`inbox_capacity`](Self::inbox_capacity).
+    #[must_use]
+    pub fn with_inbox_capacity(mut self, inbox_capacity: usize) -> Self {
+        self.inbox_capacity = inbox_capacity;
+        self
+    }
+
+    /// Sets [`protocol_version`](Self::protocol_version).
+    #[must_use]
+    pub fn with_protocol_version(mut self, protocol_version: u32) -> Self {
+        self.protocol_version = protocol_version;
+        self
+    }
+
+    /// Sets [`event_capacity`](Self::event_capacity).
+    #[must_use]
+    pub fn with_event_capacity(mut self, event_capacity: usize) -> Self {
+        self.event_capacity = event_capacity;
+        self
+    }
+
+    /// Sets [`upnp`](Self::upnp).
+    #[must_use]
+    pub fn with_upnp(mut self, upnp: bool) -> Self {
+        self.upnp = upnp;
+        self
+    }
+
+    /// Sets [`relay_serve`](Self::relay_serve).
+    #[must_use]
+    pub fn with_relay_serve(mut self, relay_serve: bool) -> Self {
+        self.relay_serve = relay_serve;
+        self
+    }
+
+    /// Sets [`relay`](Self::relay).
+    #[must_use]
+    pub fn with_relay(mut self, relay: Option<crate::Ticket>) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// Sets [`admission`](Self::admission).
+    #[must_use]
+    pub fn with_admission(mut self, admission: AdmissionLimits) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Sets [`memory`](Self::memory).
+    #[must_use]
+    pub fn with_memory(mut self, memory: MemoryLimits) -> Self {
+        self.memory = memory;
+        self
     }
 }

@@ -86,6 +86,10 @@ pub enum NodeError {
         /// The limit.
         max: usize,
     },
+    /// The overlay or one of its services refused the command for a reason this version of
+    /// the crate does not name; the text says why.
+    #[error("command refused: {0}")]
+    Refused(String),
 }
 
 impl From<p2ps_overlay::CommandError> for NodeError {
@@ -96,6 +100,7 @@ impl From<p2ps_overlay::CommandError> for NodeError {
             C::AlreadyStarted | C::SelfBootstrap => NodeError::AlreadyStarted,
             C::TooManyPending => NodeError::Busy,
             C::NoService => NodeError::NoService,
+            other => NodeError::Refused(other.to_string()),
         }
     }
 }
@@ -105,6 +110,7 @@ impl From<p2ps_overlay::groups::GroupError> for NodeError {
         match e {
             p2ps_overlay::groups::GroupError::Command(c) => c.into(),
             p2ps_overlay::groups::GroupError::TooManyGroups => NodeError::TooManyGroups,
+            other => NodeError::Refused(other.to_string()),
         }
     }
 }

@@ -159,6 +159,8 @@ impl From<p2ps_overlay::State> for NodeState {
             S::Joined => NodeState::Joined,
             S::Rejoining => NodeState::Rejoining,
             S::Left => NodeState::Left,
+            // A state a newer overlay adds: not (yet) counted as part of a network.
+            _ => NodeState::Idle,
         }
     }
 }
@@ -268,6 +270,10 @@ impl From<&p2ps_transport::MappingState> for PortMapping {
                 reason: reason.clone(),
             },
             M::Stopped => PortMapping::Stopped,
+            // A state a newer transport adds: no mapping this runtime can use.
+            other => PortMapping::Failed {
+                reason: format!("port mapper state this version does not know: {other:?}"),
+            },
         }
     }
 }

@@ -29,6 +29,7 @@ pub struct Ticket {
 
 /// Why a string is not a ticket.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TicketError {
     /// It does not start with `p2ps1`.
     #[error("not a P2PS ticket: it should start with \"{PREFIX}\"")]

@@ -25,8 +25,11 @@ use std::time::Duration;
 
 use crate::identity::NodeId;
 
-/// Quotas on incoming connections. Every field's default is in its documentation.
+/// Quotas on incoming connections. Every field's default is in its documentation; start from
+/// `AdmissionLimits::default()` and change what you need with the `with_*` setters or by
+/// assigning the public fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AdmissionLimits {
     /// Most connections (in any state, both directions) the node holds; incoming connections
     /// beyond it are refused before the handshake and dials fail with `TooManyConnections`.
@@ -65,6 +68,57 @@ impl Default for AdmissionLimits {
             exempt_loopback: true,
             first_frame_timeout: Some(Duration::from_secs(10)),
         }
+    }
+}
+
+impl AdmissionLimits {
+    /// Sets [`max_connections`](Self::max_connections).
+    #[must_use]
+    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
+        self.max_connections = max_connections;
+        self
+    }
+
+    /// Sets [`reserved_connections`](Self::reserved_connections).
+    #[must_use]
+    pub fn with_reserved_connections(mut self, reserved_connections: usize) -> Self {
+        self.reserved_connections = reserved_connections;
+        self
+    }
+
+    /// Sets [`per_ip`](Self::per_ip).
+    #[must_use]
+    pub fn with_per_ip(mut self, per_ip: usize) -> Self {
+        self.per_ip = per_ip;
+        self
+    }
+
+    /// Sets [`per_subnet`](Self::per_subnet).
+    #[must_use]
+    pub fn with_per_subnet(mut self, per_subnet: usize) -> Self {
+        self.per_subnet = per_subnet;
+        self
+    }
+
+    /// Sets [`per_node`](Self::per_node).
+    #[must_use]
+    pub fn with_per_node(mut self, per_node: usize) -> Self {
+        self.per_node = per_node;
+        self
+    }
+
+    /// Sets [`exempt_loopback`](Self::exempt_loopback).
+    #[must_use]
+    pub fn with_exempt_loopback(mut self, exempt_loopback: bool) -> Self {
+        self.exempt_loopback = exempt_loopback;
+        self
+    }
+
+    /// Sets [`first_frame_timeout`](Self::first_frame_timeout).
+    #[must_use]
+    pub fn with_first_frame_timeout(mut self, first_frame_timeout: Option<Duration>) -> Self {
+        self.first_frame_timeout = first_frame_timeout;
+        self
     }
 }
 

@@ -19,8 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bounds on the memory peers can make this node hold. Every field's default is in its
-/// documentation; see also `TransportConfig::peer_queue_bytes` for the send side.
+/// documentation; see also `TransportConfig::peer_queue_bytes` for the send side. Start from
+/// `MemoryLimits::default()` and change what you need with the `with_*` setters or by
+/// assigning the public fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemoryLimits {
     /// Bytes of partial frames buffered for one connection, all its streams together. A
     /// stream whose next bytes do not fit is stopped. Default 4 MiB; at least twice
@@ -54,6 +57,50 @@ impl Default for MemoryLimits {
             connection_receive_window: 2 * 1024 * 1024,
             send_window: 4 * 1024 * 1024,
         }
+    }
+}
+
+impl MemoryLimits {
+    /// Sets [`connection_buffer_bytes`](Self::connection_buffer_bytes).
+    #[must_use]
+    pub fn with_connection_buffer_bytes(mut self, connection_buffer_bytes: usize) -> Self {
+        self.connection_buffer_bytes = connection_buffer_bytes;
+        self
+    }
+
+    /// Sets [`node_buffer_bytes`](Self::node_buffer_bytes).
+    #[must_use]
+    pub fn with_node_buffer_bytes(mut self, node_buffer_bytes: usize) -> Self {
+        self.node_buffer_bytes = node_buffer_bytes;
+        self
+    }
+
+    /// Sets [`event_queue_bytes`](Self::event_queue_bytes).
+    #[must_use]
+    pub fn with_event_queue_bytes(mut self, event_queue_bytes: usize) -> Self {
+        self.event_queue_bytes = event_queue_bytes;
+        self
+    }
+
+    /// Sets [`stream_receive_window`](Self::stream_receive_window).
+    #[must_use]
+    pub fn with_stream_receive_window(mut self, stream_receive_window: u32) -> Self {
+        self.stream_receive_window = stream_receive_window;
+        self
+    }
+
+    /// Sets [`connection_receive_window`](Self::connection_receive_window).
+    #[must_use]
+    pub fn with_connection_receive_window(mut self, connection_receive_window: u32) -> Self {
+        self.connection_receive_window = connection_receive_window;
+        self
+    }
+
+    /// Sets [`send_window`](Self::send_window).
+    #[must_use]
+    pub fn with_send_window(mut self, send_window: u64) -> Self {
+        self.send_window = send_window;
+        self
     }
 }
 

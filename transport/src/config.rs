@@ -12,9 +12,11 @@ use crate::frame::{DEFAULT_MAX_FRAME_SIZE, HEADER_LEN};
 use crate::identity::Identity;
 use crate::relay::RelayConfig;
 
-/// Settings of one node's transport. Build with [`TransportConfig::new`] and adjust the public
-/// fields; every field's default is given in its documentation.
+/// Settings of one node's transport. Build with [`TransportConfig::new`] and change what you
+/// need with the `with_*` setters or by assigning the public fields; every field's default is
+/// given in its documentation.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TransportConfig {
     /// The node's key (and so its node id).
     pub identity: Identity,
@@ -209,6 +211,127 @@ impl TransportConfig {
             return bad("memory.send_window", "must be positive");
         }
         Ok(())
+    }
+}
+
+impl TransportConfig {
+    /// Sets [`identity`](Self::identity).
+    #[must_use]
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Sets [`bind_addr`](Self::bind_addr).
+    #[must_use]
+    pub fn with_bind_addr(mut self, bind_addr: SocketAddr) -> Self {
+        self.bind_addr = bind_addr;
+        self
+    }
+
+    /// Sets [`max_frame_size`](Self::max_frame_size).
+    #[must_use]
+    pub fn with_max_frame_size(mut self, max_frame_size: usize) -> Self {
+        self.max_frame_size = max_frame_size;
+        self
+    }
+
+    /// Sets [`peer_queue_bytes`](Self::peer_queue_bytes).
+    #[must_use]
+    pub fn with_peer_queue_bytes(mut self, peer_queue_bytes: usize) -> Self {
+        self.peer_queue_bytes = peer_queue_bytes;
+        self
+    }
+
+    /// Sets [`keep_alive`](Self::keep_alive).
+    #[must_use]
+    pub fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets [`admission`](Self::admission).
+    #[must_use]
+    pub fn with_admission(mut self, admission: AdmissionLimits) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Sets [`memory`](Self::memory).
+    #[must_use]
+    pub fn with_memory(mut self, memory: MemoryLimits) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// Sets [`max_concurrent_uni_streams`](Self::max_concurrent_uni_streams).
+    #[must_use]
+    pub fn with_max_concurrent_uni_streams(mut self, max_concurrent_uni_streams: u32) -> Self {
+        self.max_concurrent_uni_streams = max_concurrent_uni_streams;
+        self
+    }
+
+    /// Sets [`max_concurrent_bidi_streams`](Self::max_concurrent_bidi_streams).
+    #[must_use]
+    pub fn with_max_concurrent_bidi_streams(mut self, max_concurrent_bidi_streams: u32) -> Self {
+        self.max_concurrent_bidi_streams = max_concurrent_bidi_streams;
+        self
+    }
+
+    /// Sets [`event_capacity`](Self::event_capacity).
+    #[must_use]
+    pub fn with_event_capacity(mut self, event_capacity: usize) -> Self {
+        self.event_capacity = event_capacity;
+        self
+    }
+
+    /// Sets [`address_book_peers`](Self::address_book_peers).
+    #[must_use]
+    pub fn with_address_book_peers(mut self, address_book_peers: usize) -> Self {
+        self.address_book_peers = address_book_peers;
+        self
+    }
+
+    /// Sets [`addresses_per_peer`](Self::addresses_per_peer).
+    #[must_use]
+    pub fn with_addresses_per_peer(mut self, addresses_per_peer: usize) -> Self {
+        self.addresses_per_peer = addresses_per_peer;
+        self
+    }
+
+    /// Sets [`protocol_version`](Self::protocol_version).
+    #[must_use]
+    pub fn with_protocol_version(mut self, protocol_version: u32) -> Self {
+        self.protocol_version = protocol_version;
+        self
+    }
+
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
+    #[must_use]
+    pub fn with_shutdown_timeout(mut self, shutdown_timeout: Duration) -> Self {
+        self.shutdown_timeout = shutdown_timeout;
+        self
+    }
+
+    /// Sets [`relay`](Self::relay).
+    #[must_use]
+    pub fn with_relay(mut self, relay: RelayConfig) -> Self {
+        self.relay = relay;
+        self
     }
 }
 

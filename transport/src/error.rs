@@ -13,6 +13,7 @@ use crate::identity::NodeId;
 
 /// Why a string is not a [`NodeId`] (expected: 64 hex characters).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseNodeIdError {
     /// The string is not 64 characters long.
     #[error("a node id is 64 hex characters, got {len}")]
@@ -30,6 +31,7 @@ pub enum ParseNodeIdError {
 
 /// Why an identity could not be generated, loaded or created.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentityError {
     /// The directory that should hold the key file does not exist (it is not created for you, so
     /// that a typo in a path does not silently give the node a new identity).
@@ -90,6 +92,7 @@ pub enum IdentityError {
 
 /// Why a peer certificate was refused (see [`crate::tls::verify_peer_certificate`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PeerCertificateError {
     /// The peer presented no certificate.
     #[error("no certificate presented")]
@@ -134,6 +137,7 @@ pub enum PeerCertificateError {
 
 /// Why a [`crate::TransportConfig`] was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A setting is outside its allowed range.
     #[error("invalid transport setting `{field}`: {reason}")]
@@ -147,6 +151,7 @@ pub enum ConfigError {
 
 /// Why [`crate::Transport::bind`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BindError {
     /// The configuration is invalid.
     #[error(transparent)]
@@ -174,6 +179,7 @@ pub enum BindError {
 
 /// Why a connection to a peer could not be established.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The transport is shutting down or shut down.
     #[error("transport is shut down")]
@@ -277,6 +283,7 @@ pub enum ConnectError {
 
 /// Why a message could not be framed or a received frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The encoded message is larger than the maximum frame size.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
@@ -302,6 +309,7 @@ pub enum FrameError {
 
 /// Why [`crate::Transport::send`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The message could not be framed (too large, or not serializable).
     #[error(transparent)]
@@ -328,6 +336,7 @@ pub enum SendError {
 
 /// Why [`crate::Transport::try_send`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TrySendError {
     /// The peer's queue for this class has no room for the frame right now.
     #[error("send queue to {peer} for {class:?} is full")]
@@ -344,6 +353,7 @@ pub enum TrySendError {
 
 /// Why [`crate::Transport::open_bi`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenStreamError {
     /// Not connected and the on-demand dial failed.
     #[error(transparent)]

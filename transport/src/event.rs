@@ -17,6 +17,7 @@ use crate::relay::CircuitEnd;
 
 /// Something that happened on the transport.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Event<M> {
     /// A peer is now connected (first connection to it; replacing a duplicate connection by
     /// another is invisible). The peer's identity has been authenticated.
@@ -69,6 +70,7 @@ pub enum Event<M> {
 
 /// Why a peer was disconnected.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// We closed the connection (`disconnect` or `shutdown`).
     Local {
@@ -99,6 +101,7 @@ pub enum DisconnectReason {
 
 /// Application close codes carried in QUIC CONNECTION_CLOSE frames between P2PS nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseCode {
     /// `Transport::disconnect`.
     Normal,
@@ -155,6 +158,7 @@ impl CloseCode {
 
 /// Codes with which a receiver stops (STOP_SENDING) a class stream it will not read further.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StreamStopCode {
     /// A frame header announced a body above the maximum frame size.
     FrameTooLarge,

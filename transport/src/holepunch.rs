@@ -72,8 +72,10 @@ const POLL: Duration = Duration::from_millis(25);
 /// times this, so the handshake keeps knocking while the other side opens its NAT.
 const PUNCH_INITIAL_RTT: Duration = Duration::from_millis(100);
 
-/// Settings of one punch.
+/// Settings of one punch. Start from `PunchOptions::default()` and change what you need with
+/// the `with_*` setters or by assigning the public fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PunchOptions {
     /// Rounds of dialing (each starts a handshake to every candidate not already being tried).
     /// Default 4.
@@ -94,6 +96,29 @@ impl Default for PunchOptions {
     }
 }
 
+impl PunchOptions {
+    /// Sets [`rounds`](Self::rounds).
+    #[must_use]
+    pub fn with_rounds(mut self, rounds: u32) -> Self {
+        self.rounds = rounds;
+        self
+    }
+
+    /// Sets [`interval`](Self::interval).
+    #[must_use]
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
 /// A successful punch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PunchOutcome {
@@ -111,6 +136,7 @@ pub struct PunchOutcome {
 
 /// Why an introducer or a target refused a punch (wire codes in parentheses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PunchRefusal {
     /// The introducer has no connection to the target (1).
     TargetNotConnected,
@@ -164,6 +190,7 @@ impl std::fmt::Display for PunchRefusal {
 
 /// Where a punch was when it timed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PunchStage {
     /// Waiting for the introducer's answer (the introducer or the target did not answer).
     Introduction,
@@ -173,6 +200,7 @@ pub enum PunchStage {
 
 /// Why a punch failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum PunchError {
     /// Target, introducer and this node must be three distinct nodes.
     #[error("target, introducer and this node must be three distinct nodes")]

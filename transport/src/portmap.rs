@@ -36,8 +36,10 @@ pub const PERMANENT_RECHECK: Duration = Duration::from_secs(20 * 60);
 /// The shortest delay between two renewals, whatever the lease.
 pub const MIN_RENEWAL_DELAY: Duration = Duration::from_secs(1);
 
-/// Settings of the port mapper.
+/// Settings of the port mapper. Start from `PortMapConfig::default()` and change what you
+/// need with the `with_*` setters or by assigning the public fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PortMapConfig {
     /// Whether to map at all; when false the state stays [`MappingState::Disabled`].
     pub enabled: bool,
@@ -67,8 +69,53 @@ impl Default for PortMapConfig {
     }
 }
 
+impl PortMapConfig {
+    /// Sets [`enabled`](Self::enabled).
+    #[must_use]
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Sets [`lease`](Self::lease).
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets [`discovery_timeout`](Self::discovery_timeout).
+    #[must_use]
+    pub fn with_discovery_timeout(mut self, discovery_timeout: Duration) -> Self {
+        self.discovery_timeout = discovery_timeout;
+        self
+    }
+
+    /// Sets [`call_timeout`](Self::call_timeout).
+    #[must_use]
+    pub fn with_call_timeout(mut self, call_timeout: Duration) -> Self {
+        self.call_timeout = call_timeout;
+        self
+    }
+
+    /// Sets [`retry_interval`](Self::retry_interval).
+    #[must_use]
+    pub fn with_retry_interval(mut self, retry_interval: Duration) -> Self {
+        self.retry_interval = retry_interval;
+        self
+    }
+
+    /// Sets [`description`](Self::description).
+    #[must_use]
+    pub fn with_description(mut self, description: String) -> Self {
+        self.description = description;
+        self
+    }
+}
+
 /// Where the port mapper stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MappingState {
     /// Port mapping is switched off in the configuration.
     Disabled,
@@ -125,6 +172,7 @@ impl MappingState {
 
 /// Errors of starting or stopping the port mapper.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PortMapError {
     /// The node's port must be known (not 0) to be mapped.
     #[error("cannot map port 0: bind the node's socket first")]

@@ -50,8 +50,10 @@ use crate::stats::bump;
 /// Peers whose relayed connection is being upgraded in the background at once.
 pub const MAX_UPGRADERS: usize = 64;
 
-/// Settings of [`Transport::connect_any_with`].
+/// Settings of [`Transport::connect_any_with`]. Start from `TraverseOptions::default()` and
+/// change what you need with the `with_*` setters or by assigning the public fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TraverseOptions {
     /// Upper bound on the direct stage (all addresses are tried at once). Default 3 s.
     pub direct_timeout: Duration,
@@ -86,8 +88,53 @@ impl Default for TraverseOptions {
     }
 }
 
+impl TraverseOptions {
+    /// Sets [`direct_timeout`](Self::direct_timeout).
+    #[must_use]
+    pub fn with_direct_timeout(mut self, direct_timeout: Duration) -> Self {
+        self.direct_timeout = direct_timeout;
+        self
+    }
+
+    /// Sets [`punch`](Self::punch).
+    #[must_use]
+    pub fn with_punch(mut self, punch: PunchOptions) -> Self {
+        self.punch = punch;
+        self
+    }
+
+    /// Sets [`relay`](Self::relay).
+    #[must_use]
+    pub fn with_relay(mut self, relay: bool) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// Sets [`upgrade_attempts`](Self::upgrade_attempts).
+    #[must_use]
+    pub fn with_upgrade_attempts(mut self, upgrade_attempts: u32) -> Self {
+        self.upgrade_attempts = upgrade_attempts;
+        self
+    }
+
+    /// Sets [`upgrade_interval`](Self::upgrade_interval).
+    #[must_use]
+    pub fn with_upgrade_interval(mut self, upgrade_interval: Duration) -> Self {
+        self.upgrade_interval = upgrade_interval;
+        self
+    }
+
+    /// Sets [`punch_head_start`](Self::punch_head_start).
+    #[must_use]
+    pub fn with_punch_head_start(mut self, punch_head_start: Option<Duration>) -> Self {
+        self.punch_head_start = punch_head_start;
+        self
+    }
+}
+
 /// Which stage produced the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Method {
     /// A handshake to one of the given addresses (or an existing direct connection).
     Direct,
@@ -141,6 +188,7 @@ pub struct PathReport {
 
 /// Why the direct stage found no connection.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum DirectError {
     /// No usable address was given.
     #[error("no usable address")]
@@ -160,6 +208,7 @@ pub enum DirectError {
 
 /// Why [`Transport::connect_any`] found no path.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum TraverseError {
     /// The peer (or `via`) is this node, or `via` is the peer.
     #[error("invalid peers: {0}")]

@@ -170,10 +170,7 @@ async fn silent_target_times_out_within_the_bound() {
     )
     .await;
 
-    let options = PunchOptions {
-        timeout: Duration::from_millis(1500),
-        ..PunchOptions::default()
-    };
+    let options = PunchOptions::default().with_timeout(Duration::from_millis(1500));
     let start = Instant::now();
     let result = bounded(
         "punch",
@@ -215,10 +212,7 @@ async fn unreachable_candidates_time_out_while_dialing() {
     .await;
     let answer = tokio::spawn(accept_offers_then_vanish(conn));
 
-    let options = PunchOptions {
-        timeout: Duration::from_millis(2500),
-        ..PunchOptions::default()
-    };
+    let options = PunchOptions::default().with_timeout(Duration::from_millis(2500));
     let start = Instant::now();
     let result = bounded(
         "punch",

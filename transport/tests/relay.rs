@@ -73,11 +73,10 @@ async fn connect_a_to_b_via_r(
 #[tokio::test]
 async fn relayed_peers_exchange_everything_and_the_relay_sees_only_ciphertext() {
     let tap = RelayTap::new(4 << 20);
-    let limits = CircuitLimits {
-        max_bytes: Some(64 << 20),
-        max_rate: None,
-        max_duration: Some(Duration::from_secs(600)),
-    };
+    let limits = CircuitLimits::default()
+        .with_max_bytes(Some(64 << 20))
+        .with_max_rate(None)
+        .with_max_duration(Some(Duration::from_secs(600)));
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, Some(tap.clone()))).await;
 
     let path = connect_a_to_b_via_r(&a, &b, &r).await;
@@ -177,11 +176,10 @@ async fn relayed_peers_exchange_everything_and_the_relay_sees_only_ciphertext() 
 
 #[tokio::test]
 async fn byte_limit_ends_the_circuit_at_both_ends() {
-    let limits = CircuitLimits {
-        max_bytes: Some(256 * 1024),
-        max_rate: None,
-        max_duration: None,
-    };
+    let limits = CircuitLimits::default()
+        .with_max_bytes(Some(256 * 1024))
+        .with_max_rate(None)
+        .with_max_duration(None);
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
     connect_a_to_b_via_r(&a, &b, &r).await;
     let blob = Msg::Blob(vec![7u8; 512 * 1024]);
@@ -349,11 +347,10 @@ async fn a_direct_connection_replaces_the_relayed_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_relayed_against_direct() {
-    let limits = CircuitLimits {
-        max_bytes: None,
-        max_rate: None,
-        max_duration: None,
-    };
+    let limits = CircuitLimits::default()
+        .with_max_bytes(None)
+        .with_max_rate(None)
+        .with_max_duration(None);
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
     connect_a_to_b_via_r(&a, &b, &r).await;
     let relayed = measure(&a, &mut ea, &b, &mut eb).await;
@@ -416,11 +413,10 @@ async fn measure(
 
 #[tokio::test]
 async fn duration_limit_ends_the_circuit_at_both_ends() {
-    let limits = CircuitLimits {
-        max_bytes: None,
-        max_rate: None,
-        max_duration: Some(Duration::from_millis(500)),
-    };
+    let limits = CircuitLimits::default()
+        .with_max_bytes(None)
+        .with_max_rate(None)
+        .with_max_duration(Some(Duration::from_millis(500)));
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
     connect_a_to_b_via_r(&a, &b, &r).await;
     expect_circuit_end(
@@ -436,11 +432,10 @@ async fn duration_limit_ends_the_circuit_at_both_ends() {
 #[tokio::test]
 async fn rate_limit_throttles_without_cutting_off() {
     let rate = 256 * 1024;
-    let limits = CircuitLimits {
-        max_bytes: None,
-        max_rate: Some(rate),
-        max_duration: None,
-    };
+    let limits = CircuitLimits::default()
+        .with_max_bytes(None)
+        .with_max_rate(Some(rate))
+        .with_max_duration(None);
     let ((a, _ea), (b, mut eb), (r, _er)) = triangle(serving(limits, None)).await;
     connect_a_to_b_via_r(&a, &b, &r).await;
     let blob = Msg::Blob(vec![3u8; 512 * 1024]);

@@ -34,15 +34,10 @@ async fn triangle(serve: bool) -> (Node, Node, Node) {
 }
 
 fn quick() -> TraverseOptions {
-    TraverseOptions {
-        direct_timeout: Duration::from_millis(800),
-        punch: PunchOptions {
-            timeout: Duration::from_secs(2),
-            ..PunchOptions::default()
-        },
-        upgrade_attempts: 0,
-        ..TraverseOptions::default()
-    }
+    TraverseOptions::default()
+        .with_direct_timeout(Duration::from_millis(800))
+        .with_punch(PunchOptions::default().with_timeout(Duration::from_secs(2)))
+        .with_upgrade_attempts(0)
 }
 
 /// `a.connect_any_with(b, [an address nobody answers on], via r, options)`, bounded.
@@ -120,11 +115,9 @@ async fn a_punch_head_start_saves_the_direct_timeout_and_direct_still_wins_when_
         .await
         .unwrap();
     eventually("r sees c", || r.connected_peers().len() == 3).await;
-    let options = TraverseOptions {
-        direct_timeout: Duration::from_secs(3),
-        punch_head_start: Some(Duration::from_millis(100)),
-        ..quick()
-    };
+    let options = quick()
+        .with_direct_timeout(Duration::from_secs(3))
+        .with_punch_head_start(Some(Duration::from_millis(100)));
     // The only address is dead: the punch, started after 100 ms, wins long before 3 s.
     let report = via_dead_address(&a, &b, &r, options).await.unwrap();
     assert_eq!(report.method, Method::Punched, "{report:?}");
@@ -150,11 +143,9 @@ async fn a_punch_head_start_saves_the_direct_timeout_and_direct_still_wins_when_
 async fn relay_answers_when_punches_are_declined_and_a_later_punch_upgrades_it() {
     let ((a, mut ea), (b, mut eb), (r, _er)) = triangle(true).await;
     b.set_accept_punches(false);
-    let options = TraverseOptions {
-        upgrade_attempts: 4,
-        upgrade_interval: Duration::from_millis(400),
-        ..quick()
-    };
+    let options = quick()
+        .with_upgrade_attempts(4)
+        .with_upgrade_interval(Duration::from_millis(400));
     let report = bounded(
         "connect_any",
         a.connect_any_with(b.node_id(), &[], Some(r.node_id()), options),

@@ -16,6 +16,7 @@ const MAX_WORK: usize = 1 << 16;
 
 /// Why a service could not be registered.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
+#[non_exhaustive]
 pub enum RegisterError {
     /// A service with the same id is registered already.
     #[error("a service with id {0} is registered already")]

@@ -118,6 +118,7 @@ pub struct ServiceSummary {
 
 /// What a service decides about a message passing through ([`Service::forward`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum Forwarding {
     /// Route it on as planned.
     Continue,

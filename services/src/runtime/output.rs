@@ -31,6 +31,7 @@ impl Actor {
                     });
                 }
                 Output::Event(e) => self.on_overlay_event(e),
+                other => debug!(output = ?other, "overlay output this runtime does not know"),
             }
         }
         self.drain_services();

@@ -60,14 +60,18 @@ impl Actor {
                                 responsible: found.node,
                             }),
                             Err(p2ps_overlay::LookupError::Left) => Err(NodeError::Stopped),
-                            Err(p2ps_overlay::LookupError::Timeout) => {
-                                Err(NodeError::Unreachable(to))
-                            }
+                            // No answer after every attempt, or a failure this version does
+                            // not name: either way the addressee was not reached.
+                            Err(_) => Err(NodeError::Unreachable(to)),
                         };
                         let _ = reply.send(sent);
                     }
                     None => {}
                 }
+                None
+            }
+            other => {
+                debug!(event = ?other, "overlay event this runtime does not know");
                 None
             }
         };

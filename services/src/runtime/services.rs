@@ -11,7 +11,7 @@ use p2ps_overlay::cast::{CastEvent, CastKind, Casts};
 use p2ps_overlay::groups::{GroupEvent, Groups};
 use p2ps_overlay::messaging::{Addressed, Messaging};
 use p2ps_overlay::service::Emits;
-use tracing::warn;
+use tracing::{debug, warn};
 
 impl Actor {
     /// Takes what the standard services have for the application: deliveries go to the
@@ -25,7 +25,9 @@ impl Actor {
             while let Some(d) = m.poll_event() {
                 let via = match d.addressed {
                     Addressed::Node => Via::Node,
-                    Addressed::Key => Via::Key,
+                    // Routed to `d.key` either way: a newer way of addressing still
+                    // reached this node through its key.
+                    Addressed::Key | _ => Via::Key,
                 };
                 out.push(Delivery {
                     from: d.origin.0,
@@ -50,6 +52,9 @@ impl Actor {
                         let (key, via) = match kind {
                             CastKind::Broadcast => (me, Via::Broadcast),
                             CastKind::Range { lo, hi } => (lo, Via::Range { lo, hi }),
+                            // A kind this runtime does not name: delivered like a broadcast
+                            // rather than lost.
+                            _ => (me, Via::Broadcast),
                         };
                         out.push(Delivery {
                             from: origin.0,
@@ -68,6 +73,7 @@ impl Actor {
                         delivered: delivered.unwrap_or(0),
                         complete,
                     }),
+                    other => debug!(event = ?other, "cast event this runtime does not know"),
                 }
             }
         }
@@ -95,6 +101,7 @@ impl Actor {
                         });
                     }
                     GroupEvent::ChildDropped { group, peer } => dropped.push((group, peer.0)),
+                    other => debug!(event = ?other, "group event this runtime does not know"),
                 }
             }
         }

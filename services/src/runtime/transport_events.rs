@@ -103,6 +103,7 @@ impl Actor {
                 // No service uses raw streams yet; dropping them resets the stream.
                 debug!(peer = %peer.short(), "refused a raw stream: no handler");
             }
+            other => debug!(event = ?other, "transport event this runtime does not know"),
         }
     }
 }

@@ -67,15 +67,13 @@ impl Actor {
                     }
                 }
                 // The direct dial just failed: try it briefly once more while the punch starts.
-                let options = p2ps_transport::TraverseOptions {
-                    direct_timeout: Duration::from_secs(1),
-                    punch_head_start: Some(Duration::from_millis(150)),
-                    punch: p2ps_transport::PunchOptions {
-                        timeout: Duration::from_secs(4),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
+                let options = p2ps_transport::TraverseOptions::default()
+                    .with_direct_timeout(Duration::from_secs(1))
+                    .with_punch_head_start(Some(Duration::from_millis(150)))
+                    .with_punch(
+                        p2ps_transport::PunchOptions::default()
+                            .with_timeout(Duration::from_secs(4)),
+                    );
                 t.connect_any_with(peer, &addrs, Some(relay), options)
                     .await
                     .map(|_| ())

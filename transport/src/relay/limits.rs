@@ -14,7 +14,10 @@ use crate::error::ConfigError;
 use crate::relay::tap::RelayTap;
 
 /// Relay settings of a node, both as a relay (`serve`) and as an end of relayed circuits.
+/// Start from `RelayConfig::default()` and change what you need with the `with_*` setters or
+/// by assigning the public fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RelayConfig {
     /// Whether this node relays circuits between other nodes. Default `false` (opt-in): a node
     /// that does not serve refuses every circuit request with [`crate::RelayError::Refused`].
@@ -52,8 +55,61 @@ impl Default for RelayConfig {
     }
 }
 
-/// Limits of a relay.
+impl RelayConfig {
+    /// Sets [`serve`](Self::serve).
+    #[must_use]
+    pub fn with_serve(mut self, serve: bool) -> Self {
+        self.serve = serve;
+        self
+    }
+
+    /// Sets [`limits`](Self::limits).
+    #[must_use]
+    pub fn with_limits(mut self, limits: RelayLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`accept`](Self::accept).
+    #[must_use]
+    pub fn with_accept(mut self, accept: bool) -> Self {
+        self.accept = accept;
+        self
+    }
+
+    /// Sets [`max_client_circuits`](Self::max_client_circuits).
+    #[must_use]
+    pub fn with_max_client_circuits(mut self, max_client_circuits: usize) -> Self {
+        self.max_client_circuits = max_client_circuits;
+        self
+    }
+
+    /// Sets [`circuit_queue_packets`](Self::circuit_queue_packets).
+    #[must_use]
+    pub fn with_circuit_queue_packets(mut self, circuit_queue_packets: usize) -> Self {
+        self.circuit_queue_packets = circuit_queue_packets;
+        self
+    }
+
+    /// Sets [`inbound_queue_packets`](Self::inbound_queue_packets).
+    #[must_use]
+    pub fn with_inbound_queue_packets(mut self, inbound_queue_packets: usize) -> Self {
+        self.inbound_queue_packets = inbound_queue_packets;
+        self
+    }
+
+    /// Sets [`tap`](Self::tap).
+    #[must_use]
+    pub fn with_tap(mut self, tap: Option<RelayTap>) -> Self {
+        self.tap = tap;
+        self
+    }
+}
+
+/// Limits of a relay. Start from `RelayLimits::default()` and change what you need with the
+/// `with_*` setters or by assigning the public fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RelayLimits {
     /// Most circuits relayed at once. Default 128.
     pub max_circuits: usize,
@@ -73,8 +129,34 @@ impl Default for RelayLimits {
     }
 }
 
-/// Limits of one circuit, chosen by the relay and told to both ends.
+impl RelayLimits {
+    /// Sets [`max_circuits`](Self::max_circuits).
+    #[must_use]
+    pub fn with_max_circuits(mut self, max_circuits: usize) -> Self {
+        self.max_circuits = max_circuits;
+        self
+    }
+
+    /// Sets [`max_circuits_per_peer`](Self::max_circuits_per_peer).
+    #[must_use]
+    pub fn with_max_circuits_per_peer(mut self, max_circuits_per_peer: usize) -> Self {
+        self.max_circuits_per_peer = max_circuits_per_peer;
+        self
+    }
+
+    /// Sets [`circuit`](Self::circuit).
+    #[must_use]
+    pub fn with_circuit(mut self, circuit: CircuitLimits) -> Self {
+        self.circuit = circuit;
+        self
+    }
+}
+
+/// Limits of one circuit, chosen by the relay and told to both ends. Start from
+/// `CircuitLimits::default()` and change what you need with the `with_*` setters or by
+/// assigning the public fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CircuitLimits {
     /// Bytes (both directions together, framing included) after which the relay ends the circuit
     /// with [`crate::relay::CircuitEnd::ByteLimit`]. `None`: no limit. Default 1 GiB.
@@ -94,6 +176,29 @@ impl Default for CircuitLimits {
             max_rate: Some(8 << 20),
             max_duration: Some(Duration::from_secs(3600)),
         }
+    }
+}
+
+impl CircuitLimits {
+    /// Sets [`max_bytes`](Self::max_bytes).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: Option<u64>) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets [`max_rate`](Self::max_rate).
+    #[must_use]
+    pub fn with_max_rate(mut self, max_rate: Option<u64>) -> Self {
+        self.max_rate = max_rate;
+        self
+    }
+
+    /// Sets [`max_duration`](Self::max_duration).
+    #[must_use]
+    pub fn with_max_duration(mut self, max_duration: Option<Duration>) -> Self {
+        self.max_duration = max_duration;
+        self
     }
 }
 

@@ -77,6 +77,7 @@ pub struct CircuitInfo {
 
 /// Why `Transport::connect_relayed` failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RelayError {
     /// A node cannot connect to itself, nor use itself or the target as relay.
     #[error("invalid relay request: {0}")]

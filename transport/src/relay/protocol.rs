@@ -101,6 +101,7 @@ pub enum RefuseCode {
 /// Why a circuit ended. Relays send the codes of the first four when they end a circuit (the
 /// others are seen locally); both ends report it (logs, `DisconnectReason::Relay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CircuitEnd {
     /// The relay's byte limit for the circuit was reached.
     ByteLimit,
