@@ -155,6 +155,11 @@ impl NodeBuilder {
             config.groups.clone(),
         )
         .map_err(StartError::Service)?;
+        let dict = p2ps_dict::Dict::<OverlayId, _>::new(
+            config.dict.clone(),
+            p2ps_dict::MemStore::new(config.dict.quotas),
+        );
+        overlay.register(dict).map_err(StartError::Service)?;
         for register in registrations {
             register(&mut overlay).map_err(StartError::Service)?;
         }

@@ -1,5 +1,6 @@
 //! How to build a node: identity, addresses, and the overlay's and transport's tunables.
 
+use p2ps_dict::DictConfig;
 use p2ps_overlay::cast::CastConfig;
 use p2ps_overlay::groups::GroupConfig;
 use p2ps_overlay::Config as OverlayConfig;
@@ -26,6 +27,8 @@ pub struct NodeConfig {
     pub cast: CastConfig,
     /// Group trees (refresh period, groups and children per node).
     pub groups: GroupConfig,
+    /// The replicated dictionary (replicas, quorums, value limit, quotas).
+    pub dict: DictConfig,
     /// A peer silent this long is taken for crashed. Default 5 s.
     pub idle_timeout: Duration,
     /// Keep-alive interval on idle connections (pinged by the side that dialed them). Default
@@ -71,6 +74,7 @@ impl NodeConfig {
             overlay: OverlayConfig::default(),
             cast: CastConfig::default(),
             groups: GroupConfig::default(),
+            dict: DictConfig::default(),
             idle_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(2),
             max_message_size: p2ps_transport::DEFAULT_MAX_FRAME_SIZE,
@@ -126,6 +130,13 @@ impl NodeConfig {
     #[must_use]
     pub fn with_groups(mut self, groups: GroupConfig) -> Self {
         self.groups = groups;
+        self
+    }
+
+    /// Sets [`dict`](Self::dict).
+    #[must_use]
+    pub fn with_dict(mut self, dict: DictConfig) -> Self {
+        self.dict = dict;
         self
     }
 

@@ -55,6 +55,9 @@ pub enum NodeError {
     /// The node is in as many group trees as it may be.
     #[error("too many groups")]
     TooManyGroups,
+    /// A dictionary request failed.
+    #[error(transparent)]
+    Dict(#[from] p2ps_dict::DictError),
     /// The service asked for is not registered on this node.
     #[error("no such service on this node")]
     NoService,

@@ -3,8 +3,10 @@
 use crate::builder::NodeBuilder;
 use crate::config::NodeConfig;
 use crate::delivery::Delivery;
+use crate::dict_handle::DictHandle;
 use crate::error::{JoinError, LookupError, NodeError, StartError};
 use crate::event::NodeEvent;
+use crate::id::OverlayId;
 use crate::id::{group_key, key_of};
 use crate::report::{CastReport, LookupResult};
 use crate::runtime::commands::Command;
@@ -85,6 +87,11 @@ impl Node {
                 subscribers,
             }),
         }
+    }
+
+    /// The replicated dictionary, seen from this node.
+    pub fn dict(&self) -> DictHandle {
+        DictHandle::new(self.inner.commands.clone(), OverlayId(self.inner.id))
     }
 
     /// This node's id.

@@ -27,12 +27,29 @@ pub(crate) enum Waiting {
     },
 }
 
+/// The dictionary of a node.
+pub(crate) type DictService = p2ps_dict::Dict<OverlayId, p2ps_dict::MemStore<OverlayId>>;
+
+/// Starts a dictionary request; its request id, or why it could not start.
+pub(crate) type DictCall = Box<
+    dyn FnOnce(
+            &mut DictService,
+            &mut p2ps_overlay::service::Context<'_, OverlayId>,
+        ) -> Result<u64, p2ps_dict::DictError>
+        + Send,
+>;
+
+/// Where the end of a dictionary request goes.
+pub(crate) type DictReply = oneshot::Sender<Result<p2ps_dict::DictEvent<OverlayId>, NodeError>>;
+
 /// A command of a registered service, run on the overlay at a time.
 pub(crate) type ServiceCall = Box<dyn FnOnce(&mut Overlay<OverlayId>, Time) + Send>;
 
 pub(crate) enum Command {
     /// Runs on the overlay (a command of a registered service, see `ServiceHandle`).
     Service(ServiceCall),
+    /// Starts a dictionary request, answered when it ends.
+    Dict(DictCall, DictReply),
     Broadcast(Bytes, oneshot::Sender<Result<CastReport, NodeError>>),
     Range(
         RingId,
@@ -166,6 +183,17 @@ impl Actor {
                 let _ = reply.send(self.status());
             }
             Command::Service(f) => f(&mut self.overlay, now),
+            Command::Dict(f, reply) => match self.overlay.command::<DictService, _>(now, f) {
+                None => {
+                    let _ = reply.send(Err(NodeError::NoService));
+                }
+                Some(Err(e)) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+                Some(Ok(req)) => {
+                    self.dict_waiting.insert(req, reply);
+                }
+            },
             Command::Shutdown(_) => {}
         }
     }

@@ -124,6 +124,8 @@ pub(crate) struct Actor {
     pub(crate) signer: p2ps_transport::SigningKey,
     /// The user services' drainers.
     pub(crate) drainers: Vec<Drainer>,
+    /// Dictionary requests waiting for their end, by request id.
+    pub(crate) dict_waiting: BTreeMap<u64, commands::DictReply>,
 }
 
 fn class_of(c: Class) -> StreamClass {
@@ -163,6 +165,7 @@ impl Actor {
             protected_gen: None,
             signer: parts.signer,
             drainers: parts.drainers,
+            dict_waiting: BTreeMap::new(),
         }
     }
 

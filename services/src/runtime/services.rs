@@ -20,6 +20,17 @@ impl Actor {
         for drain in &mut self.drainers {
             drain(&mut self.overlay);
         }
+        if let Some(d) = self.overlay.service_mut::<super::commands::DictService>() {
+            while let Some(e) = d.poll_event() {
+                let req = match &e {
+                    p2ps_dict::DictEvent::Put { req, .. }
+                    | p2ps_dict::DictEvent::Got { req, .. } => *req,
+                };
+                if let Some(reply) = self.dict_waiting.remove(&req) {
+                    let _ = reply.send(Ok(e));
+                }
+            }
+        }
         let mut out = Vec::new();
         if let Some(m) = self.overlay.service_mut::<Messaging<OverlayId>>() {
             while let Some(d) = m.poll_event() {

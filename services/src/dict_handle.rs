@@ -1,0 +1,126 @@
+//! [`DictHandle`]: the replicated dictionary as the application uses it (`node.dict()`).
+//!
+//! Values live on the node responsible for their key and the nodes after it (3 by default),
+//! signed by their writer, which every replica and reader checks. A write returns once a
+//! quorum of replicas holds it; a read asks a quorum and takes the newest version. See the
+//! `p2ps_dict` crate for the data model and what holds under churn.
+
+use crate::error::NodeError;
+use crate::id::OverlayId;
+use crate::runtime::commands::{Command, DictCall};
+use bytes::Bytes;
+use p2ps_dict::{DictError, DictEvent, DictKey, PutOptions, Record};
+use tokio::sync::{mpsc, oneshot};
+
+/// The dictionary of a node. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DictHandle {
+    commands: mpsc::Sender<Command>,
+    me: OverlayId,
+}
+
+impl DictHandle {
+    pub(crate) fn new(commands: mpsc::Sender<Command>, me: OverlayId) -> Self {
+        DictHandle { commands, me }
+    }
+
+    /// The open key `name` (anyone may write it).
+    pub fn open_key(&self, name: impl Into<Bytes>) -> DictKey<OverlayId> {
+        DictKey::open(name)
+    }
+
+    /// This node's own key `name` (only this node may write it; anyone may read it).
+    pub fn own_key(&self, name: impl Into<Bytes>) -> DictKey<OverlayId> {
+        DictKey::owned(self.me, name)
+    }
+
+    async fn run(&self, call: DictCall) -> Result<DictEvent<OverlayId>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Dict(call, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Writes `value` under `key`; returns the version stored and how many replicas hold it.
+    pub async fn put_key(
+        &self,
+        key: DictKey<OverlayId>,
+        value: impl Into<Bytes>,
+        opts: PutOptions,
+    ) -> Result<(u64, u8), NodeError> {
+        let value = value.into();
+        let call: DictCall = Box::new(move |d, ctx| d.put(ctx, &key, value, opts));
+        put_result(self.run(call).await?)
+    }
+
+    /// Writes `value` under the open key `name`; returns the version stored.
+    pub async fn put(
+        &self,
+        name: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<u64, NodeError> {
+        let key = self.open_key(name);
+        Ok(self.put_key(key, value, PutOptions::default()).await?.0)
+    }
+
+    /// Compare-and-swap on the open key `name`: writes `value` only if the key's version is
+    /// `expect` now (0: the key holds nothing), as version `expect + 1`. A concurrent writer
+    /// that got there first makes it fail with [`DictError::Conflict`], which names the
+    /// version to read and try again from.
+    pub async fn cas(
+        &self,
+        name: impl Into<Bytes>,
+        expect: u64,
+        value: impl Into<Bytes>,
+    ) -> Result<u64, NodeError> {
+        let key = self.open_key(name);
+        let opts = PutOptions {
+            expect: Some(expect),
+            ..PutOptions::default()
+        };
+        Ok(self.put_key(key, value, opts).await?.0)
+    }
+
+    /// Deletes `key` (a deletion wins over every older value); returns its version.
+    pub async fn delete_key(&self, key: DictKey<OverlayId>) -> Result<u64, NodeError> {
+        let call: DictCall = Box::new(move |d, ctx| d.delete(ctx, &key, PutOptions::default()));
+        Ok(put_result(self.run(call).await?)?.0)
+    }
+
+    /// Deletes the open key `name`.
+    pub async fn delete(&self, name: impl Into<Bytes>) -> Result<u64, NodeError> {
+        self.delete_key(self.open_key(name)).await
+    }
+
+    /// The newest record of `key` among `r` replicas (default: the read quorum); a deletion is
+    /// a record without a value.
+    pub async fn get_record(
+        &self,
+        key: DictKey<OverlayId>,
+        r: Option<u8>,
+    ) -> Result<Option<Record<OverlayId>>, NodeError> {
+        let call: DictCall = Box::new(move |d, ctx| d.get(ctx, &key, r));
+        match self.run(call).await? {
+            DictEvent::Got { result, .. } => result.map_err(NodeError::from),
+            DictEvent::Put { .. } => Err(NodeError::Dict(DictError::Forged)),
+        }
+    }
+
+    /// The value of the open key `name` (`None`: nothing there, or deleted), with its version.
+    pub async fn get(&self, name: impl Into<Bytes>) -> Result<Option<(Bytes, u64)>, NodeError> {
+        let key = self.open_key(name);
+        Ok(self
+            .get_record(key, None)
+            .await?
+            .and_then(|r| r.value.map(|v| (v, r.version))))
+    }
+}
+
+fn put_result(e: DictEvent<OverlayId>) -> Result<(u64, u8), NodeError> {
+    match e {
+        DictEvent::Put { result, .. } => result.map_err(NodeError::from),
+        DictEvent::Got { .. } => Err(NodeError::Dict(DictError::Forged)),
+    }
+}
