@@ -10,6 +10,7 @@ mod bench_trust;
 mod cast_cmd;
 mod control;
 mod demo;
+mod dict_cmd;
 mod error_report;
 mod node_cmd;
 mod node_ids;
@@ -51,6 +52,12 @@ enum Command {
     /// Join or leave a group, or send a message to a group, through a running node.
     #[command(subcommand)]
     Group(cast_cmd::GroupCommand),
+    /// Write a value under a key of the replicated dictionary, through a running node.
+    Put(dict_cmd::PutArgs),
+    /// Read a key of the replicated dictionary, through a running node.
+    Get(dict_cmd::KeyArgs),
+    /// Delete a key of the replicated dictionary, through a running node.
+    Del(dict_cmd::KeyArgs),
     /// Start a local network on loopback and exercise every primitive.
     Demo(demo::DemoArgs),
     /// Run the discrete-event simulator of the Tango overlay (every finger strategy side by side).
@@ -106,6 +113,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broadcast(args) => cast_cmd::broadcast(args),
         Command::Range(args) => cast_cmd::range(args),
         Command::Group(cmd) => cast_cmd::group(cmd),
+        Command::Put(args) => dict_cmd::put(args),
+        Command::Get(args) => dict_cmd::get(args),
+        Command::Del(args) => dict_cmd::del(args),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),

@@ -11,6 +11,7 @@
 //! {"op":"lookup","key":"text"}                          (or "raw_key")
 //! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<hex>"]}   (at most 4096 in all)
 //! {"op":"leave"}
+//! {"op":"put","key":"text","value":"text"}   {"op":"get","key":"text"}   {"op":"del","key":"text"}
 //! ```
 //!
 //! A text key is placed on the ring with `p2ps::key_of` (first 128 bits of its SHA-256); a raw
@@ -18,7 +19,9 @@
 //! `{"ok":false,"error":"…"}`. Results: `status` gives the node's [`p2ps::Status`]; `lookup` gives
 //! `{"key","node","hops"}`; `lookup_many` a list of those in request order (`keys` first, then
 //! `raw_keys`), an entry that failed holding `"error"` instead of `node` and `hops`; `send` and
-//! `route` give what was sent; `leave` answers once the node has left.
+//! `route` give what was sent; `leave` answers once the node has left; `put` and `del` give
+//! `{"key","version","replicas"}`, `get` gives `{"key","value","version"}` (`value` null when the
+//! key holds nothing or was deleted).
 
 use anyhow::Result;
 use p2ps::RingId;
@@ -110,6 +113,23 @@ pub(crate) enum Request {
         group: String,
         /// Text to send.
         payload: String,
+    },
+    /// Write `value` under the dictionary's open key `key`.
+    Put {
+        /// Key name.
+        key: String,
+        /// Value (text).
+        value: String,
+    },
+    /// Read the dictionary's open key `key`.
+    Get {
+        /// Key name.
+        key: String,
+    },
+    /// Delete the dictionary's open key `key`.
+    Del {
+        /// Key name.
+        key: String,
     },
 }
 

@@ -13,7 +13,7 @@ pub(crate) fn print_json(v: &impl Serialize) -> Result<()> {
 }
 
 /// Prints `s` and a newline on stdout.
-pub(super) fn write_stdout(s: &str) -> Result<()> {
+pub(crate) fn write_stdout(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{s}").context("writing to stdout")
 }

@@ -313,6 +313,36 @@ async fn execute(
             Ok(()) => Response::ok(serde_json::json!({"group": group, "member": false})),
             Err(e) => Response::err(e.to_string()),
         },
+        Request::Put { key, value } => {
+            let d = node.dict();
+            match d
+                .put_key(
+                    d.open_key(key.clone()),
+                    value.into_bytes(),
+                    Default::default(),
+                )
+                .await
+            {
+                Ok((version, replicas)) => Response::ok(
+                    serde_json::json!({"key": key, "version": version, "replicas": replicas}),
+                ),
+                Err(e) => Response::err(e.to_string()),
+            }
+        }
+        Request::Get { key } => match node.dict().get(key.clone()).await {
+            Ok(found) => {
+                let (value, version) = match found {
+                    Some((v, ver)) => (Some(String::from_utf8_lossy(&v).into_owned()), Some(ver)),
+                    None => (None, None),
+                };
+                Response::ok(serde_json::json!({"key": key, "value": value, "version": version}))
+            }
+            Err(e) => Response::err(e.to_string()),
+        },
+        Request::Del { key } => match node.dict().delete(key.clone()).await {
+            Ok(version) => Response::ok(serde_json::json!({"key": key, "version": version})),
+            Err(e) => Response::err(e.to_string()),
+        },
         Request::GroupSend { group, payload } => {
             let bytes = payload.len();
             match node.send_group(&group, payload.into_bytes()).await {
