@@ -138,6 +138,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         if let Err(e) = self.keep(key, record.clone()) {
             return self.refuse(ctx, origin, req, e);
         }
+        self.notify(ctx, key);
         let others = self.others(ctx, key);
         let need = w.min(1 + others.len() as u8).max(1);
         if need <= 1 {
@@ -300,6 +301,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             if self.store.get(k).is_none_or(|r| b.newer_than(r)) && self.keep(k, b.clone()).is_ok()
             {
                 self.stats.read_repairs += 1;
+                self.notify(ctx, k);
             }
             self.stats.read_repairs += stale.len() as u64;
             self.push(ctx, &stale, b);

@@ -12,13 +12,15 @@
 //! - [`wire`]: what nodes send each other, and the errors a request can end with;
 //! - [`service`]: the service, its settings and its requests (put, delete, compare-and-swap,
 //!   get); the primary's coordination (write and read quorums, read repair) is in
-//!   `coordinate.rs`, the replicas' part and repair of replica sets in `replicate.rs`.
+//!   `coordinate.rs`, the replicas' part and repair of replica sets in `replicate.rs`, watches
+//!   of keys in `watch.rs`.
 
 mod coordinate;
 pub mod record;
 mod replicate;
 pub mod service;
 pub mod store;
+mod watch;
 pub mod wire;
 
 pub use record::{DictKey, Mode, Record};

@@ -52,7 +52,10 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             false
         } else {
             match self.keep(key, record) {
-                Ok(()) => true,
+                Ok(()) => {
+                    self.notify(ctx, key);
+                    true
+                }
                 // Holding the same or a newer one is holding it.
                 Err(crate::wire::DictError::Stale { .. }) => true,
                 Err(_) => false,
@@ -75,7 +78,9 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     /// Brings the replicas of this node's keys up to date, hands over the keys it no longer
     /// holds a replica of, and forgets expired ones.
     pub(crate) fn repair(&mut self, ctx: &mut Context<'_, P>) {
-        self.store.expire(ctx.now());
+        for key in self.store.expire(ctx.now()) {
+            self.notify(ctx, key);
+        }
         let me = ctx.me().id;
         for key in self.store.keys() {
             let Some(set) = ctx.replica_set(key, self.cfg.replicas) else {

@@ -93,6 +93,13 @@ pub enum DictEvent<P: PeerId> {
         /// The version stored and the replicas holding it, or the error.
         result: Result<(u64, u8), DictError>,
     },
+    /// A watched key changed (or expired: `None`), as the node holding it reported.
+    Changed {
+        /// The watch id [`Dict::watch`] returned.
+        req: u64,
+        /// The record now held (checked: signed by its writer, of the key watched).
+        record: Option<Record<P>>,
+    },
     /// A get ended: the newest record (a deletion is a record without a value), or why not.
     Got {
         /// The request id [`Dict::get`] returned.
@@ -138,6 +145,8 @@ pub struct Dict<P: PeerId, S: Store<P>> {
     pub(crate) last_version: u64,
     pub(crate) events: VecDeque<DictEvent<P>>,
     pub(crate) stats: DictStats,
+    /// Keys this node watches, and watches it holds for others.
+    pub(crate) watches: crate::watch::Watches<P>,
 }
 
 impl<P: PeerId, S: Store<P>> Dict<P, S> {
@@ -153,6 +162,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             last_version: 0,
             events: VecDeque::new(),
             stats: DictStats::default(),
+            watches: crate::watch::Watches::default(),
         }
     }
 
@@ -398,6 +408,10 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
                 _,
             )) => self.coordinate_put(ctx, origin, req, key, (w, expect), record),
             Ok((Wire::Get { req, r }, _)) => self.coordinate_get(ctx, origin, req, key, r),
+            Ok((Wire::Watch { req, lease_ms }, _)) => {
+                self.hold_watch(ctx, origin, req, key, lease_ms)
+            }
+            Ok((Wire::Unwatch { req }, _)) => self.drop_watch(origin, req),
             _ => self.stats.dropped += 1,
         }
     }
@@ -410,6 +424,7 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
             Ok((Wire::Fetch { op, key }, _)) => self.on_fetch(ctx, from, op, key),
             Ok((Wire::Fetched { op, record }, _)) => self.on_fetched(ctx, from, op, record),
             Ok((Wire::Reply { req, outcome }, _)) => self.on_reply(req, outcome),
+            Ok((Wire::Notify { req, record }, _)) => self.on_notify(req, record),
             _ => self.stats.dropped += 1,
         }
     }
@@ -424,11 +439,15 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
 
     fn poll_timeout(&self) -> Option<Time> {
         let d = self.deadlines.first().map(|(t, _)| *t);
-        d.into_iter().chain(self.repair_at).min()
+        d.into_iter()
+            .chain(self.repair_at)
+            .chain(self.watches.next_renewal())
+            .min()
     }
 
     fn handle_timeout(&mut self, ctx: &mut Context<'_, P>) {
         self.on_deadlines(ctx);
+        self.renew_watches(ctx);
         let now = ctx.now();
         if self.repair_at.is_some_and(|t| t <= now) {
             self.repair(ctx);

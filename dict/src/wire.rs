@@ -66,6 +66,27 @@ pub enum Wire<P: PeerId> {
         /// What happened.
         outcome: Outcome<P>,
     },
+    /// Routed to the key: tell the origin of every change of the key for `lease_ms` (the
+    /// origin renews the watch before then, which also moves it to a new primary).
+    Watch {
+        /// The origin's watch id.
+        req: u64,
+        /// How long the watch holds without renewal, in milliseconds.
+        lease_ms: u32,
+    },
+    /// Routed to the key: the origin no longer watches it.
+    Unwatch {
+        /// The origin's watch id.
+        req: u64,
+    },
+    /// Holder to watcher: the key of watch `req` now holds `record` (`None`: nothing, or it
+    /// expired).
+    Notify {
+        /// The watcher's watch id.
+        req: u64,
+        /// The record now held.
+        record: Option<Record<P>>,
+    },
 }
 
 /// The message names, by variant, for traffic counters.
@@ -77,6 +98,9 @@ pub(crate) const KINDS: &[&str] = &[
     "dict-fetch",
     "dict-fetched",
     "dict-reply",
+    "dict-watch",
+    "dict-unwatch",
+    "dict-notify",
 ];
 
 /// How a request ended at the primary.

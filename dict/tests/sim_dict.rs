@@ -42,6 +42,8 @@ fn events(sim: &mut Simulator, ids: &[SimId]) -> BTreeMap<u64, DictEvent<SimId>>
         while let Some(e) = d.poll_event() {
             let req = match &e {
                 DictEvent::Put { req, .. } | DictEvent::Got { req, .. } => *req,
+                // Watches are read with `changes`.
+                DictEvent::Changed { .. } => continue,
             };
             out.insert(req, e);
         }
@@ -275,6 +277,74 @@ fn compare_and_swap_counts_every_increment_once() {
         }) => assert_eq!(r.value.as_deref(), Some(&20u64.to_be_bytes()[..])),
         other => panic!("{other:?}"),
     }
+}
+
+/// The values (None: nothing held) that node `at`'s watch `req` reported, in order.
+fn changes(sim: &mut Simulator, at: SimId, req: u64) -> Vec<Option<Vec<u8>>> {
+    let d = sim.node_mut(at).service_mut::<D>().unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = d.poll_event() {
+        if let DictEvent::Changed { req: r, record } = e {
+            if r == req {
+                out.push(record.and_then(|r| r.value.map(|v| v.to_vec())));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_watch_sees_every_change_and_follows_the_key_when_its_primary_crashes() {
+    let (mut sim, ids) = sim(24, 17);
+    let k = DictKey::open(&b"watched"[..]);
+    let watcher = ids[20];
+    let req = {
+        let k = k.clone();
+        sim.command(watcher, |n, now| {
+            n.command::<D, _>(now, |d, ctx| d.watch(ctx, &k))
+                .unwrap()
+                .unwrap()
+        })
+    };
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(
+        changes(&mut sim, watcher, req),
+        vec![None],
+        "the key holds nothing yet"
+    );
+    put(&mut sim, ids[1], &k, b"one", PutOptions::default());
+    sim.run_for(Duration::from_millis(500));
+    put(&mut sim, ids[2], &k, b"two", PutOptions::default());
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(
+        changes(&mut sim, watcher, req),
+        vec![Some(b"one".to_vec()), Some(b"two".to_vec())]
+    );
+    // The primary crashes; the watch moves to the new primary at its next renewal.
+    let ring: Vec<SimId> = sim.members().collect();
+    let pos = k.position();
+    let primary = *ring.iter().find(|m| m.ring_id() >= pos).unwrap_or(&ring[0]);
+    assert_ne!(
+        primary, watcher,
+        "pick another seed: the watcher is the primary"
+    );
+    sim.crash(primary);
+    sim.run_for(Duration::from_secs(20));
+    put(&mut sim, ids[3], &k, b"three", PutOptions::default());
+    sim.run_for(Duration::from_secs(2));
+    let seen = changes(&mut sim, watcher, req);
+    assert_eq!(seen.last(), Some(&Some(b"three".to_vec())), "{seen:?}");
+    // Unwatched: no more changes.
+    sim.command(watcher, |n, now| {
+        n.command::<D, _>(now, |d, ctx| d.unwatch(ctx, req))
+            .unwrap()
+    });
+    put(&mut sim, ids[4], &k, b"four", PutOptions::default());
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        changes(&mut sim, watcher, req),
+        Vec::<Option<Vec<u8>>>::new()
+    );
 }
 
 #[test]

@@ -104,8 +104,32 @@ impl DictHandle {
         let call: DictCall = Box::new(move |d, ctx| d.get(ctx, &key, r));
         match self.run(call).await? {
             DictEvent::Got { result, .. } => result.map_err(NodeError::from),
-            DictEvent::Put { .. } => Err(NodeError::Dict(DictError::Forged)),
+            _ => Err(NodeError::Dict(DictError::Forged)),
         }
+    }
+
+    /// Watches `key`: the stream yields the record the key holds now, then every change
+    /// (`None`: nothing there any more, e.g. expired), newest versions only, until it is
+    /// dropped. The watch follows the key when the nodes responsible for it change.
+    pub async fn watch_key(&self, key: DictKey<OverlayId>) -> Result<KeyWatch, NodeError> {
+        let (events_tx, events_rx) = mpsc::channel(WATCH_BUFFER);
+        let (tx, rx) = oneshot::channel();
+        let call: DictCall = Box::new(move |d, ctx| d.watch(ctx, &key));
+        self.commands
+            .send(Command::DictWatch(call, events_tx, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        let req = rx.await.map_err(|_| NodeError::Stopped)??;
+        Ok(KeyWatch {
+            req,
+            events: events_rx,
+            commands: self.commands.clone(),
+        })
+    }
+
+    /// Watches the open key `name` (see [`DictHandle::watch_key`]).
+    pub async fn watch(&self, name: impl Into<Bytes>) -> Result<KeyWatch, NodeError> {
+        self.watch_key(self.open_key(name)).await
     }
 
     /// The value of the open key `name` (`None`: nothing there, or deleted), with its version.
@@ -121,6 +145,32 @@ impl DictHandle {
 fn put_result(e: DictEvent<OverlayId>) -> Result<(u64, u8), NodeError> {
     match e {
         DictEvent::Put { result, .. } => result.map_err(NodeError::from),
-        DictEvent::Got { .. } => Err(NodeError::Dict(DictError::Forged)),
+        _ => Err(NodeError::Dict(DictError::Forged)),
+    }
+}
+
+/// Changes buffered for a watcher that does not keep up; beyond, the oldest are dropped (the
+/// next change brings the newest record again).
+const WATCH_BUFFER: usize = 64;
+
+/// A watch of one key (see [`DictHandle::watch_key`]); dropping it ends the watch.
+#[derive(Debug)]
+pub struct KeyWatch {
+    req: u64,
+    events: mpsc::Receiver<Option<Record<OverlayId>>>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl KeyWatch {
+    /// The next state of the key (`Some(None)`: it holds nothing); `None` once the node stops.
+    pub async fn next(&mut self) -> Option<Option<Record<OverlayId>>> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for KeyWatch {
+    fn drop(&mut self) {
+        // Best effort: a full command queue leaves the watch to run out its lease.
+        let _ = self.commands.try_send(Command::DictUnwatch(self.req));
     }
 }

@@ -43,7 +43,7 @@ pub mod wire;
 pub use builder::NodeBuilder;
 pub use config::NodeConfig;
 pub use delivery::{Delivery, Via};
-pub use dict_handle::DictHandle;
+pub use dict_handle::{DictHandle, KeyWatch};
 pub use error::{JoinError, LookupError, NodeError, StartError};
 pub use event::NodeEvent;
 pub use id::{group_key, key_of, KeySigner, OverlayId};

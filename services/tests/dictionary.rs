@@ -82,6 +82,17 @@ async fn put_get_delete_and_cas_across_nodes() {
         d0.put("big", big).await,
         Err(NodeError::Dict(DictError::TooLarge { max: 65536, .. }))
     ));
+    // A watch: the state now, then each change, from a node that is not the writer.
+    let mut w = nodes[4].dict().watch("weather").await.unwrap();
+    assert_eq!(next(&mut w).await, None, "nothing there yet");
+    d0.put("weather", "rain").await.unwrap();
+    let r = next(&mut w).await.unwrap();
+    assert_eq!(r.value.as_deref(), Some(&b"rain"[..]));
+    d3.put("weather", "sun").await.unwrap();
+    let r = next(&mut w).await.unwrap();
+    assert_eq!(r.value.as_deref(), Some(&b"sun"[..]));
+    drop(w);
+
     // The nodes still serve.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(d3.get("counter").await.unwrap().is_some());
@@ -90,4 +101,12 @@ async fn put_get_delete_and_cas_across_nodes() {
     for n in &nodes {
         n.shutdown().await;
     }
+}
+
+/// The next state of a watched key, within 10 s.
+async fn next(w: &mut p2ps::KeyWatch) -> Option<p2ps::dict::Record<p2ps::OverlayId>> {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("a change within 10 s")
+        .expect("the node runs")
 }

@@ -12,7 +12,7 @@ use p2ps_overlay::groups::GroupExt;
 use p2ps_overlay::messaging::MessagingExt;
 use p2ps_overlay::{Node as Overlay, RingId, State, Time};
 use p2ps_transport::NodeId;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// What waits for a lookup's answer.
 pub(crate) enum Waiting {
@@ -50,6 +50,14 @@ pub(crate) enum Command {
     Service(ServiceCall),
     /// Starts a dictionary request, answered when it ends.
     Dict(DictCall, DictReply),
+    /// Starts watching a key: changes go to the sender; the watch id is the answer.
+    DictWatch(
+        DictCall,
+        mpsc::Sender<Option<p2ps_dict::Record<OverlayId>>>,
+        oneshot::Sender<Result<u64, NodeError>>,
+    ),
+    /// Stops a watch.
+    DictUnwatch(u64),
     Broadcast(Bytes, oneshot::Sender<Result<CastReport, NodeError>>),
     Range(
         RingId,
@@ -194,6 +202,22 @@ impl Actor {
                     self.dict_waiting.insert(req, reply);
                 }
             },
+            Command::DictWatch(f, events, reply) => {
+                let r = match self.overlay.command::<DictService, _>(now, f) {
+                    None => Err(NodeError::NoService),
+                    Some(Err(e)) => Err(e.into()),
+                    Some(Ok(req)) => {
+                        self.dict_watchers.insert(req, events);
+                        Ok(req)
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Command::DictUnwatch(req) => {
+                self.dict_watchers.remove(&req);
+                self.overlay
+                    .command::<DictService, _>(now, |d, ctx| d.unwatch(ctx, req));
+            }
             Command::Shutdown(_) => {}
         }
     }

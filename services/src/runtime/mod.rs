@@ -126,6 +126,8 @@ pub(crate) struct Actor {
     pub(crate) drainers: Vec<Drainer>,
     /// Dictionary requests waiting for their end, by request id.
     pub(crate) dict_waiting: BTreeMap<u64, commands::DictReply>,
+    /// Watches of keys, by watch id: where their changes go.
+    pub(crate) dict_watchers: BTreeMap<u64, mpsc::Sender<Option<p2ps_dict::Record<OverlayId>>>>,
 }
 
 fn class_of(c: Class) -> StreamClass {
@@ -166,6 +168,7 @@ impl Actor {
             signer: parts.signer,
             drainers: parts.drainers,
             dict_waiting: BTreeMap::new(),
+            dict_watchers: BTreeMap::new(),
         }
     }
 

@@ -20,16 +20,37 @@ impl Actor {
         for drain in &mut self.drainers {
             drain(&mut self.overlay);
         }
+        let mut gone = Vec::new();
         if let Some(d) = self.overlay.service_mut::<super::commands::DictService>() {
             while let Some(e) = d.poll_event() {
-                let req = match &e {
+                match e {
+                    p2ps_dict::DictEvent::Changed { req, record } => {
+                        let Some(tx) = self.dict_watchers.get(&req) else {
+                            continue;
+                        };
+                        match tx.try_send(record) {
+                            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                                gone.push(req)
+                            }
+                            Err(_) => self.counters.inbox_dropped += 1,
+                            Ok(()) => {}
+                        }
+                    }
                     p2ps_dict::DictEvent::Put { req, .. }
-                    | p2ps_dict::DictEvent::Got { req, .. } => *req,
-                };
-                if let Some(reply) = self.dict_waiting.remove(&req) {
-                    let _ = reply.send(Ok(e));
+                    | p2ps_dict::DictEvent::Got { req, .. } => {
+                        if let Some(reply) = self.dict_waiting.remove(&req) {
+                            let _ = reply.send(Ok(e));
+                        }
+                    }
                 }
             }
+        }
+        for req in gone {
+            // The watcher went away without a word.
+            self.dict_watchers.remove(&req);
+            let now = self.now();
+            self.overlay
+                .command::<super::commands::DictService, _>(now, |d, ctx| d.unwatch(ctx, req));
         }
         let mut out = Vec::new();
         if let Some(m) = self.overlay.service_mut::<Messaging<OverlayId>>() {
