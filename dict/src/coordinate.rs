@@ -37,6 +37,8 @@ enum OpKind<P: PeerId> {
     },
     Get {
         key: RingId,
+        /// Whether the origin asked for the replicas' health rather than the record.
+        health: bool,
         need: u8,
         /// Answers so far: who, and what it holds.
         answers: Vec<(P, Option<Record<P>>)>,
@@ -174,12 +176,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         req: u64,
         key: RingId,
         r: u8,
+        health: bool,
     ) {
         let here = self.store.get(key).cloned();
         let mut others = self.others(ctx, key);
         let need = r.min(1 + others.len() as u8).max(1);
         others.truncate(need as usize - 1);
-        if need <= 1 {
+        if need <= 1 && !health {
             return self.reply(ctx, origin, req, Outcome::Found(here));
         }
         let me = ctx.me().id;
@@ -190,6 +193,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             waiting: others.clone(),
             kind: OpKind::Get {
                 key,
+                health,
                 need,
                 answers: vec![(me, here)],
             },
@@ -269,7 +273,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             return;
         };
         self.deadlines.remove(&(o.deadline, op));
-        let OpKind::Get { key, need, answers } = o.kind else {
+        let OpKind::Get {
+            key,
+            health,
+            need,
+            answers,
+        } = o.kind
+        else {
             return;
         };
         let now = ctx.now();
@@ -282,6 +292,21 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 best = Some(r.clone());
             }
         }
+        if health {
+            let version = best.as_ref().map_or(0, |b| b.version);
+            let current = answers
+                .iter()
+                .filter(|(_, r)| r.as_ref().map_or(0, |r| r.version) == version)
+                .count() as u8;
+            let h = crate::wire::ReplicaHealth {
+                version,
+                current,
+                answered: answers.len() as u8,
+                replicas: u8::try_from(self.cfg.replicas).unwrap_or(u8::MAX),
+            };
+            self.repair_stale(ctx, key, &best, &answers);
+            return self.reply(ctx, o.origin, o.req, Outcome::Replicas(h));
+        }
         if answers.len() < need as usize {
             let answered = answers.len() as u8;
             return self.reply(
@@ -291,7 +316,19 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 Outcome::Refused(DictError::NotEnoughReplicas { answered }),
             );
         }
-        if let (Some(b), Some(k)) = (&best, key) {
+        self.repair_stale(ctx, key, &best, &answers);
+        self.reply(ctx, o.origin, o.req, Outcome::Found(best));
+    }
+
+    /// Read repair: the newest record `best` goes to the replicas whose answer lacked it.
+    fn repair_stale(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        key: Option<RingId>,
+        best: &Option<Record<P>>,
+        answers: &[(P, Option<Record<P>>)],
+    ) {
+        if let (Some(b), Some(k)) = (best, key) {
             let me = ctx.me().id;
             let stale: Vec<P> = answers
                 .iter()
@@ -306,7 +343,6 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             self.stats.read_repairs += stale.len() as u64;
             self.push(ctx, &stale, b);
         }
-        self.reply(ctx, o.origin, o.req, Outcome::Found(best));
     }
 
     /// Operation `op` ran out of time: a write answers with the acknowledgements it has, a

@@ -26,4 +26,4 @@ pub mod wire;
 pub use record::{DictKey, Mode, Record};
 pub use service::{Dict, DictConfig, DictEvent, DictStats, PutOptions, DICT};
 pub use store::{MemStore, QuotaExceeded, Quotas, Store, Usage};
-pub use wire::{DictError, Outcome};
+pub use wire::{DictError, Outcome, ReplicaHealth};

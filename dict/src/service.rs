@@ -93,6 +93,13 @@ pub enum DictEvent<P: PeerId> {
         /// The version stored and the replicas holding it, or the error.
         result: Result<(u64, u8), DictError>,
     },
+    /// The replicas of a key, as its primary found them.
+    Replicas {
+        /// The request id [`Dict::replicas`] returned.
+        req: u64,
+        /// How many hold the newest version, or why there is no answer.
+        result: Result<crate::wire::ReplicaHealth, DictError>,
+    },
     /// A watched key changed (or expired: `None`), as the node holding it reported.
     Changed {
         /// The watch id [`Dict::watch`] returned.
@@ -126,7 +133,18 @@ pub struct DictStats {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) deadline: Time,
-    pub(crate) get: Option<p2ps_overlay::RingId>,
+    pub(crate) kind: Asked,
+}
+
+/// What a request asked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Asked {
+    /// A write.
+    Put,
+    /// A read of the key at this position.
+    Get(p2ps_overlay::RingId),
+    /// The health of the replicas of a key.
+    Replicas,
 }
 
 /// The replicated dictionary, on one node, keeping its records in `S`.
@@ -245,7 +263,21 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             expect: opts.expect,
             record,
         };
-        self.send_request(ctx, key, req, msg, None);
+        self.send_request(ctx, key, req, msg, Asked::Put);
+        Ok(req)
+    }
+
+    /// Asks the key's primary how many of its replicas hold its newest version (every replica
+    /// is asked; those that lack it get it). Returns the request id of the
+    /// [`DictEvent::Replicas`] that follows.
+    pub fn replicas(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        key: &DictKey<P>,
+    ) -> Result<u64, DictError> {
+        self.may_request(ctx, key)?;
+        let req = ctx.next_seq();
+        self.send_request(ctx, key, req, Wire::Replicas { req }, Asked::Replicas);
         Ok(req)
     }
 
@@ -260,7 +292,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         self.may_request(ctx, key)?;
         let req = ctx.next_seq();
         let r = r.unwrap_or(self.cfg.read_quorum).max(1);
-        self.send_request(ctx, key, req, Wire::Get { req, r }, Some(key.position()));
+        self.send_request(
+            ctx,
+            key,
+            req,
+            Wire::Get { req, r },
+            Asked::Get(key.position()),
+        );
         Ok(req)
     }
 
@@ -286,10 +324,10 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         key: &DictKey<P>,
         req: u64,
         msg: Wire<P>,
-        get: Option<p2ps_overlay::RingId>,
+        kind: Asked,
     ) {
         let deadline = ctx.now() + self.cfg.request_timeout;
-        self.pending.insert(req, Pending { deadline, get });
+        self.pending.insert(req, Pending { deadline, kind });
         self.deadlines.insert((deadline, req));
         let sealed = ctx.seal(key.position(), None, encode(&msg, &[]));
         ctx.route(sealed);
@@ -302,12 +340,17 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             return;
         };
         self.deadlines.remove(&(p.deadline, req));
-        let event = match (p.get, outcome) {
-            (None, Outcome::Stored { version, acks }) => DictEvent::Put {
+        let event = match (p.kind, outcome) {
+            (Asked::Put, Outcome::Stored { version, acks }) => DictEvent::Put {
                 req,
                 result: Ok((version, acks)),
             },
-            (Some(key), Outcome::Found(record)) => {
+            (Asked::Replicas, Outcome::Replicas(h)) => DictEvent::Replicas { req, result: Ok(h) },
+            (Asked::Replicas, Outcome::Refused(e)) => DictEvent::Replicas {
+                req,
+                result: Err(e),
+            },
+            (Asked::Get(key), Outcome::Found(record)) => {
                 // The primary could lie about the value: it must be the writer's, of this key.
                 let result = match record {
                     Some(r) if !r.verify() || r.position() != key => Err(DictError::Forged),
@@ -315,15 +358,16 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 };
                 DictEvent::Got { req, result }
             }
-            (None, Outcome::Refused(e)) => DictEvent::Put {
+            (Asked::Put, Outcome::Refused(e)) => DictEvent::Put {
                 req,
                 result: Err(e),
             },
-            (Some(_), Outcome::Refused(e)) => DictEvent::Got {
+            (Asked::Get(_), Outcome::Refused(e)) => DictEvent::Got {
                 req,
                 result: Err(e),
             },
-            (None, Outcome::Found(_)) | (Some(_), Outcome::Stored { .. }) => {
+            // An answer of another kind: a confused or lying primary.
+            _ => {
                 self.stats.dropped += 1;
                 return;
             }
@@ -340,12 +384,14 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             }
             self.deadlines.pop_first();
             if let Some(p) = self.pending.remove(&id) {
-                let event = match p.get {
-                    None => DictEvent::Put {
+                let result = Err(DictError::Timeout);
+                let event = match p.kind {
+                    Asked::Put => DictEvent::Put { req: id, result },
+                    Asked::Get(_) => DictEvent::Got {
                         req: id,
                         result: Err(DictError::Timeout),
                     },
-                    Some(_) => DictEvent::Got {
+                    Asked::Replicas => DictEvent::Replicas {
                         req: id,
                         result: Err(DictError::Timeout),
                     },
@@ -407,7 +453,11 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
                 },
                 _,
             )) => self.coordinate_put(ctx, origin, req, key, (w, expect), record),
-            Ok((Wire::Get { req, r }, _)) => self.coordinate_get(ctx, origin, req, key, r),
+            Ok((Wire::Get { req, r }, _)) => self.coordinate_get(ctx, origin, req, key, r, false),
+            Ok((Wire::Replicas { req }, _)) => {
+                let r = u8::try_from(self.cfg.replicas).unwrap_or(u8::MAX);
+                self.coordinate_get(ctx, origin, req, key, r, true)
+            }
             Ok((Wire::Watch { req, lease_ms }, _)) => {
                 self.hold_watch(ctx, origin, req, key, lease_ms)
             }

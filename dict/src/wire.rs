@@ -87,6 +87,12 @@ pub enum Wire<P: PeerId> {
         /// The record now held.
         record: Option<Record<P>>,
     },
+    /// Routed to the key: how many of its replicas hold its newest version? (Every replica
+    /// is asked, and those that lack it get it.)
+    Replicas {
+        /// The origin's request id.
+        req: u64,
+    },
 }
 
 /// The message names, by variant, for traffic counters.
@@ -101,6 +107,7 @@ pub(crate) const KINDS: &[&str] = &[
     "dict-watch",
     "dict-unwatch",
     "dict-notify",
+    "dict-replicas",
 ];
 
 /// How a request ended at the primary.
@@ -118,6 +125,21 @@ pub enum Outcome<P: PeerId> {
     Found(Option<Record<P>>),
     /// The request was refused.
     Refused(DictError),
+    /// The replicas of a key, as the primary found them.
+    Replicas(ReplicaHealth),
+}
+
+/// How many of a key's replicas hold its newest version, as its primary found them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaHealth {
+    /// The newest version found (0: the key holds nothing).
+    pub version: u64,
+    /// Replicas that held that version when asked (the primary included).
+    pub current: u8,
+    /// Replicas that answered.
+    pub answered: u8,
+    /// Replicas the key should have.
+    pub replicas: u8,
 }
 
 /// Why a dictionary request failed.

@@ -42,8 +42,8 @@ fn events(sim: &mut Simulator, ids: &[SimId]) -> BTreeMap<u64, DictEvent<SimId>>
         while let Some(e) = d.poll_event() {
             let req = match &e {
                 DictEvent::Put { req, .. } | DictEvent::Got { req, .. } => *req,
-                // Watches are read with `changes`.
-                DictEvent::Changed { .. } => continue,
+                // Watches are read with `changes`, replica health where it is asked.
+                DictEvent::Changed { .. } | DictEvent::Replicas { .. } => continue,
             };
             out.insert(req, e);
         }
@@ -174,6 +174,25 @@ fn keys_survive_two_adjacent_crashes() {
         .map(|(i, _)| i)
         .collect();
     assert!(under.is_empty(), "keys under-replicated: {under:?}");
+    // The primary's own account of the first key's replicas.
+    let k0 = keys[0].0.clone();
+    let req = sim.command(reader, |n, now| {
+        n.command::<D, _>(now, |d, ctx| d.replicas(ctx, &k0))
+            .unwrap()
+            .unwrap()
+    });
+    sim.run_for(Duration::from_secs(2));
+    let d = sim.node_mut(reader).service_mut::<D>().unwrap();
+    let mut health = None;
+    while let Some(e) = d.poll_event() {
+        if let DictEvent::Replicas { req: r, result } = e {
+            if r == req {
+                health = Some(result);
+            }
+        }
+    }
+    let h = health.expect("an answer").expect("healthy");
+    assert_eq!((h.current, h.answered, h.replicas), (3, 3, 3), "{h:?}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::error::NodeError;
 use crate::id::OverlayId;
 use crate::runtime::commands::{Command, DictCall};
 use bytes::Bytes;
-use p2ps_dict::{DictError, DictEvent, DictKey, PutOptions, Record};
+use p2ps_dict::{DictError, DictEvent, DictKey, PutOptions, Record, ReplicaHealth};
 use tokio::sync::{mpsc, oneshot};
 
 /// The dictionary of a node. Cheap to clone.
@@ -106,6 +106,21 @@ impl DictHandle {
             DictEvent::Got { result, .. } => result.map_err(NodeError::from),
             _ => Err(NodeError::Dict(DictError::Forged)),
         }
+    }
+
+    /// How many of `key`'s replicas hold its newest version right now (its primary asks every
+    /// replica; those that lack it get it).
+    pub async fn replicas_of(&self, key: DictKey<OverlayId>) -> Result<ReplicaHealth, NodeError> {
+        let call: DictCall = Box::new(move |d, ctx| d.replicas(ctx, &key));
+        match self.run(call).await? {
+            DictEvent::Replicas { result, .. } => result.map_err(NodeError::from),
+            _ => Err(NodeError::Dict(DictError::Forged)),
+        }
+    }
+
+    /// [`DictHandle::replicas_of`] the open key `name`.
+    pub async fn replicas(&self, name: impl Into<Bytes>) -> Result<ReplicaHealth, NodeError> {
+        self.replicas_of(self.open_key(name)).await
     }
 
     /// Watches `key`: the stream yields the record the key holds now, then every change

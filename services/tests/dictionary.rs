@@ -93,6 +93,10 @@ async fn put_get_delete_and_cas_across_nodes() {
     assert_eq!(r.value.as_deref(), Some(&b"sun"[..]));
     drop(w);
 
+    // Replica health: the key's three replicas hold its newest version.
+    let h = nodes[5].dict().replicas("weather").await.unwrap();
+    assert_eq!((h.current, h.answered, h.replicas), (3, 3, 3), "{h:?}");
+
     // The nodes still serve.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(d3.get("counter").await.unwrap().is_some());

@@ -37,7 +37,8 @@ impl Actor {
                         }
                     }
                     p2ps_dict::DictEvent::Put { req, .. }
-                    | p2ps_dict::DictEvent::Got { req, .. } => {
+                    | p2ps_dict::DictEvent::Got { req, .. }
+                    | p2ps_dict::DictEvent::Replicas { req, .. } => {
                         if let Some(reply) = self.dict_waiting.remove(&req) {
                             let _ = reply.send(Ok(e));
                         }
