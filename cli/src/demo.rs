@@ -28,6 +28,7 @@ mod cast;
 mod child;
 mod crash;
 mod departure;
+mod dictionary;
 mod events;
 mod formation;
 mod leave;
@@ -209,11 +210,13 @@ async fn steps(d: &mut Demo, args: &DemoArgs) -> Result<()> {
     d.check_route(&live, &truth, args).await?;
     d.check_no_strays(&live).await;
     d.cast_checks(&live).await;
+    d.dictionary_checks(&live).await;
     let leaver = d.leave_step(&truth, args).await?;
     if args.no_crash {
         d.skip("crash detected and repaired", "--no-crash given".into());
     } else {
         d.crash_step(args, leaver).await?;
     }
+    d.dictionary_after_crash().await;
     Ok(())
 }
