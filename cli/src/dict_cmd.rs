@@ -1,5 +1,5 @@
-//! `p2ps put`, `p2ps get` and `p2ps del`: the replicated dictionary from the command line,
-//! through a running node (open keys, text values).
+//! `p2ps put`, `get`, `del` and `dict status|replicas`: the replicated dictionary from the
+//! command line, through a running node (open keys, text values).
 
 use crate::control::client::ControlOpts;
 use crate::control::protocol::Request;
@@ -90,4 +90,72 @@ pub fn del(args: KeyArgs) -> Result<()> {
         .and_then(|x| x.as_u64())
         .with_context(|| format!("the node's answer is malformed: {v}"))?;
     write_stdout(&format!("deleted {} (version {version})", args.key))
+}
+
+/// `p2ps dict …`: the dictionary's state on a running node.
+#[derive(Debug, clap::Subcommand)]
+pub enum DictCommand {
+    /// The node's share of the dictionary: keys and bytes held, refusals, repairs.
+    Status(StatusArgs),
+    /// How many of a key's replicas hold its newest version (and those that lack it get it).
+    Replicas(KeyArgs),
+}
+
+/// Arguments of `p2ps dict status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    control: ControlOpts,
+    /// Print the counters as one line of JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a `p2ps dict` subcommand.
+pub fn dict(cmd: DictCommand) -> Result<()> {
+    match cmd {
+        DictCommand::Status(args) => status(args),
+        DictCommand::Replicas(args) => replicas(args),
+    }
+}
+
+fn status(args: StatusArgs) -> Result<()> {
+    let v = args.control.call(&Request::Status {})?;
+    let s: p2ps::Status = serde_json::from_value(v).context("the node's status is malformed")?;
+    let Some(d) = s
+        .services
+        .iter()
+        .find(|s| s.name == p2ps::dict::service::NAME)
+    else {
+        bail!("the node runs no dictionary");
+    };
+    if args.json {
+        return print_json(&d.counters);
+    }
+    let line = d
+        .counters
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    write_stdout(&format!("dictionary on {}: {line}", s.id.short()))
+}
+
+fn replicas(args: KeyArgs) -> Result<()> {
+    let v = args.control.call(&Request::DictReplicas {
+        key: args.key.clone(),
+    })?;
+    if args.json {
+        return print_json(&v);
+    }
+    let n = |f: &str| v.get(f).and_then(|x| x.as_u64());
+    let (Some(version), Some(current), Some(answered), Some(replicas)) =
+        (n("version"), n("current"), n("answered"), n("replicas"))
+    else {
+        bail!("the node's answer is malformed: {v}");
+    };
+    write_stdout(&format!(
+        "{}: {current} of {replicas} replicas hold version {version} ({answered} answered)",
+        args.key
+    ))
 }

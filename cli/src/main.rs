@@ -58,6 +58,9 @@ enum Command {
     Get(dict_cmd::KeyArgs),
     /// Delete a key of the replicated dictionary, through a running node.
     Del(dict_cmd::KeyArgs),
+    /// The replicated dictionary's state on a running node.
+    #[command(subcommand)]
+    Dict(dict_cmd::DictCommand),
     /// Start a local network on loopback and exercise every primitive.
     Demo(demo::DemoArgs),
     /// Run the discrete-event simulator of the Tango overlay (every finger strategy side by side).
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Put(args) => dict_cmd::put(args),
         Command::Get(args) => dict_cmd::get(args),
         Command::Del(args) => dict_cmd::del(args),
+        Command::Dict(cmd) => dict_cmd::dict(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),

@@ -56,6 +56,18 @@ fn put_get_del_from_the_command_line() {
         "a fine day\n"
     );
 
+    // Replica health and the node's share.
+    let out = stdout(
+        &nodes[1].cli(&["dict", "replicas", "today"]),
+        "dict replicas",
+    );
+    assert!(out.contains("3 of 3 replicas hold version"), "{out}");
+    let out = stdout(&nodes[0].cli(&["dict", "status"]), "dict status");
+    assert!(
+        out.starts_with("dictionary on ") && out.contains("keys "),
+        "{out}"
+    );
+
     // Deleted: get fails, saying so.
     let out = stdout(&nodes[2].cli(&["del", "colour"]), "del");
     assert!(out.starts_with("deleted colour"), "{out}");

@@ -12,6 +12,7 @@
 //! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<hex>"]}   (at most 4096 in all)
 //! {"op":"leave"}
 //! {"op":"put","key":"text","value":"text"}   {"op":"get","key":"text"}   {"op":"del","key":"text"}
+//! {"op":"dict_replicas","key":"text"}
 //! ```
 //!
 //! A text key is placed on the ring with `p2ps::key_of` (first 128 bits of its SHA-256); a raw
@@ -21,7 +22,8 @@
 //! `raw_keys`), an entry that failed holding `"error"` instead of `node` and `hops`; `send` and
 //! `route` give what was sent; `leave` answers once the node has left; `put` and `del` give
 //! `{"key","version","replicas"}`, `get` gives `{"key","value","version"}` (`value` null when the
-//! key holds nothing or was deleted).
+//! key holds nothing or was deleted); `dict_replicas` gives `{"key","version","current",
+//! "answered","replicas"}`.
 
 use anyhow::Result;
 use p2ps::RingId;
@@ -128,6 +130,11 @@ pub(crate) enum Request {
     },
     /// Delete the dictionary's open key `key`.
     Del {
+        /// Key name.
+        key: String,
+    },
+    /// How many replicas of the dictionary's open key `key` hold its newest version.
+    DictReplicas {
         /// Key name.
         key: String,
     },

@@ -343,6 +343,16 @@ async fn execute(
             Ok(version) => Response::ok(serde_json::json!({"key": key, "version": version})),
             Err(e) => Response::err(e.to_string()),
         },
+        Request::DictReplicas { key } => match node.dict().replicas(key.clone()).await {
+            Ok(h) => Response::ok(serde_json::json!({
+                "key": key,
+                "version": h.version,
+                "current": h.current,
+                "answered": h.answered,
+                "replicas": h.replicas,
+            })),
+            Err(e) => Response::err(e.to_string()),
+        },
         Request::GroupSend { group, payload } => {
             let bytes = payload.len();
             match node.send_group(&group, payload.into_bytes()).await {
