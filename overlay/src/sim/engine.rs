@@ -6,17 +6,17 @@ use super::latency::LatencyModel;
 use super::queue::EventQueue;
 use super::summary::Summary;
 use super::SimId;
-use crate::cast::{CastEvent, CastExt, CastKind, Casts};
+use crate::cast::CastExt;
 use crate::config::Config;
-use crate::groups::{GroupEvent, GroupExt, Groups};
+use crate::groups::GroupExt;
 use crate::message::Message;
-use crate::messaging::{Addressed, Messaging, MessagingExt};
+use crate::messaging::MessagingExt;
 use crate::node::{Event, Node, Output, State};
 use crate::peer::{Contact, Peer, PeerId};
 use crate::proof::StandIn;
 use crate::ring::RingId;
-use crate::service::Emits;
-use crate::standard;
+pub use crate::standard::Via;
+use crate::standard::{self, StandardEvent};
 use crate::time::Time;
 use crate::truth::TrueRing;
 use bytes::Bytes;
@@ -182,26 +182,6 @@ pub struct Delivery {
     pub payload: Bytes,
 }
 
-/// How a delivered payload was addressed.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Via {
-    /// To the receiver's id.
-    Node,
-    /// To a key the receiver is responsible for.
-    Key,
-    /// To every node.
-    Broadcast,
-    /// To the nodes responsible for the keys in `[lo, hi]`.
-    Range {
-        /// Lower end.
-        lo: RingId,
-        /// Upper end.
-        hi: RingId,
-    },
-    /// To the members of a group.
-    Group(RingId),
-}
-
 /// A message kept by [`Simulator::trace_kinds`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sent {
@@ -300,6 +280,8 @@ pub struct Simulator {
     adversary: Option<Adversary>,
     /// Registers further services on every node (see [`Simulator::register_everywhere`]).
     extra_services: Option<ServiceSetup>,
+    /// Reused for draining the standard services.
+    standard_buf: Vec<StandardEvent<SimId>>,
 }
 
 /// Registers services on a simulated node.
@@ -330,6 +312,7 @@ impl Simulator {
             sides: None,
             adversary: None,
             extra_services: None,
+            standard_buf: Vec::new(),
         }
     }
 
@@ -810,83 +793,48 @@ impl Simulator {
 
     /// Takes what node `i`'s standard services have for their applications.
     fn drain_services(&mut self, i: u32, me: SimId) {
-        let mut got = Vec::new();
-        let node = &mut self.nodes[i as usize].node;
-        if let Some(m) = node.service_mut::<Messaging<SimId>>() {
-            while let Some(d) = m.poll_event() {
-                let via = match d.addressed {
-                    Addressed::Node => Via::Node,
-                    Addressed::Key => Via::Key,
-                };
-                got.push(Delivery {
-                    origin: d.origin,
-                    key: d.key,
-                    hops: d.hops,
+        let mut got = std::mem::take(&mut self.standard_buf);
+        standard::drain(&mut self.nodes[i as usize].node, &mut got);
+        for e in got.drain(..) {
+            match e {
+                StandardEvent::Delivered {
+                    origin,
+                    key,
+                    hops,
                     via,
-                    payload: d.payload,
-                });
-            }
-        }
-        if let Some(c) = node.service_mut::<Casts<SimId>>() {
-            while let Some(e) = c.poll_event() {
-                match e {
-                    CastEvent::Delivered {
-                        origin,
-                        kind,
-                        hops,
-                        payload,
-                    } => {
-                        let (key, via) = match kind {
-                            CastKind::Broadcast => (me.ring_id(), Via::Broadcast),
-                            CastKind::Range { lo, hi } => (lo, Via::Range { lo, hi }),
-                        };
-                        got.push(Delivery {
-                            origin,
-                            key,
-                            hops,
-                            via,
-                            payload,
-                        });
+                    payload,
+                } => {
+                    self.counters.delivered += 1;
+                    if let Some(log) = &mut self.deliveries {
+                        self.delivery_times.push(self.now);
+                        log.push((
+                            me,
+                            Delivery {
+                                origin,
+                                key,
+                                hops,
+                                via,
+                                payload,
+                            },
+                        ));
                     }
-                    CastEvent::Done {
-                        seq,
-                        delivered,
-                        complete,
-                    } => self.counters.casts_done.push(CastResult {
-                        origin: me,
-                        seq,
-                        delivered,
-                        complete,
-                    }),
+                }
+                StandardEvent::CastDone {
+                    seq,
+                    delivered,
+                    complete,
+                } => self.counters.casts_done.push(CastResult {
+                    origin: me,
+                    seq,
+                    delivered,
+                    complete,
+                }),
+                StandardEvent::GroupChildDropped { .. } => {
+                    self.counters.group_children_dropped += 1
                 }
             }
         }
-        if let Some(g) = node.service_mut::<Groups<SimId>>() {
-            while let Some(e) = g.poll_event() {
-                match e {
-                    GroupEvent::Delivered {
-                        origin,
-                        group,
-                        hops,
-                        payload,
-                    } => got.push(Delivery {
-                        origin,
-                        key: group,
-                        hops,
-                        via: Via::Group(group),
-                        payload,
-                    }),
-                    GroupEvent::ChildDropped { .. } => self.counters.group_children_dropped += 1,
-                }
-            }
-        }
-        for d in got {
-            self.counters.delivered += 1;
-            if let Some(log) = &mut self.deliveries {
-                self.delivery_times.push(self.now);
-                log.push((me, d));
-            }
-        }
+        self.standard_buf = got;
     }
 
     fn transmit(&mut self, i: u32, me: SimId, to: SimId, msg: Message<SimId>) {

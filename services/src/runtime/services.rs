@@ -7,10 +7,11 @@ use crate::delivery::{Delivery, Via};
 use crate::event::NodeEvent;
 use crate::id::OverlayId;
 use crate::report::CastReport;
-use p2ps_overlay::cast::{CastEvent, CastKind, Casts};
-use p2ps_overlay::groups::{GroupEvent, Groups};
-use p2ps_overlay::messaging::{Addressed, Messaging};
+use p2ps_overlay::cast::Casts;
+use p2ps_overlay::groups::Groups;
+use p2ps_overlay::messaging::Messaging;
 use p2ps_overlay::service::Emits;
+use p2ps_overlay::standard::{self, StandardEvent, Via as StandardVia};
 use tracing::{debug, warn};
 
 impl Actor {
@@ -53,88 +54,54 @@ impl Actor {
             self.overlay
                 .command::<super::commands::DictService, _>(now, |d, ctx| d.unwatch(ctx, req));
         }
+        let mut events = Vec::new();
+        standard::drain(&mut self.overlay, &mut events);
         let mut out = Vec::new();
-        if let Some(m) = self.overlay.service_mut::<Messaging<OverlayId>>() {
-            while let Some(d) = m.poll_event() {
-                let via = match d.addressed {
-                    Addressed::Node => Via::Node,
-                    // Routed to `d.key` either way: a newer way of addressing still
-                    // reached this node through its key.
-                    Addressed::Key | _ => Via::Key,
-                };
-                out.push(Delivery {
-                    from: d.origin.0,
-                    key: d.key,
-                    hops: d.hops,
-                    via,
-                    payload: d.payload,
-                });
-            }
-        }
-        let me = self.overlay.pos();
         let mut done = Vec::new();
-        if let Some(c) = self.overlay.service_mut::<Casts<OverlayId>>() {
-            while let Some(e) = c.poll_event() {
-                match e {
-                    CastEvent::Delivered {
-                        origin,
-                        kind,
-                        hops,
-                        payload,
-                    } => {
-                        let (key, via) = match kind {
-                            CastKind::Broadcast => (me, Via::Broadcast),
-                            CastKind::Range { lo, hi } => (lo, Via::Range { lo, hi }),
-                            // A kind this runtime does not name: delivered like a broadcast
-                            // rather than lost.
-                            _ => (me, Via::Broadcast),
-                        };
-                        out.push(Delivery {
-                            from: origin.0,
-                            key,
-                            hops,
-                            via,
-                            payload,
-                        });
-                    }
-                    CastEvent::Done {
-                        seq,
-                        delivered,
-                        complete,
-                    } => done.push(CastReport {
-                        seq,
-                        delivered: delivered.unwrap_or(0),
-                        complete,
-                    }),
-                    other => debug!(event = ?other, "cast event this runtime does not know"),
-                }
-            }
-        }
         let mut dropped = Vec::new();
-        if let Some(g) = self.overlay.service_mut::<Groups<OverlayId>>() {
-            while let Some(e) = g.poll_event() {
-                match e {
-                    GroupEvent::Delivered {
-                        origin,
-                        group,
+        for e in events {
+            match e {
+                StandardEvent::Delivered {
+                    origin,
+                    key,
+                    hops,
+                    via,
+                    payload,
+                } => {
+                    let via = match via {
+                        StandardVia::Node => Via::Node,
+                        StandardVia::Broadcast => Via::Broadcast,
+                        StandardVia::Range { lo, hi } => Via::Range { lo, hi },
+                        StandardVia::Group(g) => Via::Group(
+                            self.group_names
+                                .get(&g)
+                                .cloned()
+                                .unwrap_or_else(|| g.to_string()),
+                        ),
+                        // Routed to `key` either way: a newer way of addressing still reached
+                        // this node through its key.
+                        _ => Via::Key,
+                    };
+                    out.push(Delivery {
+                        from: origin.0,
+                        key,
                         hops,
+                        via,
                         payload,
-                    } => {
-                        let name = self
-                            .group_names
-                            .get(&group)
-                            .cloned()
-                            .unwrap_or_else(|| group.to_string());
-                        out.push(Delivery {
-                            from: origin.0,
-                            key: group,
-                            hops,
-                            via: Via::Group(name),
-                            payload,
-                        });
-                    }
-                    GroupEvent::ChildDropped { group, peer } => dropped.push((group, peer.0)),
-                    other => debug!(event = ?other, "group event this runtime does not know"),
+                    });
+                }
+                StandardEvent::CastDone {
+                    seq,
+                    delivered,
+                    complete,
+                } => done.push(CastReport {
+                    seq,
+                    delivered: delivered.unwrap_or(0),
+                    complete,
+                }),
+                StandardEvent::GroupChildDropped { group, peer } => dropped.push((group, peer.0)),
+                other => {
+                    debug!(event = ?other, "standard service event this runtime does not know")
                 }
             }
         }
