@@ -30,6 +30,10 @@ impl Actor {
                     let _ = reply.send(Ok(e));
                 }
             }
+            if let Some(e) = d.take_storage_error() {
+                // The request it failed was refused with a storage error; the node goes on.
+                warn!(error = %crate::error::chain_line(&e), "dictionary store failed");
+            }
         }
         let mut out = Vec::new();
         if let Some(m) = self.overlay.service_mut::<Messaging<OverlayId>>() {
