@@ -77,14 +77,14 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
 
     /// Keeps `record` for `key` if it is newer than what is held.
     pub(crate) fn keep(&mut self, key: RingId, record: Record<P>) -> Result<(), DictError> {
-        if let Some(held) = self.store.get(key) {
-            if !record.newer_than(held) {
+        if let Some(held) = self.held(key)? {
+            if !record.newer_than(&held) {
                 return Err(DictError::Stale {
                     current: held.version,
                 });
             }
         }
-        self.store.put(key, record).map_err(DictError::from)
+        self.store_put(key, record)
     }
 
     fn reply(&mut self, ctx: &mut Context<'_, P>, origin: P, req: u64, outcome: Outcome<P>) {
@@ -131,7 +131,10 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             return self.refuse(ctx, origin, req, e);
         }
         if let Some(v) = expect {
-            let current = self.store.get(key).map_or(0, |r| r.version);
+            let current = match self.held(key) {
+                Ok(held) => held.map_or(0, |r| r.version),
+                Err(e) => return self.refuse(ctx, origin, req, e),
+            };
             if current != v {
                 return self.refuse(ctx, origin, req, DictError::Conflict { current });
             }
@@ -178,7 +181,10 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         r: u8,
         health: bool,
     ) {
-        let here = self.store.get(key).cloned();
+        let here = match self.held(key) {
+            Ok(here) => here,
+            Err(e) => return self.refuse(ctx, origin, req, e),
+        };
         let mut others = self.others(ctx, key);
         let need = r.min(1 + others.len() as u8).max(1);
         others.truncate(need as usize - 1);
@@ -335,8 +341,8 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 .filter(|(p, r)| r.as_ref().is_none_or(|r| b.newer_than(r)) && *p != me)
                 .map(|(p, _)| *p)
                 .collect();
-            if self.store.get(k).is_none_or(|r| b.newer_than(r)) && self.keep(k, b.clone()).is_ok()
-            {
+            // Kept only if newer than what this node holds.
+            if self.keep(k, b.clone()).is_ok() {
                 self.stats.read_repairs += 1;
                 self.notify(ctx, k);
             }

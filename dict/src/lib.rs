@@ -8,7 +8,8 @@
 //! - [`record`]: what is stored — a value signed by its writer, with a version and an expiry,
 //!   under an open key (anyone writes; the greatest version wins) or an owned one (only the
 //!   owner writes);
-//! - [`store`]: where a node keeps its records, with quotas per writer and per node;
+//! - [`store`]: where a node keeps its records (in memory, or in a redb file that outlives
+//!   the node's process), with quotas per writer and per node;
 //! - [`wire`]: what nodes send each other, and the errors a request can end with;
 //! - [`service`]: the service, its settings and its requests (put, delete, compare-and-swap,
 //!   get); the primary's coordination (write and read quorums, read repair) is in
@@ -25,5 +26,7 @@ pub mod wire;
 
 pub use record::{DictKey, Mode, Record};
 pub use service::{Dict, DictConfig, DictEvent, DictStats, PutOptions, DICT};
-pub use store::{MemStore, QuotaExceeded, Quotas, Store, Usage};
+pub use store::{
+    MemStore, NodeStore, PutError, QuotaExceeded, Quotas, RedbStore, StorageError, Store, Usage,
+};
 pub use wire::{DictError, Outcome, ReplicaHealth};

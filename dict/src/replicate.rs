@@ -71,15 +71,25 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
 
     /// The primary `from` asks what this node holds for `key`.
     pub(crate) fn on_fetch(&mut self, ctx: &mut Context<'_, P>, from: P, op: u64, key: RingId) {
-        let record = self.store.get(key).cloned();
-        ctx.send(from, encode(&Wire::Fetched { op, record }, &[]));
+        // A store that fails does not answer: "nothing here" would be a lie that read repair
+        // acts on. The primary counts it as a replica that did not answer.
+        if let Ok(record) = self.held(key) {
+            ctx.send(from, encode(&Wire::Fetched { op, record }, &[]));
+        }
     }
 
     /// Brings the replicas of this node's keys up to date, hands over the keys it no longer
     /// holds a replica of, and forgets expired ones.
     pub(crate) fn repair(&mut self, ctx: &mut Context<'_, P>) {
-        for key in self.store.expire(ctx.now()) {
-            self.notify(ctx, key);
+        match self.store.expire(ctx.now()) {
+            Ok(keys) => {
+                for key in keys {
+                    self.notify(ctx, key);
+                }
+            }
+            Err(e) => {
+                self.storage_failed(e);
+            }
         }
         let me = ctx.me().id;
         for key in self.store.keys() {
@@ -89,7 +99,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 self.forward_home(ctx, key);
                 continue;
             };
-            let Some(record) = self.store.get(key).cloned() else {
+            let Ok(Some(record)) = self.held(key) else {
                 continue;
             };
             let primary = set.first().is_some_and(|p| p.id == me);
@@ -100,7 +110,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             } else if !member {
                 let all: Vec<P> = set.iter().map(|p| p.id).collect();
                 self.push(ctx, &all, &record);
-                self.store.remove(key);
+                self.store_remove(key);
             }
         }
     }
@@ -116,14 +126,14 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
 
     /// Sends the record of `key` to the replicas this node knows for it, then drops it.
     fn forward_home(&mut self, ctx: &mut Context<'_, P>, key: RingId) {
-        let Some(record) = self.store.get(key).cloned() else {
+        let Ok(Some(record)) = self.held(key) else {
             return;
         };
         if let Some(p2ps_overlay::NextHop::Forward(p)) = ctx.next_hop(key) {
             // The next hop towards the key knows that part of the ring better; it keeps the
             // record only if it is a replica, else passes it on at its own next repair.
             self.push(ctx, &[p.id], &record);
-            self.store.remove(key);
+            self.store_remove(key);
         }
     }
 
@@ -131,7 +141,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     pub(crate) fn hand_over(&mut self, ctx: &mut Context<'_, P>) {
         let me = ctx.me().id;
         for key in self.store.keys() {
-            let Some(record) = self.store.get(key).cloned() else {
+            let Ok(Some(record)) = self.held(key) else {
                 continue;
             };
             // The replica set without this node: its successor takes its place.

@@ -5,7 +5,7 @@
 //! *primary*), which coordinates it (see `coordinate.rs`) and answers the origin directly.
 
 use crate::record::{DictKey, Record, MAX_NAME};
-use crate::store::{Quotas, Store};
+use crate::store::{PutError, Quotas, StorageError, Store};
 use crate::wire::{DictError, Outcome, Wire, KINDS};
 use bytes::Bytes;
 use p2ps_overlay::service::{
@@ -127,6 +127,8 @@ pub struct DictStats {
     pub pushed: u64,
     /// Malformed messages dropped.
     pub dropped: u64,
+    /// Reads and writes of the store that failed (its disk).
+    pub storage_failures: u64,
 }
 
 /// A request this node made, waiting for the primary's answer.
@@ -165,6 +167,8 @@ pub struct Dict<P: PeerId, S: Store<P>> {
     pub(crate) stats: DictStats,
     /// Keys this node watches, and watches it holds for others.
     pub(crate) watches: crate::watch::Watches<P>,
+    /// The last failure of the store not taken yet by [`Dict::take_storage_error`].
+    pub(crate) storage_error: Option<StorageError>,
 }
 
 impl<P: PeerId, S: Store<P>> Dict<P, S> {
@@ -181,6 +185,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             events: VecDeque::new(),
             stats: DictStats::default(),
             watches: crate::watch::Watches::default(),
+            storage_error: None,
         }
     }
 
@@ -197,6 +202,50 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     /// Counters.
     pub fn stats(&self) -> DictStats {
         self.stats
+    }
+
+    /// The last failure of the store (its disk), if one happened since the last call: the
+    /// request it failed was refused with [`DictError::Storage`], and the node went on. For
+    /// the runtime to log it with its causes.
+    pub fn take_storage_error(&mut self) -> Option<StorageError> {
+        self.storage_error.take()
+    }
+
+    /// Counts and keeps a failure of the store; the error to answer with.
+    pub(crate) fn storage_failed(&mut self, e: StorageError) -> DictError {
+        self.stats.storage_failures += 1;
+        self.storage_error = Some(e);
+        DictError::Storage
+    }
+
+    /// The record held for `key`, if any; a failure of the store is kept (see
+    /// [`Dict::take_storage_error`]) and answered as [`DictError::Storage`].
+    pub(crate) fn held(
+        &mut self,
+        key: p2ps_overlay::RingId,
+    ) -> Result<Option<Record<P>>, DictError> {
+        self.store.get(key).map_err(|e| self.storage_failed(e))
+    }
+
+    /// Keeps `record` for `key` in the store; a quota is answered by its name, a failure of
+    /// the store as in [`Dict::held`].
+    pub(crate) fn store_put(
+        &mut self,
+        key: p2ps_overlay::RingId,
+        record: Record<P>,
+    ) -> Result<(), DictError> {
+        match self.store.put(key, record) {
+            Ok(()) => Ok(()),
+            Err(PutError::Quota(q)) => Err(DictError::Quota(q)),
+            Err(PutError::Storage(e)) => Err(self.storage_failed(e)),
+        }
+    }
+
+    /// Forgets `key`; a failure of the store is kept as in [`Dict::held`] (the record stays).
+    pub(crate) fn store_remove(&mut self, key: p2ps_overlay::RingId) {
+        if let Err(e) = self.store.remove(key) {
+            self.storage_failed(e);
+        }
     }
 
     /// Writes `value` under `key` as this node (for an owned key, this node must be its
@@ -434,6 +483,7 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
             ("read_repairs", self.stats.read_repairs),
             ("pushed", self.stats.pushed),
             ("dropped", self.stats.dropped),
+            ("storage_failures", self.stats.storage_failures),
         ]
     }
 

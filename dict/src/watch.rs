@@ -161,7 +161,10 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 until: ctx.now() + lease,
             },
         );
-        let record = self.store.get(key).cloned();
+        // A store that cannot read does not answer; the watcher's renewal asks again.
+        let Ok(record) = self.held(key) else {
+            return;
+        };
         ctx.send(watcher, encode(&Wire::Notify { req, record }, &[]));
     }
 
@@ -173,7 +176,9 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     /// The record of `key` changed here (or expired): every watcher of it is told.
     pub(crate) fn notify(&mut self, ctx: &mut Context<'_, P>, key: RingId) {
         let now = ctx.now();
-        let record = self.store.get(key).cloned();
+        let Ok(record) = self.held(key) else {
+            return;
+        };
         let watchers: Vec<(P, u64)> = self
             .watches
             .held

@@ -198,4 +198,8 @@ pub enum DictError {
     /// The expiry is in the past or further than the longest time to live.
     #[error("the time to live must be between 1 s and the longest allowed")]
     BadExpiry,
+    /// The node responsible for the key could not read or write its store (its disk); the
+    /// node itself logs the cause.
+    #[error("the node responsible for the key could not read or write its store")]
+    Storage,
 }

@@ -114,6 +114,7 @@ fn holders(sim: &Simulator, ids: &[SimId], key: RingId) -> usize {
                 .unwrap()
                 .store()
                 .get(key)
+                .unwrap()
                 .is_some()
         })
         .count()
@@ -384,6 +385,7 @@ fn hostile_records_are_refused() {
                 .unwrap()
                 .store()
                 .get(key)
+                .unwrap()
                 .is_some()
         })
         .unwrap();
@@ -393,7 +395,7 @@ fn hostile_records_are_refused() {
         .unwrap()
         .store()
         .get(key)
-        .cloned()
+        .unwrap()
         .unwrap();
     let mut forged = genuine.clone();
     forged.value = Some(Bytes::from_static(b"forged"));
@@ -418,7 +420,7 @@ fn hostile_records_are_refused() {
     sim.run_for(Duration::from_secs(1));
     let d = sim.node(holder).service::<D>().unwrap();
     assert_eq!(d.stats().refused, refused_before + 2);
-    assert_eq!(d.store().get(key), Some(&genuine));
+    assert_eq!(d.store().get(key).unwrap(), Some(genuine));
     // Garbage is dropped.
     let m = p2ps_overlay::Message::Service(p2ps_overlay::ServiceMessage {
         service: p2ps_dict::DICT,

@@ -117,6 +117,8 @@ impl NodeBuilder {
         config.overlay.validate()?;
         config.cast.validate()?;
         config.groups.validate()?;
+        // The dictionary's file first: a node that cannot have its records does not start.
+        let store = dict_store(&config)?;
         let mut tc = TransportConfig::new(config.identity.clone(), config.listen);
         tc.idle_timeout = config.idle_timeout;
         tc.keep_alive = config.keep_alive;
@@ -155,10 +157,7 @@ impl NodeBuilder {
             config.groups.clone(),
         )
         .map_err(StartError::Service)?;
-        let dict = p2ps_dict::Dict::<OverlayId, _>::new(
-            config.dict.clone(),
-            p2ps_dict::MemStore::new(config.dict.quotas),
-        );
+        let dict = p2ps_dict::Dict::<OverlayId, _>::new(config.dict.clone(), store);
         overlay.register(dict).map_err(StartError::Service)?;
         for register in registrations {
             register(&mut overlay).map_err(StartError::Service)?;
@@ -202,5 +201,23 @@ impl NodeBuilder {
         });
         tokio::spawn(actor.run());
         Ok(Node::from_parts(id, shared_addrs, cmd_tx, inbox_rx, ev_tx))
+    }
+}
+
+/// The dictionary's store: in memory, or the redb file the configuration names (records
+/// expired by the wall clock are dropped as it opens).
+fn dict_store(config: &NodeConfig) -> Result<p2ps_dict::NodeStore<OverlayId>, StartError> {
+    let quotas = config.dict.quotas;
+    match &config.dict_path {
+        None => Ok(p2ps_dict::MemStore::new(quotas).into()),
+        Some(path) => {
+            let now = crate::runtime::wall_clock();
+            p2ps_dict::RedbStore::open(path, quotas, now)
+                .map(Into::into)
+                .map_err(|source| StartError::DictStore {
+                    path: path.clone(),
+                    source,
+                })
+        }
     }
 }

@@ -6,6 +6,7 @@ use p2ps_overlay::groups::GroupConfig;
 use p2ps_overlay::Config as OverlayConfig;
 use p2ps_transport::{AdmissionLimits, Identity, MemoryLimits};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings of a [`crate::Node`]. Build with [`NodeConfig::new`] and change what you need with
@@ -29,6 +30,11 @@ pub struct NodeConfig {
     pub groups: GroupConfig,
     /// The replicated dictionary (replicas, quorums, value limit, quotas).
     pub dict: DictConfig,
+    /// Where the node keeps the dictionary's records: `None` (the default) in memory, lost
+    /// when the node stops; `Some(file)` in that redb file (created if missing; its directory
+    /// must exist), so that the node restarted with the same file keeps them. Keep one file
+    /// per identity: the records a node holds are those of its place on the ring.
+    pub dict_path: Option<PathBuf>,
     /// A peer silent this long is taken for crashed. Default 5 s.
     pub idle_timeout: Duration,
     /// Keep-alive interval on idle connections (pinged by the side that dialed them). Default
@@ -75,6 +81,7 @@ impl NodeConfig {
             cast: CastConfig::default(),
             groups: GroupConfig::default(),
             dict: DictConfig::default(),
+            dict_path: None,
             idle_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(2),
             max_message_size: p2ps_transport::DEFAULT_MAX_FRAME_SIZE,
@@ -137,6 +144,13 @@ impl NodeConfig {
     #[must_use]
     pub fn with_dict(mut self, dict: DictConfig) -> Self {
         self.dict = dict;
+        self
+    }
+
+    /// Sets [`dict_path`](Self::dict_path).
+    #[must_use]
+    pub fn with_dict_path(mut self, dict_path: Option<PathBuf>) -> Self {
+        self.dict_path = dict_path;
         self
     }
 

@@ -34,6 +34,16 @@ pub enum StartError {
     /// A service could not be registered.
     #[error("cannot register a service")]
     Service(#[source] p2ps_overlay::RegisterError),
+    /// The dictionary's file ([`crate::NodeConfig::dict_path`]) could not be opened: its
+    /// directory is missing, it is damaged, not a dictionary file, or in use by another node.
+    #[error("cannot open the dictionary's store")]
+    DictStore {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why (the store's error, which names the file).
+        #[source]
+        source: p2ps_dict::StorageError,
+    },
 }
 
 /// Why a command to a running node failed.
@@ -159,6 +169,18 @@ pub enum LookupError {
     /// ([`OverlayLookupError::Left`]).
     #[error(transparent)]
     Overlay(#[from] OverlayLookupError),
+}
+
+/// `e` and its causes on one line, `: ` between them (for logs).
+pub(crate) fn chain_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }
 
 #[cfg(test)]

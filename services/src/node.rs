@@ -232,7 +232,9 @@ impl Node {
         self.ask(Command::Status).await
     }
 
-    /// Leaves gracefully if joined, closes every connection and releases the socket.
+    /// Leaves gracefully if joined, closes every connection, releases the socket and closes
+    /// the dictionary's file (if it has one): a node may start on the same file once this
+    /// returns.
     pub async fn shutdown(&self) {
         let _ = self.ask(Command::Shutdown).await;
     }

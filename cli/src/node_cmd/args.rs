@@ -21,6 +21,10 @@ Examples:
   p2ps node --create --listen 0.0.0.0:4433 --advertise 192.0.2.7:4433 \\
       --key ~/p2ps/a.key --ticket-file /tmp/a.ticket
 
+  # The dictionary's records in a directory of your choice, or in memory only.
+  p2ps node --create --data-dir /var/lib/p2ps/a
+  p2ps node --create --no-persist
+
   # Every setting from a TOML file (flags and P2PS_* variables override it):
   #   key = \"/home/me/p2ps/a.key\"        listen = \"0.0.0.0:4433\"
   #   advertise = [\"192.0.2.7:4433\"]     name = \"a\"
@@ -88,8 +92,28 @@ pub struct NodeArgs {
     /// Write the node's ticket to this file once it is part of a network.
     #[arg(long, value_name = "FILE")]
     pub(super) ticket_file: Option<PathBuf>,
+    /// Where the node keeps its data (the dictionary's records, in `dict.redb`), so that it
+    /// keeps them when restarted with the same key; created if missing (mode 0700); default:
+    /// beside the key file, `<KEY>.data` for the key `<KEY>.key`.
+    // The help text is written out: clap would show the backticks above.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "P2PS_DATA_DIR",
+        conflicts_with = "no_persist",
+        value_parser = parse_data_dir,
+        help = "Where the node keeps its data (the dictionary's records, in dict.redb), so that \
+                it keeps them when restarted with the same key; created if missing (mode 0700) \
+                [default: beside the key file, <KEY>.data for the key <KEY>.key]"
+    )]
+    pub(super) data_dir: Option<PathBuf>,
+    /// Keep the dictionary's records in memory only: a restarted node starts empty (and gets
+    /// its keys back from the other replicas).
+    #[arg(long)]
+    pub(super) no_persist: bool,
     /// A TOML file with any of these settings (key, listen, advertise, control, name,
-    /// ticket_file, strategy, lookup_mode, upnp, relay_serve, log, and the overlay tunables
+    /// ticket_file, data_dir, persist (false: --no-persist), strategy, lookup_mode, upnp,
+    /// relay_serve, log, and the overlay tunables
     /// with their flag names in snake_case; resource limits in a [limits] table, likewise).
     /// Relative paths in it are relative to the file. Flags and P2PS_* variables override it.
     #[arg(long, value_name = "FILE")]
@@ -198,6 +222,14 @@ pub(super) fn resolve_listen(s: &str) -> Result<SocketAddr, String> {
         .or(addrs.first())
         .copied()
         .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+/// Parses `--data-dir`: any path but an empty one.
+fn parse_data_dir(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty (--no-persist keeps the dictionary in memory)".into());
+    }
+    Ok(PathBuf::from(s))
 }
 
 /// Parses `--join`'s ticket (the `p2ps1…` text a node prints).

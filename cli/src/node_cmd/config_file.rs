@@ -22,6 +22,9 @@ pub(super) struct FileConfig {
     pub(super) control: Option<PathBuf>,
     pub(super) name: Option<String>,
     pub(super) ticket_file: Option<PathBuf>,
+    pub(super) data_dir: Option<PathBuf>,
+    /// `false`: the dictionary in memory only (as `--no-persist`).
+    pub(super) persist: Option<bool>,
     pub(super) strategy: Option<String>,
     pub(super) lookup_mode: Option<String>,
     pub(super) upnp: Option<bool>,
@@ -51,11 +54,26 @@ impl FileConfig {
             .with_context(|| format!("reading the config file {}", path.display()))?;
         let mut c: FileConfig = toml::from_str(&text)
             .with_context(|| format!("in the config file {}", path.display()))?;
+        if c.data_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            anyhow::bail!(
+                "in the config file {}: `data_dir` is empty (`persist = false` keeps the \
+                 dictionary in memory)",
+                path.display()
+            );
+        }
         // Paths in the file are relative to the file.
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.key, &mut c.control, &mut c.ticket_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut c.key,
+            &mut c.control,
+            &mut c.ticket_file,
+            &mut c.data_dir,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);

@@ -1,13 +1,14 @@
 //! The life of a `p2ps node`: the key, the node, `create` or `join`, the control socket's
 //! server, then messages and events until a signal or `p2ps leave`, and a graceful leave.
 //!
-//! A start that fails leaves nothing behind: no socket file, and no key file if it made one.
+//! A start that fails leaves nothing behind: no socket file, and no key file, data directory
+//! or dictionary file if it made them.
 
 use super::args::NodeArgs;
 use super::config_file::FileConfig;
 use super::control_server;
 use super::output::Output;
-use super::settings::{resolve, Dirs, Settings};
+use super::settings::{resolve, Dirs, Settings, DICT_FILE};
 use anyhow::{bail, Context, Result};
 use p2ps::{Identity, Node, NodeEvent, Ticket};
 use std::os::unix::fs::DirBuilderExt;
@@ -35,6 +36,49 @@ fn load_identity(s: &Settings) -> Result<Identity> {
         .with_context(|| format!("loading the node key {}", s.key.display()))
 }
 
+/// What a start made in the data directory, to remove if the start fails.
+#[derive(Debug, Default)]
+struct Made {
+    dir: Option<std::path::PathBuf>,
+    dict: Option<std::path::PathBuf>,
+}
+
+impl Made {
+    /// Removes what was made (the directory only if nothing else is in it).
+    fn remove(self) {
+        if let Some(f) = self.dict {
+            if let Err(e) = std::fs::remove_file(&f) {
+                warn!("could not remove the unused file {}: {e}", f.display());
+            }
+        }
+        if let Some(d) = self.dir {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+/// Creates the data directory (0700) if needed; what it made, and what the node will.
+fn prepare_data_dir(s: &Settings) -> Result<Made> {
+    let Some(dir) = &s.data_dir else {
+        return Ok(Made::default());
+    };
+    let mut made = Made::default();
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+        made.dir = Some(dir.clone());
+    }
+    let dict = dir.join(DICT_FILE);
+    if !dict.exists() {
+        made.dict = Some(dict.clone());
+    }
+    info!("dictionary kept in {}", dict.display());
+    Ok(made)
+}
+
 /// `p2ps node`: runs a node until Ctrl-C, SIGTERM or `p2ps leave`.
 pub fn run(args: NodeArgs) -> Result<()> {
     let file = match &args.config {
@@ -47,6 +91,15 @@ pub fn run(args: NodeArgs) -> Result<()> {
         control_server::ControlSocket::bind(&settings.control, settings.control_is_default)?;
     let new_key = !settings.key.exists();
     let identity = load_identity(&settings)?;
+    let made = match prepare_data_dir(&settings) {
+        Ok(m) => m,
+        Err(e) => {
+            if new_key {
+                let _ = std::fs::remove_file(&settings.key);
+            }
+            return Err(e);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,6 +113,9 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let key = settings.key.clone();
     let result = runtime.block_on(run_node(settings, identity, socket, mode, &joined));
     runtime.shutdown_timeout(Duration::from_secs(2));
+    if result.is_err() && !joined.load(Ordering::SeqCst) {
+        made.remove();
+    }
     if result.is_err() && new_key && !joined.load(Ordering::SeqCst) {
         // A start that failed leaves nothing behind: the key it made is nobody's id yet.
         if let Err(e) = std::fs::remove_file(&key) {

@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The dictionary's file in the node's data directory.
+pub(super) const DICT_FILE: &str = "dict.redb";
+
 /// Where default files go, read from the environment once.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Dirs {
@@ -50,6 +53,8 @@ pub(super) struct Settings {
     pub(super) control: PathBuf,
     pub(super) control_is_default: bool,
     pub(super) ticket_file: Option<PathBuf>,
+    /// Where the node keeps its data; `None`: in memory only.
+    pub(super) data_dir: Option<PathBuf>,
     pub(super) config: NodeConfigParts,
     pub(super) json: bool,
 }
@@ -66,6 +71,8 @@ pub(super) struct NodeConfigParts {
     upnp: bool,
     relay_serve: bool,
     limits: LimitArgs,
+    /// The dictionary's file; `None`: in memory.
+    dict_path: Option<PathBuf>,
 }
 
 impl NodeConfigParts {
@@ -80,6 +87,7 @@ impl NodeConfigParts {
         cfg.groups = self.groups.clone();
         cfg.upnp = self.upnp;
         cfg.relay_serve = self.relay_serve;
+        cfg.dict_path = self.dict_path.clone();
         self.limits.apply(&mut cfg.admission, &mut cfg.memory);
         if let Some(v) = self.protocol_version {
             cfg.protocol_version = v;
@@ -106,6 +114,7 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
         Some(k) => (k, false),
         None => (dirs.key_dir()?.join(format!("{name}.key")), true),
     };
+    let data_dir = data_dir(args, file.data_dir, file.persist, &key);
     let (control, control_is_default) =
         control_path(args.control.clone().or(file.control).as_deref(), &name)?;
     let strategy = match (args.strategy, file.strategy) {
@@ -186,6 +195,7 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
         control_is_default,
         ticket_file: args.ticket_file.clone().or(file.ticket_file),
         config: NodeConfigParts {
+            dict_path: data_dir.as_ref().map(|d| d.join(DICT_FILE)),
             listen,
             advertise,
             overlay,
@@ -196,8 +206,43 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
             relay_serve: args.relay_serve || file.relay_serve.unwrap_or(false),
             limits: args.limits.clone().or(file.limits.unwrap_or_default()),
         },
+        data_dir,
         json: args.json,
     })
+}
+
+/// Where the node keeps its data: `--no-persist` or `persist = false` keep nothing (the flag
+/// wins over the file's `data_dir`, and `--data-dir` over the file's `persist`); else
+/// `--data-dir`, the file's `data_dir`, or beside the key file: `<KEY>.data` for `<KEY>.key`.
+fn data_dir(
+    args: &NodeArgs,
+    file_dir: Option<PathBuf>,
+    file_persist: Option<bool>,
+    key: &std::path::Path,
+) -> Option<PathBuf> {
+    if args.no_persist {
+        return None;
+    }
+    if let Some(d) = &args.data_dir {
+        return Some(d.clone());
+    }
+    if file_persist == Some(false) {
+        return None;
+    }
+    if let Some(d) = file_dir {
+        return Some(d);
+    }
+    let stem = key.file_stem().unwrap_or(key.as_os_str());
+    let mut name = stem.to_os_string();
+    name.push(".data");
+    let mut dir = key.with_file_name(&name);
+    if dir == key {
+        // The key file itself is called `….data`.
+        let mut name = key.as_os_str().to_os_string();
+        name.push(".data");
+        dir = PathBuf::from(name);
+    }
+    Some(dir)
 }
 
 #[cfg(test)]
@@ -235,6 +280,77 @@ mod tests {
         assert!(resolve(&a, FileConfig::default(), &Dirs::default()).is_err());
         let a = parse(&["--create", "--name", "../evil"]).unwrap();
         assert!(resolve(&a, FileConfig::default(), &d).is_err());
+    }
+
+    #[test]
+    fn the_data_directory() {
+        let dict = |s: &Settings| {
+            s.config
+                .node_config(p2ps::Identity::generate().unwrap())
+                .dict_path
+        };
+        // Beside the key by default.
+        let s = resolve(
+            &parse(&["--create"]).unwrap(),
+            FileConfig::default(),
+            &dirs(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.data_dir,
+            Some(PathBuf::from("/home/u/.local/share/p2ps/node.data"))
+        );
+        assert_eq!(
+            dict(&s),
+            Some(PathBuf::from(
+                "/home/u/.local/share/p2ps/node.data/dict.redb"
+            ))
+        );
+        let a = parse(&["--create", "--key", "/k/a.key"]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &dirs()).unwrap();
+        assert_eq!(s.data_dir, Some(PathBuf::from("/k/a.data")));
+        let a = parse(&["--create", "--key", "/k/odd.data"]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &dirs()).unwrap();
+        assert_eq!(s.data_dir, Some(PathBuf::from("/k/odd.data.data")));
+        // A directory of one's own, or none.
+        let a = parse(&["--create", "--data-dir", "/d"]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &dirs()).unwrap();
+        assert_eq!(dict(&s), Some(PathBuf::from("/d/dict.redb")));
+        let a = parse(&["--create", "--no-persist"]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &dirs()).unwrap();
+        assert_eq!((s.data_dir.clone(), dict(&s)), (None, None));
+        assert!(parse(&["--create", "--no-persist", "--data-dir", "/d"]).is_err());
+        let e = parse(&["--create", "--data-dir", ""]).unwrap_err();
+        assert!(e.to_string().contains("--no-persist"), "{e}");
+
+        // In the file: relative to it; `persist = false`; flags win.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("node.toml");
+        std::fs::write(&path, "data_dir = \"data\"\n").unwrap();
+        let s = resolve(
+            &parse(&["--create"]).unwrap(),
+            FileConfig::load(&path).unwrap(),
+            &dirs(),
+        )
+        .unwrap();
+        assert_eq!(s.data_dir, Some(tmp.path().join("data")));
+        let a = parse(&["--create", "--no-persist"]).unwrap();
+        let s = resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap();
+        assert_eq!(s.data_dir, None);
+        std::fs::write(&path, "persist = false\n").unwrap();
+        let s = resolve(
+            &parse(&["--create"]).unwrap(),
+            FileConfig::load(&path).unwrap(),
+            &dirs(),
+        )
+        .unwrap();
+        assert_eq!(s.data_dir, None);
+        let a = parse(&["--create", "--data-dir", "/d"]).unwrap();
+        let s = resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap();
+        assert_eq!(s.data_dir, Some(PathBuf::from("/d")));
+        std::fs::write(&path, "data_dir = \"\"\n").unwrap();
+        let e = format!("{:#}", FileConfig::load(&path).unwrap_err());
+        assert!(e.contains("persist = false"), "{e}");
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub(crate) enum Waiting {
     },
 }
 
-/// The dictionary of a node.
-pub(crate) type DictService = p2ps_dict::Dict<OverlayId, p2ps_dict::MemStore<OverlayId>>;
+/// The dictionary of a node, in memory or on disk as its configuration says.
+pub(crate) type DictService = p2ps_dict::Dict<OverlayId, p2ps_dict::NodeStore<OverlayId>>;
 
 /// Starts a dictionary request; its request id, or why it could not start.
 pub(crate) type DictCall = Box<

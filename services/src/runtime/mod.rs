@@ -199,6 +199,9 @@ impl Actor {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown(done)) => {
                         self.shutdown().await;
+                        // Closes the dictionary's file before the answer: a node started
+                        // again on it right after finds it free.
+                        drop(self);
                         let _ = done.send(());
                         return;
                     }

@@ -46,6 +46,10 @@ impl Actor {
                     }
                 }
             }
+            if let Some(e) = d.take_storage_error() {
+                // The request it failed was refused with a storage error; the node goes on.
+                warn!(error = %crate::error::chain_line(&e), "dictionary store failed");
+            }
         }
         for req in gone {
             // The watcher went away without a word.
