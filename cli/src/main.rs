@@ -18,6 +18,7 @@ mod payload;
 mod sim;
 mod sim_adversary;
 mod sim_cast;
+mod sim_dict;
 
 /// P2PS: a peer-to-peer middleware on the Tango overlay over authenticated QUIC.
 #[derive(Debug, Parser)]

@@ -26,6 +26,9 @@ enum SimMode {
     Churn(ChurnArgs),
     /// Broadcast and group multicast: messages, depth, reach and time, stable and under churn.
     Cast(crate::sim_cast::CastArgs),
+    /// The replicated dictionary: keys lost after adjacent crashes and under churn, repair
+    /// time, maintenance cost.
+    Dict(crate::sim_dict::DictSimArgs),
     /// Lookups under hostile nodes (drop, answer with themselves, lie in lists): correct share
     /// and message cost per lookup mode, hostile fraction and placement.
     Adversary(crate::sim_adversary::AdversaryArgs),
@@ -150,6 +153,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         SimMode::Churn(a) => run_churn(a),
         SimMode::Cast(a) => crate::sim_cast::run(a),
         SimMode::Adversary(a) => crate::sim_adversary::run(a),
+        SimMode::Dict(a) => crate::sim_dict::run(a),
     }
 }
 

@@ -54,6 +54,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             match self.keep(key, record) {
                 Ok(()) => {
                     self.notify(ctx, key);
+                    self.pass_on_as_primary(ctx, from, key);
                     true
                 }
                 // Holding the same or a newer one is holding it.
@@ -67,6 +68,27 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         if op != 0 {
             ctx.send(from, encode(&Wire::<P>::Stored { op, ok }, &[]));
         }
+    }
+
+    /// If this node is the primary of `key`, gives the record it just took (from `from`) to
+    /// the other replicas: a new primary that lacked a key fills its replica set at once.
+    fn pass_on_as_primary(&mut self, ctx: &mut Context<'_, P>, from: P, key: RingId) {
+        let me = ctx.me().id;
+        let Some(set) = ctx.replica_set(key, self.cfg.replicas) else {
+            return;
+        };
+        if set.first().is_none_or(|p| p.id != me) {
+            return;
+        }
+        let Ok(Some(record)) = self.held(key) else {
+            return;
+        };
+        let others: Vec<P> = set
+            .iter()
+            .map(|p| p.id)
+            .filter(|p| *p != me && *p != from)
+            .collect();
+        self.push(ctx, &others, &record);
     }
 
     /// The primary `from` asks what this node holds for `key`.
@@ -107,7 +129,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             if primary {
                 let others: Vec<P> = set.iter().map(|p| p.id).filter(|p| *p != me).collect();
                 self.push(ctx, &others, &record);
-            } else if !member {
+            } else if member {
+                // The primary may be new and lack it (its own primary crashed): a replica
+                // offers it; a primary that takes it passes it on to the rest at once.
+                if let Some(p) = set.first() {
+                    self.push(ctx, &[p.id], &record);
+                }
+            } else {
                 let all: Vec<P> = set.iter().map(|p| p.id).collect();
                 self.push(ctx, &all, &record);
                 self.store_remove(key);

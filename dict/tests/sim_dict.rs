@@ -442,3 +442,48 @@ fn hostile_records_are_refused() {
     });
     assert!(matches!(r, Err(DictError::TooLarge { .. })));
 }
+
+/// Heavy churn with every departure a crash (no hand-over): 8.5 % of the nodes replaced per
+/// minute for 5 minutes at r = 4. Every key keeps a live copy, and replica sets are whole again
+/// soon after the churn stops. Before replicas offered keys to a new primary that lacked them,
+/// 138 of these 1 000 keys stayed under-replicated (and 22 of 3 000 keys were lost in 10
+/// minutes of this at 300 nodes, `p2ps sim dict`).
+#[test]
+fn keys_survive_heavy_crash_churn() {
+    use p2ps_overlay::sim::Workload;
+    let mut sim = Simulator::new(SimConfig {
+        seed: 23,
+        ..SimConfig::default()
+    });
+    sim.register_everywhere(|node| {
+        let mut cfg = DictConfig::default();
+        cfg.replicas = 4;
+        cfg.write_quorum = 3;
+        cfg.read_quorum = 3;
+        node.register(D::new(cfg, MemStore::default())).unwrap();
+    });
+    let ids = sim.warm_start(200);
+    sim.run_for(Duration::from_secs(2));
+    let keys: Vec<DictKey<SimId>> = (0..1000)
+        .map(|i| DictKey::open(format!("k{i}").into_bytes()))
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        put(&mut sim, ids[i % ids.len()], k, b"v", PutOptions::default());
+    }
+    sim.run_for(Duration::from_secs(5));
+    sim.set_workload(Workload::replacing(200, 0.085, 0.0, 0.0));
+    sim.run_for(Duration::from_secs(300));
+    sim.set_workload(Workload::default());
+    sim.run_for(Duration::from_secs(30));
+    let live: Vec<SimId> = sim.members().collect();
+    let mut lost = 0;
+    let mut under = 0;
+    for k in &keys {
+        match holders(&sim, &live, k.position()) {
+            0 => lost += 1,
+            n if n < 4 => under += 1,
+            _ => {}
+        }
+    }
+    assert_eq!((lost, under), (0, 0), "keys lost, under-replicated");
+}
