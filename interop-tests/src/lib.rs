@@ -794,6 +794,30 @@ pub fn check_lookups(nodes: &mut [&mut NodeProc], keys: &[String]) {
             })
             .collect()
     });
+    // A node that has just seen a neighbour join can name the old holder for a moment (its
+    // proof of responsibility is still fresh): a disagreeing lookup is asked once more, two
+    // seconds later, and only an answer that stays wrong counts.
+    let wrong: Vec<(usize, usize)> = answers
+        .iter()
+        .enumerate()
+        .flat_map(|(n, (_, got))| {
+            got.iter()
+                .zip(&expected)
+                .enumerate()
+                .filter(|(_, (g, want))| g != want)
+                .map(move |(i, _)| (n, i))
+        })
+        .collect();
+    let mut answers = answers;
+    if !wrong.is_empty() {
+        std::thread::sleep(Duration::from_secs(2));
+        for (n, i) in wrong {
+            let again = nodes[n].lookup_many(std::slice::from_ref(&keys[i]));
+            if let Some(a) = again.first() {
+                answers[n].1[i] = *a;
+            }
+        }
+    }
     let mut bad = Vec::new();
     for (name, got) in &answers {
         for (i, (g, want)) in got.iter().zip(&expected).enumerate() {
