@@ -75,10 +75,10 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         Ok(())
     }
 
-    /// Keeps `record` for `key` if it is newer than what is held.
+    /// Keeps `record` for `key` if it is newer than what is held, or renews it.
     pub(crate) fn keep(&mut self, key: RingId, record: Record<P>) -> Result<(), DictError> {
         if let Some(held) = self.held(key)? {
-            if !record.newer_than(&held) {
+            if !record.newer_than(&held) && !record.renews(&held) {
                 return Err(DictError::Stale {
                     current: held.version,
                 });

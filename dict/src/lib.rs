@@ -13,20 +13,23 @@
 //! - [`wire`]: what nodes send each other, and the errors a request can end with;
 //! - [`service`]: the service, its settings and its requests (put, delete, compare-and-swap,
 //!   get); the primary's coordination (write and read quorums, read repair) is in
-//!   `coordinate.rs`, the replicas' part and repair of replica sets in `replicate.rs`, watches
-//!   of keys in `watch.rs`.
+//!   `coordinate.rs`, the replicas' part and hand-over in `replicate.rs`, anti-entropy between
+//!   replicas (range digests) in `sync.rs`, the writer's republishing in `republish.rs`,
+//!   watches of keys in `watch.rs`.
 
 mod coordinate;
 pub mod record;
 mod replicate;
+mod republish;
 pub mod service;
 pub mod store;
+mod sync;
 mod watch;
 pub mod wire;
 
-pub use record::{DictKey, Mode, Record};
+pub use record::{DictKey, Mode, Record, Stamp};
 pub use service::{Dict, DictConfig, DictEvent, DictStats, PutOptions, DICT};
 pub use store::{
     MemStore, NodeStore, PutError, QuotaExceeded, Quotas, RedbStore, StorageError, Store, Usage,
 };
-pub use wire::{DictError, Outcome, ReplicaHealth};
+pub use wire::{DictError, Outcome, Part, ReplicaHealth};

@@ -188,9 +188,20 @@ impl<P: PeerId> Record<P> {
         self.order(other) == Ordering::Greater
     }
 
+    /// Whether it renews `other`: the same version by the same writer, expiring later (the
+    /// writer republished it). A renewal replaces the record it renews.
+    pub fn renews(&self, other: &Record<P>) -> bool {
+        self.order(other) == Ordering::Equal && self.expires > other.expires
+    }
+
     /// Whether it is a deletion.
     pub fn is_deletion(&self) -> bool {
         self.value.is_none()
+    }
+
+    /// What anti-entropy compares of it (see [`Stamp`]).
+    pub fn stamp(&self) -> Stamp {
+        Stamp::of_encoded(self.version, &postcard::to_stdvec(self).unwrap_or_default())
     }
 
     /// Bytes it takes in a store (name and value; the rest is small and fixed).
@@ -275,5 +286,29 @@ mod tests {
         assert!(c.newer_than(&b));
         assert!(c.is_deletion());
         assert!(!a.newer_than(&a));
+    }
+}
+
+/// What replicas compare of a record when they bring each other up to date: its version, and
+/// a hash of the whole record (so two records of one version that differ in anything, expiry
+/// included, have different stamps).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The record's version.
+    pub version: u64,
+    /// The first 8 bytes of the SHA-256 of the record as postcard encodes it.
+    pub hash: u64,
+}
+
+impl Stamp {
+    /// The stamp of a record of `version` whose postcard encoding is `encoded`.
+    pub fn of_encoded(version: u64, encoded: &[u8]) -> Stamp {
+        let d = Sha256::digest(encoded);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        Stamp {
+            version,
+            hash: u64::from_le_bytes(b),
+        }
     }
 }

@@ -1,11 +1,9 @@
 //! The replicas' part, and keeping replica sets whole: a replica keeps what a primary (or any
 //! holder) pushes if it is one of the key's replicas by its own view and the record checks
-//! out; after the ring around a node changes, and every `repair_interval`, each node pushes the
-//! keys it is primary for to their other replicas, and hands keys it is no longer a replica of
-//! to those that are, then drops them. A node that leaves hands every key over first.
-//!
-//! This first form pushes whole records; digests (so that only missing or older records
-//! travel) come with the anti-entropy of a later step.
+//! out. After the ring around a node changes, and every `repair_interval`, each node opens an
+//! anti-entropy exchange (`sync.rs`) with the other replicas of the keys it is primary for,
+//! and hands keys it is no longer (nearly) a replica of to those that are, then drops them. A
+//! node that leaves hands every key over first.
 
 use crate::record::Record;
 use crate::service::Dict;
@@ -54,7 +52,9 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             match self.keep(key, record) {
                 Ok(()) => {
                     self.notify(ctx, key);
-                    self.pass_on_as_primary(ctx, from, key);
+                    if op == 0 {
+                        self.lacked_as_primary(ctx, key);
+                    }
                     true
                 }
                 // Holding the same or a newer one is holding it.
@@ -70,25 +70,25 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         }
     }
 
-    /// If this node is the primary of `key`, gives the record it just took (from `from`) to
-    /// the other replicas: a new primary that lacked a key fills its replica set at once.
-    fn pass_on_as_primary(&mut self, ctx: &mut Context<'_, P>, from: P, key: RingId) {
+    /// A record this node lacked came from another holder: if this node is the key's
+    /// primary, its other replicas may lack it too (the primary is new, or its data was lost):
+    /// it checks them soon rather than at the next interval.
+    fn lacked_as_primary(&mut self, ctx: &mut Context<'_, P>, key: RingId) {
         let me = ctx.me().id;
-        let Some(set) = ctx.replica_set(key, self.cfg.replicas) else {
-            return;
-        };
-        if set.first().is_none_or(|p| p.id != me) {
-            return;
+        let primary = ctx
+            .replica_set(key, 1)
+            .is_some_and(|set| set.first().is_some_and(|p| p.id == me));
+        if primary {
+            self.repair_soon(ctx);
         }
-        let Ok(Some(record)) = self.held(key) else {
-            return;
-        };
-        let others: Vec<P> = set
-            .iter()
-            .map(|p| p.id)
-            .filter(|p| *p != me && *p != from)
-            .collect();
-        self.push(ctx, &others, &record);
+    }
+
+    /// Brings the replica sets around this node up to date after `repair_delay` at the latest.
+    pub(crate) fn repair_soon(&mut self, ctx: &Context<'_, P>) {
+        let soon = ctx.now() + self.cfg.repair_delay;
+        if self.repair_at.is_none_or(|t| t > soon) {
+            self.repair_at = Some(soon);
+        }
     }
 
     /// The primary `from` asks what this node holds for `key`.
@@ -100,8 +100,8 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         }
     }
 
-    /// Brings the replicas of this node's keys up to date, hands over the keys it no longer
-    /// holds a replica of, and forgets expired ones.
+    /// Forgets expired keys, hands over the keys this node is no longer (nearly) a replica
+    /// of, and checks the replicas of the keys it is primary for (`sync.rs`).
     pub(crate) fn repair(&mut self, ctx: &mut Context<'_, P>) {
         match self.store.expire(ctx.now()) {
             Ok(keys) => {
@@ -121,33 +121,24 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 self.forward_home(ctx, key);
                 continue;
             };
+            if self.near_replica(ctx, key, me) {
+                continue;
+            }
             let Ok(Some(record)) = self.held(key) else {
                 continue;
             };
-            let primary = set.first().is_some_and(|p| p.id == me);
-            let member = self.near_replica(ctx, key, me);
-            if primary {
-                let others: Vec<P> = set.iter().map(|p| p.id).filter(|p| *p != me).collect();
-                self.push(ctx, &others, &record);
-            } else if member {
-                // The primary may be new and lack it (its own primary crashed): a replica
-                // offers it; a primary that takes it passes it on to the rest at once.
-                if let Some(p) = set.first() {
-                    self.push(ctx, &[p.id], &record);
-                }
-            } else {
-                let all: Vec<P> = set.iter().map(|p| p.id).collect();
-                self.push(ctx, &all, &record);
-                self.store_remove(key);
-            }
+            let all: Vec<P> = set.iter().map(|p| p.id).collect();
+            self.push(ctx, &all, &record);
+            self.store_remove(key);
         }
+        self.open_sync(ctx);
     }
 
     /// Whether `me` is among the first `2 * replicas` nodes at or after `key` by this node's
     /// lists: a replica, or about to be one. The margin lets a replica take (and keep) a record
     /// while its lists still name nodes that have just crashed, which the primary already left
     /// out of the set; without it a new replica refuses its copy until the lists agree.
-    fn near_replica(&self, ctx: &Context<'_, P>, key: RingId, me: P) -> bool {
+    pub(crate) fn near_replica(&self, ctx: &Context<'_, P>, key: RingId, me: P) -> bool {
         ctx.replica_set(key, 2 * self.cfg.replicas)
             .is_some_and(|set| set.iter().any(|p| p.id == me))
     }

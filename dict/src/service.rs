@@ -49,6 +49,8 @@ pub struct DictConfig {
     pub repair_delay: Duration,
     /// Requests this node has in flight as origin, and operations as primary. Default: 4096.
     pub max_pending: usize,
+    /// Keys this node republishes as their writer ([`PutOptions::republish`]). Default: 4096.
+    pub max_republished: usize,
     /// What a node keeps.
     pub quotas: Quotas,
 }
@@ -67,6 +69,7 @@ impl Default for DictConfig {
             repair_interval: Duration::from_secs(30),
             repair_delay: Duration::from_millis(200),
             max_pending: 4096,
+            max_republished: 4096,
             quotas: Quotas::default(),
         }
     }
@@ -81,6 +84,9 @@ pub struct PutOptions {
     pub w: Option<u8>,
     /// Compare-and-swap: write only if the key's version is this now (0: nothing there).
     pub expect: Option<u64>,
+    /// Write the value again before it expires, for as long as this node runs (see
+    /// `republish.rs`); a write of the key without it stops that.
+    pub republish: bool,
 }
 
 /// What the dictionary tells its application.
@@ -129,6 +135,12 @@ pub struct DictStats {
     pub dropped: u64,
     /// Reads and writes of the store that failed (its disk).
     pub storage_failures: u64,
+    /// Keys this node is primary for that fewer replicas than the ring has room for (at most
+    /// r, this node included) held current at its last check of them (made every
+    /// `repair_interval` and after the ring around it changed, and repaired then).
+    pub under_replicated: u64,
+    /// Renewals of republished keys sent.
+    pub renewals: u64,
 }
 
 /// A request this node made, waiting for the primary's answer.
@@ -147,6 +159,8 @@ pub(crate) enum Asked {
     Get(p2ps_overlay::RingId),
     /// The health of the replicas of a key.
     Replicas,
+    /// A renewal of the republished key at this position (answered to no one).
+    Renewal(p2ps_overlay::RingId),
 }
 
 /// The replicated dictionary, on one node, keeping its records in `S`.
@@ -169,6 +183,10 @@ pub struct Dict<P: PeerId, S: Store<P>> {
     pub(crate) watches: crate::watch::Watches<P>,
     /// The last failure of the store not taken yet by [`Dict::take_storage_error`].
     pub(crate) storage_error: Option<StorageError>,
+    /// The checks of its replicas this node makes as primary (anti-entropy).
+    pub(crate) checks: crate::sync::Checks<P>,
+    /// The keys this node republishes as their writer.
+    pub(crate) republishing: crate::republish::Republishing<P>,
 }
 
 impl<P: PeerId, S: Store<P>> Dict<P, S> {
@@ -186,6 +204,8 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             stats: DictStats::default(),
             watches: crate::watch::Watches::default(),
             storage_error: None,
+            checks: crate::sync::Checks::default(),
+            republishing: crate::republish::Republishing::default(),
         }
     }
 
@@ -199,9 +219,18 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         &self.store
     }
 
+    /// The store, to change it from outside the protocol (tools, and tests that take records
+    /// away to see them repaired). Anti-entropy brings replicas back in line with it.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Counters.
     pub fn stats(&self) -> DictStats {
-        self.stats
+        DictStats {
+            under_replicated: self.checks.under_replicated,
+            ..self.stats
+        }
     }
 
     /// The last failure of the store (its disk), if one happened since the last call: the
@@ -293,6 +322,11 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         if ttl.is_zero() || ttl > self.cfg.max_ttl {
             return Err(DictError::BadExpiry);
         }
+        if opts.republish && self.republish_full(key.position()) {
+            return Err(DictError::TooManyRepublished {
+                max: self.cfg.max_republished,
+            });
+        }
         // Versions of one writer increase; without compare-and-swap, they follow the clock, so
         // that the last writer wins among open writers.
         let version = match opts.expect {
@@ -304,16 +338,33 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         let record = Record::new(key, me, version, expires, value, |domain, content| {
             ctx.sign(domain, content)
         });
-        let req = ctx.next_seq();
         let w = opts.w.unwrap_or(self.cfg.write_quorum).max(1);
+        let pos = key.position();
+        let req = self.send_put(ctx, pos, w, opts.expect, record.clone(), Asked::Put);
+        self.after_write(ctx.now(), req, &record, (ttl, w, opts.republish));
+        Ok(req)
+    }
+
+    /// Sends `record` to the primary of `pos`, to be held by `w` replicas (if the key is at
+    /// version `expect`, when given); the request id.
+    pub(crate) fn send_put(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        pos: p2ps_overlay::RingId,
+        w: u8,
+        expect: Option<u64>,
+        record: Record<P>,
+        kind: Asked,
+    ) -> u64 {
+        let req = ctx.next_seq();
         let msg = Wire::Put {
             req,
             w,
-            expect: opts.expect,
+            expect,
             record,
         };
-        self.send_request(ctx, key, req, msg, Asked::Put);
-        Ok(req)
+        self.send_request(ctx, pos, req, msg, kind);
+        req
     }
 
     /// Asks the key's primary how many of its replicas hold its newest version (every replica
@@ -326,7 +377,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     ) -> Result<u64, DictError> {
         self.may_request(ctx, key)?;
         let req = ctx.next_seq();
-        self.send_request(ctx, key, req, Wire::Replicas { req }, Asked::Replicas);
+        self.send_request(
+            ctx,
+            key.position(),
+            req,
+            Wire::Replicas { req },
+            Asked::Replicas,
+        );
         Ok(req)
     }
 
@@ -343,7 +400,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         let r = r.unwrap_or(self.cfg.read_quorum).max(1);
         self.send_request(
             ctx,
-            key,
+            key.position(),
             req,
             Wire::Get { req, r },
             Asked::Get(key.position()),
@@ -370,7 +427,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     fn send_request(
         &mut self,
         ctx: &mut Context<'_, P>,
-        key: &DictKey<P>,
+        pos: p2ps_overlay::RingId,
         req: u64,
         msg: Wire<P>,
         kind: Asked,
@@ -378,18 +435,24 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         let deadline = ctx.now() + self.cfg.request_timeout;
         self.pending.insert(req, Pending { deadline, kind });
         self.deadlines.insert((deadline, req));
-        let sealed = ctx.seal(key.position(), None, encode(&msg, &[]));
+        let sealed = ctx.seal(pos, None, encode(&msg, &[]));
         ctx.route(sealed);
     }
 
     /// The primary answered request `req` (sent by `from`).
-    fn on_reply(&mut self, req: u64, outcome: Outcome<P>) {
+    fn on_reply(&mut self, now: Time, req: u64, outcome: Outcome<P>) {
         let Some(p) = self.pending.remove(&req) else {
             // Not asked, or answered already.
             return;
         };
         self.deadlines.remove(&(p.deadline, req));
         let event = match (p.kind, outcome) {
+            (Asked::Renewal(pos), Outcome::Stored { .. }) => {
+                return self.republishing.renewed(now, pos, req, Ok(()));
+            }
+            (Asked::Renewal(pos), Outcome::Refused(e)) => {
+                return self.republishing.renewed(now, pos, req, Err(e));
+            }
             (Asked::Put, Outcome::Stored { version, acks }) => DictEvent::Put {
                 req,
                 result: Ok((version, acks)),
@@ -407,10 +470,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 };
                 DictEvent::Got { req, result }
             }
-            (Asked::Put, Outcome::Refused(e)) => DictEvent::Put {
-                req,
-                result: Err(e),
-            },
+            (Asked::Put, Outcome::Refused(e)) => {
+                self.republishing.write_failed(req);
+                DictEvent::Put {
+                    req,
+                    result: Err(e),
+                }
+            }
             (Asked::Get(_), Outcome::Refused(e)) => DictEvent::Got {
                 req,
                 result: Err(e),
@@ -435,7 +501,15 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             if let Some(p) = self.pending.remove(&id) {
                 let result = Err(DictError::Timeout);
                 let event = match p.kind {
-                    Asked::Put => DictEvent::Put { req: id, result },
+                    Asked::Renewal(pos) => {
+                        self.republishing
+                            .renewed(now, pos, id, Err(DictError::Timeout));
+                        continue;
+                    }
+                    Asked::Put => {
+                        self.republishing.write_failed(id);
+                        DictEvent::Put { req: id, result }
+                    }
                     Asked::Get(_) => DictEvent::Got {
                         req: id,
                         result: Err(DictError::Timeout),
@@ -484,6 +558,9 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
             ("pushed", self.stats.pushed),
             ("dropped", self.stats.dropped),
             ("storage_failures", self.stats.storage_failures),
+            ("under_replicated", self.checks.under_replicated),
+            ("renewals", self.stats.renewals),
+            ("republished", self.republishing.len() as u64),
         ]
     }
 
@@ -523,18 +600,24 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
             Ok((Wire::Stored { op, ok }, _)) => self.on_stored(ctx, from, op, ok),
             Ok((Wire::Fetch { op, key }, _)) => self.on_fetch(ctx, from, op, key),
             Ok((Wire::Fetched { op, record }, _)) => self.on_fetched(ctx, from, op, record),
-            Ok((Wire::Reply { req, outcome }, _)) => self.on_reply(req, outcome),
+            Ok((Wire::Reply { req, outcome }, _)) => self.on_reply(ctx.now(), req, outcome),
             Ok((Wire::Notify { req, record }, _)) => self.on_notify(req, record),
+            Ok((
+                Wire::Sync {
+                    round,
+                    parts,
+                    opening,
+                },
+                _,
+            )) => self.on_sync(ctx, from, round, parts, opening),
+            Ok((Wire::Want { round, keys }, _)) => self.on_want(ctx, from, round, keys),
             _ => self.stats.dropped += 1,
         }
     }
 
     fn neighbours(&mut self, ctx: &mut Context<'_, P>, _change: &NeighbourChange<P>) {
         // The replica sets around this node moved: bring them up to date soon.
-        let soon = ctx.now() + self.cfg.repair_delay;
-        if self.repair_at.is_none_or(|t| t > soon) {
-            self.repair_at = Some(soon);
-        }
+        self.repair_soon(ctx);
     }
 
     fn poll_timeout(&self) -> Option<Time> {
@@ -542,6 +625,8 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
         d.into_iter()
             .chain(self.repair_at)
             .chain(self.watches.next_renewal())
+            .chain(self.checks.due())
+            .chain(self.republishing.next())
             .min()
     }
 
@@ -549,6 +634,8 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
         self.on_deadlines(ctx);
         self.renew_watches(ctx);
         let now = ctx.now();
+        self.checks.count_if_due(now);
+        self.renew_due(ctx);
         if self.repair_at.is_some_and(|t| t <= now) {
             self.repair(ctx);
             self.repair_at = Some(now + self.cfg.repair_interval);

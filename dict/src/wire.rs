@@ -1,6 +1,6 @@
 //! What dictionary nodes send each other, and what a request's answer can be.
 
-use crate::record::Record;
+use crate::record::{Record, Stamp};
 use crate::store::QuotaExceeded;
 use p2ps_overlay::{PeerId, RingId};
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,59 @@ pub enum Wire<P: PeerId> {
         /// The origin's request id.
         req: u64,
     },
+    /// Replica to replica: what the sender holds of some pieces of the ring (anti-entropy:
+    /// see `sync.rs`). Answered, where the receiver holds otherwise, by finer pieces, lists,
+    /// records and `Want`s; an `opening` message is answered even when nothing differs.
+    Sync {
+        /// The exchange (the id its opener gave it).
+        round: u64,
+        /// The pieces, each described by a digest or a list.
+        parts: Vec<Part>,
+        /// Whether this opens the exchange.
+        opening: bool,
+    },
+    /// Replica to replica: send me the records of these keys (anti-entropy).
+    Want {
+        /// The exchange.
+        round: u64,
+        /// The keys' positions.
+        keys: Vec<RingId>,
+    },
+}
+
+/// What a node holds of one piece of the ring, `(after, end]` going clockwise, in an
+/// anti-entropy exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Part {
+    /// How many records, and a hash of their stamps in ring order.
+    Digest {
+        /// The position before the piece.
+        after: RingId,
+        /// The piece's last position.
+        end: RingId,
+        /// Records held in it.
+        count: u32,
+        /// The first 16 bytes of the SHA-256 of their keys and stamps.
+        hash: [u8; 16],
+    },
+    /// Every record held in it: key and stamp, in ring order.
+    Items {
+        /// The position before the piece.
+        after: RingId,
+        /// The piece's last position.
+        end: RingId,
+        /// The records.
+        items: Vec<(RingId, Stamp)>,
+    },
+}
+
+impl Part {
+    /// The piece: the position before it and its last one.
+    pub fn bounds(&self) -> (RingId, RingId) {
+        match self {
+            Part::Digest { after, end, .. } | Part::Items { after, end, .. } => (*after, *end),
+        }
+    }
 }
 
 /// The message names, by variant, for traffic counters.
@@ -108,6 +161,8 @@ pub(crate) const KINDS: &[&str] = &[
     "dict-unwatch",
     "dict-notify",
     "dict-replicas",
+    "dict-sync",
+    "dict-want",
 ];
 
 /// How a request ended at the primary.
@@ -195,6 +250,12 @@ pub enum DictError {
     /// No answer from the key's primary in time.
     #[error("no answer from the node responsible for the key")]
     Timeout,
+    /// This node republishes as many keys as it may.
+    #[error("this node already republishes {max} keys, the most it may")]
+    TooManyRepublished {
+        /// The limit (`DictConfig::max_republished`).
+        max: usize,
+    },
     /// The expiry is in the past or further than the longest time to live.
     #[error("the time to live must be between 1 s and the longest allowed")]
     BadExpiry,

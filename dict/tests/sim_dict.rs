@@ -487,3 +487,281 @@ fn keys_survive_heavy_crash_churn() {
     }
     assert_eq!((lost, under), (0, 0), "keys lost, under-replicated");
 }
+
+/// Anti-entropy compares digests: replicas that hold the same exchange two small messages per
+/// pair and round and no records; a replica that lost some records (or comes back without
+/// them) gets those and nothing else.
+#[test]
+fn replicas_in_sync_exchange_digests_and_only_missing_records_travel() {
+    let (mut sim, ids) = sim(20, 31);
+    let keys: Vec<(DictKey<SimId>, Vec<u8>)> = (0..400)
+        .map(|i| {
+            (
+                DictKey::open(format!("d{i}").into_bytes()),
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect();
+    for (i, (k, v)) in keys.iter().enumerate() {
+        put(&mut sim, ids[i % ids.len()], k, v, PutOptions::default());
+    }
+    sim.run_for(Duration::from_secs(40));
+    events(&mut sim, &ids);
+    for (k, _) in &keys {
+        assert_eq!(holders(&sim, &ids, k.position()), 3);
+    }
+
+    // Two full repair intervals with nothing to repair.
+    sim.reset_counters();
+    sim.run_for(Duration::from_secs(61));
+    let c = sim.counters();
+    assert_eq!(c.traffic("dict-replicate").messages, 0, "no record travels");
+    assert_eq!(c.traffic("dict-want").messages, 0);
+    let syncs = c.traffic("dict-sync");
+    // Each node opens an exchange with its 2 other replicas per round and each answers once:
+    // 20 nodes x 2 x 2 per round, 2 or 3 rounds (plus a few opened after stabilisation noise).
+    assert!(
+        syncs.messages <= 20 * 2 * 2 * 4,
+        "{} sync messages in 61 s",
+        syncs.messages
+    );
+    assert!(syncs.messages >= 20 * 2 * 2 * 2, "{syncs:?}");
+    let stats_under: u64 = ids
+        .iter()
+        .map(|id| {
+            sim.node(*id)
+                .service::<D>()
+                .unwrap()
+                .stats()
+                .under_replicated
+        })
+        .sum();
+    assert_eq!(stats_under, 0, "every replica checked current");
+
+    // One replica loses 25 of its records (as a node restarted from an old copy would).
+    let holder = ids[4];
+    let lost: Vec<RingId> = sim
+        .node(holder)
+        .service::<D>()
+        .unwrap()
+        .store()
+        .keys()
+        .into_iter()
+        .take(25)
+        .collect();
+    assert_eq!(lost.len(), 25, "the node holds enough keys for the test");
+    for k in &lost {
+        sim.node_mut(holder)
+            .service_mut::<D>()
+            .unwrap()
+            .store_mut()
+            .remove(*k)
+            .unwrap();
+    }
+    sim.reset_counters();
+    // Within one repair interval every lost record is back, and only those travelled.
+    let mut seen_under = 0;
+    for _ in 0..32 {
+        sim.run_for(Duration::from_secs(1));
+        let under: u64 = ids
+            .iter()
+            .map(|id| {
+                sim.node(*id)
+                    .service::<D>()
+                    .unwrap()
+                    .stats()
+                    .under_replicated
+            })
+            .sum();
+        seen_under = seen_under.max(under);
+    }
+    for k in &lost {
+        assert_eq!(
+            holders(&sim, &ids, *k),
+            3,
+            "key {k:?} is back on 3 replicas"
+        );
+    }
+    let pushed = sim.counters().traffic("dict-replicate").messages;
+    assert!(
+        (25..=25 + 10).contains(&pushed),
+        "{pushed} records pushed to repair 25"
+    );
+    // The primaries of those keys counted them as under-replicated at their check.
+    assert!(
+        seen_under >= 25,
+        "the primaries saw {seen_under} keys short"
+    );
+}
+
+/// Anti-entropy messages from a node that is no replica of the keys get nothing: no record
+/// is sent, and none is taken.
+#[test]
+fn a_stranger_cannot_read_or_fill_a_store_through_anti_entropy() {
+    use p2ps_dict::wire::Wire;
+    use p2ps_dict::Part;
+    let (mut sim, ids) = sim(24, 37);
+    let keys: Vec<DictKey<SimId>> = (0..200)
+        .map(|i| DictKey::open(format!("s{i}").into_bytes()))
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        put(&mut sim, ids[i % ids.len()], k, b"x", PutOptions::default());
+    }
+    sim.run_for(Duration::from_secs(5));
+    events(&mut sim, &ids);
+    // A node and a stranger far from it on the ring.
+    let ring: Vec<SimId> = sim.members().collect();
+    let victim = ring[0];
+    let stranger = ring[ring.len() / 2];
+    let held = sim.node(victim).service::<D>().unwrap().store().keys();
+    assert!(!held.is_empty());
+    let send = |sim: &mut Simulator, w: Wire<SimId>| {
+        let m = p2ps_overlay::Message::Service(p2ps_overlay::ServiceMessage {
+            service: p2ps_dict::DICT,
+            class: p2ps_overlay::Class::User,
+            data: p2ps_overlay::service::encode(&w, &[]),
+            sealed: None,
+        });
+        sim.command(victim, |n, now| n.handle_message(now, stranger, m));
+    };
+    sim.reset_counters();
+    sim.trace_kinds(&["dict-replicate", "dict-sync"]);
+    let dropped = sim.node(victim).service::<D>().unwrap().stats().dropped;
+    // "I hold nothing of the whole ring but your own position" and of every piece it holds.
+    let me = victim.ring_id();
+    send(
+        &mut sim,
+        Wire::Sync {
+            round: 1,
+            parts: vec![Part::Items {
+                after: me,
+                end: me.minus(1),
+                items: Vec::new(),
+            }],
+            opening: true,
+        },
+    );
+    send(
+        &mut sim,
+        Wire::Want {
+            round: 1,
+            keys: held.clone(),
+        },
+    );
+    // Too many pieces.
+    let many: Vec<Part> = (0..100u128)
+        .map(|i| Part::Digest {
+            after: RingId(i),
+            end: RingId(i + 1),
+            count: 1,
+            hash: [0; 16],
+        })
+        .collect();
+    send(
+        &mut sim,
+        Wire::Sync {
+            round: 2,
+            parts: many,
+            opening: false,
+        },
+    );
+    sim.run_for(Duration::from_millis(50));
+    let to_stranger = sim
+        .traced()
+        .iter()
+        .filter(|s| s.from == victim && s.to == stranger && s.kind == "dict-replicate")
+        .count();
+    assert_eq!(to_stranger, 0, "no record went to the stranger");
+    let d = sim.node(victim).service::<D>().unwrap();
+    assert_eq!(
+        d.stats().dropped,
+        dropped + 2,
+        "the piece and the long message"
+    );
+    assert_eq!(d.store().keys(), held);
+}
+
+/// A value its writer republishes outlives its time to live, keeps its version, and comes
+/// back after every replica holding it crashed; one not republished expires.
+#[test]
+fn republished_values_outlive_their_ttl_and_come_back_after_losing_every_copy() {
+    let (mut sim, ids) = sim(30, 41);
+    let ttl = Duration::from_secs(40);
+    let kept = DictKey::open(&b"kept"[..]);
+    let lapsed = DictKey::open(&b"lapsed"[..]);
+    // Writer and reader far from the key's replicas (the 6 nodes from its position on).
+    let ring: Vec<SimId> = sim.members().collect();
+    let at = ring
+        .iter()
+        .position(|m| m.ring_id() >= kept.position())
+        .unwrap_or(0);
+    let near: Vec<SimId> = (0..6).map(|i| ring[(at + i) % ring.len()]).collect();
+    let far: Vec<SimId> = ids
+        .iter()
+        .copied()
+        .filter(|id| !near.contains(id))
+        .collect();
+    let (writer, reader) = (far[0], far[1]);
+    let republish = PutOptions {
+        ttl: Some(ttl),
+        republish: true,
+        ..PutOptions::default()
+    };
+    let once = PutOptions {
+        ttl: Some(ttl),
+        ..PutOptions::default()
+    };
+    let req = put(&mut sim, writer, &kept, b"here", republish);
+    put(&mut sim, writer, &lapsed, b"gone soon", once);
+    sim.run_for(Duration::from_secs(1));
+    let version = match events(&mut sim, &ids).get(&req) {
+        Some(DictEvent::Put {
+            result: Ok((v, _)), ..
+        }) => *v,
+        other => panic!("{other:?}"),
+    };
+    sim.run_for(Duration::from_secs(100));
+    let read = |sim: &mut Simulator, key: &DictKey<SimId>| {
+        let req = get(sim, reader, key);
+        sim.run_for(Duration::from_secs(2));
+        match events(sim, &ids).remove(&req) {
+            Some(DictEvent::Got { result: Ok(r), .. }) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    let r = read(&mut sim, &kept).expect("still there after 2.5 times its ttl");
+    assert_eq!(r.version, version, "a renewal keeps the version");
+    assert_eq!(read(&mut sim, &lapsed), None, "expired");
+    let d = sim.node(writer).service::<D>().unwrap();
+    assert_eq!(d.republished(), 1);
+    assert!(d.stats().renewals >= 3, "{:?}", d.stats());
+
+    // Every node holding it crashes (the writer is not one of them).
+    let holding: Vec<SimId> = ids
+        .iter()
+        .copied()
+        .filter(|id| {
+            sim.is_alive(*id)
+                && sim
+                    .node(*id)
+                    .service::<D>()
+                    .unwrap()
+                    .store()
+                    .get(kept.position())
+                    .unwrap()
+                    .is_some()
+        })
+        .collect();
+    assert!(!holding.contains(&writer) && !holding.contains(&reader));
+    for id in &holding {
+        sim.crash(*id);
+    }
+    // The next renewal (at most 3/4 of the ttl away, plus a retry) brings it back.
+    sim.run_for(Duration::from_secs(50));
+    let r = read(&mut sim, &kept).expect("written again by its writer");
+    assert_eq!(r.value.as_deref(), Some(&b"here"[..]));
+    // Written again without republishing: the writer stops.
+    put(&mut sim, writer, &kept, b"last", once);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.node(writer).service::<D>().unwrap().republished(), 0);
+}

@@ -16,7 +16,7 @@
 
 use super::quota::{Accounts, Footprint, Quotas, Usage};
 use super::{PutError, StorageError, Store};
-use crate::record::Record;
+use crate::record::{Record, Stamp};
 use p2ps_overlay::{PeerId, RingId, Time};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
@@ -39,6 +39,7 @@ const CACHE_BYTES: usize = 32 << 20;
 struct Held<P> {
     footprint: Footprint<P>,
     expires: Time,
+    stamp: Stamp,
 }
 
 /// Records in a redb file.
@@ -157,6 +158,7 @@ impl<P: PeerId> RedbStore<P> {
                     Held {
                         footprint,
                         expires: record.expires,
+                        stamp: Stamp::of_encoded(record.version, v.value()),
                     },
                 );
             }
@@ -215,6 +217,7 @@ impl<P: PeerId> Store<P> for RedbStore<P> {
             Held {
                 footprint,
                 expires: record.expires,
+                stamp: Stamp::of_encoded(record.version, &bytes),
             },
         );
         Ok(())
@@ -232,6 +235,12 @@ impl<P: PeerId> Store<P> for RedbStore<P> {
 
     fn keys(&self) -> Vec<RingId> {
         self.index.keys().copied().collect()
+    }
+
+    fn stamps(&self, after: RingId, upto: RingId) -> Vec<(RingId, Stamp)> {
+        super::clockwise(&self.index, after, upto)
+            .map(|(k, h)| (*k, h.stamp))
+            .collect()
     }
 
     fn usage(&self) -> Usage {

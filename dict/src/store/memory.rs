@@ -3,7 +3,7 @@
 
 use super::quota::{Accounts, Footprint, Quotas, Usage};
 use super::{PutError, StorageError, Store};
-use crate::record::Record;
+use crate::record::{Record, Stamp};
 use p2ps_overlay::{PeerId, RingId, Time};
 use std::collections::BTreeMap;
 
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 #[derive(Debug)]
 pub struct MemStore<P: PeerId> {
     records: BTreeMap<RingId, Record<P>>,
+    stamps: BTreeMap<RingId, Stamp>,
     accounts: Accounts<P>,
 }
 
@@ -19,6 +20,7 @@ impl<P: PeerId> MemStore<P> {
     pub fn new(quotas: Quotas) -> Self {
         MemStore {
             records: BTreeMap::new(),
+            stamps: BTreeMap::new(),
             accounts: Accounts::new(quotas),
         }
     }
@@ -39,6 +41,7 @@ impl<P: PeerId> Store<P> for MemStore<P> {
         let new = Footprint::of(&record);
         self.accounts
             .check(self.records.get(&key).map(Footprint::of), new)?;
+        self.stamps.insert(key, record.stamp());
         if let Some(old) = self.records.insert(key, record) {
             self.accounts.sub(Footprint::of(&old));
         }
@@ -50,11 +53,18 @@ impl<P: PeerId> Store<P> for MemStore<P> {
         if let Some(old) = self.records.remove(&key) {
             self.accounts.sub(Footprint::of(&old));
         }
+        self.stamps.remove(&key);
         Ok(())
     }
 
     fn keys(&self) -> Vec<RingId> {
         self.records.keys().copied().collect()
+    }
+
+    fn stamps(&self, after: RingId, upto: RingId) -> Vec<(RingId, Stamp)> {
+        super::clockwise(&self.stamps, after, upto)
+            .map(|(k, s)| (*k, *s))
+            .collect()
     }
 
     fn usage(&self) -> Usage {
@@ -72,6 +82,7 @@ impl<P: PeerId> Store<P> for MemStore<P> {
             if let Some(old) = self.records.remove(k) {
                 self.accounts.sub(Footprint::of(&old));
             }
+            self.stamps.remove(k);
         }
         Ok(gone)
     }

@@ -20,8 +20,10 @@ pub use memory::MemStore;
 pub use node::NodeStore;
 pub use quota::{Accounts, Footprint, QuotaExceeded, Quotas, Usage};
 
-use crate::record::Record;
+use crate::record::{Record, Stamp};
 use p2ps_overlay::{PeerId, RingId, Time};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
 /// Where records are kept, by ring position. Implementations keep [`Quotas`] with an
 /// [`Accounts`] of their own.
@@ -42,11 +44,37 @@ pub trait Store<P: PeerId>: Send + 'static {
     /// Every key held, in ring order.
     fn keys(&self) -> Vec<RingId>;
 
+    /// The keys held in `(after, upto]` going clockwise (the whole ring when the two are
+    /// equal), in that order, with the [`Stamp`]s of their records.
+    fn stamps(&self, after: RingId, upto: RingId) -> Vec<(RingId, Stamp)>;
+
     /// Keys and bytes held.
     fn usage(&self) -> Usage;
 
     /// Forgets every record that expired at `now`; returns their keys.
     fn expire(&mut self, now: Time) -> Result<Vec<RingId>, StorageError>;
+}
+
+/// The entries of `map` in `(after, upto]` going clockwise (the whole ring when the two are
+/// equal), in that order.
+pub(crate) fn clockwise<V>(
+    map: &BTreeMap<RingId, V>,
+    after: RingId,
+    upto: RingId,
+) -> impl Iterator<Item = (&RingId, &V)> + '_ {
+    let (first, second) = if after < upto {
+        (
+            map.range((Bound::Excluded(after), Bound::Included(upto))),
+            None,
+        )
+    } else {
+        // Wraps past the top of the ring (or goes all the way round).
+        (
+            map.range((Bound::Excluded(after), Bound::Unbounded)),
+            Some(map.range((Bound::Unbounded, Bound::Included(upto)))),
+        )
+    };
+    first.chain(second.into_iter().flatten())
 }
 
 #[cfg(test)]

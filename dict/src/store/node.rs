@@ -58,6 +58,13 @@ impl<P: PeerId> Store<P> for NodeStore<P> {
         }
     }
 
+    fn stamps(&self, after: RingId, upto: RingId) -> Vec<(RingId, crate::record::Stamp)> {
+        match self {
+            NodeStore::Memory(s) => s.stamps(after, upto),
+            NodeStore::Disk(s) => s.stamps(after, upto),
+        }
+    }
+
     fn usage(&self) -> Usage {
         match self {
             NodeStore::Memory(s) => s.usage(),
