@@ -19,6 +19,7 @@
 mod args;
 mod config_file;
 mod control_server;
+mod http;
 mod limits;
 mod output;
 mod run;

@@ -119,6 +119,7 @@ impl NodeBuilder {
         config.groups.validate()?;
         // The dictionary's file first: a node that cannot have its records does not start.
         let store = dict_store(&config)?;
+        let metrics = crate::metrics::Metrics::new(config.metrics);
         let mut tc = TransportConfig::new(config.identity.clone(), config.listen);
         tc.idle_timeout = config.idle_timeout;
         tc.keep_alive = config.keep_alive;
@@ -200,7 +201,14 @@ impl NodeBuilder {
             drainers,
         });
         tokio::spawn(actor.run());
-        Ok(Node::from_parts(id, shared_addrs, cmd_tx, inbox_rx, ev_tx))
+        Ok(Node::from_parts(
+            id,
+            shared_addrs,
+            cmd_tx,
+            inbox_rx,
+            ev_tx,
+            metrics,
+        ))
     }
 }
 

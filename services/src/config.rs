@@ -68,6 +68,9 @@ pub struct NodeConfig {
     pub admission: AdmissionLimits,
     /// What peers can make this node buffer; defaults in [`MemoryLimits`].
     pub memory: MemoryLimits,
+    /// Record latency histograms for [`crate::Metrics`] (lookups, dictionary operations).
+    /// Default: on (the figures it costs are measured in BENCHMARKS.md).
+    pub metrics: bool,
 }
 
 impl NodeConfig {
@@ -93,6 +96,7 @@ impl NodeConfig {
             relay: None,
             admission: AdmissionLimits::default(),
             memory: MemoryLimits::default(),
+            metrics: true,
         }
     }
 }
@@ -221,6 +225,13 @@ impl NodeConfig {
     #[must_use]
     pub fn with_admission(mut self, admission: AdmissionLimits) -> Self {
         self.admission = admission;
+        self
+    }
+
+    /// Sets [`metrics`](Self::metrics).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: bool) -> Self {
+        self.metrics = metrics;
         self
     }
 

@@ -7,6 +7,7 @@
 
 use crate::error::NodeError;
 use crate::id::OverlayId;
+use crate::metrics::{DictOp, Metrics};
 use crate::runtime::commands::{Command, DictCall};
 use bytes::Bytes;
 use p2ps_dict::{DictError, DictEvent, DictKey, PutOptions, Record, ReplicaHealth};
@@ -17,11 +18,16 @@ use tokio::sync::{mpsc, oneshot};
 pub struct DictHandle {
     commands: mpsc::Sender<Command>,
     me: OverlayId,
+    metrics: Metrics,
 }
 
 impl DictHandle {
-    pub(crate) fn new(commands: mpsc::Sender<Command>, me: OverlayId) -> Self {
-        DictHandle { commands, me }
+    pub(crate) fn new(commands: mpsc::Sender<Command>, me: OverlayId, metrics: Metrics) -> Self {
+        DictHandle {
+            commands,
+            me,
+            metrics,
+        }
     }
 
     /// The open key `name` (anyone may write it).
@@ -35,12 +41,22 @@ impl DictHandle {
     }
 
     async fn run(&self, call: DictCall) -> Result<DictEvent<OverlayId>, NodeError> {
+        let t = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Dict(call, tx))
             .await
             .map_err(|_| NodeError::Stopped)?;
-        rx.await.map_err(|_| NodeError::Stopped)?
+        let r = rx.await.map_err(|_| NodeError::Stopped)?;
+        let op = match &r {
+            Ok(DictEvent::Put { result, .. }) => Some((DictOp::Write, result.is_ok())),
+            Ok(DictEvent::Got { result, .. }) => Some((DictOp::Read, result.is_ok())),
+            _ => None,
+        };
+        if let Some((op, ok)) = op {
+            self.metrics.dict(op, t.elapsed(), ok);
+        }
+        r
     }
 
     /// Writes `value` under `key`; returns the version stored and how many replicas hold it.

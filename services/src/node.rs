@@ -8,6 +8,7 @@ use crate::error::{JoinError, LookupError, NodeError, StartError};
 use crate::event::NodeEvent;
 use crate::id::OverlayId;
 use crate::id::{group_key, key_of};
+use crate::metrics::Metrics;
 use crate::report::{CastReport, LookupResult};
 use crate::runtime::commands::Command;
 use crate::status::Status;
@@ -46,6 +47,7 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     inbox: Mutex<mpsc::Receiver<Delivery>>,
     subscribers: broadcast::Sender<NodeEvent>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Node {
@@ -77,6 +79,7 @@ impl Node {
         commands: mpsc::Sender<Command>,
         inbox: mpsc::Receiver<Delivery>,
         subscribers: broadcast::Sender<NodeEvent>,
+        metrics: Metrics,
     ) -> Node {
         Node {
             inner: Arc::new(Inner {
@@ -85,13 +88,18 @@ impl Node {
                 commands,
                 inbox: Mutex::new(inbox),
                 subscribers,
+                metrics,
             }),
         }
     }
 
     /// The replicated dictionary, seen from this node.
     pub fn dict(&self) -> DictHandle {
-        DictHandle::new(self.inner.commands.clone(), OverlayId(self.inner.id))
+        DictHandle::new(
+            self.inner.commands.clone(),
+            OverlayId(self.inner.id),
+            self.inner.metrics.clone(),
+        )
     }
 
     /// This node's id.
@@ -148,7 +156,12 @@ impl Node {
 
     /// Who is responsible for ring position `key`?
     pub async fn lookup(&self, key: RingId) -> Result<LookupResult, LookupError> {
-        self.ask(|tx| Command::Lookup(key, tx)).await?
+        let t = std::time::Instant::now();
+        let r = self.ask(|tx| Command::Lookup(key, tx)).await?;
+        self.inner
+            .metrics
+            .lookup(t.elapsed(), r.as_ref().ok().map(|a| a.hops));
+        r
     }
 
     /// Who is responsible for application key `key` (placed at the first 128 bits of its
@@ -225,6 +238,16 @@ impl Node {
     /// Subscribes to the node's events from now on.
     pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
         self.inner.subscribers.subscribe()
+    }
+
+    /// The histograms this node records (see [`Metrics`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The node's metrics in the OpenMetrics text format, for a Prometheus scrape.
+    pub async fn metrics_text(&self) -> Result<String, NodeError> {
+        Ok(self.inner.metrics.render(&self.status().await?))
     }
 
     /// A snapshot of the node's state and counters.

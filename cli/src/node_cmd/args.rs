@@ -111,6 +111,16 @@ pub struct NodeArgs {
     /// its keys back from the other replicas).
     #[arg(long)]
     pub(super) no_persist: bool,
+    /// Serve the node's HTTP interface (`/metrics` for Prometheus, `/status` as JSON) on this
+    /// address, e.g. 127.0.0.1:9100 (port 0: any free port, printed at start). An address
+    /// other than loopback needs --http-token.
+    #[arg(long, value_name = "ADDR", env = "P2PS_HTTP")]
+    pub(super) http: Option<SocketAddr>,
+    /// A file holding the bearer token every HTTP request must carry (`Authorization: Bearer
+    /// <token>`); created with a random token (mode 0600) if missing; refused if others may
+    /// read it.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub(super) http_token: Option<PathBuf>,
     /// A TOML file with any of these settings (key, listen, advertise, control, name,
     /// ticket_file, data_dir, persist (false: --no-persist), strategy, lookup_mode, upnp,
     /// relay_serve, log, and the overlay tunables

@@ -29,6 +29,10 @@ pub(super) struct FileConfig {
     pub(super) lookup_mode: Option<String>,
     pub(super) upnp: Option<bool>,
     pub(super) relay_serve: Option<bool>,
+    /// The HTTP interface's address (as `--http`).
+    pub(super) http: Option<SocketAddr>,
+    /// The HTTP interface's token file (as `--http-token`).
+    pub(super) http_token: Option<PathBuf>,
     /// The log filter, used when neither --log nor P2PS_LOG gives one.
     log: Option<String>,
     // The tunables, named as their flags (serde cannot flatten with deny_unknown_fields).
@@ -71,6 +75,7 @@ impl FileConfig {
             &mut c.control,
             &mut c.ticket_file,
             &mut c.data_dir,
+            &mut c.http_token,
         ]
         .into_iter()
         .flatten()

@@ -52,6 +52,18 @@ impl Output {
         );
     }
 
+    /// The HTTP interface listens on `addr`.
+    pub(super) fn http(&self, addr: std::net::SocketAddr) {
+        if self.json {
+            self.line(
+                String::new,
+                || serde_json::json!({"event": "http", "addr": addr.to_string()}),
+            );
+            return;
+        }
+        let _ = writeln!(std::io::stdout().lock(), "http: http://{addr}");
+    }
+
     /// The node is part of a network: one it created, or one it joined.
     pub(super) fn joined(&self, node: &Node, mode: &Mode) {
         let via = match mode {

@@ -161,6 +161,28 @@ async fn run_node(
         .with_context(|| format!("starting the node on {}", s.config.listen))?;
     let out = Output { json: s.json };
     out.started(&node, &s.control);
+    let http_task = match &s.http {
+        Some(h) => {
+            let listener = match super::http::bind(h).await {
+                Ok(l) => l,
+                Err(e) => {
+                    node.shutdown().await;
+                    return Err(e);
+                }
+            };
+            if let Ok(addr) = listener.local_addr() {
+                out.http(addr);
+            }
+            Some(tokio::spawn(super::http::serve(
+                listener,
+                node.clone(),
+                h.token.clone(),
+            )))
+        }
+        None => None,
+    };
+    // The HTTP interface stops with this function, however it ends.
+    let _http = AbortOnDrop(http_task);
     // Subscribe before joining so that no neighbour change is missed.
     let mut events = node.events();
     let (stop_tx, mut stop_rx) = mpsc::channel::<control_server::LeaveRequest>(4);
@@ -305,5 +327,16 @@ mod tests {
         let back: Ticket = std::fs::read_to_string(&p).unwrap().parse().unwrap();
         assert_eq!(back, t);
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
     }
 }

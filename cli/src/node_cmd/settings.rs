@@ -57,6 +57,8 @@ pub(super) struct Settings {
     pub(super) data_dir: Option<PathBuf>,
     pub(super) config: NodeConfigParts,
     pub(super) json: bool,
+    /// The HTTP interface, if asked for.
+    pub(super) http: Option<super::http::HttpSettings>,
 }
 
 /// The parts of a [`NodeConfig`] other than the identity.
@@ -208,6 +210,10 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
         },
         data_dir,
         json: args.json,
+        http: super::http::HttpSettings::resolve(
+            args.http.or(file.http),
+            args.http_token.clone().or(file.http_token),
+        )?,
     })
 }
 
