@@ -484,6 +484,9 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
             ("pushed", self.stats.pushed),
             ("dropped", self.stats.dropped),
             ("storage_failures", self.stats.storage_failures),
+            // Keys this node's application watches, and watches it holds for others.
+            ("watching", self.watches.mine.len() as u64),
+            ("watches_held", self.watches.held.len() as u64),
         ]
     }
 
