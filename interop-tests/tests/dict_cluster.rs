@@ -6,8 +6,9 @@
 //!   three, each holding that version, within a bounded wait;
 //! * 8 writers on 8 nodes each add 1 to one counter 100 times with compare-and-swap
 //!   (`get`, then `put --if-version`, again on a conflict): the counter ends at exactly 800;
-//! * a node started with a small writer quota refuses the write that would overrun it,
-//!   naming the quota, and a value over the size limit naming the limit, and goes on serving.
+//! * nodes started with small quotas (per writer and in all) refuse the writes that would
+//!   overrun them, naming the quota, and a value over the size limit naming the limit, and go
+//!   on serving.
 //!
 //! (A restarted node keeping its data is in `cli_dict.rs`; forged values in `hostile_dict.rs`.)
 //!
@@ -480,10 +481,10 @@ fn quota_overruns_and_oversized_values_are_refused_while_the_node_serves() {
     let _one_at_a_time = serial();
     let started = Instant::now();
     let net = TestNet::new();
-    // Three nodes (each a replica of every key) that keep at most 5 keys of one writer: the
-    // first from its config file's [dict] table, the others from the flag.
+    // Three nodes (each a replica of every key) that keep at most 5 keys of one writer and 8
+    // in all: the first from its config file's [dict] table, the others from the flags.
     let conf = net.path().join("quota.toml");
-    std::fs::write(&conf, "[dict]\nmax_keys_per_writer = 5\n").unwrap();
+    std::fs::write(&conf, "[dict]\nmax_keys_per_writer = 5\nmax_keys = 8\n").unwrap();
     let conf_s = conf.to_string_lossy().into_owned();
     let with_conf: Vec<&str> = FAST
         .iter()
@@ -495,7 +496,7 @@ fn quota_overruns_and_oversized_values_are_refused_while_the_node_serves() {
     let quota: Vec<&str> = FAST
         .iter()
         .copied()
-        .chain(["--dict-max-keys-per-writer", "5"])
+        .chain(["--dict-max-keys-per-writer", "5", "--dict-max-keys", "8"])
         .collect();
     let mut b = net.spawn("qb", Start::Join(ticket.clone()), &quota);
     let mut c = net.spawn("qc", Start::Join(ticket), &quota);
@@ -524,6 +525,16 @@ fn quota_overruns_and_oversized_values_are_refused_while_the_node_serves() {
     assert_eq!(stdout(&a.cli(&["get", "other"]), "get"), "x\n");
     let err = stderr_of_failure(&a.cli(&["get", "q5"]), "get of the refused key");
     assert!(err.contains("no value for key q5"), "{err}");
+    // The node's own quota: 6 keys held, room for 2 more of a third writer, not 3.
+    stdout(&c.cli(&["put", "c1", "v"]), "a put under the node quota");
+    stdout(&c.cli(&["put", "c2", "v"]), "a put up to the node quota");
+    let err = stderr_of_failure(&c.cli(&["put", "c3", "v"]), "a put over the node quota");
+    assert!(
+        err.contains("the node holds as many keys as it may (8)")
+            && err.contains("--dict-max-keys quota"),
+        "{err}"
+    );
+    assert_eq!(stdout(&b.cli(&["get", "c2"]), "get"), "v\n");
 
     // A value over the limit (64 KiB), from standard input: refused, naming the limit; the
     // node serves on.
