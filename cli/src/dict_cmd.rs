@@ -20,8 +20,9 @@ pub struct PutArgs {
     /// The key (any text).
     #[arg(value_name = "KEY")]
     key: String,
-    /// The value, as UTF-8 text (at most 64 KiB): the text itself, `-` to read it from standard
-    /// input, or `@FILE` to read a file (`@@…` for a text that starts with `@`).
+    /// The value, as UTF-8 text (at most 64 KiB, or the nodes' --dict-max-value-bytes): the
+    /// text itself, `-` to read it from standard input, or `@FILE` to read a file (`@@…` for a
+    /// text that starts with `@`).
     #[arg(value_name = "VALUE")]
     value: String,
     /// Replicas that must hold the value before the answer [default: a majority, 2 of 3]; more

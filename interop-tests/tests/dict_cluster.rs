@@ -7,8 +7,9 @@
 //! * 8 writers on 8 nodes each add 1 to one counter 100 times with compare-and-swap
 //!   (`get`, then `put --if-version`, again on a conflict): the counter ends at exactly 800;
 //! * nodes started with small quotas (per writer and in all) refuse the writes that would
-//!   overrun them, naming the quota, and a value over the size limit naming the limit, and go
-//!   on serving.
+//!   overrun them, naming the quota, and go on serving; with the largest value limit allowed
+//!   (960 KiB), a value that large is stored on every replica and read back, and one byte
+//!   more is refused, naming the limit.
 //!
 //! (A restarted node keeping its data is in `cli_dict.rs`; forged values in `hostile_dict.rs`.)
 //!
@@ -482,9 +483,14 @@ fn quota_overruns_and_oversized_values_are_refused_while_the_node_serves() {
     let started = Instant::now();
     let net = TestNet::new();
     // Three nodes (each a replica of every key) that keep at most 5 keys of one writer and 8
-    // in all: the first from its config file's [dict] table, the others from the flags.
+    // in all, and values up to 960 KiB: the first from its config file's [dict] table, the
+    // others from the flags.
     let conf = net.path().join("quota.toml");
-    std::fs::write(&conf, "[dict]\nmax_keys_per_writer = 5\nmax_keys = 8\n").unwrap();
+    std::fs::write(
+        &conf,
+        "[dict]\nmax_keys_per_writer = 5\nmax_keys = 8\nmax_value_bytes = 983040\n",
+    )
+    .unwrap();
     let conf_s = conf.to_string_lossy().into_owned();
     let with_conf: Vec<&str> = FAST
         .iter()
@@ -497,6 +503,7 @@ fn quota_overruns_and_oversized_values_are_refused_while_the_node_serves() {
         .iter()
         .copied()
         .chain(["--dict-max-keys-per-writer", "5", "--dict-max-keys", "8"])
+        .chain(["--dict-max-value-bytes", "983040"])
         .collect();
     let mut b = net.spawn("qb", Start::Join(ticket.clone()), &quota);
     let mut c = net.spawn("qc", Start::Join(ticket), &quota);
@@ -536,20 +543,31 @@ fn quota_overruns_and_oversized_values_are_refused_while_the_node_serves() {
     );
     assert_eq!(stdout(&b.cli(&["get", "c2"]), "get"), "v\n");
 
-    // A value over the limit (64 KiB), from standard input: refused, naming the limit; the
-    // node serves on.
-    let big = vec![b'x'; 65_537];
+    // The nodes take values up to 960 KiB (--dict-max-value-bytes, the most a message
+    // allows): one that large is stored on every replica and read back; one byte more is
+    // refused, naming the limit, and the node serves on.
+    let large = vec![b'y'; 983_040];
+    stdout(
+        &b.cli_with(&["put", "other", "-"], Some(&large), &[]),
+        "a put of the largest value",
+    );
+    let read = stdout(&a.cli(&["get", "other"]), "get of the largest value");
+    assert_eq!(read.len(), large.len() + 1);
+    assert!(read.bytes().take(large.len()).all(|c| c == b'y'));
+    let out = stdout(&c.cli(&["dict", "replicas", "other"]), "dict replicas");
+    assert!(out.contains("3 of 3 replicas hold version"), "{out}");
+    let mut big = large.clone();
+    big.push(b'y');
     let err = stderr_of_failure(
         &b.cli_with(&["put", "big", "-"], Some(&big), &[]),
         "a put over the value limit",
     );
     assert!(
-        err.contains("65537 bytes is over the 65536-byte limit"),
+        err.contains("983041 bytes is over the 983040-byte limit"),
         "{err}"
     );
-    assert_eq!(stdout(&b.cli(&["get", "other"]), "get"), "x\n");
-    stdout(&b.cli(&["put", "other", "y"]), "put after a refusal");
-    assert_eq!(stdout(&a.cli(&["get", "other"]), "get"), "y\n");
+    stdout(&b.cli(&["put", "other", "z"]), "put after a refusal");
+    assert_eq!(stdout(&a.cli(&["get", "other"]), "get"), "z\n");
     for n in [&mut a, &mut b, &mut c] {
         assert!(n.try_exit().is_none(), "{}", n.describe());
     }

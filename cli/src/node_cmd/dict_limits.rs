@@ -1,14 +1,20 @@
-//! `p2ps node`'s dictionary quotas: how many keys and bytes the node keeps in all and of one
-//! writer, as flags and as the `[dict]` table of the `--config` file (keys named as the flags
-//! without their `dict-` prefix, in snake_case: `max_keys_per_writer = 100`). Unset values
-//! keep the dictionary's defaults ([`p2ps::dict::Quotas`]). A write that would overrun a quota
-//! of one of the key's replicas is refused by that replica, naming the quota.
+//! `p2ps node`'s dictionary limits: how many keys and bytes the node keeps in all and of one
+//! writer (its quotas), and the largest value, as flags and as the `[dict]` table of the
+//! `--config` file (keys named as the flags without their `dict-` prefix, in snake_case:
+//! `max_keys_per_writer = 100`). Unset values keep the dictionary's defaults
+//! ([`p2ps::dict::Quotas`], [`p2ps::dict::DictConfig`]). A write that would overrun a quota of
+//! one of the key's replicas is refused by that replica, naming the quota.
 
 use anyhow::{bail, Result};
-use p2ps::dict::Quotas;
+use p2ps::dict::{DictConfig, Quotas};
 use serde::Deserialize;
 
-/// The dictionary's quotas on this node; flags override the file's `[dict]` table.
+/// The largest value `--dict-max-value-bytes` allows: a message's limit (1 MiB, the frame
+/// every dictionary message travels in) less 64 KiB for the key's name, the signatures and
+/// the headers around the value.
+pub(super) const MAX_VALUE_CEILING: usize = crate::payload::MAX_PAYLOAD_BYTES - (64 << 10);
+
+/// The dictionary's limits on this node; flags override the file's `[dict]` table.
 #[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize)]
 #[command(next_help_heading = "Dictionary quotas")]
 #[serde(deny_unknown_fields)]
@@ -29,6 +35,11 @@ pub(super) struct DictLimitArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(rename = "max_bytes_per_writer")]
     pub dict_max_bytes_per_writer: Option<usize>,
+    /// Largest value the node takes, as a key's replica or from its own clients, up to
+    /// 983040 (960 KiB); every node of a network should have the same [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(rename = "max_value_bytes")]
+    pub dict_max_value_bytes: Option<usize>,
 }
 
 impl DictLimitArgs {
@@ -43,7 +54,25 @@ impl DictLimitArgs {
             dict_max_bytes_per_writer: self
                 .dict_max_bytes_per_writer
                 .or(other.dict_max_bytes_per_writer),
+            dict_max_value_bytes: self.dict_max_value_bytes.or(other.dict_max_value_bytes),
         }
+    }
+
+    /// The dictionary's settings: the defaults with these limits set.
+    pub(super) fn config(&self) -> Result<DictConfig> {
+        let mut cfg = DictConfig::default();
+        cfg.quotas = self.quotas()?;
+        match self.dict_max_value_bytes {
+            Some(0) => bail!("--dict-max-value-bytes must be at least 1"),
+            Some(v) if v > MAX_VALUE_CEILING => bail!(
+                "--dict-max-value-bytes {v} is over {MAX_VALUE_CEILING} (960 KiB): a value must \
+                 fit, with its key and signatures, in one message of at most {} bytes",
+                crate::payload::MAX_PAYLOAD_BYTES
+            ),
+            Some(v) => cfg.max_value = v,
+            None => {}
+        }
+        Ok(cfg)
     }
 
     /// The quotas: the defaults with what is given set; a quota of 0 is refused (the node
@@ -103,5 +132,26 @@ mod tests {
         };
         let e = zero.quotas().unwrap_err().to_string();
         assert!(e.contains("--dict-max-bytes must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn the_largest_value_fits_in_a_message() {
+        let file: DictLimitArgs = toml::from_str("max_value_bytes = 1000\n").unwrap();
+        assert_eq!(file.config().unwrap().max_value, 1000);
+        assert_eq!(
+            DictLimitArgs::default().config().unwrap(),
+            DictConfig::default()
+        );
+        let at = |v| DictLimitArgs {
+            dict_max_value_bytes: Some(v),
+            ..DictLimitArgs::default()
+        };
+        assert_eq!(
+            at(MAX_VALUE_CEILING).config().unwrap().max_value,
+            MAX_VALUE_CEILING
+        );
+        let e = at(MAX_VALUE_CEILING + 1).config().unwrap_err().to_string();
+        assert!(e.contains("over 983040"), "{e}");
+        assert!(at(0).config().is_err());
     }
 }

@@ -73,8 +73,8 @@ pub(super) struct NodeConfigParts {
     limits: LimitArgs,
     /// The dictionary's file; `None`: in memory.
     dict_path: Option<PathBuf>,
-    /// The dictionary's quotas.
-    dict_quotas: p2ps::dict::Quotas,
+    /// The dictionary's settings (its quotas and largest value).
+    dict: p2ps::dict::DictConfig,
 }
 
 impl NodeConfigParts {
@@ -90,7 +90,7 @@ impl NodeConfigParts {
         cfg.upnp = self.upnp;
         cfg.relay_serve = self.relay_serve;
         cfg.dict_path = self.dict_path.clone();
-        cfg.dict.quotas = self.dict_quotas;
+        cfg.dict = self.dict.clone();
         self.limits.apply(&mut cfg.admission, &mut cfg.memory);
         if let Some(v) = self.protocol_version {
             cfg.protocol_version = v;
@@ -172,11 +172,11 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
     if t.idle_timeout_ms == Some(0) {
         bail!("idle_timeout_ms must be greater than zero");
     }
-    let dict_quotas = args
+    let dict = args
         .dict
         .clone()
         .or(file.dict.unwrap_or_default())
-        .quotas()?;
+        .config()?;
     let advertise = if args.advertise.is_empty() {
         file.advertise.unwrap_or_default()
     } else {
@@ -213,7 +213,7 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
             upnp: args.upnp || file.upnp.unwrap_or(false),
             relay_serve: args.relay_serve || file.relay_serve.unwrap_or(false),
             limits: args.limits.clone().or(file.limits.unwrap_or_default()),
-            dict_quotas,
+            dict,
         },
         data_dir,
         json: args.json,
@@ -438,6 +438,11 @@ list_len = 4
         std::fs::write(&path, "[dict]\nmax_value = 5\n").unwrap();
         let e = format!("{:#}", FileConfig::load(&path).unwrap_err());
         assert!(e.contains("max_value"), "{e}");
+        std::fs::write(&path, "[dict]\nmax_value_bytes = 100000\n").unwrap();
+        let a = parse(&["--create"]).unwrap();
+        let s = resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap();
+        let cfg = s.config.node_config(p2ps::Identity::generate().unwrap());
+        assert_eq!(cfg.dict.max_value, 100_000);
     }
 
     #[test]
