@@ -56,9 +56,12 @@ enum Command {
     /// Write a value under a key of the replicated dictionary, through a running node.
     Put(dict_cmd::PutArgs),
     /// Read a key of the replicated dictionary, through a running node.
-    Get(dict_cmd::KeyArgs),
+    Get(dict_cmd::GetArgs),
     /// Delete a key of the replicated dictionary, through a running node.
-    Del(dict_cmd::KeyArgs),
+    Del(dict_cmd::DelArgs),
+    /// Print every change of a key of the replicated dictionary as it happens, through a
+    /// running node.
+    Watch(dict_cmd::WatchArgs),
     /// The replicated dictionary's state on a running node.
     #[command(subcommand)]
     Dict(dict_cmd::DictCommand),
@@ -120,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Put(args) => dict_cmd::put(args),
         Command::Get(args) => dict_cmd::get(args),
         Command::Del(args) => dict_cmd::del(args),
+        Command::Watch(args) => dict_cmd::watch(args),
         Command::Dict(cmd) => dict_cmd::dict(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),

@@ -11,19 +11,24 @@
 //! - `args`: the command's flags and `--help` examples, with the parsers of their values;
 //! - `config_file`: the `--config` file's format and how it is read;
 //! - `limits`: the resource limits, as flags and as the file's `[limits]` table;
+//! - `dict_limits`: the dictionary's quotas and value size, as flags and as the file's
+//!   `[dict]` table;
 //! - `settings`: flags, environment, file and defaults merged into what the node runs with;
 //! - `run`: the node's life: key, start, `create` or `join`, signals, leaving, clean-up;
 //! - `control_server`: the node's side of the control socket (`p2ps status` and friends);
+//! - `watch_stream`: the node's side of `p2ps watch`, the one streaming control request;
 //! - `output`: what the node prints on stdout (incoming messages, events), text or JSON lines.
 
 mod args;
 mod config_file;
 mod control_server;
+mod dict_limits;
 mod http;
 mod limits;
 mod output;
 mod run;
 mod settings;
+mod watch_stream;
 
 pub use args::NodeArgs;
 pub use config_file::config_log;

@@ -561,6 +561,9 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
             ("under_replicated", self.checks.under_replicated),
             ("renewals", self.stats.renewals),
             ("republished", self.republishing.len() as u64),
+            // Keys this node's application watches, and watches it holds for others.
+            ("watching", self.watches.mine.len() as u64),
+            ("watches_held", self.watches.held.len() as u64),
         ]
     }
 

@@ -101,8 +101,19 @@ impl DictHandle {
 
     /// Deletes `key` (a deletion wins over every older value); returns its version.
     pub async fn delete_key(&self, key: DictKey<OverlayId>) -> Result<u64, NodeError> {
-        let call: DictCall = Box::new(move |d, ctx| d.delete(ctx, &key, PutOptions::default()));
-        Ok(put_result(self.run(call).await?)?.0)
+        Ok(self.delete_key_with(key, PutOptions::default()).await?.0)
+    }
+
+    /// Deletes `key` with per-call options (acknowledgements `w`, the deletion's time to live,
+    /// compare-and-swap on the version); returns the deletion's version and how many replicas
+    /// hold it.
+    pub async fn delete_key_with(
+        &self,
+        key: DictKey<OverlayId>,
+        opts: PutOptions,
+    ) -> Result<(u64, u8), NodeError> {
+        let call: DictCall = Box::new(move |d, ctx| d.delete(ctx, &key, opts));
+        put_result(self.run(call).await?)
     }
 
     /// Deletes the open key `name`.

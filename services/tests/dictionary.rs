@@ -63,6 +63,32 @@ async fn put_get_delete_and_cas_across_nodes() {
     let (v, _) = d0.get("counter").await.unwrap().unwrap();
     assert_eq!(u64::from_be_bytes(v[..].try_into().unwrap()), 20);
 
+    // Per-call options: a deletion every replica acknowledges, after one refused because the
+    // key is not at the version it expected; a fast read (one replica) sees the deletion.
+    let v = d0.put("shape", "round").await.unwrap();
+    let all = PutOptions {
+        w: Some(3),
+        ..PutOptions::default()
+    };
+    let stale = PutOptions {
+        expect: Some(v + 1),
+        ..all
+    };
+    assert_eq!(
+        d3.delete_key_with(d3.open_key("shape"), stale).await,
+        Err(NodeError::Dict(DictError::Conflict { current: v }))
+    );
+    let (deleted, held) = d3.delete_key_with(d3.open_key("shape"), all).await.unwrap();
+    assert!(deleted > v);
+    assert_eq!(held, 3);
+    let r = nodes[1]
+        .dict()
+        .get_record(d3.open_key("shape"), Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.version, r.value), (deleted, None));
+
     // Owned keys: the owner writes, everyone reads.
     let mine = d0.own_key("profile");
     d0.put_key(mine.clone(), "hello", PutOptions::default())

@@ -4,7 +4,7 @@
 use super::protocol::{Request, Response};
 use super::socket::control_path;
 use anyhow::{anyhow, bail, Context, Result};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub(crate) fn request(path: &Path, req: &Request, timeout: Duration) -> Result<s
     (&stream)
         .write_all(&line)
         .with_context(|| format!("sending the request to {}", path.display()))?;
-    let mut reader = BufReader::new(std::io::Read::take(&stream, MAX_RESPONSE_BYTES));
+    let mut reader = BufReader::new(Read::take(&stream, MAX_RESPONSE_BYTES));
     let mut answer = String::new();
     reader
         .read_line(&mut answer)
@@ -47,6 +47,50 @@ pub(crate) fn request(path: &Path, req: &Request, timeout: Duration) -> Result<s
         Err(anyhow!(resp
             .error
             .unwrap_or_else(|| "the node refused the request".into())))
+    }
+}
+
+/// Sends the streaming request `req` (`watch`) to the node at `path` and hands every result
+/// line to `each` until it returns `false` (then the connection is closed, which ends the
+/// stream at the node). Waits as long as the node keeps the stream open; fails when the node
+/// answers an error line or closes the connection.
+pub(crate) fn stream(
+    path: &Path,
+    req: &Request,
+    mut each: impl FnMut(serde_json::Value) -> Result<bool>,
+) -> Result<()> {
+    let stream = connect(path)?;
+    stream
+        .set_write_timeout(Some(CLIENT_TIMEOUT))
+        .context("setting the socket timeout")?;
+    let mut line = serde_json::to_vec(req).context("encoding the request")?;
+    line.push(b'\n');
+    (&stream)
+        .write_all(&line)
+        .with_context(|| format!("sending the request to {}", path.display()))?;
+    let mut reader = BufReader::new(&stream);
+    loop {
+        let mut answer = String::new();
+        let n = (&mut reader)
+            .take(MAX_RESPONSE_BYTES)
+            .read_line(&mut answer)
+            .with_context(|| format!("reading from the node at {}", path.display()))?;
+        if n == 0 {
+            bail!(
+                "the node at {} closed the connection (did it stop?)",
+                path.display()
+            );
+        }
+        let resp: Response = serde_json::from_str(answer.trim())
+            .with_context(|| format!("the node at {} sent a malformed line", path.display()))?;
+        if !resp.ok {
+            return Err(anyhow!(resp
+                .error
+                .unwrap_or_else(|| "the node ended the stream".into())));
+        }
+        if !each(resp.result.unwrap_or(serde_json::Value::Null))? {
+            return Ok(());
+        }
     }
 }
 
@@ -94,6 +138,16 @@ impl ControlOpts {
     pub(crate) fn call(&self, req: &Request) -> Result<serde_json::Value> {
         let (path, _) = control_path(self.control.as_deref(), &self.name)?;
         request(&path, req, CLIENT_TIMEOUT)
+    }
+
+    /// Sends the streaming request `req` to the node these flags name (see [`stream`]).
+    pub(crate) fn stream(
+        &self,
+        req: &Request,
+        each: impl FnMut(serde_json::Value) -> Result<bool>,
+    ) -> Result<()> {
+        let (path, _) = control_path(self.control.as_deref(), &self.name)?;
+        stream(&path, req, each)
     }
 }
 

@@ -1,8 +1,8 @@
 //! The control protocol: what a client may ask a running node and what it answers.
 //!
-//! One connection carries one request and one response, each a single line of JSON.
-//! Requests (at most [`MAX_REQUEST_BYTES`], about 6 MiB: room for the largest payload, 1 MiB,
-//! however JSON escapes it; sent within [`REQUEST_READ_TIMEOUT`]):
+//! One connection carries one request and one response, each a single line of JSON (except
+//! `watch`, below). Requests (at most [`MAX_REQUEST_BYTES`], about 6 MiB: room for the largest
+//! payload, 1 MiB, however JSON escapes it; sent within [`REQUEST_READ_TIMEOUT`]):
 //!
 //! ```text
 //! {"op":"status"}
@@ -12,7 +12,10 @@
 //! {"op":"lookup_many","keys":["a","b"],"raw_keys":["<hex>"]}   (at most 4096 in all)
 //! {"op":"leave"}
 //! {"op":"put","key":"text","value":"text"}   {"op":"get","key":"text"}   {"op":"del","key":"text"}
+//!     put, optionally: "acks":W, "ttl_secs":S, "if_version":V, "republish":true;
+//!     get: "quorum":R;  del: "acks":W
 //! {"op":"dict_replicas","key":"text"}
+//! {"op":"watch","key":"text"}                           (a stream: see below)
 //! ```
 //!
 //! A text key is placed on the ring with `p2ps::key_of` (first 128 bits of its SHA-256); a raw
@@ -24,6 +27,28 @@
 //! `{"key","version","replicas"}`, `get` gives `{"key","value","version"}` (`value` null when the
 //! key holds nothing or was deleted); `dict_replicas` gives `{"key","version","current",
 //! "answered","replicas"}`.
+//!
+//! Dictionary options: `acks` is how many replicas must hold a write before it is answered
+//! (default: a majority; more than the key's replicas counts as all of them), `quorum` how many
+//! a read asks (1: a fast read, which may miss the newest write), `ttl_secs` how long the value
+//! lives (1 s up to the node's longest, 24 h by default), and `if_version` makes the put a
+//! compare-and-swap: it is written, as version `V + 1`, only if the key is at version `V` now
+//! (0: holds nothing); otherwise the error names the version the key is at. `republish` makes
+//! the node write the value again (same version, new expiry) before it expires, for as long as
+//! the node runs or until the key is written again without it.
+//!
+//! `watch` is the one streaming request: the node keeps the connection open and writes one
+//! response line per event, `{"ok":true,"result":{"key","state","value","version"}}`, the first
+//! for the state the key is in when the watch starts, then one for every change: `state` is
+//! `"set"` (with `value` and `version`), `"deleted"` (`value` null, the deletion's `version`)
+//! or `"empty"` (the key holds nothing, e.g. its value expired: `value` and `version` null).
+//! Intermediate versions may be skipped when changes come faster than the node hears of them;
+//! the newest is never skipped. An expiry is seen when the node holding the key next sweeps
+//! its store (every repair interval of the dictionary, 30 s by default), so up to that late. The watch follows the key when the nodes responsible for it
+//! change. The client sends nothing more after its request: closing the connection (or
+//! writing anything) ends the watch. A node serves at most [`MAX_WATCH_STREAMS`] watches at
+//! once and refuses more with an error line; a watch that cannot start, or that the node ends
+//! (because it stops), ends with an error line too, and the connection is closed.
 
 use anyhow::Result;
 use p2ps::RingId;
@@ -38,6 +63,9 @@ pub(crate) const MAX_REQUEST_BYTES: usize = 6 * crate::payload::MAX_PAYLOAD_BYTE
 pub(crate) const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most keys in one `lookup_many` request.
 pub(crate) const MAX_BATCH: usize = 4096;
+/// Most `watch` streams a node serves at once (they do not count against the requests served
+/// at once).
+pub(crate) const MAX_WATCH_STREAMS: usize = 32;
 
 /// A request to a running node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,14 +150,37 @@ pub(crate) enum Request {
         key: String,
         /// Value (text).
         value: String,
+        /// Replicas that must hold the value before the answer (default: the write quorum).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acks: Option<u8>,
+        /// Time to live in seconds (default: the node's, 10 min).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_secs: Option<u64>,
+        /// Compare-and-swap: write only if the key is at this version now (0: holds nothing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_version: Option<u64>,
+        /// The node writes the value again before it expires, for as long as it runs.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        republish: bool,
     },
     /// Read the dictionary's open key `key`.
     Get {
         /// Key name.
         key: String,
+        /// Replicas asked (default: the read quorum; 1: a fast read).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quorum: Option<u8>,
     },
     /// Delete the dictionary's open key `key`.
     Del {
+        /// Key name.
+        key: String,
+        /// Replicas that must hold the deletion before the answer (default: the write quorum).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acks: Option<u8>,
+    },
+    /// Stream every change of the dictionary's open key `key` (see the module documentation).
+    Watch {
         /// Key name.
         key: String,
     },
@@ -190,6 +241,54 @@ pub(crate) struct LookupAnswer {
     /// Why the lookup failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What a watched key holds, in a `watch` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KeyState {
+    /// A value.
+    Set,
+    /// A deletion.
+    Deleted,
+    /// Nothing (never written, or expired).
+    Empty,
+}
+
+/// One event of a `watch` stream: the state of the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WatchEvent {
+    /// The key's name.
+    pub key: String,
+    /// What it holds.
+    pub state: KeyState,
+    /// Its value (text; bytes that are not UTF-8 replaced), when [`KeyState::Set`].
+    pub value: Option<String>,
+    /// The version of its value or deletion; `None` when [`KeyState::Empty`].
+    pub version: Option<u64>,
+}
+
+impl WatchEvent {
+    /// The event for `record`, the state of key `key` (`None`: nothing there).
+    pub(crate) fn of(key: &str, record: Option<&p2ps::dict::Record<p2ps::OverlayId>>) -> Self {
+        let (state, value, version) = match record {
+            None => (KeyState::Empty, None, None),
+            Some(r) => match &r.value {
+                Some(v) => (
+                    KeyState::Set,
+                    Some(String::from_utf8_lossy(v).into_owned()),
+                    Some(r.version),
+                ),
+                None => (KeyState::Deleted, None, Some(r.version)),
+            },
+        };
+        WatchEvent {
+            key: key.to_string(),
+            state,
+            value,
+            version,
+        }
+    }
 }
 
 /// Parses a ring position written as 1 to 32 hex digits (a shorter one is left-padded with
@@ -326,6 +425,46 @@ mod tests {
                 },
             ),
             (
+                r#"{"op":"put","key":"k","value":"v","acks":3,"ttl_secs":60,"if_version":0}"#,
+                Request::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                    acks: Some(3),
+                    ttl_secs: Some(60),
+                    if_version: Some(0),
+                    republish: false,
+                },
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v"}"#,
+                Request::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                    acks: None,
+                    ttl_secs: None,
+                    if_version: None,
+                    republish: false,
+                },
+            ),
+            (
+                r#"{"op":"get","key":"k","quorum":1}"#,
+                Request::Get {
+                    key: "k".into(),
+                    quorum: Some(1),
+                },
+            ),
+            (
+                r#"{"op":"del","key":"k","acks":1}"#,
+                Request::Del {
+                    key: "k".into(),
+                    acks: Some(1),
+                },
+            ),
+            (
+                r#"{"op":"watch","key":"k"}"#,
+                Request::Watch { key: "k".into() },
+            ),
+            (
                 r#"{"op":"lookup_many","keys":["a"]}"#,
                 Request::LookupMany {
                     keys: vec!["a".into()],
@@ -344,6 +483,9 @@ mod tests {
             r#"{"op":"explode"}"#,
             r#"{"op":"send","to":"ab"}"#,
             r#"{"op":"status","extra":1}"#,
+            r#"{"op":"get","key":"k","quorum":256}"#,
+            r#"{"op":"put","key":"k","value":"v","if_version":-1}"#,
+            r#"{"op":"watch","key":"k","quorum":1}"#,
             r#"[1,2]"#,
             "not json",
         ] {

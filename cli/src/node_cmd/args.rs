@@ -3,6 +3,7 @@
 //! The parsers of flag values live here too: the `--config` file's settings go through the
 //! same ones, so that a value is spelt the same way in both places.
 
+use super::dict_limits::DictLimitArgs;
 use super::limits::LimitArgs;
 use p2ps::{FingerStrategy, LookupMode, Ticket};
 use std::net::SocketAddr;
@@ -25,12 +26,16 @@ Examples:
   p2ps node --create --data-dir /var/lib/p2ps/a
   p2ps node --create --no-persist
 
+  # Keep at most 1000 keys and 8 MiB of any one writer.
+  p2ps node --create --dict-max-keys-per-writer 1000 --dict-max-bytes-per-writer 8388608
+
   # Every setting from a TOML file (flags and P2PS_* variables override it):
   #   key = \"/home/me/p2ps/a.key\"        listen = \"0.0.0.0:4433\"
   #   advertise = [\"192.0.2.7:4433\"]     name = \"a\"
   #   strategy = \"tango\"                 stabilize_interval_ms = 1000
   #   upnp = true   relay_serve = true     log = \"info\"
   #   and in a [limits] table: max_connections = 256, max_connections_per_ip = 8, …
+  #   and in a [dict] table: max_keys_per_writer = 1000, max_bytes = 104857600, …
   p2ps node --create --config node.toml
 
 Then, from another terminal: `p2ps status`, `p2ps lookup KEY`, `p2ps send NODE_ID TEXT`,
@@ -124,7 +129,8 @@ pub struct NodeArgs {
     /// A TOML file with any of these settings (key, listen, advertise, control, name,
     /// ticket_file, data_dir, persist (false: --no-persist), strategy, lookup_mode, upnp,
     /// relay_serve, log, and the overlay tunables
-    /// with their flag names in snake_case; resource limits in a [limits] table, likewise).
+    /// with their flag names in snake_case; resource limits in a [limits] table, likewise;
+    /// dictionary quotas in a [dict] table, without the flags' `dict-` prefix).
     /// Relative paths in it are relative to the file. Flags and P2PS_* variables override it.
     #[arg(long, value_name = "FILE")]
     pub(super) config: Option<PathBuf>,
@@ -156,6 +162,8 @@ pub struct NodeArgs {
     pub(super) tunables: Tunables,
     #[command(flatten)]
     pub(super) limits: LimitArgs,
+    #[command(flatten)]
+    pub(super) dict: DictLimitArgs,
 }
 
 /// The overlay's and transport's timing knobs (defaults suit the internet; tests shorten them).

@@ -6,6 +6,7 @@
 //! values are checked, and merged with flags and defaults, in `settings`.
 
 use super::args::{NodeArgs, Tunables};
+use super::dict_limits::DictLimitArgs;
 use super::limits::LimitArgs;
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -48,6 +49,8 @@ pub(super) struct FileConfig {
     merge_probe_ms: Option<u64>,
     /// The `[limits]` table: resource limits, named as their flags.
     pub(super) limits: Option<LimitArgs>,
+    /// The `[dict]` table: the dictionary's quotas, named as their flags without `dict-`.
+    pub(super) dict: Option<DictLimitArgs>,
 }
 
 impl FileConfig {

@@ -4,11 +4,12 @@
 use crate::control::client::request;
 use crate::control::protocol::{
     parse_raw_key, ring_key, LookupAnswer, Request, Response, MAX_BATCH, MAX_REQUEST_BYTES,
-    REQUEST_READ_TIMEOUT,
+    MAX_WATCH_STREAMS, REQUEST_READ_TIMEOUT,
 };
 use crate::control::socket::{current_uid, prepare_socket_dir};
 use crate::node_ids::{known_ids, parse_id_arg, resolve_prefix, IdArg, RecentSenders};
 use anyhow::{bail, Context, Result};
+use p2ps::dict::PutOptions;
 use p2ps::{Node, NodeId, RingId};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,11 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-/// Requests served at once; more wait in the socket's backlog.
+/// Requests served at once; more wait in the socket's backlog. (`watch` streams are counted
+/// apart, up to [`MAX_WATCH_STREAMS`].)
 const MAX_CONNECTIONS: usize = 64;
 /// Lookups of one `lookup_many` request in flight at once.
 const BATCH_WINDOW: usize = 128;
@@ -140,6 +142,7 @@ pub(super) async fn serve(
     recent: Arc<RecentSenders>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let watches = Arc::new(Semaphore::new(MAX_WATCH_STREAMS));
     let uid = current_uid();
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -168,20 +171,39 @@ pub(super) async fn serve(
             }
         }
         let (node, stop, recent) = (node.clone(), stop.clone(), recent.clone());
+        let watches = watches.clone();
         tokio::spawn(async move {
-            handle(stream, &node, &stop, &recent).await;
-            drop(permit);
+            let server = Server {
+                node: &node,
+                stop: &stop,
+                recent: &recent,
+                watches: &watches,
+            };
+            handle(stream, server, permit).await;
         });
     }
 }
 
-/// Reads one request line, carries it out, writes one answer line.
-async fn handle(
-    stream: UnixStream,
-    node: &Node,
-    stop: &mpsc::Sender<LeaveRequest>,
-    recent: &RecentSenders,
-) {
+/// What a connection's handler works with.
+#[derive(Clone, Copy)]
+struct Server<'a> {
+    node: &'a Node,
+    stop: &'a mpsc::Sender<LeaveRequest>,
+    recent: &'a RecentSenders,
+    /// Room for `watch` streams.
+    watches: &'a Arc<Semaphore>,
+}
+
+/// Reads one request line, carries it out, writes one answer line (or, for `watch`, a stream
+/// of them); `permit` is the connection's place among the requests served at once, given back
+/// when a `watch` starts streaming (streams have places of their own).
+async fn handle(stream: UnixStream, server: Server<'_>, permit: OwnedSemaphorePermit) {
+    let Server {
+        node,
+        stop,
+        recent,
+        watches,
+    } = server;
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
     let mut line = Vec::new();
@@ -199,6 +221,12 @@ async fn handle(
             }
             Ok(Ok(_)) => match serde_json::from_slice::<Request>(line.trim_ascii()) {
                 Err(e) => Response::err(format!("malformed request: {e}")),
+                Ok(Request::Watch { key }) => {
+                    drop(permit);
+                    let read = reader.into_inner();
+                    super::watch_stream::serve(read, write, node, key, watches).await;
+                    return;
+                }
                 Ok(req) => {
                     debug!(?req, "control request");
                     let (resp, done) = execute(req, node, stop, recent).await;
@@ -221,6 +249,7 @@ async fn handle(
     if let Some(done) = after_write {
         let _ = done.send(());
     }
+    drop(permit);
 }
 
 /// Carries out one request; for `leave`, also the sender that tells the node's main loop the
@@ -313,36 +342,64 @@ async fn execute(
             Ok(()) => Response::ok(serde_json::json!({"group": group, "member": false})),
             Err(e) => Response::err(e.to_string()),
         },
-        Request::Put { key, value } => {
+        Request::Put {
+            key,
+            value,
+            acks,
+            ttl_secs,
+            if_version,
+            republish,
+        } => {
             let d = node.dict();
+            let opts = PutOptions {
+                ttl: ttl_secs.map(Duration::from_secs),
+                w: acks,
+                expect: if_version,
+                republish,
+            };
             match d
-                .put_key(
-                    d.open_key(key.clone()),
-                    value.into_bytes(),
-                    Default::default(),
-                )
+                .put_key(d.open_key(key.clone()), value.into_bytes(), opts)
                 .await
             {
                 Ok((version, replicas)) => Response::ok(
                     serde_json::json!({"key": key, "version": version, "replicas": replicas}),
                 ),
-                Err(e) => Response::err(e.to_string()),
+                Err(e) => Response::err(dict_error(&key, if_version, &e)),
             }
         }
-        Request::Get { key } => match node.dict().get(key.clone()).await {
-            Ok(found) => {
-                let (value, version) = match found {
-                    Some((v, ver)) => (Some(String::from_utf8_lossy(&v).into_owned()), Some(ver)),
-                    None => (None, None),
-                };
-                Response::ok(serde_json::json!({"key": key, "value": value, "version": version}))
+        Request::Get { key, quorum } => {
+            let d = node.dict();
+            match d.get_record(d.open_key(key.clone()), quorum).await {
+                Ok(found) => {
+                    let (value, version) = match found.and_then(|r| r.value.map(|v| (v, r.version)))
+                    {
+                        Some((v, ver)) => {
+                            (Some(String::from_utf8_lossy(&v).into_owned()), Some(ver))
+                        }
+                        None => (None, None),
+                    };
+                    Response::ok(
+                        serde_json::json!({"key": key, "value": value, "version": version}),
+                    )
+                }
+                Err(e) => Response::err(dict_error(&key, None, &e)),
             }
-            Err(e) => Response::err(e.to_string()),
-        },
-        Request::Del { key } => match node.dict().delete(key.clone()).await {
-            Ok(version) => Response::ok(serde_json::json!({"key": key, "version": version})),
-            Err(e) => Response::err(e.to_string()),
-        },
+        }
+        Request::Del { key, acks } => {
+            let d = node.dict();
+            let opts = PutOptions {
+                w: acks,
+                ..PutOptions::default()
+            };
+            match d.delete_key_with(d.open_key(key.clone()), opts).await {
+                Ok((version, replicas)) => Response::ok(
+                    serde_json::json!({"key": key, "version": version, "replicas": replicas}),
+                ),
+                Err(e) => Response::err(dict_error(&key, None, &e)),
+            }
+        }
+        // Served as a stream by `handle`, never here.
+        Request::Watch { .. } => Response::err("`watch` is a streaming request"),
         Request::DictReplicas { key } => match node.dict().replicas(key.clone()).await {
             Ok(h) => Response::ok(serde_json::json!({
                 "key": key,
@@ -380,6 +437,29 @@ async fn execute(
         }
     };
     (resp, None)
+}
+
+/// A dictionary failure as the client is told: a failed compare-and-swap names the version the
+/// key is at, a quota the setting that sets it.
+fn dict_error(key: &str, expected: Option<u64>, e: &p2ps::NodeError) -> String {
+    use p2ps::dict::{DictError, QuotaExceeded};
+    match (e, expected) {
+        (p2ps::NodeError::Dict(DictError::Conflict { current }), Some(expected)) => format!(
+            "compare-and-swap refused: {key} is at version {current}, not {expected} (read it \
+             again and retry with --if-version {current})"
+        ),
+        (p2ps::NodeError::Dict(DictError::Quota(q)), _) => {
+            let setting = match q {
+                QuotaExceeded::NodeKeys(_) => "--dict-max-keys",
+                QuotaExceeded::NodeBytes(_) => "--dict-max-bytes",
+                QuotaExceeded::WriterKeys(_) => "--dict-max-keys-per-writer",
+                QuotaExceeded::WriterBytes(_) => "--dict-max-bytes-per-writer",
+                _ => return e.to_string(),
+            };
+            format!("{e} (the replica's {setting} quota)")
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// The node a `send` names: a whole id as it is, a prefix looked up among the ids the node

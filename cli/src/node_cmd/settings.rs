@@ -75,6 +75,8 @@ pub(super) struct NodeConfigParts {
     limits: LimitArgs,
     /// The dictionary's file; `None`: in memory.
     dict_path: Option<PathBuf>,
+    /// The dictionary's settings (its quotas and largest value).
+    dict: p2ps::dict::DictConfig,
 }
 
 impl NodeConfigParts {
@@ -90,6 +92,7 @@ impl NodeConfigParts {
         cfg.upnp = self.upnp;
         cfg.relay_serve = self.relay_serve;
         cfg.dict_path = self.dict_path.clone();
+        cfg.dict = self.dict.clone();
         self.limits.apply(&mut cfg.admission, &mut cfg.memory);
         if let Some(v) = self.protocol_version {
             cfg.protocol_version = v;
@@ -171,6 +174,11 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
     if t.idle_timeout_ms == Some(0) {
         bail!("idle_timeout_ms must be greater than zero");
     }
+    let dict = args
+        .dict
+        .clone()
+        .or(file.dict.unwrap_or_default())
+        .config()?;
     let advertise = if args.advertise.is_empty() {
         file.advertise.unwrap_or_default()
     } else {
@@ -207,6 +215,7 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
             upnp: args.upnp || file.upnp.unwrap_or(false),
             relay_serve: args.relay_serve || file.relay_serve.unwrap_or(false),
             limits: args.limits.clone().or(file.limits.unwrap_or_default()),
+            dict,
         },
         data_dir,
         json: args.json,
@@ -404,6 +413,42 @@ list_len = 4
         assert!(resolve(&parse(&["--create"]).unwrap(), file, &dirs()).is_err());
         let a = parse(&["--create", "--stabilize-interval-ms", "0"]).unwrap();
         assert!(resolve(&a, FileConfig::default(), &dirs()).is_err());
+    }
+
+    #[test]
+    fn dictionary_quotas_from_flags_and_the_file() {
+        let quotas = |s: &Settings| {
+            s.config
+                .node_config(p2ps::Identity::generate().unwrap())
+                .dict
+                .quotas
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("node.toml");
+        std::fs::write(&path, "[dict]\nmax_keys = 50\nmax_keys_per_writer = 5\n").unwrap();
+        let a = parse(&["--create", "--dict-max-keys-per-writer", "9"]).unwrap();
+        let s = resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap();
+        let q = quotas(&s);
+        assert_eq!((q.keys, q.keys_per_writer), (50, 9));
+        assert_eq!(q.bytes, p2ps::dict::Quotas::default().bytes);
+        let s = resolve(
+            &parse(&["--create"]).unwrap(),
+            FileConfig::default(),
+            &dirs(),
+        )
+        .unwrap();
+        assert_eq!(quotas(&s), p2ps::dict::Quotas::default());
+        let a = parse(&["--create", "--dict-max-keys", "0"]).unwrap();
+        let e = resolve(&a, FileConfig::default(), &dirs()).unwrap_err();
+        assert!(e.to_string().contains("--dict-max-keys must be"), "{e}");
+        std::fs::write(&path, "[dict]\nmax_value = 5\n").unwrap();
+        let e = format!("{:#}", FileConfig::load(&path).unwrap_err());
+        assert!(e.contains("max_value"), "{e}");
+        std::fs::write(&path, "[dict]\nmax_value_bytes = 100000\n").unwrap();
+        let a = parse(&["--create"]).unwrap();
+        let s = resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap();
+        let cfg = s.config.node_config(p2ps::Identity::generate().unwrap());
+        assert_eq!(cfg.dict.max_value, 100_000);
     }
 
     #[test]
