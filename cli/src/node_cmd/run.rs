@@ -310,6 +310,17 @@ fn write_ticket(path: &Path, ticket: &Ticket) -> Result<()> {
         .with_context(|| format!("writing the ticket file {}", path.display()))
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,16 +338,5 @@ mod tests {
         let back: Ticket = std::fs::read_to_string(&p).unwrap().parse().unwrap();
         assert_eq!(back, t);
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            t.abort();
-        }
     }
 }
