@@ -103,16 +103,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     /// Forgets expired keys, hands over the keys this node is no longer (nearly) a replica
     /// of, and checks the replicas of the keys it is primary for (`sync.rs`).
     pub(crate) fn repair(&mut self, ctx: &mut Context<'_, P>) {
-        match self.store.expire(ctx.now()) {
-            Ok(keys) => {
-                for key in keys {
-                    self.notify(ctx, key);
-                }
-            }
-            Err(e) => {
-                self.storage_failed(e);
-            }
-        }
+        self.expire_records(ctx);
         let me = ctx.me().id;
         for key in self.store.keys() {
             let Some(set) = ctx.replica_set(key, self.cfg.replicas) else {
@@ -132,6 +123,20 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             self.store_remove(key);
         }
         self.open_sync(ctx);
+    }
+
+    /// Forgets the records that expired, telling their watchers.
+    pub(crate) fn expire_records(&mut self, ctx: &mut Context<'_, P>) {
+        match self.store.expire(ctx.now()) {
+            Ok(keys) => {
+                for key in keys {
+                    self.notify(ctx, key);
+                }
+            }
+            Err(e) => {
+                self.storage_failed(e);
+            }
+        }
     }
 
     /// Whether `me` is among the first `2 * replicas` nodes at or after `key` by this node's

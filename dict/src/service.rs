@@ -628,6 +628,7 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
         d.into_iter()
             .chain(self.repair_at)
             .chain(self.watches.next_renewal())
+            .chain(self.watches.next_expiry())
             .chain(self.checks.due())
             .chain(self.republishing.next())
             .min()
@@ -638,6 +639,9 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
         self.renew_watches(ctx);
         let now = ctx.now();
         self.checks.count_if_due(now);
+        if self.watches.take_due_expiries(now) {
+            self.expire_records(ctx);
+        }
         self.renew_due(ctx);
         if self.repair_at.is_some_and(|t| t <= now) {
             self.repair(ctx);

@@ -15,7 +15,7 @@ use crate::store::Store;
 use crate::wire::{DictError, Wire};
 use p2ps_overlay::service::{encode, Context};
 use p2ps_overlay::{PeerId, RingId, Time};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// How long a watch holds at the holder without renewal.
@@ -49,6 +49,9 @@ pub(crate) struct Watches<P: PeerId> {
     pub(crate) mine: BTreeMap<u64, Watching<P>>,
     /// Watches held for others: (watcher, watch id) -> key and lease end.
     pub(crate) held: BTreeMap<(P, u64), Held>,
+    /// When records of keys watched here expire, so that their watchers hear of it then and
+    /// not at the next repair (entries of records replaced since only cost an early look).
+    pub(crate) expiries: BTreeSet<(Time, RingId)>,
 }
 
 impl<P: PeerId> Default for Watches<P> {
@@ -56,6 +59,7 @@ impl<P: PeerId> Default for Watches<P> {
         Watches {
             mine: BTreeMap::new(),
             held: BTreeMap::new(),
+            expiries: BTreeSet::new(),
         }
     }
 }
@@ -64,6 +68,21 @@ impl<P: PeerId> Watches<P> {
     /// The earliest renewal of a watch of this node's.
     pub(crate) fn next_renewal(&self) -> Option<Time> {
         self.mine.values().map(|w| w.renew).min()
+    }
+
+    /// When the first record of a key watched here expires.
+    pub(crate) fn next_expiry(&self) -> Option<Time> {
+        self.expiries.first().map(|(t, _)| *t)
+    }
+
+    /// Forgets the expiries due at `now`; whether there were any.
+    pub(crate) fn take_due_expiries(&mut self, now: Time) -> bool {
+        let mut any = false;
+        while self.expiries.first().is_some_and(|(t, _)| *t <= now) {
+            self.expiries.pop_first();
+            any = true;
+        }
+        any
     }
 }
 
@@ -165,6 +184,9 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         let Ok(record) = self.held(key) else {
             return;
         };
+        if let Some(r) = &record {
+            self.watches.expiries.insert((r.expires, key));
+        }
         ctx.send(watcher, encode(&Wire::Notify { req, record }, &[]));
     }
 
@@ -186,6 +208,9 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             .filter(|(_, h)| h.key == key && h.until > now)
             .map(|(w, _)| *w)
             .collect();
+        if let (Some(r), false) = (&record, watchers.is_empty()) {
+            self.watches.expiries.insert((r.expires, key));
+        }
         for (watcher, req) in watchers {
             let msg = encode(
                 &Wire::Notify {

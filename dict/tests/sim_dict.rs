@@ -765,3 +765,33 @@ fn republished_values_outlive_their_ttl_and_come_back_after_losing_every_copy() 
     sim.run_for(Duration::from_secs(1));
     assert_eq!(sim.node(writer).service::<D>().unwrap().republished(), 0);
 }
+
+/// A watcher hears of an expiry when it happens, not at the holder's next repair.
+#[test]
+fn a_watch_hears_of_an_expiry_at_once() {
+    let (mut sim, ids) = sim(12, 43);
+    let k = DictKey::open(&b"short-lived"[..]);
+    let watcher = ids[5];
+    let req = {
+        let k = k.clone();
+        sim.command(watcher, |n, now| {
+            n.command::<D, _>(now, |d, ctx| d.watch(ctx, &k))
+                .unwrap()
+                .unwrap()
+        })
+    };
+    sim.run_for(Duration::from_millis(500));
+    let opts = PutOptions {
+        ttl: Some(Duration::from_secs(7)),
+        ..PutOptions::default()
+    };
+    put(&mut sim, ids[1], &k, b"brief", opts);
+    sim.run_for(Duration::from_secs(6));
+    assert_eq!(
+        changes(&mut sim, watcher, req),
+        vec![None, Some(b"brief".to_vec())]
+    );
+    // Expires 7 s after the put: heard within a second of it.
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(changes(&mut sim, watcher, req), vec![None]);
+}

@@ -43,9 +43,9 @@
 //! `"set"` (with `value` and `version`), `"deleted"` (`value` null, the deletion's `version`)
 //! or `"empty"` (the key holds nothing, e.g. its value expired: `value` and `version` null).
 //! Intermediate versions may be skipped when changes come faster than the node hears of them;
-//! the newest is never skipped. An expiry is seen when the node holding the key next sweeps
-//! its store (every repair interval of the dictionary, 30 s by default), so up to that late. The watch follows the key when the nodes responsible for it
-//! change. The client sends nothing more after its request: closing the connection (or
+//! the newest is never skipped. An expiry is reported when it happens (the node holding a
+//! watched key looks at it again when its record expires). The watch follows the key when the
+//! nodes responsible for it change. The client sends nothing more after its request: closing the connection (or
 //! writing anything) ends the watch. A node serves at most [`MAX_WATCH_STREAMS`] watches at
 //! once and refuses more with an error line; a watch that cannot start, or that the node ends
 //! (because it stops), ends with an error line too, and the connection is closed.
