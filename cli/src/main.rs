@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 mod bench_cluster;
+mod bench_metrics;
 mod bench_transport;
 mod bench_trust;
 mod cast_cmd;
@@ -82,6 +83,8 @@ enum BenchCommand {
     Cluster(bench_cluster::ClusterBenchArgs),
     /// What signed origins cost per message: signing, verifying and bytes, against the codec.
     Trust(bench_trust::TrustBenchArgs),
+    /// What recording metrics costs: throughput with metrics on against off, alternated.
+    Metrics(bench_metrics::MetricsBenchArgs),
 }
 
 /// Runs the command; a failure prints its chain of causes (never a backtrace, whatever
@@ -130,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),
         Command::Bench(BenchCommand::Cluster(args)) => bench_cluster::run(args),
         Command::Bench(BenchCommand::Trust(args)) => bench_trust::run(args),
+        Command::Bench(BenchCommand::Metrics(args)) => bench_metrics::run(args),
     }
 }
 

@@ -17,6 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Labels of one series: name, value pairs.
@@ -34,7 +36,7 @@ pub(crate) enum DictOp {
 /// The distributions a node records as operations end. Cheap to clone (shared).
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    enabled: bool,
+    enabled: Arc<AtomicBool>,
     lookup_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     lookup_hops: Histogram,
     dict_seconds: Family<Labels, Histogram, fn() -> Histogram>,
@@ -49,7 +51,7 @@ impl Metrics {
     /// Empty histograms; `enabled = false` records nothing.
     pub(crate) fn new(enabled: bool) -> Self {
         Metrics {
-            enabled,
+            enabled: Arc::new(AtomicBool::new(enabled)),
             lookup_seconds: Family::new_with_constructor(latency_histogram),
             lookup_hops: Histogram::new((0..=12).map(f64::from)),
             dict_seconds: Family::new_with_constructor(latency_histogram),
@@ -58,12 +60,17 @@ impl Metrics {
 
     /// Whether this node records its histograms.
     pub fn enabled(&self) -> bool {
-        self.enabled
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops recording the histograms (what they hold stays).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
     }
 
     /// A lookup ended after `took`: answered in `hops`, or failed (`None`).
     pub(crate) fn lookup(&self, took: Duration, hops: Option<u16>) {
-        if !self.enabled {
+        if !self.enabled() {
             return;
         }
         let result = if hops.is_some() { "ok" } else { "failed" };
@@ -77,7 +84,7 @@ impl Metrics {
 
     /// A dictionary operation of this node's application ended after `took`.
     pub(crate) fn dict(&self, op: DictOp, took: Duration, ok: bool) {
-        if !self.enabled {
+        if !self.enabled() {
             return;
         }
         let op = match op {
