@@ -4,11 +4,16 @@
 //!
 //! What holds: a write answered as stored is held by `w` replicas of the primary's replica set
 //! at that moment; a read of `r` replicas with `r + w > replicas` meets at least one of them
-//! while the replica set does not change. Under churn the set moves and repair (see
-//! `replicate.rs`) copies records to the new members; a read that meets only new members
-//! before repair reaches them can miss a write. Compare-and-swap is serialised by the primary:
-//! two primaries at once (a partition, or lists that disagree while a node joins) can each
-//! accept one swap, and the greater `(version, writer)` then wins everywhere.
+//! while the replica set does not change. Under churn the set moves and repair (anti-entropy
+//! in `sync.rs`, hand-over in `replicate.rs`) copies records to the new members; a read that
+//! meets only new members before repair reaches them can miss a write. Compare-and-swap is
+//! serialised by the primary: two primaries at once (a partition, or lists that disagree
+//! while a node joins) can each accept one swap, and the greater `(version, writer)` then wins
+//! everywhere — the other swap is lost, though its writer was told it succeeded. In a
+//! partition each side serves the keys whose replicas it holds (a write needs `w` of them
+//! there); once the sides merge, anti-entropy brings every replica to the greatest
+//! `(version, writer)` of each key. No write answered as stored is lost while fewer than `w`
+//! of the replicas that held it crash before repair copies it on.
 
 use crate::record::{Record, MAX_NAME};
 use crate::service::Dict;
