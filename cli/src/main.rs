@@ -13,6 +13,7 @@ mod control;
 mod demo;
 mod dict_cmd;
 mod error_report;
+mod fuzz;
 mod node_cmd;
 mod node_ids;
 mod payload;
@@ -73,6 +74,9 @@ enum Command {
     /// Benchmarks measured against a baseline in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Feed every decoder of outside bytes, and the nodes' handlers, mutated inputs for a
+    /// bounded time; report inputs that make one panic.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(BenchCommand::Cluster(args)) => bench_cluster::run(args),
         Command::Bench(BenchCommand::Trust(args)) => bench_trust::run(args),
         Command::Bench(BenchCommand::Metrics(args)) => bench_metrics::run(args),

@@ -17,6 +17,7 @@
 //! - `run`: the node's life: key, start, `create` or `join`, signals, leaving, clean-up;
 //! - `control_server`: the node's side of the control socket (`p2ps status` and friends);
 //! - `watch_stream`: the node's side of `p2ps watch`, the one streaming control request;
+//! - `http`: the node's HTTP interface (`--http`: metrics and status);
 //! - `output`: what the node prints on stdout (incoming messages, events), text or JSON lines.
 
 mod args;
@@ -31,5 +32,30 @@ mod settings;
 mod watch_stream;
 
 pub use args::NodeArgs;
+
+/// A `--config` file with most settings, as an example (and a seed for `p2ps fuzz`).
+pub(crate) const CONFIG_EXAMPLE: &str = r#"key = "node.key"
+listen = "0.0.0.0:4433"
+advertise = ["192.0.2.1:4433"]
+name = "edge"
+persist = true
+strategy = "tango"
+upnp = true
+http = "127.0.0.1:9100"
+log = "info"
+stabilize_interval_ms = 500
+list_len = 8
+
+[limits]
+max_connections = 512
+
+[dict]
+max_keys_per_writer = 100
+"#;
+
+/// Whether `text` parses as a `--config` file (the settings in it are not checked further).
+pub(crate) fn config_parses(text: &str) -> bool {
+    toml::from_str::<config_file::FileConfig>(text).is_ok()
+}
 pub use config_file::config_log;
 pub use run::run;

@@ -47,6 +47,8 @@ pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod holepunch;
 pub mod identity;
 pub mod observed;

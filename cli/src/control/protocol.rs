@@ -317,6 +317,26 @@ pub(crate) fn ring_key(key: Option<&str>, raw_key: Option<&str>) -> Result<RingI
 }
 
 /// A status with every typed field set to something other than its first value, for tests.
+/// Request lines of every kind, as examples (and seeds for `p2ps fuzz`).
+pub(crate) const EXAMPLES: &[&str] = &[
+    r#"{"op":"status"}"#,
+    r#"{"op":"send","to":"d67394b546","payload":"hi"}"#,
+    r#"{"op":"route","raw_key":"ff00","payload":"x"}"#,
+    r#"{"op":"lookup","key":"colour"}"#,
+    r#"{"op":"lookup_many","keys":["a","b"],"raw_keys":["0"]}"#,
+    r#"{"op":"leave"}"#,
+    r#"{"op":"put","key":"k","value":"v","acks":3,"ttl_secs":60,"if_version":0,"republish":true}"#,
+    r#"{"op":"get","key":"k","quorum":1}"#,
+    r#"{"op":"del","key":"k"}"#,
+    r#"{"op":"dict_replicas","key":"k"}"#,
+    r#"{"op":"watch","key":"k"}"#,
+];
+
+/// Whether `line` parses as a request, the way a running node reads it.
+pub(crate) fn parses(line: &[u8]) -> bool {
+    serde_json::from_slice::<Request>(line.trim_ascii()).is_ok()
+}
+
 #[cfg(test)]
 pub(crate) fn sample_status() -> p2ps::Status {
     use p2ps::status::{Counters, FingerEntry, GroupEntry, PeerEntry};

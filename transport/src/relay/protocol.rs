@@ -209,15 +209,20 @@ pub(crate) async fn read_header<T: DeserializeOwned>(
         }
         let mut body = vec![0u8; len];
         recv.read_exact(&mut body).await?;
-        let (msg, rest) = postcard::take_from_bytes::<T>(&body)?;
-        if !rest.is_empty() {
-            return Err(HeaderError::Decode(postcard::Error::DeserializeBadEncoding));
-        }
-        Ok(msg)
+        decode_header_body(&body)
     };
     tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| HeaderError::TimedOut(timeout))?
+}
+
+/// Decodes a header's body (what follows its length): exactly one message.
+pub(crate) fn decode_header_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, HeaderError> {
+    let (msg, rest) = postcard::take_from_bytes::<T>(body)?;
+    if !rest.is_empty() {
+        return Err(HeaderError::Decode(postcard::Error::DeserializeBadEncoding));
+    }
+    Ok(msg)
 }
 
 /// The node id in a header.
