@@ -259,13 +259,21 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         let me = ctx.me();
         let preds = ctx.table().predecessors();
         let reach = 2 * self.cfg.replicas;
-        if preds.len() < reach {
-            // A ring this small (by this node's lists): every node is a replica of every key.
+        let far = if preds.len() >= reach {
+            // The keys this node is within the first 2r nodes of: those after its 2r-th
+            // predecessor, up to itself.
+            preds[reach - 1].pos
+        } else if preds.len() >= ctx.config().list_len {
+            // Lists shorter than 2r (a large r): as far back as they reach, which covers the
+            // stretches of every primary this node is one of the r replicas of.
+            match preds.last() {
+                Some(p) => p.pos,
+                None => return false,
+            }
+        } else {
+            // A ring this small (its lists are not full): every node is a replica of every key.
             return true;
-        }
-        // The keys this node is within the first 2r nodes of: those after its 2r-th
-        // predecessor, up to itself.
-        let far = preds[reach - 1].pos;
+        };
         let (a, e) = (far.cw_to(after), far.cw_to(end));
         a < e && e <= far.cw_to(me.pos)
     }
