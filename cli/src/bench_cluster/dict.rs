@@ -12,7 +12,7 @@
 //!   ring), puts (random node) and gets of the keys just put (random node, checked), each kind
 //!   with a fixed number of requests outstanding; operations answered (correctly) per second.
 
-use super::probes::{dials, totals, trouble, trouble_text};
+use super::probes::{dials, dict_counter, totals, trouble, trouble_text};
 use super::workload::Workload;
 use crate::demo::ring_check::status_of;
 use crate::demo::rng::Rng;
@@ -499,13 +499,7 @@ fn describe_many(what: &str, r: &Throughput) -> String {
 pub(super) async fn keys_held(nodes: &[Node]) -> Result<u64> {
     let mut keys = 0;
     for n in nodes {
-        let s = status_of(n).await?;
-        keys += s
-            .services
-            .iter()
-            .filter(|svc| svc.name == p2ps_dict::service::NAME)
-            .filter_map(|svc| svc.counters.get("keys"))
-            .sum::<u64>();
+        keys += dict_counter(&status_of(n).await?, "keys");
     }
     Ok(keys)
 }

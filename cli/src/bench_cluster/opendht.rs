@@ -46,7 +46,11 @@ pub(super) fn check() -> Result<String> {
         bail!(
             "python3-opendht is not installed: `import opendht` failed under {PYTHON} ({}). \
              Install it with `apt-get install python3-opendht` (Debian), or leave out --opendht",
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no error message")
+                .trim()
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())

@@ -78,11 +78,24 @@ pub(super) async fn dials(nodes: &[Node]) -> Result<u64> {
     Ok(d)
 }
 
+/// How many trouble counters [`trouble`] sums.
+pub(super) const TROUBLE: usize = 15;
+
+/// The dictionary's counter `name` on the node of status `s` (0 without one).
+pub(super) fn dict_counter(s: &p2ps::Status, name: &str) -> u64 {
+    s.services
+        .iter()
+        .filter(|svc| svc.name == p2ps_dict::service::NAME)
+        .filter_map(|svc| svc.counters.get(name))
+        .sum()
+}
+
 /// Counters that point at trouble, summed over `nodes`.
-pub(super) async fn trouble(nodes: &[Node]) -> Result<[u64; 8]> {
-    let mut t = [0u64; 8];
+pub(super) async fn trouble(nodes: &[Node]) -> Result<[u64; TROUBLE]> {
+    let mut t = [0u64; TROUBLE];
     for n in nodes {
-        let c = status_of(n).await?.counters;
+        let s = status_of(n).await?;
+        let c = &s.counters;
         let v = [
             c.dropped,
             c.send_failed,
@@ -92,6 +105,13 @@ pub(super) async fn trouble(nodes: &[Node]) -> Result<[u64; 8]> {
             c.lookups_failed,
             c.handshakes_failed,
             c.frame_errors,
+            c.inbox_dropped,
+            c.forged,
+            c.stale,
+            c.bad_answers,
+            c.forwards_refused,
+            dict_counter(&s, "dropped"),
+            dict_counter(&s, "refused"),
         ];
         for (a, b) in t.iter_mut().zip(v) {
             *a += b;
@@ -101,8 +121,8 @@ pub(super) async fn trouble(nodes: &[Node]) -> Result<[u64; 8]> {
 }
 
 /// The trouble counters that moved from `before` to `after`, in words.
-pub(super) fn trouble_text(before: [u64; 8], after: [u64; 8]) -> String {
-    const NAMES: [&str; 8] = [
+pub(super) fn trouble_text(before: [u64; TROUBLE], after: [u64; TROUBLE]) -> String {
+    const NAMES: [&str; TROUBLE] = [
         "routed messages dropped",
         "sends failed",
         "sends dropped on full queues",
@@ -111,6 +131,13 @@ pub(super) fn trouble_text(before: [u64; 8], after: [u64; 8]) -> String {
         "lookups failed",
         "handshakes failed",
         "frame errors",
+        "messages dropped on a full inbox",
+        "forgeries dropped",
+        "stale envelopes dropped",
+        "answers refused",
+        "forwards refused",
+        "malformed dictionary messages dropped",
+        "dictionary records refused",
     ];
     let parts: Vec<String> = NAMES
         .iter()
