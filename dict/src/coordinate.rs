@@ -294,15 +294,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             return;
         };
         let now = ctx.now();
+        let me = ctx.me().id;
+        let mine = answers
+            .iter()
+            .find(|(p, _)| *p == me)
+            .and_then(|(_, r)| r.as_ref());
+        let best = self.newest_valid(now, key, mine, &answers);
         let key = Some(key);
-        let mut best: Option<Record<P>> = None;
-        for (_, r) in &answers {
-            let Some(r) = r else { continue };
-            let valid = key.is_some_and(|k| self.check_record(now, k, r).is_ok());
-            if valid && best.as_ref().is_none_or(|b| r.newer_than(b)) {
-                best = Some(r.clone());
-            }
-        }
         if health {
             let version = best.as_ref().map_or(0, |b| b.version);
             let current = answers
@@ -329,6 +327,34 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         }
         self.repair_stale(ctx, key, &best, &answers);
         self.reply(ctx, o.origin, o.req, Outcome::Found(best));
+    }
+
+    /// The newest valid record among `answers`. Candidates are checked newest first until one
+    /// passes; one equal to `mine`, the record this node held when the read began (checked
+    /// when it was kept), is not verified again, only its expiry: in the common case, where
+    /// the replicas agree, a read costs the primary no signature check at all (the origin
+    /// still checks the record it gets).
+    fn newest_valid(
+        &self,
+        now: Time,
+        key: RingId,
+        mine: Option<&Record<P>>,
+        answers: &[(P, Option<Record<P>>)],
+    ) -> Option<Record<P>> {
+        let mut candidates: Vec<&Record<P>> =
+            answers.iter().filter_map(|(_, r)| r.as_ref()).collect();
+        // Newest first; a stable sort keeps equals in the order they answered.
+        candidates.sort_by(|a, b| b.order(a));
+        candidates
+            .into_iter()
+            .find(|r| {
+                if mine == Some(*r) {
+                    r.expires > now
+                } else {
+                    self.check_record(now, key, r).is_ok()
+                }
+            })
+            .cloned()
     }
 
     /// Read repair: the newest record `best` goes to the replicas whose answer lacked it.
@@ -377,5 +403,69 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 Outcome::Refused(DictError::NotEnoughReplicas { answered: acks }),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::DictKey;
+    use crate::service::DictConfig;
+    use crate::store::{MemStore, Quotas};
+    use bytes::Bytes;
+    use p2ps_overlay::service::service_signed_bytes;
+    use p2ps_overlay::sim::SimId;
+    use p2ps_overlay::StandInProof;
+
+    type D = Dict<SimId, MemStore<SimId>>;
+
+    fn record(writer: SimId, key: &DictKey<SimId>, version: u64, value: &str) -> Record<SimId> {
+        let value = Some(Bytes::copy_from_slice(value.as_bytes()));
+        Record::new(key, writer, version, Time::from_secs(600), value, |d, c| {
+            StandInProof::of(&writer, &service_signed_bytes(d, c))
+        })
+    }
+
+    #[test]
+    fn a_read_takes_the_newest_answer_that_checks_out() {
+        let dict: D = Dict::new(DictConfig::default(), MemStore::new(Quotas::default()));
+        let key = DictKey::open(&b"k"[..]);
+        let at = key.position();
+        let now = Time::from_secs(1);
+        let (a, b, c) = (SimId(1), SimId(2), SimId(3));
+        let mine = record(a, &key, 5, "five");
+        let newer = record(b, &key, 6, "six");
+        let mut forged = newer.clone();
+        forged.version = 7;
+        forged.value = Some(Bytes::from_static(b"seven"));
+        // A forged newest answer is passed over for the newest genuine one.
+        let answers = vec![
+            (a, Some(mine.clone())),
+            (b, Some(forged.clone())),
+            (c, Some(newer.clone())),
+        ];
+        assert_eq!(
+            dict.newest_valid(now, at, Some(&mine), &answers),
+            Some(newer)
+        );
+        // Replicas that agree with this node: its own record, unchecked.
+        let answers = vec![(a, Some(mine.clone())), (b, Some(mine.clone()))];
+        assert_eq!(
+            dict.newest_valid(now, at, Some(&mine), &answers),
+            Some(mine.clone())
+        );
+        // Only forged answers besides this node's own: its own wins.
+        let answers = vec![(a, Some(mine.clone())), (b, Some(forged.clone()))];
+        assert_eq!(
+            dict.newest_valid(now, at, Some(&mine), &answers),
+            Some(mine.clone())
+        );
+        // A record equal to one this node does not hold is checked like any other.
+        let answers = vec![(b, Some(forged))];
+        assert_eq!(dict.newest_valid(now, at, None, &answers), None);
+        // This node's own record, expired, is not taken.
+        let late = Time::from_secs(601);
+        let answers = vec![(a, Some(mine.clone()))];
+        assert_eq!(dict.newest_valid(late, at, Some(&mine), &answers), None);
     }
 }

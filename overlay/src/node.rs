@@ -233,6 +233,11 @@ pub struct Node<P: PeerId> {
     addrs: BTreeMap<P, Vec<SocketAddr>>,
     /// Relay hints of peers behind NATs, passed on in contacts.
     hints: BTreeMap<P, RelayHint<P>>,
+    /// Peers whose addresses and hint housekeeping found unneeded last time (neither in the
+    /// table nor linked): forgotten only if still unneeded at the next housekeeping, so that
+    /// what a node just learnt of a stranger (the origin of a routed request) stays at least
+    /// one housekeeping period, long enough for a service's answer to it.
+    unneeded: BTreeSet<P>,
     /// This node's own relay hint, if it is behind a NAT.
     my_relay: Option<RelayHint<P>>,
     tombstones: BTreeMap<P, Time>,
@@ -310,6 +315,7 @@ impl<P: PeerId> Node<P> {
             neighbours: Vec::new(),
             addrs: BTreeMap::new(),
             hints: BTreeMap::new(),
+            unneeded: BTreeSet::new(),
             my_relay: None,
             tombstones: BTreeMap::new(),
             awaiting: BTreeMap::new(),
@@ -1416,8 +1422,23 @@ impl<P: PeerId> Node<P> {
             .map(|p| p.id)
             .chain(self.links.keys().copied())
             .collect();
-        self.addrs.retain(|p, _| keep.contains(p));
-        self.hints.retain(|p, _| keep.contains(p));
+        // Addresses (and hints) go at the second housekeeping that finds them unneeded: one
+        // learnt from a request's origin just before a housekeeping must outlive the
+        // operation that answers it (a dictionary write waits for its replicas first).
+        let unneeded: BTreeSet<P> = self
+            .addrs
+            .keys()
+            .chain(self.hints.keys())
+            .filter(|p| !keep.contains(p))
+            .copied()
+            .collect();
+        let gone = |p: &P| self.unneeded.contains(p) && unneeded.contains(p);
+        self.addrs.retain(|p, _| !gone(p));
+        self.hints.retain(|p, _| !gone(p));
+        self.unneeded = unneeded
+            .into_iter()
+            .filter(|p| self.addrs.contains_key(p) || self.hints.contains_key(p))
+            .collect();
         self.records.retain(|p, _| keep.contains(p));
         self.sent_records.retain(|p| keep.contains(p));
         self.new_records.retain(|p, _| keep.contains(p));

@@ -124,3 +124,32 @@ fn too_many_pending_lookups_are_refused() {
         .count();
     assert_eq!(failed, 2);
 }
+
+/// Runs `n`'s timers up to `until`.
+fn run_until(n: &mut Node<T>, until: Time) {
+    while let Some(t) = n.poll_timeout() {
+        if t > until {
+            break;
+        }
+        n.handle_timeout(t);
+        drain(n);
+    }
+}
+
+#[test]
+fn a_strangers_addresses_outlive_the_next_housekeeping() {
+    // A node learns a stranger's addresses (the origin of a request it must answer): they must
+    // still be there a full housekeeping period (10 s) later, and go after the next one.
+    let mut n = Node::new(StandIn(T(1)), Config::default());
+    n.register(Messaging::<T>::default()).unwrap();
+    n.create(Time::ZERO).unwrap();
+    drain(&mut n);
+    let learnt = Time::from_secs(3);
+    run_until(&mut n, learnt);
+    let addr: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    n.add_addresses(T(9), &[addr]);
+    run_until(&mut n, Time::from_secs(13));
+    assert_eq!(n.addresses(&T(9)), &[addr]);
+    run_until(&mut n, Time::from_secs(23));
+    assert!(n.addresses(&T(9)).is_empty());
+}

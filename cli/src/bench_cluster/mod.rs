@@ -23,20 +23,38 @@
 //!   `Status.counters.udp_bytes_out` before and after, per node per second: what QUIC put in
 //!   UDP datagrams (headers, ACKs and keep-alive PINGs included); the frames handed to QUIC
 //!   (`bytes_out`) are shown as the part of it that is ours.
+//! - **Dictionary** (`dict.rs`): puts and gets one at a time against the warm lookup p50 of the
+//!   same run, then lookups, puts and gets with many requests in flight; every get checked to
+//!   return the value put.
+//! - **OpenDHT** (`opendht.rs`, with `--opendht`): as many OpenDHT nodes on loopback, after
+//!   ours have shut down, on the same keys; the two side by side.
+//!
+//! The rest lives beside this file: `probes.rs` (counters, RTTs, RSS), `broadcast.rs`,
+//! `workload.rs` (the keys and values), `report.rs` (the numbers and the table).
+
+mod broadcast;
+mod dict;
+mod opendht;
+mod probes;
+mod report;
+mod workload;
 
 use crate::demo::lookups::{lookup_round, plan, Ask, LookupRound};
 use crate::demo::output::{run_and_print, Progress};
-use crate::demo::ring_check::{status_of, true_ring, wait_for_ring, RingReport};
+use crate::demo::ring_check::{true_ring, wait_for_ring, RingReport};
 use crate::demo::rng::Rng;
 use crate::demo::stats::quantile;
 use anyhow::{bail, Context, Result};
+use broadcast::broadcast_times;
 use p2ps::id::ring_id_of;
 use p2ps::{Identity, Node, NodeConfig, NodeId};
 use p2ps_overlay::TrueRing;
-use serde::Serialize;
+use probes::{dials, rss_kib, rtt_sample, totals, trouble, trouble_text, udp_echo_rtt};
+use report::{print_report, Pass, Report, DIAL_TARGET, LOOKUP_FACTOR};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
+use workload::Workload;
 
 /// Arguments of `p2ps bench cluster`.
 #[derive(Debug, clap::Args)]
@@ -54,6 +72,21 @@ pub struct ClusterBenchArgs {
     /// Seed for the benchmark's choices (which node asks, which key); node keys are fresh.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Dictionary keys put one at a time (each from a random node), then read one at a time
+    /// (each from another random node); 0 leaves the dictionary phase out.
+    #[arg(long, default_value_t = 200)]
+    pub dict_ops: usize,
+    /// Operations of each kind (lookups, puts, gets) in the many-in-flight passes.
+    #[arg(long, default_value_t = 2000)]
+    pub many_ops: usize,
+    /// Requests outstanding at once in the many-in-flight passes (ours and OpenDHT's).
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// Also run a network of as many OpenDHT nodes (Debian's python3-opendht under
+    /// /usr/bin/python3, rate limits off) on loopback, after ours, on the same keys, and show
+    /// the two side by side.
+    #[arg(long)]
+    pub opendht: bool,
     /// Print every number as JSON on stdout (progress lines go to stderr).
     #[arg(long)]
     pub json: bool,
@@ -61,104 +94,10 @@ pub struct ClusterBenchArgs {
 
 /// Formation target, seconds (set for 64 nodes).
 const FORMATION_TARGET_S: f64 = 10.0;
-/// Lookup p50 target factor: p50 <= FACTOR × (mean hops + 1) × one-hop RTT.
-const LOOKUP_FACTOR: f64 = 1.2;
 /// Bound on the lookup phase (cold and warm lookups together).
 const PASS_LIMIT: Duration = Duration::from_secs(600);
-/// New connections per lookup allowed during a pass (answers take existing connections).
-const DIAL_TARGET: f64 = 0.05;
 /// Upkeep target, bytes per node per second.
 const UPKEEP_TARGET: f64 = 2048.0;
-
-#[derive(Clone, Debug, Serialize)]
-struct Pass {
-    planned: usize,
-    asked: usize,
-    correct: usize,
-    wrong: usize,
-    failed: usize,
-    /// Not started because the pass ran out of time (PASS_LIMIT).
-    not_asked: usize,
-    hops_mean: f64,
-    hops_max: u16,
-    p50_us: f64,
-    p90_us: f64,
-    p99_us: f64,
-    max_us: f64,
-    /// Connections across all nodes before and after the pass.
-    connections_before: usize,
-    connections_after: usize,
-    /// Connections dialled by all nodes during the pass (handshakes started).
-    dialed: u64,
-    /// `dialed` / lookups asked; the target is <= DIAL_TARGET.
-    dialed_per_lookup: f64,
-    dial_pass: bool,
-    /// LOOKUP_FACTOR × (hops_mean + 1) × one-hop lookup p50, in µs.
-    target_p50_us: f64,
-    /// p50 / ((hops_mean + 1) × one-hop lookup p50): the target is <= LOOKUP_FACTOR.
-    ratio_to_one_hop_lookup: f64,
-    /// p50 / ((hops_mean + 1) × bare UDP round trip).
-    ratio_to_udp_rtt: f64,
-    /// p50 / ((hops_mean + 1) × median smoothed QUIC RTT).
-    ratio_to_quic_rtt: f64,
-    pass: bool,
-    first_problem: Option<String>,
-    /// Trouble counters that moved during the lookups (cold and warm together), summed over
-    /// nodes.
-    trouble: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct Report {
-    nodes: usize,
-    seed: u64,
-    settings: String,
-    joins_secs: f64,
-    join_p50_ms: f64,
-    join_max_ms: f64,
-    /// Joins that took over 1 s (a join request or its answer was lost and retried).
-    slow_joins: usize,
-    formation_secs: f64,
-    formation_target_secs: f64,
-    formation_pass: bool,
-    lists_exact_secs: Option<f64>,
-    rss_before_kib: u64,
-    rss_after_kib: u64,
-    memory_per_node_kib: f64,
-    idle_secs: f64,
-    upkeep_bytes_per_node_per_sec: f64,
-    upkeep_routing_bytes_per_node_per_sec: f64,
-    upkeep_messages_per_node_per_sec: f64,
-    upkeep_udp_bytes_per_node_per_sec: f64,
-    upkeep_target_bytes: f64,
-    upkeep_pass: bool,
-    /// Connections dialled by all nodes during the idle window (each costs a handshake and
-    /// QUIC's path MTU probes, about 15 KB of UDP on loopback, counted in the upkeep).
-    upkeep_dialed: u64,
-    connections_per_node: f64,
-    fingers_per_node: f64,
-    rtt_quic_median_ms: f64,
-    rtt_quic_p90_ms: f64,
-    udp_rtt_p50_us: f64,
-    one_hop_lookup_p50_us: f64,
-    one_hop_lookups_in_one_hop: usize,
-    one_hop_lookups: usize,
-    cold: Pass,
-    warm: Pass,
-    all_lookups_correct: bool,
-    /// Broadcasts measured (each from a random node, with the delivery count).
-    broadcasts: usize,
-    /// Time from the `broadcast` call to the last node's delivery, p50 over the broadcasts, ms.
-    broadcast_last_p50_ms: f64,
-    /// The same, worst broadcast, ms.
-    broadcast_last_max_ms: f64,
-    /// Deepest delivery (tree depth) seen.
-    broadcast_depth: u16,
-    /// broadcast_last_p50 / (depth × one-hop lookup p50): the tree's time against its depth.
-    broadcast_ratio_to_depth_hops: f64,
-    /// Whether every broadcast reached every other node exactly once.
-    broadcasts_exact: bool,
-}
 
 /// Runs the benchmark and prints the numbers.
 pub fn run(args: ClusterBenchArgs) -> Result<()> {
@@ -168,17 +107,43 @@ pub fn run(args: ClusterBenchArgs) -> Result<()> {
     if args.lookups == 0 || args.idle_secs == 0 {
         bail!("--lookups and --idle-secs must be at least 1");
     }
-    let report = run_and_print(bench(&args), args.json, "report", print_report)?;
+    if args.in_flight == 0 {
+        bail!("--in-flight must be at least 1");
+    }
+    if args.opendht && (args.dict_ops == 0 || args.many_ops == 0) {
+        bail!(
+            "--opendht compares the dictionary phase: --dict-ops and --many-ops must be at least 1"
+        );
+    }
+    // Before anything starts: is OpenDHT there?
+    let opendht = if args.opendht {
+        Some(opendht::check()?)
+    } else {
+        None
+    };
+    let report = run_and_print(bench(&args, opendht), args.json, "report", print_report)?;
     if !report.all_lookups_correct {
         bail!("some lookups named the wrong node or failed");
+    }
+    if report.dict.as_ref().is_some_and(|d| !d.all_correct) {
+        bail!("some dictionary operations failed or read another value than the one put");
+    }
+    if report
+        .opendht
+        .as_ref()
+        .is_some_and(|c| !c.opendht_all_correct)
+    {
+        bail!("some OpenDHT operations failed or read another value than the one put");
     }
     Ok(())
 }
 
-async fn bench(args: &ClusterBenchArgs) -> Result<Report> {
+/// The whole run: our network, then (with `opendht`, the version found) OpenDHT's.
+async fn bench(args: &ClusterBenchArgs, opendht: Option<String>) -> Result<Report> {
     let p = Progress::new(args.json);
+    let work = Workload::new(args.seed, args.dict_ops, args.many_ops);
     let mut nodes: Vec<Node> = Vec::new();
-    let r = measure(args, &p, &mut nodes).await;
+    let r = measure(args, &work, &p, &mut nodes).await;
     // Whatever happened, shut every node down (graceful leave and close), bounded.
     let t = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -196,10 +161,37 @@ async fn bench(args: &ClusterBenchArgs) -> Result<Report> {
         "{clean} of {all} nodes shut down cleanly in {:.1} s",
         t.elapsed().as_secs_f64()
     ));
-    r
+    let mut r = r?;
+    if let (Some(version), Some(d)) = (opendht, &r.dict) {
+        p.say(format!(
+            "OpenDHT {version} (python3-opendht): {} nodes on 127.0.0.1 in one process, rate \
+             limits off, the same {} + {} keys, {} in flight…",
+            args.nodes,
+            work.one.len(),
+            work.many.len(),
+            args.in_flight
+        ));
+        let (n, in_flight, seed) = (args.nodes, args.in_flight, args.seed);
+        let w = work.clone();
+        let o = tokio::task::spawn_blocking(move || opendht::run(n, &w, in_flight, seed))
+            .await
+            .context("the OpenDHT driver's thread failed")??;
+        let c = opendht::Comparison::new(version, d, o);
+        p.say(format!(
+            "ours / OpenDHT's: put p50 {:.2}, get p50 {:.2}, puts/s {:.1}, gets/s {:.1}",
+            c.put_ratio, c.get_ratio, c.puts_rate_ratio, c.gets_rate_ratio
+        ));
+        r.opendht = Some(c);
+    }
+    Ok(r)
 }
 
-async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -> Result<Report> {
+async fn measure(
+    args: &ClusterBenchArgs,
+    work: &Workload,
+    p: &Progress,
+    nodes: &mut Vec<Node>,
+) -> Result<Report> {
     let n = args.nodes;
     let mut rng = Rng::new(args.seed);
     let ov = p2ps_overlay::Config::default();
@@ -443,6 +435,30 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
         b.depth,
         b.exact
     ));
+    let dict = if args.dict_ops > 0 {
+        p.say(format!(
+            "dictionary: {} keys put one at a time then read, then {} lookups, puts and gets with \
+             {} in flight…",
+            work.one.len(),
+            work.many.len(),
+            args.in_flight
+        ));
+        let set = dict::DictSettings {
+            in_flight: args.in_flight,
+            lookup_p50_us: warm.p50_us,
+        };
+        let say = |m: String| p.say(m);
+        let d = dict::measure(nodes, &truth, work, set, &mut rng, &say).await?;
+        let held = dict::keys_held(nodes).await?;
+        let keys = (work.one.len() + d.many_puts.started).max(1);
+        p.say(format!(
+            "dictionary entries held over all nodes: {held} ({:.2} per key)",
+            held as f64 / keys as f64
+        ));
+        Some(d)
+    } else {
+        None
+    };
 
     Ok(Report {
         nodes: n,
@@ -484,133 +500,9 @@ async fn measure(args: &ClusterBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
         broadcast_depth: b.depth,
         broadcast_ratio_to_depth_hops: b_p50 * 1000.0 / (f64::from(b.depth.max(1)) * one_hop_us),
         broadcasts_exact: b.exact,
+        dict,
+        opendht: None,
     })
-}
-
-struct BroadcastTimes {
-    last_ms: Vec<f64>,
-    depth: u16,
-    exact: bool,
-}
-
-/// `rounds` broadcasts, one at a time, each from a random node: the time from the call to the
-/// last delivery, and whether every other node got it exactly once.
-async fn broadcast_times(nodes: &[Node], rounds: usize, rng: &mut Rng) -> Result<BroadcastTimes> {
-    let mut out = BroadcastTimes {
-        last_ms: Vec::new(),
-        depth: 0,
-        exact: true,
-    };
-    for round in 0..rounds {
-        let origin = rng.below(nodes.len());
-        let payload = format!("bench broadcast {round}").into_bytes();
-        let start = Instant::now();
-        let mut set = tokio::task::JoinSet::new();
-        for (i, n) in nodes.iter().enumerate() {
-            if i == origin {
-                continue;
-            }
-            let (n, want) = (n.clone(), payload.clone());
-            set.spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                let mut first: Option<(Instant, u16)> = None;
-                let mut count = 0;
-                while let Ok(Some(m)) = tokio::time::timeout_at(deadline, n.recv()).await {
-                    if m.payload.as_ref() == want.as_slice() {
-                        count += 1;
-                        first.get_or_insert((Instant::now(), m.hops));
-                        // Linger briefly to catch a duplicate.
-                        let grace = tokio::time::Instant::now() + Duration::from_millis(200);
-                        while let Ok(Some(m)) = tokio::time::timeout_at(grace, n.recv()).await {
-                            count += usize::from(m.payload.as_ref() == want.as_slice());
-                        }
-                        break;
-                    }
-                }
-                (first, count)
-            });
-        }
-        let report = timeout(
-            Duration::from_secs(15),
-            nodes[origin].broadcast(payload.clone()),
-        )
-        .await
-        .context("no broadcast report within 15 s")?
-        .context("broadcast")?;
-        let mut last = start;
-        while let Some(r) = set.join_next().await {
-            let (first, count) = r.context("a receiver task failed")?;
-            match first {
-                Some((t, hops)) if count == 1 => {
-                    last = last.max(t);
-                    out.depth = out.depth.max(hops);
-                }
-                _ => out.exact = false,
-            }
-        }
-        if report.delivered as usize != nodes.len() - 1 {
-            out.exact = false;
-        }
-        out.last_ms
-            .push(last.duration_since(start).as_secs_f64() * 1000.0);
-    }
-    Ok(out)
-}
-
-/// Round trips of a 64-byte datagram between two UDP sockets on loopback, echoed by a task on
-/// this runtime (µs each; a ping with no echo within 1 s is left out).
-async fn udp_echo_rtt(count: usize) -> Result<Vec<f64>> {
-    let a = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .context("binding a UDP socket")?;
-    let b = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .context("binding a UDP socket")?;
-    let b_addr = b.local_addr().context("UDP socket address")?;
-    let echo = tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        while let Ok((len, from)) = b.recv_from(&mut buf).await {
-            if b.send_to(&buf[..len], from).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut out = Vec::with_capacity(count);
-    let mut buf = [0u8; 64];
-    for i in 0..count {
-        let ping = [(i % 251) as u8; 64];
-        let t = Instant::now();
-        a.send_to(&ping, b_addr)
-            .await
-            .context("sending a UDP ping")?;
-        if let Ok(Ok((len, _))) = timeout(Duration::from_secs(1), a.recv_from(&mut buf)).await {
-            if buf[..len] == ping[..] {
-                out.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-        }
-    }
-    echo.abort();
-    Ok(out)
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Totals {
-    bytes: u64,
-    udp_bytes: u64,
-    routing_bytes: u64,
-    messages: u64,
-}
-
-async fn totals(nodes: &[Node]) -> Result<Totals> {
-    let mut t = Totals::default();
-    for n in nodes {
-        let c = status_of(n).await?.counters;
-        t.bytes += c.bytes_out;
-        t.udp_bytes += c.udp_bytes_out;
-        t.routing_bytes += c.routing_bytes_out;
-        t.messages += c.messages_out;
-    }
-    Ok(t)
 }
 
 /// One lookup at a time for every `(node, key)` of `asks`, until [`PASS_LIMIT`] after `start`.
@@ -629,178 +521,4 @@ async fn lookup_pass(
         round.merge(lookup_round(nodes, truth, ask, &[], PASS_LIMIT).await);
     }
     round
-}
-
-/// Connections dialled so far, summed over the nodes.
-async fn dials(nodes: &[Node]) -> Result<u64> {
-    let mut d = 0;
-    for n in nodes {
-        d += status_of(n).await?.counters.connections_dialed;
-    }
-    Ok(d)
-}
-
-/// Counters that point at trouble, summed over `nodes`.
-async fn trouble(nodes: &[Node]) -> Result<[u64; 8]> {
-    let mut t = [0u64; 8];
-    for n in nodes {
-        let c = status_of(n).await?.counters;
-        let v = [
-            c.dropped,
-            c.send_failed,
-            c.send_queue_full,
-            c.peers_failed,
-            c.peers_timed_out,
-            c.lookups_failed,
-            c.handshakes_failed,
-            c.frame_errors,
-        ];
-        for (a, b) in t.iter_mut().zip(v) {
-            *a += b;
-        }
-    }
-    Ok(t)
-}
-
-fn trouble_text(before: [u64; 8], after: [u64; 8]) -> String {
-    const NAMES: [&str; 8] = [
-        "routed messages dropped",
-        "sends failed",
-        "sends dropped on full queues",
-        "peers declared failed",
-        "connections timed out",
-        "lookups failed",
-        "handshakes failed",
-        "frame errors",
-    ];
-    let parts: Vec<String> = NAMES
-        .iter()
-        .zip(before.iter().zip(after.iter()))
-        .filter(|(_, (b, a))| a > b)
-        .map(|(n, (b, a))| format!("{} {n}", a - b))
-        .collect();
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
-/// Every connection's RTT (ms), the number of connections and of fingers, over all nodes.
-async fn rtt_sample(nodes: &[Node]) -> Result<(Vec<f64>, usize, usize)> {
-    let mut rtts = Vec::new();
-    let mut fingers = 0;
-    for n in nodes {
-        let s = status_of(n).await?;
-        rtts.extend(s.connections.iter().map(|c| c.rtt_ms));
-        fingers += s.fingers.len();
-    }
-    let conns = rtts.len();
-    Ok((rtts, conns, fingers))
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "PASS"
-    } else {
-        "MISS"
-    }
-}
-
-fn print_report(r: &Report) {
-    println!();
-    println!(
-        "p2ps bench cluster: {} nodes on loopback, one process",
-        r.nodes
-    );
-    println!("({})", r.settings);
-    println!("{:<46} {:>16}  {:<30} result", "metric", "value", "target");
-    println!("{}", "-".repeat(104));
-    for (metric, value, target) in report_rows(r) {
-        let (target, result) = target.unwrap_or_default();
-        println!("{metric:<46} {value:>16}  {target:<30} {result}");
-    }
-    println!("{}", "-".repeat(104));
-    println!(
-        "Lookups run one at a time, timed from the `lookup` call to its answer. \"cold\": {} \
-         random (node, key) pairs; \"warm\": each of them again right after, so the answer \
-         returns on an existing connection. The lookup target is 1.2 × (h+1) × the full-stack one-hop \
-         lookup. Upkeep counts UDP payload bytes sent over {:.0} s idle (QUIC headers, ACKs \
-         and keep-alive PINGs included); the frames are our part of it.",
-        r.cold.planned, r.idle_secs
-    );
-}
-
-/// A row of the report table: metric, value, and the target with its verdict if it has one.
-type Row = (String, String, Option<(String, &'static str)>);
-
-/// The rows of the report table, in order.
-#[rustfmt::skip] // a table: a row a line
-fn report_rows(r: &Report) -> Vec<Row> {
-    let info = |metric: &str, value: String| -> Row { (metric.into(), value, None) };
-    let goal = |metric: &str, value: String, target: String, result: &'static str| -> Row {
-        (metric.into(), value, Some((target, result)))
-    };
-    let mut rows = vec![
-        info("joins (first start to last join returned)", format!("{:.2} s", r.joins_secs)),
-        goal("formation (all joined, every successor true)", format!("{:.2} s", r.formation_secs),
-            format!("< {:.0} s (set for 64 nodes)", r.formation_target_secs),
-            verdict(r.formation_pass)),
-        info("all 8+8 neighbour lists exact", r.lists_exact_secs.map_or_else(
-            || format!("not in {:.0} s", r.idle_secs), |s| format!("{s:.2} s"))),
-        info("one-hop lookup p50 (full stack)", format!("{:.0} µs", r.one_hop_lookup_p50_us)),
-        info("bare UDP round trip p50", format!("{:.0} µs", r.udp_rtt_p50_us)),
-        info("smoothed QUIC RTT, median", format!("{:.3} ms", r.rtt_quic_median_ms)),
-    ];
-    for (name, x) in [("cold", &r.cold), ("warm", &r.warm)] {
-        let m = |what: &str| format!("{what}, {name}");
-        let all_correct = if x.correct == x.planned { "PASS" } else { "FAIL" };
-        rows.extend([
-            goal(&m("lookup p50"), format!("{:.0} µs", x.p50_us),
-                format!("<= {:.0} µs", x.target_p50_us), verdict(x.pass)),
-            info(&m("lookup p99"), format!("{:.0} µs", x.p99_us)),
-            info(&m("mean hops h (max)"), format!("{:.2} ({})", x.hops_mean, x.hops_max)),
-            goal(&m("p50 / ((h+1) × one-hop lookup)"), format!("{:.2}", x.ratio_to_one_hop_lookup),
-                format!("<= {LOOKUP_FACTOR}"), verdict(x.pass)),
-            info(&m("p50 / ((h+1) × UDP round trip)"), format!("{:.1}", x.ratio_to_udp_rtt)),
-            info(&m("p50 / ((h+1) × QUIC RTT)"), format!("{:.2}", x.ratio_to_quic_rtt)),
-            goal(&m("correct answers"), format!("{} / {}", x.correct, x.planned),
-                "all".into(), all_correct),
-            goal(&m("connections dialled per lookup"),
-                format!("{:.3} ({} for {})", x.dialed_per_lookup, x.dialed, x.asked),
-                format!("<= {DIAL_TARGET}"), verdict(x.dial_pass)),
-        ]);
-    }
-    rows.extend([
-        info("memory per node (RSS delta / N)", format!("{:.0} KiB", r.memory_per_node_kib)),
-        goal("idle upkeep per node (UDP bytes out)",
-            format!("{:.0} B/s", r.upkeep_udp_bytes_per_node_per_sec),
-            format!("<= {:.0} B/s", r.upkeep_target_bytes), verdict(r.upkeep_pass)),
-        info("  of which frames (B/s, frames/s)", format!("{:.0}, {:.2}",
-            r.upkeep_bytes_per_node_per_sec, r.upkeep_messages_per_node_per_sec)),
-        info("  connections dialled while idle (all nodes)", format!("{}", r.upkeep_dialed)),
-        info("connections per node (after formation)", format!("{:.1}", r.connections_per_node)),
-        info("fingers per node (after formation)", format!("{:.1}", r.fingers_per_node)),
-        info("broadcast: last node reached, p50 (max)",
-            format!("{:.2} ({:.2}) ms", r.broadcast_last_p50_ms, r.broadcast_last_max_ms)),
-        info("  tree depth; p50 / (depth × one-hop lookup)",
-            format!("{}; {:.2}", r.broadcast_depth, r.broadcast_ratio_to_depth_hops)),
-        goal("  every other node exactly once", format!("{} broadcasts", r.broadcasts),
-            "all".into(), verdict(r.broadcasts_exact)),
-    ]);
-    rows
-}
-
-/// Resident set size of this process, in KiB (`VmRSS` of `/proc/self/status`).
-fn rss_kib() -> Result<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let line = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS line in /proc/self/status")?;
-    line.split_whitespace()
-        .nth(1)
-        .context("malformed VmRSS line")?
-        .parse()
-        .context("malformed VmRSS value")
 }
