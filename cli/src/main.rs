@@ -19,6 +19,7 @@ mod sim;
 mod sim_adversary;
 mod sim_cast;
 mod sim_dict;
+mod top;
 mod watch_node_cmd;
 
 /// P2PS: a peer-to-peer middleware on the Tango overlay over authenticated QUIC.
@@ -66,6 +67,9 @@ enum Command {
     /// Watch any node of the network through a running node: print when it fails (confirmed
     /// by the running node's own probe) or leaves.
     WatchNode(watch_node_cmd::WatchNodeArgs),
+    /// A live view of a running node, redrawn every second: neighbours, connections by path,
+    /// message and byte rates, lookup latency, what its dictionary holds.
+    Top(top::TopArgs),
     /// The replicated dictionary's state on a running node.
     #[command(subcommand)]
     Dict(dict_cmd::DictCommand),
@@ -130,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => dict_cmd::watch(args),
         Command::WatchNode(args) => watch_node_cmd::run(args),
         Command::Dict(cmd) => dict_cmd::dict(cmd),
+        Command::Top(args) => top::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),

@@ -17,6 +17,7 @@
 //! {"op":"dict_replicas","key":"text"}
 //! {"op":"watch","key":"text"}                           (a stream: see below)
 //! {"op":"watch_node","node":"<64 hex digits, or a unique prefix of 4 or more>"}   (a stream)
+//! {"op":"metrics"}                                      (the OpenMetrics text, as one string)
 //! ```
 //!
 //! A text key is placed on the ring with `p2ps::key_of` (first 128 bits of its SHA-256); a raw
@@ -191,6 +192,9 @@ pub(crate) enum Request {
         /// Key name.
         key: String,
     },
+    /// The node's metrics in the OpenMetrics text format (what `/metrics` serves), as one
+    /// JSON string.
+    Metrics {},
     /// Stream what becomes of the node `node` (see the module documentation).
     WatchNode {
         /// The node's id, or a unique prefix of it.
@@ -543,6 +547,7 @@ mod tests {
                 r#"{"op":"watch","key":"k"}"#,
                 Request::Watch { key: "k".into() },
             ),
+            (r#"{"op":"metrics"}"#, Request::Metrics {}),
             (
                 r#"{"op":"watch_node","node":"abcd"}"#,
                 Request::WatchNode {

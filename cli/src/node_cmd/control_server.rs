@@ -272,6 +272,10 @@ async fn execute(
             Ok(s) => Response::ok(s),
             Err(e) => Response::err(e.to_string()),
         },
+        Request::Metrics {} => match node.metrics_text().await {
+            Ok(text) => Response::ok(text),
+            Err(e) => Response::err(e.to_string()),
+        },
         Request::Send { to, payload } => match addressee(&to, node, recent).await {
             Err(e) => Response::err(e),
             Ok(id) => {
