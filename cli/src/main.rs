@@ -15,6 +15,7 @@ mod error_report;
 mod node_cmd;
 mod node_ids;
 mod payload;
+mod progress;
 mod sim;
 mod sim_adversary;
 mod sim_cast;
