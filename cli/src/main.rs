@@ -17,10 +17,13 @@ mod fuzz;
 mod node_cmd;
 mod node_ids;
 mod payload;
+mod progress;
 mod sim;
 mod sim_adversary;
 mod sim_cast;
 mod sim_dict;
+mod top;
+mod watch_node_cmd;
 
 /// P2PS: a peer-to-peer middleware on the Tango overlay over authenticated QUIC.
 #[derive(Debug, Parser)]
@@ -64,6 +67,12 @@ enum Command {
     /// Print every change of a key of the replicated dictionary as it happens, through a
     /// running node.
     Watch(dict_cmd::WatchArgs),
+    /// Watch any node of the network through a running node: print when it fails (confirmed
+    /// by the running node's own probe) or leaves.
+    WatchNode(watch_node_cmd::WatchNodeArgs),
+    /// A live view of a running node, redrawn every second: neighbours, connections by path,
+    /// message and byte rates, lookup latency, what its dictionary holds.
+    Top(top::TopArgs),
     /// The replicated dictionary's state on a running node.
     #[command(subcommand)]
     Dict(dict_cmd::DictCommand),
@@ -131,7 +140,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => dict_cmd::get(args),
         Command::Del(args) => dict_cmd::del(args),
         Command::Watch(args) => dict_cmd::watch(args),
+        Command::WatchNode(args) => watch_node_cmd::run(args),
         Command::Dict(cmd) => dict_cmd::dict(cmd),
+        Command::Top(args) => top::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),

@@ -26,6 +26,7 @@ mod control_server;
 mod dict_limits;
 mod http;
 mod limits;
+mod node_watch_stream;
 mod output;
 mod run;
 mod settings;

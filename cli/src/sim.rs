@@ -383,11 +383,18 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
         ));
         let churn_wall = Instant::now();
         let mut done = 0.0;
+        let bar = crate::progress::bar(
+            churn_secs.div_euclid(60.0) as u64 + u64::from(churn_secs % 60.0 > 0.0),
+            &format!("{}: simulated minutes", s.name()),
+            a.json,
+        );
         while done < churn_secs {
             let step = (churn_secs - done).min(60.0);
             sim.run_for(Duration::from_secs_f64(step));
             done += step;
-            if !a.json {
+            bar.inc(1);
+            bar.set_message(format!("{} members", sim.member_count()));
+            if !a.json && bar.is_hidden() {
                 eprintln!(
                     "  {:>5.1} simulated min, {} members, {:.1} s wall",
                     done / 60.0,
@@ -396,6 +403,7 @@ fn run_churn(a: ChurnArgs) -> Result<()> {
                 );
             }
         }
+        bar.finish_and_clear();
         let churn_wall_secs = churn_wall.elapsed().as_secs_f64();
         sim.set_workload(Workload::default());
         // Let the last lookups finish before reading the counters.

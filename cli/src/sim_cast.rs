@@ -121,11 +121,14 @@ pub fn run(a: CastArgs) -> Result<()> {
     sim.record_deliveries();
 
     let mut stable = Vec::new();
+    let bar = crate::progress::bar(a.broadcasts as u64, "stable broadcasts", a.json);
     for i in 0..a.broadcasts {
         let r = measure_broadcast(&mut sim, None)?;
-        eprintln!("stable broadcast {}: {}", i + 1, line(&r));
+        bar.suspend(|| eprintln!("stable broadcast {}: {}", i + 1, line(&r)));
+        bar.inc(1);
         stable.push(r);
     }
+    bar.finish_and_clear();
 
     let group = if a.group_size >= 2 {
         let g = measure_group(&mut sim, a.group_size, a.group_messages, &mut rng)?;
@@ -143,11 +146,14 @@ pub fn run(a: CastArgs) -> Result<()> {
         sim.set_workload(Workload::replacing(a.nodes, a.churn_per_min, 0.5, 0.0));
         eprintln!("churn {:.1} %/min…", a.churn_per_min * 100.0);
         sim.run_for(Duration::from_secs_f64(a.churn_warmup_min * 60.0));
+        let bar = crate::progress::bar(a.churn_broadcasts as u64, "churn broadcasts", a.json);
         for i in 0..a.churn_broadcasts {
             let r = measure_broadcast(&mut sim, Some(Duration::from_secs(20)))?;
-            eprintln!("churn broadcast {}: {}", i + 1, line(&r));
+            bar.suspend(|| eprintln!("churn broadcast {}: {}", i + 1, line(&r)));
+            bar.inc(1);
             churn.push(r);
         }
+        bar.finish_and_clear();
         sim.set_workload(Workload::default());
     }
     let report = Report {

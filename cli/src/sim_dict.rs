@@ -159,7 +159,9 @@ pub fn run(a: DictSimArgs) -> Result<()> {
         .map(|i| DictKey::<SimId>::open(format!("key-{i}").into_bytes()).position())
         .collect();
     let mut reqs: Vec<(SimId, u64)> = Vec::with_capacity(a.keys);
+    let bar = crate::progress::bar(a.keys as u64, "keys put", a.json);
     for chunk in (0..a.keys).collect::<Vec<_>>().chunks(1000) {
+        bar.inc(chunk.len() as u64);
         for &k in chunk {
             let Some(at) = sim.random_member() else {
                 bail!("no members");
@@ -175,6 +177,7 @@ pub fn run(a: DictSimArgs) -> Result<()> {
         }
         sim.run_for(Duration::from_millis(200));
     }
+    bar.finish_and_clear();
     sim.run_for(Duration::from_secs(5));
     let mut stored = 0;
     let mut by_node: BTreeMap<SimId, Vec<u64>> = BTreeMap::new();
@@ -196,7 +199,9 @@ pub fn run(a: DictSimArgs) -> Result<()> {
     // Adjacent pairs crash at once.
     let mut lost_after_crashes = 0;
     let mut crash_repair_secs_max: f64 = 0.0;
+    let bar = crate::progress::bar(a.crash_pairs as u64, "adjacent pairs crashed", a.json);
     for _ in 0..a.crash_pairs {
+        bar.inc(1);
         let ring: Vec<SimId> = sim.members().collect();
         let Some(first) = sim.random_member() else {
             break;
@@ -209,6 +214,8 @@ pub fn run(a: DictSimArgs) -> Result<()> {
         crash_repair_secs_max = crash_repair_secs_max.max(t.unwrap_or(f64::INFINITY));
         lost_after_crashes = census(&sim, &keys, a.replicas).lost;
     }
+
+    bar.finish_and_clear();
 
     // Churn.
     let mut lost_after_churn = lost_after_crashes;
@@ -224,11 +231,14 @@ pub fn run(a: DictSimArgs) -> Result<()> {
             0.0,
         ));
         let whole = a.minutes.floor() as u64;
+        let bar = crate::progress::bar(whole, "simulated minutes of churn", a.json);
         for _ in 0..whole {
             sim.run_for(Duration::from_secs(60));
+            bar.inc(1);
             let c = census(&sim, &keys, a.replicas);
             under_during_churn_max = under_during_churn_max.max(c.under);
         }
+        bar.finish_and_clear();
         let (m1, b1) = dict_traffic(&sim);
         sim.set_workload(Workload::default());
         let secs = whole as f64 * 60.0;

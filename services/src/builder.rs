@@ -160,6 +160,8 @@ impl NodeBuilder {
         .map_err(StartError::Service)?;
         let dict = p2ps_dict::Dict::<OverlayId, _>::new(config.dict.clone(), store);
         overlay.register(dict).map_err(StartError::Service)?;
+        let watcher = p2ps_watcher::Watcher::<OverlayId>::new(config.watcher.clone());
+        overlay.register(watcher).map_err(StartError::Service)?;
         for register in registrations {
             register(&mut overlay).map_err(StartError::Service)?;
         }

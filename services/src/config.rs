@@ -5,6 +5,7 @@ use p2ps_overlay::cast::CastConfig;
 use p2ps_overlay::groups::GroupConfig;
 use p2ps_overlay::Config as OverlayConfig;
 use p2ps_transport::{AdmissionLimits, Identity, MemoryLimits};
+use p2ps_watcher::WatcherConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct NodeConfig {
     /// must exist), so that the node restarted with the same file keeps them. Keep one file
     /// per identity: the records a node holds are those of its place on the ring.
     pub dict_path: Option<PathBuf>,
+    /// The node watcher (lease, acknowledgement and probe timeouts, bounds).
+    pub watcher: WatcherConfig,
     /// A peer silent this long is taken for crashed. Default 5 s.
     pub idle_timeout: Duration,
     /// Keep-alive interval on idle connections (pinged by the side that dialed them). Default
@@ -85,6 +88,7 @@ impl NodeConfig {
             groups: GroupConfig::default(),
             dict: DictConfig::default(),
             dict_path: None,
+            watcher: WatcherConfig::default(),
             idle_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(2),
             max_message_size: p2ps_transport::DEFAULT_MAX_FRAME_SIZE,

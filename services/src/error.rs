@@ -68,6 +68,9 @@ pub enum NodeError {
     /// A dictionary request failed.
     #[error(transparent)]
     Dict(#[from] p2ps_dict::DictError),
+    /// A watch of a node could not start.
+    #[error(transparent)]
+    Watch(#[from] p2ps_watcher::WatchError),
     /// The service asked for is not registered on this node.
     #[error("no such service on this node")]
     NoService,

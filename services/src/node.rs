@@ -9,6 +9,7 @@ use crate::event::NodeEvent;
 use crate::id::OverlayId;
 use crate::id::{group_key, key_of};
 use crate::metrics::Metrics;
+use crate::node_watch::NodeWatch;
 use crate::report::{CastReport, LookupResult};
 use crate::runtime::commands::Command;
 use crate::status::Status;
@@ -100,6 +101,15 @@ impl Node {
             OverlayId(self.inner.id),
             self.inner.metrics.clone(),
         )
+    }
+
+    /// Watches the node `id` (any node of the network, not only a neighbour): the stream
+    /// says when it answers ([`crate::NodeWatchEvent::Watching`]), then when it fails
+    /// ([`crate::NodeWatchEvent::Failed`]: its ring neighbours reported it and this node's own probe
+    /// confirmed it) or leaves ([`crate::NodeWatchEvent::Left`]: its signed word), which ends the
+    /// watch. Dropping the stream stops the watch. See the `p2ps_watcher` crate.
+    pub async fn watch_node(&self, id: NodeId) -> Result<NodeWatch, NodeError> {
+        NodeWatch::start(self.inner.commands.clone(), id).await
     }
 
     /// This node's id.

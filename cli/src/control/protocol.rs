@@ -16,6 +16,8 @@
 //!     get: "quorum":R;  del: "acks":W
 //! {"op":"dict_replicas","key":"text"}
 //! {"op":"watch","key":"text"}                           (a stream: see below)
+//! {"op":"watch_node","node":"<64 hex digits, or a unique prefix of 4 or more>"}   (a stream)
+//! {"op":"metrics"}                                      (the OpenMetrics text, as one string)
 //! ```
 //!
 //! A text key is placed on the ring with `p2ps::key_of` (first 128 bits of its SHA-256); a raw
@@ -49,6 +51,12 @@
 //! writing anything) ends the watch. A node serves at most [`MAX_WATCH_STREAMS`] watches at
 //! once and refuses more with an error line; a watch that cannot start, or that the node ends
 //! (because it stops), ends with an error line too, and the connection is closed.
+//!
+//! `watch_node` streams the same way, sharing the [`MAX_WATCH_STREAMS`] places: one line
+//! `{"ok":true,"result":{"node","event":"watching"}}` once the watched node answered, then one
+//! final line, `"event":"failed"` (with `reported_by`, the neighbour that reported it or null,
+//! `probe_ms`, how long the node's own confirming probe waited, and `at_unix_ms`) or
+//! `"event":"left"` (with `at_unix_ms`), after which the node closes the connection.
 
 use anyhow::Result;
 use p2ps::RingId;
@@ -184,6 +192,14 @@ pub(crate) enum Request {
         /// Key name.
         key: String,
     },
+    /// The node's metrics in the OpenMetrics text format (what `/metrics` serves), as one
+    /// JSON string.
+    Metrics {},
+    /// Stream what becomes of the node `node` (see the module documentation).
+    WatchNode {
+        /// The node's id, or a unique prefix of it.
+        node: String,
+    },
     /// How many replicas of the dictionary's open key `key` hold its newest version.
     DictReplicas {
         /// Key name.
@@ -288,6 +304,73 @@ impl WatchEvent {
             value,
             version,
         }
+    }
+}
+
+/// What became of a watched node, in a `watch_node` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum NodeFate {
+    /// It answered: alive, and watched.
+    Watching,
+    /// It failed (confirmed by the watching node's own probe).
+    Failed,
+    /// It left gracefully.
+    Left,
+}
+
+/// One event of a `watch_node` stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeWatchLine {
+    /// The watched node (64 hex digits).
+    pub node: String,
+    /// What became of it.
+    pub event: NodeFate,
+    /// For `failed`: the neighbour that reported it (null: the watching node's own evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_by: Option<String>,
+    /// For `failed`: how long the confirming probe waited, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ms: Option<u64>,
+    /// For `failed` and `left`: when it was concluded, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_unix_ms: Option<u64>,
+}
+
+impl NodeWatchLine {
+    /// The line for `e`.
+    pub(crate) fn of(e: &p2ps::NodeWatchEvent) -> Self {
+        let ms = |t: &std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .ok()
+        };
+        let mut line = NodeWatchLine {
+            node: e.node().to_string(),
+            event: NodeFate::Watching,
+            reported_by: None,
+            probe_ms: None,
+            at_unix_ms: None,
+        };
+        match e {
+            p2ps::NodeWatchEvent::Failed {
+                reported_by,
+                probe,
+                at,
+                ..
+            } => {
+                line.event = NodeFate::Failed;
+                line.reported_by = reported_by.map(|r| r.to_string());
+                line.probe_ms = Some(probe.as_millis() as u64);
+                line.at_unix_ms = ms(at);
+            }
+            p2ps::NodeWatchEvent::Left { at, .. } => {
+                line.event = NodeFate::Left;
+                line.at_unix_ms = ms(at);
+            }
+            _ => {}
+        }
+        line
     }
 }
 
@@ -483,6 +566,13 @@ mod tests {
             (
                 r#"{"op":"watch","key":"k"}"#,
                 Request::Watch { key: "k".into() },
+            ),
+            (r#"{"op":"metrics"}"#, Request::Metrics {}),
+            (
+                r#"{"op":"watch_node","node":"abcd"}"#,
+                Request::WatchNode {
+                    node: "abcd".into(),
+                },
             ),
             (
                 r#"{"op":"lookup_many","keys":["a"]}"#,

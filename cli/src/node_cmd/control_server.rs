@@ -227,6 +227,13 @@ async fn handle(stream: UnixStream, server: Server<'_>, permit: OwnedSemaphorePe
                     super::watch_stream::serve(read, write, node, key, watches).await;
                     return;
                 }
+                Ok(Request::WatchNode { node: id }) => {
+                    drop(permit);
+                    let read = reader.into_inner();
+                    let id = addressee(&id, node, recent).await;
+                    super::node_watch_stream::serve(read, write, node, id, watches).await;
+                    return;
+                }
                 Ok(req) => {
                     debug!(?req, "control request");
                     let (resp, done) = execute(req, node, stop, recent).await;
@@ -263,6 +270,10 @@ async fn execute(
     let resp = match req {
         Request::Status {} => match node.status().await {
             Ok(s) => Response::ok(s),
+            Err(e) => Response::err(e.to_string()),
+        },
+        Request::Metrics {} => match node.metrics_text().await {
+            Ok(text) => Response::ok(text),
             Err(e) => Response::err(e.to_string()),
         },
         Request::Send { to, payload } => match addressee(&to, node, recent).await {
@@ -400,6 +411,7 @@ async fn execute(
         }
         // Served as a stream by `handle`, never here.
         Request::Watch { .. } => Response::err("`watch` is a streaming request"),
+        Request::WatchNode { .. } => Response::err("`watch_node` is a streaming request"),
         Request::DictReplicas { key } => match node.dict().replicas(key.clone()).await {
             Ok(h) => Response::ok(serde_json::json!({
                 "key": key,
@@ -464,7 +476,11 @@ fn dict_error(key: &str, expected: Option<u64>, e: &p2ps::NodeError) -> String {
 
 /// The node a `send` names: a whole id as it is, a prefix looked up among the ids the node
 /// knows (see [`crate::node_ids`]).
-async fn addressee(to: &str, node: &Node, recent: &RecentSenders) -> Result<NodeId, String> {
+pub(super) async fn addressee(
+    to: &str,
+    node: &Node,
+    recent: &RecentSenders,
+) -> Result<NodeId, String> {
     match parse_id_arg(to)? {
         IdArg::Full(id) => Ok(id),
         IdArg::Prefix(prefix) => {

@@ -69,7 +69,7 @@ pub(super) async fn serve(
 }
 
 /// Writes one response line; `false` if the client did not take it in time.
-async fn send(write: &mut (impl AsyncWrite + Unpin), resp: &Response) -> bool {
+pub(super) async fn send(write: &mut (impl AsyncWrite + Unpin), resp: &Response) -> bool {
     let mut text = serde_json::to_vec(resp)
         .unwrap_or_else(|_| br#"{"ok":false,"error":"cannot encode the event"}"#.to_vec());
     text.push(b'\n');

@@ -42,6 +42,9 @@ pub(crate) type DictCall = Box<
 /// Where the end of a dictionary request goes.
 pub(crate) type DictReply = oneshot::Sender<Result<p2ps_dict::DictEvent<OverlayId>, NodeError>>;
 
+/// The node watcher of a node.
+pub(crate) type WatcherService = p2ps_watcher::Watcher<OverlayId>;
+
 /// A command of a registered service, run on the overlay at a time.
 pub(crate) type ServiceCall = Box<dyn FnOnce(&mut Overlay<OverlayId>, Time) + Send>;
 
@@ -58,6 +61,14 @@ pub(crate) enum Command {
     ),
     /// Stops a watch.
     DictUnwatch(u64),
+    /// Starts watching a node: its events go to the sender; the watch id is the answer.
+    NodeWatch(
+        NodeId,
+        mpsc::Sender<crate::node_watch::NodeWatchEvent>,
+        oneshot::Sender<Result<u64, NodeError>>,
+    ),
+    /// Stops a watch of a node.
+    NodeUnwatch(u64),
     Broadcast(Bytes, oneshot::Sender<Result<CastReport, NodeError>>),
     Range(
         RingId,
@@ -217,6 +228,25 @@ impl Actor {
                 self.dict_watchers.remove(&req);
                 self.overlay
                     .command::<DictService, _>(now, |d, ctx| d.unwatch(ctx, req));
+            }
+            Command::NodeWatch(node, events, reply) => {
+                let r = match self
+                    .overlay
+                    .command::<WatcherService, _>(now, |w, ctx| w.watch(ctx, OverlayId(node)))
+                {
+                    None => Err(NodeError::NoService),
+                    Some(Err(e)) => Err(e.into()),
+                    Some(Ok(req)) => {
+                        self.node_watchers.insert(req, events);
+                        Ok(req)
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Command::NodeUnwatch(req) => {
+                self.node_watchers.remove(&req);
+                self.overlay
+                    .command::<WatcherService, _>(now, |w, ctx| w.unwatch(ctx, req));
             }
             Command::Shutdown(_) => {}
         }

@@ -128,6 +128,8 @@ pub(crate) struct Actor {
     pub(crate) dict_waiting: BTreeMap<u64, commands::DictReply>,
     /// Watches of keys, by watch id: where their changes go.
     pub(crate) dict_watchers: BTreeMap<u64, mpsc::Sender<Option<p2ps_dict::Record<OverlayId>>>>,
+    /// Watches of nodes, by watch id: where their events go.
+    pub(crate) node_watchers: BTreeMap<u64, mpsc::Sender<crate::node_watch::NodeWatchEvent>>,
 }
 
 fn class_of(c: Class) -> StreamClass {
@@ -169,6 +171,7 @@ impl Actor {
             drainers: parts.drainers,
             dict_waiting: BTreeMap::new(),
             dict_watchers: BTreeMap::new(),
+            node_watchers: BTreeMap::new(),
         }
     }
 

@@ -51,6 +51,7 @@ impl Actor {
                 warn!(error = %crate::error::chain_line(&e), "dictionary store failed");
             }
         }
+        self.drain_node_watches();
         for req in gone {
             // The watcher went away without a word.
             self.dict_watchers.remove(&req);
@@ -127,6 +128,42 @@ impl Actor {
                 .send(NodeEvent::GroupChildDropped { group, peer });
         }
     }
+    /// Hands the watcher's events to the watches of nodes they belong to; a watch whose
+    /// application went away is stopped.
+    fn drain_node_watches(&mut self) {
+        let mut gone = Vec::new();
+        if let Some(w) = self
+            .overlay
+            .service_mut::<super::commands::WatcherService>()
+        {
+            while let Some(e) = w.poll_event() {
+                let (req, ended) = match &e {
+                    p2ps_watcher::NodeWatchEvent::Watching { req, .. } => (*req, false),
+                    p2ps_watcher::NodeWatchEvent::Failed { req, .. }
+                    | p2ps_watcher::NodeWatchEvent::Left { req, .. } => (*req, true),
+                };
+                let Some(tx) = self.node_watchers.get(&req) else {
+                    continue;
+                };
+                match tx.try_send(crate::node_watch::NodeWatchEvent::from_service(e)) {
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => gone.push(req),
+                    Err(_) => self.counters.inbox_dropped += 1,
+                    Ok(()) => {}
+                }
+                if ended {
+                    // The watch is over; the receiver still gets what was sent.
+                    self.node_watchers.remove(&req);
+                }
+            }
+        }
+        for req in gone {
+            self.node_watchers.remove(&req);
+            let now = self.now();
+            self.overlay
+                .command::<super::commands::WatcherService, _>(now, |w, ctx| w.unwatch(ctx, req));
+        }
+    }
+
     /// Payloads delivered to the application by the standard services.
     pub(super) fn delivered(&self) -> u64 {
         let messages = self
