@@ -194,7 +194,7 @@ pub fn svg(report: &Report, focus: Option<&Focus>, colouring: Colouring) -> Stri
             mark + 4.0
         );
         if n > LABEL_LIMIT {
-            label(&mut s, f.pos, f.name.get(..6).unwrap_or(&f.name), "#000");
+            label(&mut s, f.pos, f.name.get(..10).unwrap_or(&f.name), "#000");
         }
     }
     legend(&mut s, report, &rows, focus, colouring);
