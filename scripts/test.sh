@@ -39,6 +39,15 @@ if grep -rnE 'Instant::now|SystemTime::now|std::net::UdpSocket|std::thread::slee
     echo "p2ps-overlay must not read the clock or do I/O" >&2
     exit 1
 fi
+if cargo tree -p p2ps-census -e normal --prefix none --locked \
+    | grep -E '^(tokio|quinn|rustls|mio|socket2) '; then
+    echo "p2ps-census must not depend on an I/O stack" >&2
+    exit 1
+fi
+if grep -rnE 'Instant::now|SystemTime::now|std::net::UdpSocket|std::thread::sleep' census/src; then
+    echo "p2ps-census must not read the clock or do I/O" >&2
+    exit 1
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -20,7 +20,7 @@ pub const BAR_LIMIT: usize = 64;
 /// Arcs of the key band beyond [`BAR_LIMIT`] nodes.
 pub const BINS: usize = 90;
 
-const WIDTH: f64 = 1140.0;
+const WIDTH: f64 = 1200.0;
 const HEIGHT: f64 = 840.0;
 const CX: f64 = 420.0;
 const CY: f64 = 430.0;
@@ -328,7 +328,7 @@ fn legend(
     focus: Option<&Focus>,
     colouring: Colouring,
 ) {
-    let mut l = Legend { x: 800.0, y: 90.0 };
+    let mut l = Legend { x: 870.0, y: 90.0 };
     match colouring {
         Colouring::Nat => {
             l.line(s, None, "NAT class (nodes)");
