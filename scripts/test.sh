@@ -41,16 +41,18 @@ if grep -rnE 'Instant::now|SystemTime::now|std::net::UdpSocket|std::thread::slee
     echo "p2ps-overlay must not read the clock or do I/O" >&2
     exit 1
 fi
-# The node watcher is a protocol too: the same rules.
-if cargo tree -p p2ps-watcher -e normal --prefix none --locked \
-    | grep -E '^(tokio|quinn|rustls|mio|socket2) '; then
-    echo "p2ps-watcher must not depend on an I/O stack" >&2
-    exit 1
-fi
-if grep -rnE 'Instant::now|SystemTime::now|std::net::UdpSocket|std::thread::sleep' watcher/src; then
-    echo "p2ps-watcher must not read the clock or do I/O" >&2
-    exit 1
-fi
+# The services in crates of their own are protocols too: the same rules.
+for c in watcher census; do
+    if cargo tree -p "p2ps-$c" -e normal --prefix none --locked \
+        | grep -E '^(tokio|quinn|rustls|mio|socket2) '; then
+        echo "p2ps-$c must not depend on an I/O stack" >&2
+        exit 1
+    fi
+    if grep -rnE 'Instant::now|SystemTime::now|std::net::UdpSocket|std::thread::sleep' "$c/src"; then
+        echo "p2ps-$c must not read the clock or do I/O" >&2
+        exit 1
+    fi
+done
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -9,6 +9,7 @@ mod bench_metrics;
 mod bench_transport;
 mod bench_trust;
 mod cast_cmd;
+mod census_cmd;
 mod control;
 mod demo;
 mod dict_cmd;
@@ -21,6 +22,7 @@ mod progress;
 mod sim;
 mod sim_adversary;
 mod sim_cast;
+mod sim_census;
 mod sim_dict;
 mod top;
 mod watch_node_cmd;
@@ -76,6 +78,11 @@ enum Command {
     /// The replicated dictionary's state on a running node.
     #[command(subcommand)]
     Dict(dict_cmd::DictCommand),
+    /// Gather the figures of every node of the network through a running node (node count,
+    /// NAT classes, versions, table sizes, load, dictionary keys and bytes).
+    Census(census_cmd::CensusArgs),
+    /// Draw the network as an SVG picture, from a census through a running node or a file.
+    Ring(census_cmd::RingArgs),
     /// Start a local network on loopback and exercise every primitive.
     Demo(demo::DemoArgs),
     /// Run the discrete-event simulator of the Tango overlay (every finger strategy side by side).
@@ -143,6 +150,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WatchNode(args) => watch_node_cmd::run(args),
         Command::Dict(cmd) => dict_cmd::dict(cmd),
         Command::Top(args) => top::run(args),
+        Command::Census(args) => census_cmd::census(args),
+        Command::Ring(args) => census_cmd::ring(args),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),

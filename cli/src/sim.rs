@@ -26,6 +26,9 @@ enum SimMode {
     Churn(ChurnArgs),
     /// Broadcast and group multicast: messages, depth, reach and time, stable and under churn.
     Cast(crate::sim_cast::CastArgs),
+    /// The census: asks and answers, time to the answer, nodes found against the truth, and
+    /// the network-size estimate's error; optionally the picture of the ring.
+    Census(crate::sim_census::CensusSimArgs),
     /// The replicated dictionary: keys lost after adjacent crashes and under churn, repair
     /// time, maintenance cost.
     Dict(crate::sim_dict::DictSimArgs),
@@ -154,6 +157,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         SimMode::Cast(a) => crate::sim_cast::run(a),
         SimMode::Adversary(a) => crate::sim_adversary::run(a),
         SimMode::Dict(a) => crate::sim_dict::run(a),
+        SimMode::Census(a) => crate::sim_census::run(a),
     }
 }
 

@@ -117,6 +117,7 @@ impl NodeBuilder {
         config.overlay.validate()?;
         config.cast.validate()?;
         config.groups.validate()?;
+        config.census.validate()?;
         // The dictionary's file first: a node that cannot have its records does not start.
         let store = dict_store(&config)?;
         let metrics = crate::metrics::Metrics::new(config.metrics);
@@ -162,6 +163,9 @@ impl NodeBuilder {
         overlay.register(dict).map_err(StartError::Service)?;
         let watcher = p2ps_watcher::Watcher::<OverlayId>::new(config.watcher.clone());
         overlay.register(watcher).map_err(StartError::Service)?;
+        overlay
+            .register(p2ps_census::Census::<OverlayId>::new(config.census.clone()))
+            .map_err(StartError::Service)?;
         for register in registrations {
             register(&mut overlay).map_err(StartError::Service)?;
         }
@@ -199,6 +203,7 @@ impl NodeBuilder {
             addrs: shared_addrs.clone(),
             nat,
             max_payload: config.max_message_size,
+            protocol_version: config.protocol_version,
             signer: signing_key()?,
             drainers,
         });

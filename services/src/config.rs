@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub groups: GroupConfig,
     /// The replicated dictionary (replicas, quorums, value limit, quotas).
     pub dict: DictConfig,
+    /// The census (waits, limits per origin, most rows).
+    pub census: p2ps_census::CensusConfig,
     /// Where the node keeps the dictionary's records: `None` (the default) in memory, lost
     /// when the node stops; `Some(file)` in that redb file (created if missing; its directory
     /// must exist), so that the node restarted with the same file keeps them. Keep one file
@@ -87,6 +89,7 @@ impl NodeConfig {
             cast: CastConfig::default(),
             groups: GroupConfig::default(),
             dict: DictConfig::default(),
+            census: p2ps_census::CensusConfig::default(),
             dict_path: None,
             watcher: WatcherConfig::default(),
             idle_timeout: Duration::from_secs(5),

@@ -52,6 +52,8 @@ pub use id::{group_key, key_of, KeySigner, OverlayId};
 pub use metrics::Metrics;
 pub use node::Node;
 pub use node_watch::{NodeWatch, NodeWatchEvent};
+pub use p2ps_census as census;
+pub use p2ps_census::Report as CensusReport;
 pub use p2ps_dict as dict;
 pub use p2ps_overlay::{Dir, FingerStrategy, LookupMode, RingId};
 pub use p2ps_transport::{Identity, NodeId};

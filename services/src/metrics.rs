@@ -305,6 +305,14 @@ fn register_status(reg: &mut Registry, s: &Status) {
         "Distinct nodes in the routing table",
         s.distinct_neighbours as u64,
     );
+    if let Some(n) = s.network_size_estimate {
+        gauge(
+            reg,
+            "network_size_estimate",
+            "Nodes in the network, estimated from the spacing of this node's ring lists",
+            n,
+        );
+    }
     counters(
         reg,
         "lookups",

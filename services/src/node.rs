@@ -265,6 +265,14 @@ impl Node {
         self.ask(Command::Status).await
     }
 
+    /// A census of the whole network: every node's figures summed up a tree of disjoint ring
+    /// segments (N - 1 asks and N - 1 answers on a stable ring, see [`p2ps_census`]), with up
+    /// to `rows` per-node rows (at most [`p2ps_census::CensusConfig::max_rows`], 4096 by
+    /// default). Returns when every piece has answered or been given up (each wait is bounded).
+    pub async fn census(&self, rows: u32) -> Result<crate::CensusReport, NodeError> {
+        self.ask(|tx| Command::Census(rows, tx)).await?
+    }
+
     /// Leaves gracefully if joined, closes every connection, releases the socket and closes
     /// the dictionary's file (if it has one): a node may start on the same file once this
     /// returns.

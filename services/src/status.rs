@@ -51,6 +51,10 @@ pub struct Status {
     pub groups: Vec<GroupEntry>,
     /// Broadcasts and range multicasts this node is helping to cover right now.
     pub casts_in_progress: usize,
+    /// The number of nodes in the network, estimated from the spacing of this node's
+    /// successor and predecessor lists (no traffic; exact while the lists hold every node).
+    #[serde(default)]
+    pub network_size_estimate: Option<u64>,
     /// The services running on this node, with their counters.
     #[serde(default)]
     pub services: Vec<ServiceEntry>,

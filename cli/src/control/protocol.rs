@@ -18,6 +18,7 @@
 //! {"op":"watch","key":"text"}                           (a stream: see below)
 //! {"op":"watch_node","node":"<64 hex digits, or a unique prefix of 4 or more>"}   (a stream)
 //! {"op":"metrics"}                                      (the OpenMetrics text, as one string)
+//! {"op":"census"}   {"op":"census","rows":N}             (rows: per-node rows, at most 4096)
 //! ```
 //!
 //! A text key is placed on the ring with `p2ps::key_of` (first 128 bits of its SHA-256); a raw
@@ -28,7 +29,9 @@
 //! `route` give what was sent; `leave` answers once the node has left; `put` and `del` give
 //! `{"key","version","replicas"}`, `get` gives `{"key","value","version"}` (`value` null when the
 //! key holds nothing or was deleted); `dict_replicas` gives `{"key","version","current",
-//! "answered","replicas"}`.
+//! "answered","replicas"}`; `census` gives a [`p2ps::CensusReport`] (`nodes`, `complete`,
+//! `seconds`, `estimate`, `mean_estimate`, `nat`, `versions`, `table_sizes`, `loads`, `keys`,
+//! `bytes`, `rows`).
 //!
 //! Dictionary options: `acks` is how many replicas must hold a write before it is answered
 //! (default: a majority; more than the key's replicas counts as all of them), `quorum` how many
@@ -204,6 +207,12 @@ pub(crate) enum Request {
     DictReplicas {
         /// Key name.
         key: String,
+    },
+    /// A census of every node of the network.
+    Census {
+        /// Per-node rows wanted (default 0: sums only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rows: Option<u32>,
     },
 }
 
@@ -470,6 +479,7 @@ pub(crate) fn sample_status() -> p2ps::Status {
             children: vec![],
         }],
         casts_in_progress: 1,
+        network_size_estimate: Some(12),
         services: vec![p2ps::status::ServiceEntry {
             name: "p2ps/cast".into(),
             id: 7,

@@ -74,6 +74,9 @@ pub(crate) fn render_status(s: &Status) -> String {
     };
     let _ = writeln!(o, "fingers:       {fingers}");
     let _ = writeln!(o, "neighbours:    {} distinct", s.distinct_neighbours);
+    if let Some(n) = s.network_size_estimate {
+        let _ = writeln!(o, "network size:  about {n} nodes (from ring density)");
+    }
     let _ = writeln!(o, "connections:   {}", s.connections.len());
     for c in &s.connections {
         let path = if c.relayed_by.is_empty() {

@@ -276,6 +276,10 @@ async fn execute(
             Ok(text) => Response::ok(text),
             Err(e) => Response::err(e.to_string()),
         },
+        Request::Census { rows } => match node.census(rows.unwrap_or(0)).await {
+            Ok(r) => Response::ok(r),
+            Err(e) => Response::err(format!("census: {e}")),
+        },
         Request::Send { to, payload } => match addressee(&to, node, recent).await {
             Err(e) => Response::err(e),
             Ok(id) => {

@@ -3,7 +3,10 @@
 //!
 //! - `GET /metrics`: the node's metrics in the OpenMetrics text format (see `p2ps::metrics`),
 //!   for Prometheus to scrape;
-//! - `GET /status`: the node's [`p2ps::Status`] as JSON (what `p2ps status --json` prints).
+//! - `GET /status`: the node's [`p2ps::Status`] as JSON (what `p2ps status --json` prints);
+//! - `GET /census?rows=N`: a census of the network as JSON (what `p2ps census --json` prints);
+//! - `GET /ring.svg?colour=nat|load&rows=N`: the picture of the ring from a census, with this
+//!   node's lists and fingers as chords (what `p2ps ring --svg` writes).
 //!
 //! On loopback it answers anyone on this machine; on any other address every request must
 //! carry `Authorization: Bearer <token>`, the token read from a file only its owner may read
@@ -11,7 +14,7 @@
 //! from the node's state; the server holds at most [`MAX_CONNECTIONS`] connections.
 
 use anyhow::{bail, Context, Result};
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -222,6 +225,8 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/census", get(census))
+        .route("/ring.svg", get(ring_svg))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -280,6 +285,47 @@ async fn status(State(s): State<AppState>) -> Response {
         Ok(st) => axum::Json(st).into_response(),
         Err(e) => unavailable(e),
     }
+}
+
+/// The query of `/census` and `/ring.svg`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct CensusQuery {
+    /// Per-node rows (`/census`: default 0; `/ring.svg`: default 4096).
+    rows: Option<u32>,
+    /// `nat` or `load` (`/ring.svg`).
+    colour: Option<String>,
+}
+
+async fn census(State(s): State<AppState>, Query(q): Query<CensusQuery>) -> Response {
+    match s.node.census(q.rows.unwrap_or(0)).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn ring_svg(State(s): State<AppState>, Query(q): Query<CensusQuery>) -> Response {
+    let colour = match q.colour.as_deref() {
+        None | Some("nat") => p2ps::census::Colouring::Nat,
+        Some("load") => p2ps::census::Colouring::Load,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("colour must be nat or load, not {other:?}\n"),
+            )
+                .into_response()
+        }
+    };
+    let report = match s.node.census(q.rows.unwrap_or(4096)).await {
+        Ok(r) => r,
+        Err(e) => return unavailable(e),
+    };
+    let status = match s.node.status().await {
+        Ok(st) => st,
+        Err(e) => return unavailable(e),
+    };
+    let svg = crate::census_cmd::picture(&report, Some(&status), colour);
+    ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
 }
 
 #[cfg(test)]

@@ -86,6 +86,8 @@ pub(crate) enum Command {
     Route(RingId, Bytes, oneshot::Sender<Result<(), NodeError>>),
     Send(NodeId, Bytes, oneshot::Sender<Result<(), NodeError>>),
     Status(oneshot::Sender<Status>),
+    /// Starts a census asking for up to this many rows, answered when it ends.
+    Census(u32, super::census::CensusReply),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -198,6 +200,7 @@ impl Actor {
                 });
                 let _ = reply.send(r);
             }
+            Command::Census(rows, reply) => self.start_census(rows, reply),
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }

@@ -11,8 +11,10 @@
 //! reports), [`output`] (what the overlay asks for), [`overlay_events`] (what it reports),
 //! [`services`] (what services have for their applications), [`join`] (joining through a
 //! ticket), [`reachability`] (what this node advertises), [`traversal`] and [`fallback`] (the
-//! NAT fallback), [`status`] (the snapshot).
+//! NAT fallback), [`status`] (the snapshot), [`census`] (what the census is told, and its
+//! reports).
 
+mod census;
 pub(crate) mod commands;
 pub(crate) mod fallback;
 mod join;
@@ -81,6 +83,7 @@ pub(crate) struct Parts {
     pub(crate) addrs: Arc<RwLock<Vec<SocketAddr>>>,
     pub(crate) nat: Nat,
     pub(crate) max_payload: usize,
+    pub(crate) protocol_version: u32,
     pub(crate) signer: p2ps_transport::SigningKey,
     pub(crate) drainers: Vec<Drainer>,
 }
@@ -130,6 +133,12 @@ pub(crate) struct Actor {
     pub(crate) dict_watchers: BTreeMap<u64, mpsc::Sender<Option<p2ps_dict::Record<OverlayId>>>>,
     /// Watches of nodes, by watch id: where their events go.
     pub(crate) node_watchers: BTreeMap<u64, mpsc::Sender<crate::node_watch::NodeWatchEvent>>,
+    /// The protocol version this node speaks (told to the census).
+    pub(crate) protocol_version: u32,
+    /// Censuses this node started, waiting for their end, by message number.
+    pub(crate) censuses: BTreeMap<u64, census::CensusReply>,
+    /// Messages handled and when, at the last refresh of the census's figures (for the load).
+    pub(crate) load_mark: (u64, Instant),
 }
 
 fn class_of(c: Class) -> StreamClass {
@@ -172,6 +181,9 @@ impl Actor {
             dict_waiting: BTreeMap::new(),
             dict_watchers: BTreeMap::new(),
             node_watchers: BTreeMap::new(),
+            protocol_version: parts.protocol_version,
+            censuses: BTreeMap::new(),
+            load_mark: (0, Instant::now()),
         }
     }
 
@@ -189,6 +201,8 @@ impl Actor {
         let mut mapping = self.nat.mapper.as_ref().map(|m| m.watch());
         let mut relay_check = tokio::time::interval(RELAY_CHECK);
         relay_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut census_figures = tokio::time::interval(census::REFRESH);
+        census_figures.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.update_reachability();
         loop {
             let deadline = self.overlay.poll_timeout().map(|t| self.instant(t));
@@ -234,6 +248,7 @@ impl Actor {
                     self.update_reachability();
                 }
                 _ = relay_check.tick() => self.keep_relay(),
+                _ = census_figures.tick() => self.refresh_census_figures(),
                 Some((peer, result)) = self.traversals.1.recv() => self.traversal_done(peer, result),
                 Some(()) = self.join_ready.1.recv() => self.start_join(),
             }

@@ -59,6 +59,7 @@ impl Actor {
             self.overlay
                 .command::<super::commands::DictService, _>(now, |d, ctx| d.unwatch(ctx, req));
         }
+        self.drain_census();
         let mut events = Vec::new();
         standard::drain(&mut self.overlay, &mut events);
         let mut out = Vec::new();

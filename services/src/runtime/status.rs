@@ -73,6 +73,7 @@ impl Actor {
                 })
                 .collect(),
             casts_in_progress: self.overlay.casts_in_progress(),
+            network_size_estimate: p2ps_census::network_size(t),
             services: self
                 .overlay
                 .services()
