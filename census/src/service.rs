@@ -28,9 +28,7 @@ use crate::estimate::{network_size, nodes_in};
 use crate::figures::{check_rows, merge_rows, Aggregate, Figures, Row};
 use crate::wire::{Wire, ANSWER_OVERHEAD, KINDS, ROW_BYTES};
 use p2ps_overlay::service::{decode, encode, Context, Emits, Incoming, Service, ServiceId};
-use p2ps_overlay::{
-    Body, Class, CommandError, ConfigError, Node, Peer, PeerId, RingId, Sealed, Segment, Time,
-};
+use p2ps_overlay::{Body, Class, CommandError, ConfigError, Node, PeerId, Sealed, Segment, Time};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -330,38 +328,8 @@ impl<P: PeerId> Census<P> {
         attempts: u32,
         avoid: Vec<P>,
     ) {
-        let me = ctx.me();
-        let usable: Vec<Peer<P>> = ctx
-            .table()
-            .entries()
-            .filter(|p| !avoid.contains(&p.id) && !ctx.is_dead(&p.id))
-            .collect();
-        let mut points: Vec<Peer<P>> = usable
-            .iter()
-            .copied()
-            .filter(|p| seg.contains(p.pos))
-            .collect();
-        if seg.contains(me.pos) {
-            points.push(me);
-        }
-        seg.sort_points(&mut points, |p| p.pos);
-        if points.is_empty() {
-            let mine = seg.distance_to(me.pos);
-            let nearest = usable
-                .iter()
-                .map(|p| (seg.distance_to(p.pos), p))
-                .filter(|(d, _)| *d < mine)
-                .min_by_key(|(d, p)| (*d, p.pos));
-            if let Some((_, p)) = nearest {
-                self.send_piece(ctx, job, p.id, seg, (attempts, avoid));
-            }
-            return;
-        }
-        let positions: Vec<RingId> = points.iter().map(|p| p.pos).collect();
-        for (p, piece) in points.iter().zip(seg.split(&positions)) {
-            if p.id != me.id {
-                self.send_piece(ctx, job, p.id, piece, (attempts, avoid.clone()));
-            }
+        for (to, piece) in ctx.cut(seg, &avoid) {
+            self.send_piece(ctx, job, to, piece, (attempts, avoid.clone()));
         }
     }
 

@@ -23,7 +23,7 @@
 use crate::config::ConfigError;
 use crate::message::{Body, Class, Routed, Sealed};
 use crate::node::{CommandError, Node};
-use crate::peer::{Peer, PeerId};
+use crate::peer::PeerId;
 use crate::ring::RingId;
 use crate::seen::Seen;
 use crate::segment::Segment;
@@ -543,43 +543,8 @@ impl<P: PeerId> Casts<P> {
         attempts: u32,
         avoid: Vec<P>,
     ) {
-        let me = ctx.me();
-        let me_inside = seg.contains(me.pos);
-        let usable: Vec<Peer<P>> = ctx
-            .table()
-            .entries()
-            .filter(|p| !avoid.contains(&p.id) && !ctx.is_dead(&p.id))
-            .collect();
-        let mut points: Vec<Peer<P>> = usable
-            .iter()
-            .copied()
-            .filter(|p| seg.contains(p.pos))
-            .collect();
-        seg.sort_points(&mut points, |p| p.pos);
-        if me_inside {
-            points.push(me);
-            seg.sort_points(&mut points, |p| p.pos);
-        }
-        if points.is_empty() {
-            // Nothing known inside: hand the whole segment to the nearest known node, if it is
-            // nearer to the segment than this node.
-            let mine = seg.distance_to(me.pos);
-            let nearest = usable
-                .iter()
-                .map(|p| (seg.distance_to(p.pos), p))
-                .filter(|(d, _)| *d < mine)
-                .min_by_key(|(d, p)| (*d, p.pos));
-            if let Some((_, p)) = nearest {
-                self.send_piece(ctx, cover, p.id, seg, attempts, avoid);
-            }
-            return;
-        }
-        let positions: Vec<RingId> = points.iter().map(|p| p.pos).collect();
-        let pieces = seg.split(&positions);
-        for (p, piece) in points.iter().zip(pieces) {
-            if p.id != me.id {
-                self.send_piece(ctx, cover, p.id, piece, attempts, avoid.clone());
-            }
+        for (to, piece) in ctx.cut(seg, &avoid) {
+            self.send_piece(ctx, cover, to, piece, attempts, avoid.clone());
         }
     }
 

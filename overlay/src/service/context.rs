@@ -7,6 +7,7 @@ use crate::node::{Node, State};
 use crate::peer::{Peer, PeerId};
 use crate::ring::RingId;
 use crate::routing_table::{NextHop, RoutingTable};
+use crate::segment::Segment;
 use crate::service::registry::Work;
 use crate::time::Time;
 use bytes::Bytes;
@@ -77,6 +78,47 @@ impl<P: PeerId> Context<'_, P> {
     /// [`RoutingTable::replica_set`]); `None` when this node's lists do not reach the key.
     pub fn replica_set(&self, key: RingId, r: usize) -> Option<Vec<Peer<P>>> {
         self.node.table().replica_set(key, r)
+    }
+
+    /// How this node hands out segment `seg` of a tree over the ring (broadcast, census, …):
+    /// cut among the live nodes it knows in it and itself (see [`Segment::split`]), every
+    /// piece but its own given to its node; a segment in which it knows no node goes whole to
+    /// the known node nearest to it, if that is nearer than this node (it knows that part of
+    /// the ring better), else to no one. Nodes in `avoid` are passed over.
+    pub fn cut(&self, seg: Segment, avoid: &[P]) -> Vec<(P, Segment)> {
+        let me = self.me();
+        let usable: Vec<Peer<P>> = self
+            .table()
+            .entries()
+            .filter(|p| !avoid.contains(&p.id) && !self.is_dead(&p.id))
+            .collect();
+        let mut points: Vec<Peer<P>> = usable
+            .iter()
+            .copied()
+            .filter(|p| seg.contains(p.pos))
+            .collect();
+        if seg.contains(me.pos) {
+            points.push(me);
+        }
+        seg.sort_points(&mut points, |p| p.pos);
+        if points.is_empty() {
+            let mine = seg.distance_to(me.pos);
+            return usable
+                .iter()
+                .map(|p| (seg.distance_to(p.pos), p))
+                .filter(|(d, _)| *d < mine)
+                .min_by_key(|(d, p)| (*d, p.pos))
+                .map(|(_, p)| (p.id, seg))
+                .into_iter()
+                .collect();
+        }
+        let positions: Vec<RingId> = points.iter().map(|p| p.pos).collect();
+        points
+            .iter()
+            .zip(seg.split(&positions))
+            .filter(|(p, _)| p.id != me.id)
+            .map(|(p, piece)| (p.id, piece))
+            .collect()
     }
 
     /// A new message number: unpredictable and unique for this node.
