@@ -93,7 +93,8 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     }
 
     fn reply(&mut self, ctx: &mut Context<'_, P>, origin: P, req: u64, outcome: Outcome<P>) {
-        ctx.send(origin, encode(&Wire::Reply { req, outcome }, &[]));
+        // Over a link if there is one, else routed back over the ring: no handshake.
+        ctx.answer(origin, encode(&Wire::Reply { req, outcome }, &[]));
     }
 
     fn refuse(&mut self, ctx: &mut Context<'_, P>, origin: P, req: u64, e: DictError) {

@@ -442,7 +442,8 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     /// The primary answered request `req` (sent by `from`).
     fn on_reply(&mut self, now: Time, req: u64, outcome: Outcome<P>) {
         let Some(p) = self.pending.remove(&req) else {
-            // Not asked, or answered already.
+            // Not asked, or answered already (or after its deadline).
+            self.stats.dropped += 1;
             return;
         };
         self.deadlines.remove(&(p.deadline, req));
@@ -568,11 +569,20 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
     }
 
     fn deliver(&mut self, ctx: &mut Context<'_, P>, msg: Routed<P>) {
-        let Body::Service { data, .. } = &msg.sealed.env.body else {
+        let Body::Service { data, target, .. } = &msg.sealed.env.body else {
             return;
         };
         let origin = msg.sealed.origin();
         let key = msg.sealed.env.key;
+        if target.is_some() {
+            // Addressed to this node (the core delivers it nowhere else): an answer routed
+            // back because its sender had no link to this node (`Context::answer`).
+            return match decode::<Wire<P>>(data) {
+                Ok((Wire::Reply { req, outcome }, _)) => self.on_reply(ctx.now(), req, outcome),
+                Ok((Wire::Notify { req, record }, _)) => self.on_notify(req, record),
+                _ => self.stats.dropped += 1,
+            };
+        }
         match decode::<Wire<P>>(data) {
             Ok((
                 Wire::Put {

@@ -187,7 +187,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         if let Some(r) = &record {
             self.watches.expiries.insert((r.expires, key));
         }
-        ctx.send(watcher, encode(&Wire::Notify { req, record }, &[]));
+        ctx.answer(watcher, encode(&Wire::Notify { req, record }, &[]));
     }
 
     /// `watcher` no longer watches `req`.
@@ -219,7 +219,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 },
                 &[],
             );
-            ctx.send(watcher, msg);
+            ctx.answer(watcher, msg);
         }
     }
 

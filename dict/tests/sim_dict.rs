@@ -420,7 +420,7 @@ fn hostile_records_are_refused() {
     sim.run_for(Duration::from_secs(1));
     let d = sim.node(holder).service::<D>().unwrap();
     assert_eq!(d.stats().refused, refused_before + 2);
-    assert_eq!(d.store().get(key).unwrap(), Some(genuine));
+    assert_eq!(d.store().get(key).unwrap(), Some(genuine.clone()));
     // Garbage is dropped.
     let m = p2ps_overlay::Message::Service(p2ps_overlay::ServiceMessage {
         service: p2ps_dict::DICT,
@@ -431,6 +431,52 @@ fn hostile_records_are_refused() {
     let from = *ids.iter().find(|id| **id != holder).unwrap();
     sim.command(holder, |n, now| n.handle_message(now, from, m));
     assert_eq!(sim.node(holder).service::<D>().unwrap().stats().dropped, 1);
+    // Answers nobody asked for, routed to the holder by another member (signed, so they
+    // pass the core's checks): an invented request, and an answer routed to a key as if it
+    // were a request. Dropped, and nothing else changes.
+    let liar = *ids.iter().find(|id| **id != holder).unwrap();
+    let dropped = |sim: &Simulator| -> u64 {
+        ids.iter()
+            .map(|id| sim.node(*id).service::<D>().unwrap().stats().dropped)
+            .sum()
+    };
+    let dropped_before = dropped(&sim);
+    let answer = p2ps_overlay::service::encode(
+        &p2ps_dict::wire::Wire::<SimId>::Reply {
+            req: 0x5eed,
+            outcome: p2ps_dict::wire::Outcome::Stored {
+                version: 99,
+                acks: 3,
+            },
+        },
+        &[],
+    );
+    for target in [Some(holder), None] {
+        let data = answer.clone();
+        let at = if target.is_some() {
+            holder.ring_id()
+        } else {
+            key
+        };
+        sim.command(liar, |n, now| {
+            n.command::<D, _>(now, |_, ctx| {
+                let sealed = ctx.seal(at, target, data);
+                ctx.route(sealed);
+            })
+        });
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(dropped(&sim), dropped_before + 2);
+    assert!(events(&mut sim, &ids).is_empty());
+    assert_eq!(
+        sim.node(holder)
+            .service::<D>()
+            .unwrap()
+            .store()
+            .get(key)
+            .unwrap(),
+        Some(genuine.clone())
+    );
     // Too large a value never leaves the writer.
     let big = vec![0u8; DictConfig::default().max_value + 1];
     let k2 = k.clone();

@@ -1304,6 +1304,11 @@ impl<P: PeerId> Node<P> {
 
     // ----- routing -----
 
+    /// Whether the driver has a connection to `peer` now.
+    pub(crate) fn is_linked(&self, peer: &P) -> bool {
+        self.links.contains_key(peer)
+    }
+
     /// Signs an envelope from this node.
     pub(crate) fn seal(&mut self, seq: u64, key: RingId, body: Body<P>) -> Sealed<P> {
         let env = Envelope {

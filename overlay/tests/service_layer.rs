@@ -257,6 +257,64 @@ fn a_user_service_gets_its_hooks() {
 }
 
 #[test]
+fn answers_take_links_or_the_ring_never_a_new_connection() {
+    let members: Vec<u8> = (1..=16).map(|i| i * 15).collect();
+    let mut nodes = ring_of(&members);
+    let now = Time::from_secs(1);
+    let linked: Vec<u8> = nodes[&15].links().map(|p| p.0).collect();
+    let stranger = *members
+        .iter()
+        .find(|m| **m != 15 && !linked.contains(m))
+        .expect("a node 15 has no link to");
+    let friend = linked[0];
+
+    // To a peer it has a link to: one hop, straight, as a plain one-hop message.
+    let answer = |nodes: &mut BTreeMap<u8, Node<T>>, to: u8, data: &'static [u8]| {
+        let n15 = nodes.get_mut(&15).unwrap();
+        n15.command::<Probe, _>(now, |_, ctx| ctx.answer(T(to), Bytes::from_static(data)))
+            .unwrap();
+        let mut sends = Vec::new();
+        while let Some(o) = n15.poll_output() {
+            if let Output::Send { to, msg } = o {
+                sends.push((to, msg));
+            }
+        }
+        let firsts: Vec<T> = sends.iter().map(|(to, _)| *to).collect();
+        for (to, msg) in sends {
+            nodes
+                .get_mut(&to.0)
+                .unwrap()
+                .handle_message(now, T(15), msg);
+        }
+        pump(nodes, now, 100);
+        firsts
+    };
+    assert_eq!(answer(&mut nodes, friend, b"near"), vec![T(friend)]);
+    assert_eq!(
+        probe(&nodes[&friend]).received,
+        vec![(T(15), Bytes::from_static(b"near"))]
+    );
+
+    // To a peer it has no link to: signed and routed over links it has, delivered only there.
+    let firsts = answer(&mut nodes, stranger, b"far");
+    assert_eq!(firsts.len(), 1);
+    assert!(
+        linked.contains(&firsts[0].0),
+        "sent over a link: {firsts:?}"
+    );
+    let got = &probe(&nodes[&stranger]).delivered;
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0, &got[0].2[..]), (T(15), &b"far"[..]));
+    assert!(got[0].1 >= 1, "routed, not sent straight");
+    let elsewhere: usize = nodes
+        .iter()
+        .filter(|(id, _)| **id != stranger)
+        .map(|(_, n)| probe(n).delivered.len())
+        .sum();
+    assert_eq!(elsewhere, 0, "delivered at the addressee only");
+}
+
+#[test]
 fn neighbour_changes_reach_services() {
     let mut nodes = ring_of(&[10, 30]);
     let now = Time::from_secs(1);

@@ -169,6 +169,30 @@ impl<P: PeerId> Context<'_, P> {
         self.send_message(to, data, None);
     }
 
+    /// Whether this node has a connection to `peer` now (a one-hop send to it costs no
+    /// handshake).
+    pub fn is_linked(&self, peer: &P) -> bool {
+        self.node.is_linked(peer)
+    }
+
+    /// Answers `to` (typically the origin of a routed request) without opening a connection:
+    /// over the link to it if there is one, as a one-hop message ([`Service::receive`] there,
+    /// `from` authenticated by the connection); otherwise signed by this node and routed to
+    /// `to` over the ring's existing links ([`Service::deliver`] there, with `target` set to
+    /// it and this node as the envelope's checked origin). A request answered straight back
+    /// from a node its asker has never met would otherwise cost a QUIC handshake, often longer
+    /// than the whole route. The receiving service must take the answer from both hooks.
+    ///
+    /// [`Service::receive`]: super::Service::receive
+    /// [`Service::deliver`]: super::Service::deliver
+    pub fn answer(&mut self, to: P, data: Bytes) {
+        if to == self.node.me.id || self.is_linked(&to) {
+            return self.send(to, data);
+        }
+        let sealed = self.seal(to.ring_id(), Some(to), data);
+        self.route(sealed);
+    }
+
     /// Sends this service's one-hop message `data` to `to`, carrying `sealed` (a message some
     /// node signed, passed on unchanged).
     pub fn send_sealed(&mut self, to: P, data: Bytes, sealed: Sealed<P>) {
