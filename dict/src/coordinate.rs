@@ -19,13 +19,14 @@ use crate::record::{Record, MAX_NAME};
 use crate::service::Dict;
 use crate::store::Store;
 use crate::wire::{DictError, Outcome, Wire};
-use p2ps_overlay::service::{encode, Context};
+use p2ps_overlay::service::{encode, Context, WayBack};
 use p2ps_overlay::{PeerId, RingId, Time};
 
 /// An operation the primary coordinates.
 #[derive(Debug)]
 pub(crate) struct Op<P: PeerId> {
-    origin: P,
+    /// How the answer gets back to the request's origin.
+    back: WayBack<P>,
     req: u64,
     deadline: Time,
     /// Replicas asked and not answered yet.
@@ -92,14 +93,20 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         self.store_put(key, record)
     }
 
-    fn reply(&mut self, ctx: &mut Context<'_, P>, origin: P, req: u64, outcome: Outcome<P>) {
-        // Over a link if there is one, else routed back over the ring: no handshake.
-        ctx.answer(origin, encode(&Wire::Reply { req, outcome }, &[]));
+    fn reply(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        back: &WayBack<P>,
+        req: u64,
+        outcome: Outcome<P>,
+    ) {
+        // Back the way the request came, over links that exist: no handshake.
+        ctx.reply(back, encode(&Wire::Reply { req, outcome }, &[]));
     }
 
-    fn refuse(&mut self, ctx: &mut Context<'_, P>, origin: P, req: u64, e: DictError) {
+    fn refuse(&mut self, ctx: &mut Context<'_, P>, back: &WayBack<P>, req: u64, e: DictError) {
         self.stats.refused += 1;
-        self.reply(ctx, origin, req, Outcome::Refused(e));
+        self.reply(ctx, back, req, Outcome::Refused(e));
     }
 
     /// The other replicas of `key`, as this node sees them.
@@ -127,27 +134,27 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     pub(crate) fn coordinate_put(
         &mut self,
         ctx: &mut Context<'_, P>,
-        origin: P,
+        back: WayBack<P>,
         req: u64,
         key: RingId,
         (w, expect): (u8, Option<u64>),
         record: Record<P>,
     ) {
         if let Err(e) = self.check_record(ctx.now(), key, &record) {
-            return self.refuse(ctx, origin, req, e);
+            return self.refuse(ctx, &back, req, e);
         }
         if let Some(v) = expect {
             let current = match self.held(key) {
                 Ok(held) => held.map_or(0, |r| r.version),
-                Err(e) => return self.refuse(ctx, origin, req, e),
+                Err(e) => return self.refuse(ctx, &back, req, e),
             };
             if current != v {
-                return self.refuse(ctx, origin, req, DictError::Conflict { current });
+                return self.refuse(ctx, &back, req, DictError::Conflict { current });
             }
         }
         let version = record.version;
         if let Err(e) = self.keep(key, record.clone()) {
-            return self.refuse(ctx, origin, req, e);
+            return self.refuse(ctx, &back, req, e);
         }
         self.notify(ctx, key);
         let others = self.others(ctx, key);
@@ -155,10 +162,10 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         if need <= 1 {
             // Copies go to the others all the same; the answer need not wait for them.
             self.push(ctx, &others, &record);
-            return self.reply(ctx, origin, req, Outcome::Stored { version, acks: 1 });
+            return self.reply(ctx, &back, req, Outcome::Stored { version, acks: 1 });
         }
         let op = Op {
-            origin,
+            back: back.clone(),
             req,
             deadline: ctx.now() + self.cfg.replica_timeout,
             waiting: others.clone(),
@@ -169,7 +176,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             },
         };
         let Some(id) = self.start_op(ctx, op) else {
-            return self.refuse(ctx, origin, req, DictError::Busy);
+            return self.refuse(ctx, &back, req, DictError::Busy);
         };
         let msg = encode(&Wire::Replicate { op: id, record }, &[]);
         for p in others {
@@ -181,7 +188,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     pub(crate) fn coordinate_get(
         &mut self,
         ctx: &mut Context<'_, P>,
-        origin: P,
+        back: WayBack<P>,
         req: u64,
         key: RingId,
         r: u8,
@@ -189,17 +196,17 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     ) {
         let here = match self.held(key) {
             Ok(here) => here,
-            Err(e) => return self.refuse(ctx, origin, req, e),
+            Err(e) => return self.refuse(ctx, &back, req, e),
         };
         let mut others = self.others(ctx, key);
         let need = r.min(1 + others.len() as u8).max(1);
         others.truncate(need as usize - 1);
         if need <= 1 && !health {
-            return self.reply(ctx, origin, req, Outcome::Found(here));
+            return self.reply(ctx, &back, req, Outcome::Found(here));
         }
         let me = ctx.me().id;
         let op = Op {
-            origin,
+            back: back.clone(),
             req,
             deadline: ctx.now() + self.cfg.replica_timeout,
             waiting: others.clone(),
@@ -211,7 +218,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             },
         };
         let Some(id) = self.start_op(ctx, op) else {
-            return self.refuse(ctx, origin, req, DictError::Busy);
+            return self.refuse(ctx, &back, req, DictError::Busy);
         };
         let msg = encode(&Wire::<P>::Fetch { op: id, key }, &[]);
         for p in others {
@@ -249,7 +256,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 } else {
                     Outcome::Refused(DictError::NotEnoughReplicas { answered: acks })
                 };
-                self.reply(ctx, o.origin, o.req, outcome);
+                self.reply(ctx, &o.back, o.req, outcome);
             }
         }
     }
@@ -315,19 +322,19 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 replicas: u8::try_from(self.cfg.replicas).unwrap_or(u8::MAX),
             };
             self.repair_stale(ctx, key, &best, &answers);
-            return self.reply(ctx, o.origin, o.req, Outcome::Replicas(h));
+            return self.reply(ctx, &o.back, o.req, Outcome::Replicas(h));
         }
         if answers.len() < need as usize {
             let answered = answers.len() as u8;
             return self.reply(
                 ctx,
-                o.origin,
+                &o.back,
                 o.req,
                 Outcome::Refused(DictError::NotEnoughReplicas { answered }),
             );
         }
         self.repair_stale(ctx, key, &best, &answers);
-        self.reply(ctx, o.origin, o.req, Outcome::Found(best));
+        self.reply(ctx, &o.back, o.req, Outcome::Found(best));
     }
 
     /// The newest valid record among `answers`. Candidates are checked newest first until one
@@ -399,7 +406,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         if let OpKind::Put { acks, .. } = o.kind {
             self.reply(
                 ctx,
-                o.origin,
+                &o.back,
                 o.req,
                 Outcome::Refused(DictError::NotEnoughReplicas { answered: acks }),
             );

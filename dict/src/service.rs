@@ -2,14 +2,16 @@
 //! requests an application makes (put, delete, compare-and-swap, get).
 //!
 //! A request is routed, signed by its origin, to the node responsible for the key (the
-//! *primary*), which coordinates it (see `coordinate.rs`) and answers the origin directly.
+//! *primary*), which coordinates it (see `coordinate.rs`) and answers the origin back the way
+//! the request came, over connections that exist (`Context::reply`): an operation between
+//! nodes that never met costs no handshake.
 
 use crate::record::{DictKey, Record, MAX_NAME};
 use crate::store::{PutError, Quotas, StorageError, Store};
 use crate::wire::{DictError, Outcome, Wire, KINDS};
 use bytes::Bytes;
 use p2ps_overlay::service::{
-    decode, encode, Context, Emits, Incoming, NeighbourChange, Service, ServiceId,
+    decode, encode, Answered, Context, Emits, Incoming, NeighbourChange, Service, ServiceId,
 };
 use p2ps_overlay::{Body, Class, PeerId, Routed, Time};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -575,10 +577,10 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
         let origin = msg.sealed.origin();
         let key = msg.sealed.env.key;
         if target.is_some() {
-            // Addressed to this node (the core delivers it nowhere else): an answer routed
-            // back because its sender had no link to this node (`Context::answer`).
+            // Addressed to this node (the core delivers it nowhere else): a watch's news
+            // routed here because its holder had no link to this node
+            // (`Context::send_or_route`).
             return match decode::<Wire<P>>(data) {
-                Ok((Wire::Reply { req, outcome }, _)) => self.on_reply(ctx.now(), req, outcome),
                 Ok((Wire::Notify { req, record }, _)) => self.on_notify(req, record),
                 _ => self.stats.dropped += 1,
             };
@@ -592,11 +594,13 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
                     record,
                 },
                 _,
-            )) => self.coordinate_put(ctx, origin, req, key, (w, expect), record),
-            Ok((Wire::Get { req, r }, _)) => self.coordinate_get(ctx, origin, req, key, r, false),
+            )) => self.coordinate_put(ctx, msg.way_back(), req, key, (w, expect), record),
+            Ok((Wire::Get { req, r }, _)) => {
+                self.coordinate_get(ctx, msg.way_back(), req, key, r, false)
+            }
             Ok((Wire::Replicas { req }, _)) => {
                 let r = u8::try_from(self.cfg.replicas).unwrap_or(u8::MAX);
-                self.coordinate_get(ctx, origin, req, key, r, true)
+                self.coordinate_get(ctx, msg.way_back(), req, key, r, true)
             }
             Ok((Wire::Watch { req, lease_ms }, _)) => {
                 self.hold_watch(ctx, origin, req, key, lease_ms)
@@ -613,7 +617,6 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
             Ok((Wire::Stored { op, ok }, _)) => self.on_stored(ctx, from, op, ok),
             Ok((Wire::Fetch { op, key }, _)) => self.on_fetch(ctx, from, op, key),
             Ok((Wire::Fetched { op, record }, _)) => self.on_fetched(ctx, from, op, record),
-            Ok((Wire::Reply { req, outcome }, _)) => self.on_reply(ctx.now(), req, outcome),
             Ok((Wire::Notify { req, record }, _)) => self.on_notify(req, record),
             Ok((
                 Wire::Sync {
@@ -624,6 +627,15 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
                 _,
             )) => self.on_sync(ctx, from, round, parts, opening),
             Ok((Wire::Want { round, keys }, _)) => self.on_want(ctx, from, round, keys),
+            _ => self.stats.dropped += 1,
+        }
+    }
+
+    fn answered(&mut self, ctx: &mut Context<'_, P>, msg: Answered<P>) {
+        // Answers come only this way (`Context::reply` at the primary); whoever passed it on,
+        // it counts only for a request in flight, by its unguessable id.
+        match decode::<Wire<P>>(&msg.data) {
+            Ok((Wire::Reply { req, outcome }, _)) => self.on_reply(ctx.now(), req, outcome),
             _ => self.stats.dropped += 1,
         }
     }

@@ -187,7 +187,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         if let Some(r) = &record {
             self.watches.expiries.insert((r.expires, key));
         }
-        ctx.answer(watcher, encode(&Wire::Notify { req, record }, &[]));
+        ctx.send_or_route(watcher, encode(&Wire::Notify { req, record }, &[]));
     }
 
     /// `watcher` no longer watches `req`.
@@ -219,7 +219,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 },
                 &[],
             );
-            ctx.answer(watcher, msg);
+            ctx.send_or_route(watcher, msg);
         }
     }
 

@@ -432,8 +432,8 @@ fn hostile_records_are_refused() {
     sim.command(holder, |n, now| n.handle_message(now, from, m));
     assert_eq!(sim.node(holder).service::<D>().unwrap().stats().dropped, 1);
     // Answers nobody asked for, routed to the holder by another member (signed, so they
-    // pass the core's checks): an invented request, and an answer routed to a key as if it
-    // were a request. Dropped, and nothing else changes.
+    // pass the core's checks): an invented request, an answer routed to a key as if it were
+    // a request, and one passed back. Dropped, and nothing else changes.
     let liar = *ids.iter().find(|id| **id != holder).unwrap();
     let dropped = |sim: &Simulator| -> u64 {
         ids.iter()
@@ -465,8 +465,17 @@ fn hostile_records_are_refused() {
             })
         });
     }
+    // And one passed back to the holder as if along a request's way (unsigned).
+    let m = p2ps_overlay::Message::PassBack(p2ps_overlay::PassBack {
+        service: p2ps_dict::DICT,
+        class: p2ps_overlay::Class::User,
+        to: holder,
+        trail: Vec::new(),
+        data: answer.clone(),
+    });
+    sim.command(holder, |n, now| n.handle_message(now, liar, m));
     sim.run_for(Duration::from_secs(1));
-    assert_eq!(dropped(&sim), dropped_before + 2);
+    assert_eq!(dropped(&sim), dropped_before + 3);
     assert!(events(&mut sim, &ids).is_empty());
     assert_eq!(
         sim.node(holder)

@@ -49,7 +49,9 @@ pub mod sim;
 
 pub use adjacency::Adjacency;
 pub use config::{Config, ConfigError, LookupMode};
-pub use message::{Answer, Body, Class, Envelope, Message, Routed, Sealed, ServiceMessage};
+pub use message::{
+    Answer, Body, Class, Envelope, Message, PassBack, Routed, Sealed, ServiceMessage,
+};
 pub use node::{CommandError, Event, LookupError, Node, NodeStats, Output, RegisterError, State};
 pub use peer::{Contact, Peer, PeerId, RelayHint};
 pub use proof::{Signer, StandIn, StandInProof};

@@ -117,6 +117,30 @@ pub enum Message<P: PeerId> {
     Answer(Answer<P>),
     /// A service's message to a peer this node talks to directly (see [`crate::service`]).
     Service(ServiceMessage<P>),
+    /// A service's answer to a routed request, passed back along the request's trail over
+    /// connections that exist (see [`crate::service::Context::reply`]).
+    PassBack(PassBack<P>),
+}
+
+/// A service's answer on its way back to the origin of the request it answers, hop by hop
+/// along the nodes that forwarded the request. Not signed: each hop knows only who handed it
+/// the answer, so the receiving service gets it in [`crate::service::Service::answered`] with
+/// the last hop as `via`, never as a message from the answerer.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct PassBack<P: PeerId> {
+    /// The service it belongs to.
+    pub service: ServiceId,
+    /// The stream class it travels on (the service's own).
+    pub class: Class,
+    /// Where it goes: the request's origin.
+    pub to: P,
+    /// The rest of the way back: the nodes that forwarded the request, nearest to `to` first;
+    /// each passes the answer to `to` if connected to it, else to the last one it is
+    /// connected to.
+    pub trail: Vec<P>,
+    /// What the service says, encoded by the service.
+    pub data: Bytes,
 }
 
 /// A service's one-hop message: its own bytes, and, when it passes on something another node
@@ -243,8 +267,9 @@ pub enum Body<P: PeerId> {
 pub struct Routed<P: PeerId> {
     /// Hops so far.
     pub hops: u16,
-    /// For requests that want an answer: the nodes that forwarded it, in order, so that the
-    /// answer can come back over connections that already exist.
+    /// For requests that want an answer (lookups, finger probes, services' messages routed to
+    /// a key): the nodes that forwarded it, in order, so that the answer can come back over
+    /// connections that already exist.
     pub trail: Vec<P>,
     /// The origin's envelope; its key is where the message goes.
     pub sealed: Sealed<P>,
@@ -259,6 +284,14 @@ impl<P: PeerId> Routed<P> {
     /// The origin.
     pub fn origin(&self) -> P {
         self.sealed.env.origin.id
+    }
+
+    /// How an answer gets back to the origin (see [`crate::service::Context::reply`]).
+    pub fn way_back(&self) -> crate::service::WayBack<P> {
+        crate::service::WayBack {
+            to: self.origin(),
+            trail: self.trail.clone(),
+        }
     }
 }
 
@@ -282,6 +315,7 @@ impl<P: PeerId> Message<P> {
                 _ => Class::Routing,
             },
             Message::Service(m) => m.class,
+            Message::PassBack(m) => m.class,
             _ => Class::Routing,
         }
     }
@@ -294,6 +328,7 @@ impl<P: PeerId> Message<P> {
                 _ => None,
             },
             Message::Service(m) => Some(m.service),
+            Message::PassBack(m) => Some(m.service),
             _ => None,
         }
     }
@@ -318,7 +353,10 @@ impl<P: PeerId> Message<P> {
                     f(&s.env.origin)
                 }
             }
-            Message::FindNear { .. } | Message::Ping { .. } | Message::Pong { .. } => {}
+            Message::FindNear { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. }
+            | Message::PassBack(_) => {}
         }
     }
 
@@ -360,7 +398,7 @@ impl<P: PeerId> Message<P> {
             Message::Near { .. } => 10,
             Message::Ping { .. } => 11,
             Message::Pong { .. } => 12,
-            Message::Service(_) => 13,
+            Message::Service(_) | Message::PassBack(_) => 13,
         }
     }
 

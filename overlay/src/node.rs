@@ -704,6 +704,11 @@ impl<P: PeerId> Node<P> {
             Message::Ping { nonce } => self.push_send(from, Message::Pong { nonce }),
             Message::Pong { nonce } => self.on_pong(from, nonce),
             Message::Service(m) => self.on_service_message(from, m),
+            Message::PassBack(m) => {
+                if self.state == State::Joined {
+                    self.pass_service_answer(Some(from), m)
+                }
+            }
         }
         self.hurry_stabilize(now);
         self.emit_neighbour_events();
@@ -1368,7 +1373,9 @@ impl<P: PeerId> Node<P> {
             // Requests that want an answer keep the way back.
             let wants_answer = matches!(
                 r.sealed.env.body,
-                Body::Lookup | Body::FingerProbe { reply: true, .. }
+                Body::Lookup
+                    | Body::FingerProbe { reply: true, .. }
+                    | Body::Service { target: None, .. }
             );
             if wants_answer && r.trail.len() < self.cfg.max_hops as usize {
                 r.trail.push(self.me.id);

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use p2ps_overlay::cast::{self, Casts, CAST};
 use p2ps_overlay::groups::{self, Groups, GROUPS};
 use p2ps_overlay::service::{
-    encode, Context, Forwarding, Incoming, NeighbourChange, Service, ServiceId,
+    encode, Answered, Context, Forwarding, Incoming, NeighbourChange, Service, ServiceId,
 };
 use p2ps_overlay::sim::ideal::Ring;
 use p2ps_overlay::{
-    standard, Body, Class, Config, Message, Node, Output, Peer, PeerId, RingId, Routed,
+    standard, Body, Class, Config, Message, Node, Output, PassBack, Peer, PeerId, RingId, Routed,
     ServiceMessage, StandIn, StandInProof, Time,
 };
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,7 @@ struct Seen {
     delivered: Vec<(T, u16, Bytes)>,
     forwarded: Vec<T>,
     received: Vec<(T, Bytes)>,
+    answered: Vec<(T, Bytes)>,
     neighbours_up: Vec<T>,
     failed: Vec<T>,
     timeouts: u32,
@@ -70,10 +71,13 @@ impl Service<T> for Probe {
         "test/probe"
     }
 
-    fn deliver(&mut self, _ctx: &mut Context<'_, T>, msg: Routed<T>) {
+    fn deliver(&mut self, ctx: &mut Context<'_, T>, msg: Routed<T>) {
         let Body::Service { data, .. } = &msg.sealed.env.body else {
             return;
         };
+        if &data[..] == b"ask" {
+            ctx.reply(&msg.way_back(), Bytes::from_static(b"answer"));
+        }
         self.seen
             .delivered
             .push((msg.sealed.origin(), msg.hops, data.clone()));
@@ -90,6 +94,10 @@ impl Service<T> for Probe {
 
     fn receive(&mut self, _ctx: &mut Context<'_, T>, msg: Incoming<T>) {
         self.seen.received.push((msg.from, msg.data));
+    }
+
+    fn answered(&mut self, _ctx: &mut Context<'_, T>, msg: Answered<T>) {
+        self.seen.answered.push((msg.via, msg.data));
     }
 
     fn neighbours(&mut self, _ctx: &mut Context<'_, T>, change: &NeighbourChange<T>) {
@@ -257,6 +265,65 @@ fn a_user_service_gets_its_hooks() {
 }
 
 #[test]
+fn answers_come_back_the_way_the_request_came() {
+    let members: Vec<u8> = (1..=16).map(|i| i * 15).collect();
+    let mut nodes = ring_of(&members);
+    let now = Time::from_secs(1);
+    // Every key far from 15, so that requests take hops and 15 has no link to most answerers.
+    for k in [100u8, 130, 160, 190, 220] {
+        let before = probe(&nodes[&15]).answered.len();
+        route_probe(&mut nodes, 15, pos(k), b"ask");
+        // Every message on the way goes between linked nodes: nobody dials.
+        loop {
+            let mut sends = Vec::new();
+            for (id, n) in nodes.iter_mut() {
+                while let Some(o) = n.poll_output() {
+                    if let Output::Send { to, msg } = o {
+                        sends.push((T(*id), to, msg));
+                    }
+                }
+            }
+            if sends.is_empty() {
+                break;
+            }
+            for (from, to, msg) in sends {
+                let linked = nodes[&from.0].links().any(|p| *p == to);
+                assert!(linked, "{from:?} sent {} to {to:?} unlinked", msg.kind());
+                nodes.get_mut(&to.0).unwrap().handle_message(now, from, msg);
+            }
+        }
+        let got = &probe(&nodes[&15]).answered;
+        assert_eq!(got.len(), before + 1, "answer for key {k}");
+        let (via, data) = &got[before];
+        assert_eq!(&data[..], b"answer");
+        assert!(nodes[&15].links().any(|p| p == via));
+    }
+
+    // Hostile pass-backs: one with an endless trail, and one for a node the receiver has no
+    // link to with a trail of nodes it has no link to either. Dropped; no connection opened.
+    let n15 = nodes.get_mut(&15).unwrap();
+    while n15.poll_output().is_some() {}
+    let linked: Vec<T> = n15.links().copied().collect();
+    let stranger = *members
+        .iter()
+        .find(|m| **m != 15 && !linked.contains(&T(**m)))
+        .unwrap();
+    let from = linked[0];
+    for trail in [vec![from; 64], vec![T(stranger)]] {
+        let m = PassBack {
+            service: ServiceId::named("test/probe"),
+            class: Class::User,
+            to: T(stranger),
+            trail,
+            data: Bytes::from_static(b"junk"),
+        };
+        n15.handle_message(now, from, Message::PassBack(m));
+        assert!(n15.poll_output().is_none(), "nothing sent");
+    }
+    assert!(probe(n15).answered.len() == 5);
+}
+
+#[test]
 fn answers_take_links_or_the_ring_never_a_new_connection() {
     let members: Vec<u8> = (1..=16).map(|i| i * 15).collect();
     let mut nodes = ring_of(&members);
@@ -271,8 +338,10 @@ fn answers_take_links_or_the_ring_never_a_new_connection() {
     // To a peer it has a link to: one hop, straight, as a plain one-hop message.
     let answer = |nodes: &mut BTreeMap<u8, Node<T>>, to: u8, data: &'static [u8]| {
         let n15 = nodes.get_mut(&15).unwrap();
-        n15.command::<Probe, _>(now, |_, ctx| ctx.answer(T(to), Bytes::from_static(data)))
-            .unwrap();
+        n15.command::<Probe, _>(now, |_, ctx| {
+            ctx.send_or_route(T(to), Bytes::from_static(data))
+        })
+        .unwrap();
         let mut sends = Vec::new();
         while let Some(o) = n15.poll_output() {
             if let Output::Send { to, msg } = o {

@@ -3,10 +3,12 @@
 //! that tells services what happened.
 
 use super::{Node, State};
-use crate::message::{Body, Message, Routed, ServiceMessage};
+use crate::message::{Body, Message, PassBack, Routed, ServiceMessage};
 use crate::peer::{Peer, PeerId};
 use crate::routing_table::NextHop;
-use crate::service::{Context, Forwarding, Incoming, Service, ServiceId, ServiceSummary, Work};
+use crate::service::{
+    Answered, Context, Forwarding, Incoming, Service, ServiceId, ServiceSummary, Work,
+};
 use crate::time::Time;
 use thiserror::Error;
 
@@ -74,6 +76,7 @@ impl<P: PeerId> Node<P> {
     pub fn kind_of(&self, msg: &Message<P>) -> &'static str {
         let (service, data) = match msg {
             Message::Service(m) => (m.service, &m.data),
+            Message::PassBack(m) => (m.service, &m.data),
             Message::Routed(r) => match &r.sealed.env.body {
                 Body::Service { service, data, .. } => (*service, data),
                 _ => return msg.kind(),
@@ -111,6 +114,42 @@ impl<P: PeerId> Node<P> {
         self.services
             .work
             .push_back(Work::Receive(m.service, incoming));
+    }
+
+    /// A service's answer at this node: from its answerer (`from` is `None`) or handed over
+    /// by `from`. Taken here if it is for this node; else passed to its addressee if linked,
+    /// else to the last node of its trail that is linked. The answerer itself, with nobody
+    /// linked, sends it straight (a new connection); a node passing it on drops it then: it
+    /// opens no connection for a message someone else made.
+    pub(crate) fn pass_service_answer(&mut self, from: Option<P>, mut m: PassBack<P>) {
+        if m.trail.len() > self.cfg.max_hops as usize {
+            self.stats.dropped += 1;
+            return;
+        }
+        if m.to == self.me.id {
+            let answered = Answered {
+                via: from.unwrap_or(self.me.id),
+                data: m.data,
+            };
+            self.services
+                .work
+                .push_back(Work::Answered(m.service, answered));
+            return;
+        }
+        if !self.links.contains_key(&m.to) {
+            while let Some(p) = m.trail.pop() {
+                if p != self.me.id && p != m.to && Some(p) != from && self.links.contains_key(&p) {
+                    return self.push_send(p, Message::PassBack(m));
+                }
+            }
+            if from.is_some() {
+                self.stats.dropped += 1;
+                return;
+            }
+        }
+        m.trail.clear();
+        let to = m.to;
+        self.push_send(to, Message::PassBack(m));
     }
 
     /// Lends service `i` to `f` with a context; `None` if it is running already.
@@ -156,6 +195,12 @@ impl<P: PeerId> Node<P> {
                 Work::Receive(id, msg) => match self.services.index(id) {
                     Some(i) => {
                         self.with_service(i, |s, ctx| s.receive(ctx, msg));
+                    }
+                    None => self.stats.dropped += 1,
+                },
+                Work::Answered(id, msg) => match self.services.index(id) {
+                    Some(i) => {
+                        self.with_service(i, |s, ctx| s.answered(ctx, msg));
                     }
                     None => self.stats.dropped += 1,
                 },

@@ -1,8 +1,8 @@
 //! What a service may see of its node and do through it while one of its hooks runs.
 
-use super::{Incoming, ServiceId};
+use super::{Incoming, ServiceId, WayBack};
 use crate::config::Config;
-use crate::message::{Body, Class, Message, Routed, Sealed, ServiceMessage};
+use crate::message::{Body, Class, Message, PassBack, Routed, Sealed, ServiceMessage};
 use crate::node::{Node, State};
 use crate::peer::{Peer, PeerId};
 use crate::ring::RingId;
@@ -175,17 +175,40 @@ impl<P: PeerId> Context<'_, P> {
         self.node.is_linked(peer)
     }
 
-    /// Answers `to` (typically the origin of a routed request) without opening a connection:
-    /// over the link to it if there is one, as a one-hop message ([`Service::receive`] there,
-    /// `from` authenticated by the connection); otherwise signed by this node and routed to
-    /// `to` over the ring's existing links ([`Service::deliver`] there, with `target` set to
-    /// it and this node as the envelope's checked origin). A request answered straight back
-    /// from a node its asker has never met would otherwise cost a QUIC handshake, often longer
-    /// than the whole route. The receiving service must take the answer from both hooks.
+    /// Answers a routed request of this service (its [`Routed::way_back`]): straight to its
+    /// origin if this node has a link to it, else back along the nodes that forwarded the
+    /// request, each passing it on over a link it has ([`Message::PassBack`]); only when no
+    /// node of the way is linked any more does it go straight (a new connection). The origin's
+    /// service gets it in [`Service::answered`]. A request answered straight back from a node
+    /// its origin has never met would cost a QUIC handshake, often longer than the whole
+    /// route; this costs one message per hop and no signature. What the answer is worth is up
+    /// to the service: it is not signed, so any node on the request's way could have made it
+    /// (those nodes can drop the request anyway).
+    ///
+    /// [`Routed::way_back`]: crate::Routed::way_back
+    /// [`Service::answered`]: super::Service::answered
+    pub fn reply(&mut self, way: &WayBack<P>, data: Bytes) {
+        let msg = PassBack {
+            service: self.service,
+            class: self.class,
+            to: way.to,
+            trail: way.trail.clone(),
+            data,
+        };
+        self.node.pass_service_answer(None, msg);
+    }
+
+    /// Sends `data` to `to` without opening a connection: over the link to it if there is one,
+    /// as a one-hop message ([`Service::receive`] there, `from` authenticated by the
+    /// connection); otherwise signed by this node and routed to `to` over the ring's existing
+    /// links ([`Service::deliver`] there, with `target` set to it and this node as the
+    /// envelope's checked origin). The receiving service must take the message from both
+    /// hooks. For news to a node that asked for it a while ago (a watch), when the way its
+    /// request came may be gone; an answer to a request in hand goes by [`Context::reply`].
     ///
     /// [`Service::receive`]: super::Service::receive
     /// [`Service::deliver`]: super::Service::deliver
-    pub fn answer(&mut self, to: P, data: Bytes) {
+    pub fn send_or_route(&mut self, to: P, data: Bytes) {
         if to == self.node.me.id || self.is_linked(&to) {
             return self.send(to, data);
         }

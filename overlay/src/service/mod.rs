@@ -11,6 +11,8 @@
 //! - [`Service::forward`]: a message of this service passes through on its way, and the service
 //!   may take it here instead (a group's tree catches messages this way);
 //! - [`Service::receive`]: a one-hop message of this service from a peer;
+//! - [`Service::answered`]: an answer to a request this node routed came back along the
+//!   request's way ([`Context::reply`]);
 //! - [`Service::neighbours`], [`Service::peer_failed`], [`Service::leave`]: the ring changed,
 //!   a peer died, the node leaves;
 //! - [`Service::poll_timeout`] / [`Service::handle_timeout`]: the service's own timers.
@@ -157,6 +159,30 @@ pub struct Incoming<P: PeerId> {
     pub sealed: Option<Sealed<P>>,
 }
 
+/// The way back to the origin of a routed request ([`Routed::way_back`]): whom to answer and
+/// the nodes that forwarded the request, over whose links the answer can come back
+/// ([`Context::reply`]).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct WayBack<P: PeerId> {
+    /// The request's origin (its envelope's checked signer).
+    pub to: P,
+    /// The nodes that forwarded the request, in order (as they wrote themselves in: a node on
+    /// the way could have lied about the rest, so the answer is passed only to nodes linked).
+    pub trail: Vec<P>,
+}
+
+/// A service's answer that came back along a request's trail ([`Context::reply`]), as
+/// received. Its answerer is not proven (the answer is not signed): only that it came from
+/// `via`, the last node on the way, and carries what the service put in it (a request id
+/// nobody off the request's path could guess, say).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Answered<P: PeerId> {
+    /// The peer that handed it over (authenticated by the connection).
+    pub via: P,
+    /// The service's bytes.
+    pub data: Bytes,
+}
+
 /// A service: a deterministic state machine driven by the node it is registered on. Every hook
 /// has a default that does nothing, so a service implements only what it uses. See the module
 /// documentation.
@@ -202,6 +228,11 @@ pub trait Service<P: PeerId>: Any + Send {
 
     /// A one-hop message of this service arrived from a peer.
     fn receive(&mut self, ctx: &mut Context<'_, P>, msg: Incoming<P>) {
+        let _ = (ctx, msg);
+    }
+
+    /// An answer to a request this node routed came back ([`Context::reply`] at the answerer).
+    fn answered(&mut self, ctx: &mut Context<'_, P>, msg: Answered<P>) {
         let _ = (ctx, msg);
     }
 

@@ -1,6 +1,6 @@
 //! The services registered on a node, and the work waiting for them.
 
-use super::{Incoming, NeighbourChange, Service, ServiceId, ServiceSummary};
+use super::{Answered, Incoming, NeighbourChange, Service, ServiceId, ServiceSummary};
 use crate::message::Routed;
 use crate::peer::PeerId;
 use crate::time::Time;
@@ -15,6 +15,8 @@ pub(crate) enum Work<P: PeerId> {
     Route(Routed<P>),
     /// A one-hop message for a service.
     Receive(ServiceId, Incoming<P>),
+    /// An answer for a service, passed back along a request's trail.
+    Answered(ServiceId, Answered<P>),
     /// The ring neighbours changed.
     Neighbours(NeighbourChange<P>),
     /// A peer is taken for dead.
