@@ -3,11 +3,13 @@
 //! TLS proves who is at the other end of a connection; a message that others pass on needs its
 //! own proof. A node signs with the same Ed25519 key its [`NodeId`] is derived from, and a
 //! [`Signature`] carries the public key, so anybody can check both that the key belongs to the
-//! claimed id (its SHA-256) and that the key signed the bytes. Uses `ring`, already under rustls.
+//! claimed id (its SHA-256) and that the key signed the bytes. Uses `ed25519-dalek` (strict
+//! verification): the node checks a signature for every routed message it receives, so the
+//! fastest well-kept implementation counts.
 
 use crate::identity::{Identity, NodeId};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ring::rand::SecureRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -32,15 +34,16 @@ impl Signature {
     /// `signer` and the signature over `msg` checks out.
     pub fn verify(&self, signer: &NodeId, msg: &[u8]) -> bool {
         NodeId::from_public_key(&self.public_key) == *signer
-            && UnparsedPublicKey::new(&ED25519, &self.public_key)
-                .verify(msg, &self.sig)
-                .is_ok()
+            && ed25519_dalek::VerifyingKey::from_bytes(&self.public_key).is_ok_and(|k| {
+                k.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&self.sig))
+                    .is_ok()
+            })
     }
 }
 
 /// The signing half of an [`Identity`], ready to sign (parsing the key once).
 pub struct SigningKey {
-    pair: Ed25519KeyPair,
+    key: ed25519_dalek::SigningKey,
     public_key: [u8; 32],
 }
 
@@ -64,19 +67,15 @@ impl SigningKey {
     /// The signing key of `identity`.
     pub fn new(identity: &Identity) -> Result<Self, SigningKeyError> {
         let der = identity.pkcs8_der();
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
             .map_err(|e| SigningKeyError(e.to_string()))?;
-        let public_key: [u8; 32] = pair
-            .public_key()
-            .as_ref()
-            .try_into()
-            .map_err(|_| SigningKeyError("public key is not 32 bytes".into()))?;
+        let public_key = key.verifying_key().to_bytes();
         if public_key != *identity.public_key() {
             return Err(SigningKeyError(
                 "public key does not match the identity".into(),
             ));
         }
-        Ok(SigningKey { pair, public_key })
+        Ok(SigningKey { key, public_key })
     }
 
     /// The id this key signs as.
@@ -86,11 +85,10 @@ impl SigningKey {
 
     /// Signs `msg`.
     pub fn sign(&self, msg: &[u8]) -> Signature {
-        let mut sig = [0u8; 64];
-        sig.copy_from_slice(self.pair.sign(msg).as_ref());
+        use ed25519_dalek::Signer;
         Signature {
             public_key: self.public_key,
-            sig,
+            sig: self.key.sign(msg).to_bytes(),
         }
     }
 }
