@@ -36,6 +36,7 @@ use crate::time::Time;
 
 mod dispatch;
 mod heal;
+mod neighbour_news;
 mod records;
 pub(crate) mod requests;
 mod steered;
@@ -230,6 +231,10 @@ pub struct Node<P: PeerId> {
     state: State,
     table: RoutingTable<P>,
     neighbours: Vec<P>,
+    /// The neighbours the application was told of (see `neighbour_news.rs`).
+    announced: Vec<P>,
+    /// Peers out of the lists whose departure is announced if they stay out until then.
+    settling: BTreeMap<P, Time>,
     addrs: BTreeMap<P, Vec<SocketAddr>>,
     /// Relay hints of peers behind NATs, passed on in contacts.
     hints: BTreeMap<P, RelayHint<P>>,
@@ -313,6 +318,8 @@ impl<P: PeerId> Node<P> {
             table: RoutingTable::new(me, cfg.strategy, cfg.list_len),
             state: State::Idle,
             neighbours: Vec::new(),
+            announced: Vec::new(),
+            settling: BTreeMap::new(),
             addrs: BTreeMap::new(),
             hints: BTreeMap::new(),
             unneeded: BTreeSet::new(),
@@ -478,6 +485,7 @@ impl<P: PeerId> Node<P> {
         .chain(self.services.next_deadline())
         .chain(self.steers.next_deadline())
         .chain(self.checks.values().map(|(_, t)| *t).min())
+        .chain(self.next_settle())
         .min()
     }
 
@@ -798,6 +806,7 @@ impl<P: PeerId> Node<P> {
             self.check_timeouts(now);
         }
         self.emit_neighbour_events();
+        self.settle_neighbours(now);
         self.link_table();
         self.services_timeouts(now);
         self.run_services();
@@ -1519,11 +1528,7 @@ impl<P: PeerId> Node<P> {
         if now == self.neighbours {
             return;
         }
-        for p in &self.neighbours {
-            if now.binary_search(p).is_err() {
-                self.out.push_back(Output::Event(Event::NeighbourDown(*p)));
-            }
-        }
+        self.announce_neighbours(&now);
         let mut change = NeighbourChange {
             up: Vec::new(),
             down: Vec::new(),
@@ -1535,7 +1540,6 @@ impl<P: PeerId> Node<P> {
         }
         for p in &now {
             if self.neighbours.binary_search(p).is_err() {
-                self.out.push_back(Output::Event(Event::NeighbourUp(*p)));
                 change.up.push(*p);
             }
         }

@@ -234,3 +234,30 @@ fn partitioned_rings_merge_after_healing() {
     let t = sim.run_until_converged(Duration::from_secs(30), Duration::from_secs(600));
     assert_eq!(t, None, "the rings merged without merge probes");
 }
+
+/// Many nodes joining at once (issue 16 item 3): no node tells its application that a live
+/// neighbour went down only to say it is back soon after. A peer pushed out of the lists by
+/// nearer joiners is truly gone from them; one a neighbour's list merely left out is checked
+/// first.
+#[test]
+fn concurrent_joins_tell_no_false_departures() {
+    for seed in [3, 4, 5] {
+        let mut sim = sim(FingerStrategy::Tango, seed);
+        let ids = sim.warm_start(6);
+        sim.run_for(Duration::from_secs(5));
+        for i in 0..30 {
+            let via = ids[i % ids.len()];
+            let id = sim.add_node();
+            sim.join(id, via);
+        }
+        sim.run_for(Duration::from_secs(60));
+        let t = sim.run_until_converged(Duration::from_secs(5), Duration::from_secs(300));
+        assert!(t.is_some(), "seed {seed}: not converged");
+        let c = sim.counters();
+        assert_eq!(sim.member_count(), 36, "seed {seed}: {c:?}");
+        assert_eq!(
+            c.neighbour_flaps, 0,
+            "seed {seed}: live neighbours reported down, then up"
+        );
+    }
+}

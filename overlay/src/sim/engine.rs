@@ -164,7 +164,17 @@ pub struct Counters {
     pub group_children_dropped: u64,
     /// Times a node lost every neighbour and started rejoining.
     pub isolations: u64,
+    /// Times a node told its application that a live peer left its lists
+    /// ([`Event::NeighbourDown`]) and then, within [`FLAP_WINDOW`], that it was back
+    /// ([`Event::NeighbourUp`]): news the application should not have been given.
+    pub neighbour_flaps: u64,
 }
+
+/// How soon a neighbour's return makes its departure count as a flap.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
+
+/// Departures of live neighbours remembered at most (older ones are forgotten first).
+const MAX_DOWNS: usize = 1 << 20;
 
 /// A payload delivered to a node's application, by any of the standard services.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -282,6 +292,8 @@ pub struct Simulator {
     extra_services: Option<ServiceSetup>,
     /// Reused for draining the standard services.
     standard_buf: Vec<StandardEvent<SimId>>,
+    /// (node, peer) -> when the node said its live neighbour `peer` went down.
+    downs: BTreeMap<(u32, u32), Time>,
 }
 
 /// Registers services on a simulated node.
@@ -313,6 +325,7 @@ impl Simulator {
             adversary: None,
             extra_services: None,
             standard_buf: Vec::new(),
+            downs: BTreeMap::new(),
         }
     }
 
@@ -892,7 +905,24 @@ impl Simulator {
             }
             Event::JoinFailed => self.counters.joins_failed += 1,
             Event::Left => {}
-            Event::NeighbourUp(_) | Event::NeighbourDown(_) => {}
+            Event::NeighbourDown(p) => {
+                if self.nodes[p.index()].alive {
+                    if self.downs.len() >= MAX_DOWNS {
+                        let now = self.now;
+                        self.downs.retain(|_, t| now.since(*t) < FLAP_WINDOW);
+                    }
+                    self.downs
+                        .insert((me.index() as u32, p.index() as u32), self.now);
+                }
+            }
+            Event::NeighbourUp(p) => {
+                let key = (me.index() as u32, p.index() as u32);
+                if let Some(t) = self.downs.remove(&key) {
+                    if self.now.since(t) < FLAP_WINDOW {
+                        self.counters.neighbour_flaps += 1;
+                    }
+                }
+            }
             Event::Isolated => self.counters.isolations += 1,
             Event::LookupDone { key, result, .. } => match result {
                 Ok((node, hops)) => {
