@@ -8,6 +8,7 @@ use super::args::NodeArgs;
 use super::config_file::FileConfig;
 use super::control_server;
 use super::output::Output;
+use super::requests::{LeaveRequest, Requests};
 use super::settings::{resolve, Dirs, Settings, DICT_FILE};
 use anyhow::{bail, Context, Result};
 use p2ps::{Identity, Node, NodeEvent, Ticket};
@@ -141,7 +142,7 @@ enum Stop {
     /// SIGTERM or SIGINT (Ctrl-C), by name.
     Signal(&'static str),
     /// `p2ps leave`, answered once the node has left.
-    Leave(control_server::LeaveRequest),
+    Leave(LeaveRequest),
 }
 
 /// Starts the node, serves the control socket, creates or joins a network and prints what
@@ -185,15 +186,11 @@ async fn run_node(
     let _http = AbortOnDrop(http_task);
     // Subscribe before joining so that no neighbour change is missed.
     let mut events = node.events();
-    let (stop_tx, mut stop_rx) = mpsc::channel::<control_server::LeaveRequest>(4);
+    let (stop_tx, mut stop_rx) = mpsc::channel::<LeaveRequest>(4);
     let (listener, socket_file) = socket.into_parts()?;
     let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
-    let control_task = tokio::spawn(control_server::serve(
-        listener,
-        node.clone(),
-        stop_tx,
-        recent.clone(),
-    ));
+    let requests = Requests::new(node.clone(), stop_tx, recent.clone());
+    let control_task = tokio::spawn(control_server::serve(listener, requests));
 
     let wait_stop = async {
         tokio::select! {
