@@ -7,6 +7,7 @@
 use super::args::NodeArgs;
 use super::config_file::FileConfig;
 use super::control_server;
+use super::http::events::DeliveryFeed;
 use super::output::Output;
 use super::requests::{LeaveRequest, Requests};
 use super::settings::{resolve, Dirs, Settings, DICT_FILE};
@@ -162,6 +163,13 @@ async fn run_node(
         .with_context(|| format!("starting the node on {}", s.config.listen))?;
     let out = Output { json: s.json };
     out.started(&node, &s.control);
+    // Subscribe before joining so that no neighbour change is missed.
+    let mut events = node.events();
+    let (stop_tx, mut stop_rx) = mpsc::channel::<LeaveRequest>(4);
+    let (listener, socket_file) = socket.into_parts()?;
+    let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
+    let requests = Requests::new(node.clone(), stop_tx, recent.clone());
+    let (deliveries, _) = broadcast::channel(super::http::events::DELIVERY_BUFFER);
     let http_task = match &s.http {
         Some(h) => {
             let listener = match super::http::bind(h).await {
@@ -176,20 +184,15 @@ async fn run_node(
             }
             Some(tokio::spawn(super::http::serve(
                 listener,
-                node.clone(),
+                requests.clone(),
                 h.token.clone(),
+                deliveries.clone(),
             )))
         }
         None => None,
     };
     // The HTTP interface stops with this function, however it ends.
     let _http = AbortOnDrop(http_task);
-    // Subscribe before joining so that no neighbour change is missed.
-    let mut events = node.events();
-    let (stop_tx, mut stop_rx) = mpsc::channel::<LeaveRequest>(4);
-    let (listener, socket_file) = socket.into_parts()?;
-    let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
-    let requests = Requests::new(node.clone(), stop_tx, recent.clone());
     let control_task = tokio::spawn(control_server::serve(listener, requests));
 
     let wait_stop = async {
@@ -239,7 +242,15 @@ async fn run_node(
                     return Err(e);
                 }
             }
-            message_loop(&node, &out, &recent, &mut events, &mut wait_stop).await?
+            message_loop(
+                &node,
+                &out,
+                &recent,
+                &deliveries,
+                &mut events,
+                &mut wait_stop,
+            )
+            .await?
         }
     };
     match stop {
@@ -261,12 +272,14 @@ async fn run_node(
     Ok(())
 }
 
-/// Prints messages (remembering their senders in `recent`) and events until something asks
-/// the node to stop.
+/// Prints messages (remembering their senders in `recent`, and handing them to the HTTP
+/// interface's event streams through `deliveries`) and events until something asks the node
+/// to stop.
 async fn message_loop(
     node: &Node,
     out: &Output,
     recent: &crate::node_ids::RecentSenders,
+    deliveries: &DeliveryFeed,
     events: &mut broadcast::Receiver<NodeEvent>,
     wait_stop: &mut (impl std::future::Future<Output = Stop> + Unpin),
 ) -> Result<Stop> {
@@ -277,6 +290,10 @@ async fn message_loop(
                 Some(m) => {
                     recent.record(m.from);
                     out.message(&m);
+                    // Never waits: a stream that falls behind loses the oldest messages.
+                    if deliveries.receiver_count() > 0 {
+                        let _ = deliveries.send(std::sync::Arc::new(m));
+                    }
                 }
                 None => bail!("the node stopped unexpectedly"),
             },
