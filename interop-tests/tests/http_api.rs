@@ -218,3 +218,57 @@ fn the_token_guards_the_api_and_the_streams_but_not_the_page() {
     assert_eq!(left["left"], true);
     assert!(a.wait_exit(WAIT).success(), "{}", a.describe());
 }
+
+#[test]
+fn idle_connections_are_closed_but_event_streams_live_on() {
+    // The listener's idle limit (cli/src/node_cmd/http/listener.rs), and a margin.
+    const IDLE: Duration = Duration::from_secs(30);
+    let net = TestNet::new();
+    let mut a = net.spawn(
+        "i0",
+        Start::Create,
+        &[FAST, &["--http", "127.0.0.1:0"]].concat(),
+    );
+    let ticket = a.wait_ticket(WAIT);
+    let mut b = net.spawn("i1", Start::Join(ticket), FAST);
+    b.wait_ticket(WAIT);
+    wait_ring(&mut [&mut a, &mut b], WAIT);
+    let addr = http_addr(&mut a);
+    let a_id = a.id().to_string();
+
+    let mut events = EventStream::open(addr, "/events", None).unwrap();
+    events.expect("ready", WAIT);
+    // A connection that never sends a request, and one that stops half-way through its head.
+    let start = std::time::Instant::now();
+    let silent = TcpStream::connect(addr).unwrap();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    for mut s in [silent, half] {
+        s.set_read_timeout(Some(IDLE * 2)).unwrap();
+        let mut sink = [0u8; 64];
+        let n = std::io::Read::read(&mut s, &mut sink);
+        let waited = start.elapsed();
+        // Closed (end of file or reset), not timed out on our side.
+        assert!(
+            matches!(n, Ok(0))
+                || n.as_ref()
+                    .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+            "{n:?}"
+        );
+        assert!(
+            waited >= IDLE - Duration::from_secs(1) && waited < IDLE + Duration::from_secs(10),
+            "closed after {waited:?}"
+        );
+    }
+    // The event stream, quiet all along but for its comments, still delivers.
+    assert!(b
+        .cli(&["send", &a_id, "after the idle limit"])
+        .status
+        .success());
+    assert_eq!(
+        events.expect("message", WAIT).json()["payload"],
+        "after the idle limit"
+    );
+    assert_eq!(request(addr, "GET", "/status", None, None).code, 200);
+}

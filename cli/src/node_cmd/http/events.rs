@@ -15,8 +15,9 @@
 //!   stops) ends with `event: end` and an error.
 //!
 //! Refused before any event: 429 when there is no room for another stream, 400 for a node id
-//! that names no node, 503 when the watch cannot start. A comment is sent every 15 s, so that a
-//! client that went away is noticed; one that stops reading is cut off by the listener.
+//! that names no node, 503 when the watch cannot start. A comment is sent every [`KEEP_ALIVE`],
+//! so that a client that went away is noticed; one that stops reading is cut off by the
+//! listener.
 
 use super::{unavailable, AppState};
 use crate::control::protocol::{NodeWatchLine, Response, WatchEvent, MAX_WATCH_STREAMS};
@@ -37,6 +38,9 @@ use tokio::sync::OwnedSemaphorePermit;
 pub(crate) const DELIVERY_BUFFER: usize = 64;
 /// Most `/events` streams served at once.
 pub(super) const MAX_EVENT_STREAMS: usize = 16;
+/// How often a stream with nothing to say sends a comment: a client that went away is noticed,
+/// and the stream is never idle (well under the listener's `IDLE`).
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Where the node's main loop hands each delivered message to the `/events` streams.
 pub(crate) type DeliveryFeed = broadcast::Sender<Arc<Delivery>>;
@@ -60,7 +64,7 @@ fn too_many(what: &str, max: usize) -> HttpResponse {
 /// `stream` as a server-sent event response with keep-alive comments.
 fn sse(stream: impl Stream<Item = Event> + Send + 'static) -> HttpResponse {
     Sse::new(stream.map(Ok::<_, Infallible>))
-        .keep_alive(KeepAlive::default())
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
 }
 

@@ -1,7 +1,10 @@
-//! The HTTP interface's listener: at most [`MAX_CONNECTIONS`] connections at once, and a
-//! connection whose client stops taking what it is sent (a write stalled for
-//! [`WRITE_STALL`]) is closed, so that a reader that never reads (an event stream left open
-//! in a stopped program, a hostile client) cannot hold a place for ever.
+//! The HTTP interface's listener: at most [`MAX_CONNECTIONS`] connections at once, and none
+//! held for ever by a client that does nothing. A connection is closed when its client stops
+//! taking what it is sent (a write stalled for [`WRITE_STALL`]: an event stream left open in a
+//! stopped program, a hostile reader), and when the server waits to read while it has written
+//! nothing for [`IDLE`] (an idle keep-alive connection, a request trickled in byte by byte;
+//! the server's own timers do not run under `axum::serve`). Event streams write a comment every
+//! 15 s, so they are never idle.
 
 use std::future::Future;
 use std::io;
@@ -19,6 +22,9 @@ use tracing::warn;
 pub(super) const MAX_CONNECTIONS: usize = 64;
 /// How long a write may wait for the client to take data before the connection is closed.
 pub(super) const WRITE_STALL: Duration = Duration::from_secs(10);
+/// How long the server may wait to read with nothing written meanwhile (and at first, for
+/// the first request) before the connection is closed.
+pub(super) const IDLE: Duration = Duration::from_secs(30);
 
 /// A TCP listener that accepts a connection only while fewer than [`MAX_CONNECTIONS`] are open.
 pub(super) struct LimitedListener {
@@ -42,6 +48,8 @@ pub(super) struct Limited {
     _permit: OwnedSemaphorePermit,
     /// Armed while a write waits for the client; when it fires the write fails.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// [`IDLE`] after the last write (or the accept); a read still waiting when it fires fails.
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Limited {
@@ -51,6 +59,9 @@ impl Limited {
         match r {
             Poll::Ready(r) => {
                 self.stall = None;
+                if r.is_ok() {
+                    self.idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {
@@ -75,7 +86,16 @@ impl AsyncRead for Limited {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the HTTP connection was idle",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            ready => ready,
+        }
     }
 }
 
@@ -117,6 +137,7 @@ impl axum::serve::Listener for LimitedListener {
                             stream,
                             _permit: permit,
                             stall: None,
+                            idle: Box::pin(tokio::time::sleep(IDLE)),
                         },
                         addr,
                     )
