@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 /// How long one response may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The receive buffer of an event stream's socket.
+pub const EVENT_RECV_BUFFER: usize = 64 * 1024;
 
 /// An HTTP response: status code, headers (names lowercase) and body.
 #[derive(Debug)]
@@ -84,6 +86,26 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// A connection like [`connect`]'s, with a receive buffer of [`EVENT_RECV_BUFFER`] (set
+/// before connecting, so that the window stays small).
+fn connect_small(addr: SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket(family, SocketType::STREAM, None)
+        .unwrap_or_else(|e| panic!("a socket for {addr}: {e}"));
+    rustix::net::sockopt::set_socket_recv_buffer_size(&fd, EVENT_RECV_BUFFER)
+        .unwrap_or_else(|e| panic!("setting the receive buffer: {e}"));
+    rustix::net::connect(&fd, &addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let s = TcpStream::from(fd);
+    let _ = s.set_read_timeout(Some(RESPONSE_TIMEOUT));
+    let _ = s.set_write_timeout(Some(RESPONSE_TIMEOUT));
+    s
+}
+
 /// Reads a whole response (the server closes the connection after it).
 pub fn read_response(mut s: TcpStream) -> HttpResponse {
     let mut raw = Vec::new();
@@ -144,7 +166,9 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// An open server-sent event stream. It is asked for with HTTP/1.0, so that the body comes
-/// without chunk framing, as the bare `text/event-stream` lines.
+/// without chunk framing, as the bare `text/event-stream` lines, on a socket with a small
+/// receive buffer ([`EVENT_RECV_BUFFER`]), so that a test that stops reading is soon a slow
+/// client (loopback sockets otherwise buffer tens of MiB).
 pub struct EventStream {
     reader: BufReader<TcpStream>,
     line: Vec<u8>,
@@ -174,7 +198,7 @@ impl EventStream {
         path: &str,
         token: Option<&str>,
     ) -> Result<EventStream, HttpResponse> {
-        let mut s = connect(addr);
+        let mut s = connect_small(addr);
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();

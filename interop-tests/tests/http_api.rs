@@ -272,3 +272,82 @@ fn idle_connections_are_closed_but_event_streams_live_on() {
     );
     assert_eq!(request(addr, "GET", "/status", None, None).code, 200);
 }
+
+#[test]
+fn a_slow_event_reader_is_told_what_it_missed_and_the_node_does_not_wait() {
+    let net = TestNet::new();
+    let http = ["--http", "127.0.0.1:0"];
+    let mut a = net.spawn("s0", Start::Create, &[FAST, &http].concat());
+    let ticket = a.wait_ticket(WAIT);
+    let mut b = net.spawn("s1", Start::Join(ticket), &[FAST, &http].concat());
+    b.wait_ticket(WAIT);
+    wait_ring(&mut [&mut a, &mut b], WAIT);
+    let (a_addr, b_addr) = (http_addr(&mut a), http_addr(&mut b));
+    let a_id = a.id().to_string();
+
+    let mut events = EventStream::open(a_addr, "/events", None).unwrap();
+    events.expect("ready", WAIT);
+    // Far more than the socket buffers and the node's buffer of 64 messages hold, while the
+    // reader reads nothing.
+    let big = "x".repeat(64 * 1024);
+    let sent = 300;
+    for i in 0..sent {
+        let payload = format!("{i} {big}");
+        ok(
+            b_addr,
+            None,
+            json!({"op":"send","to":a_id,"payload":payload}),
+        );
+    }
+    // Node a has them all (but those b's send queue dropped: a send is best effort), and went
+    // on meanwhile: it answers at once.
+    let delivered = p2ps_interop_tests::wait_for(WAIT, || {
+        let got = a.status().counters.delivered;
+        (got + b.status().counters.send_queue_full >= sent).then_some(got)
+    })
+    .expect("node a got every message b did not drop");
+    // The newest message node a got, from what it printed (once it printed them all).
+    let newest = p2ps_interop_tests::wait_for(WAIT, || {
+        let lines = a.stdout();
+        let messages: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("message from"))
+            .collect();
+        (messages.len() as u64 == delivered).then(|| {
+            messages.last().and_then(|l| {
+                l.split_once("): ")?
+                    .1
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+    })
+    .expect("node a printed every message it got");
+    let t = std::time::Instant::now();
+    ok(a_addr, None, json!({"op":"status"}));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // Now read: what the buffers held, then how many were missed, then the newest.
+    let mut got = 0u64;
+    let mut missed = 0u64;
+    let mut last = None;
+    while let Some(e) = events.next(Duration::from_secs(5)) {
+        match e.name.as_str() {
+            "message" => {
+                got += 1;
+                let p = e.json()["payload"].as_str().unwrap().to_string();
+                last = p.split(' ').next().map(|n| n.parse::<u64>().unwrap());
+            }
+            "lagged" => missed += e.json()["missed"].as_u64().unwrap(),
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    assert!(missed > 0, "got {got} of {delivered}, none reported missed");
+    assert_eq!(
+        got + missed,
+        delivered,
+        "every message either streamed or counted missed"
+    );
+    assert_eq!(last, newest, "the newest message is never lost");
+}
