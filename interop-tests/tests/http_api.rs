@@ -52,6 +52,10 @@ fn commands_messages_and_watches_over_http() {
     let mut events = EventStream::open(addr, "/events", None).unwrap();
     let ready = events.expect("ready", WAIT).json();
     assert_eq!(ready["node"], ids[0].to_string());
+    let mut fate = EventStream::open(addr, &format!("/watch-node?node={}", ids[2]), None).unwrap();
+    let watching = fate.expect("watch_node", WAIT).json();
+    assert_eq!(watching["result"]["event"], "watching", "{watching}");
+    assert_eq!(watching["result"]["node"], ids[2].to_string());
     let mut watch = EventStream::open(addr, "/watch?key=colour", None).unwrap();
     let first = watch.expect("watch", WAIT).json();
     assert_eq!(first["ok"], true, "{first}");
@@ -165,6 +169,55 @@ fn commands_messages_and_watches_over_http() {
     assert_eq!(
         events.expect("message", WAIT).json()["payload"],
         "still streaming"
+    );
+
+    // Node c leaves: the node watch says so, and ends.
+    c.terminate();
+    let left = fate.expect("watch_node", WAIT).json();
+    assert_eq!(left["result"]["event"], "left", "{left}");
+    assert_eq!(fate.next(Duration::from_secs(5)), None, "the stream ends");
+}
+
+#[test]
+fn watches_are_bounded_and_shared_with_the_control_socket() {
+    // The control protocol's MAX_WATCH_STREAMS.
+    const MAX_WATCHES: usize = 32;
+    let net = TestNet::new();
+    let mut a = net.spawn(
+        "w0",
+        Start::Create,
+        &[FAST, &["--http", "127.0.0.1:0"]].concat(),
+    );
+    a.wait_ticket(WAIT);
+    let addr = http_addr(&mut a);
+    let mut open: Vec<EventStream> = (0..MAX_WATCHES)
+        .map(|i| {
+            let mut w = EventStream::open(addr, &format!("/watch?key=k{i}"), None).unwrap();
+            w.expect("watch", WAIT);
+            w
+        })
+        .collect();
+    // One more: refused over HTTP, and on the control socket, whose places these are too.
+    let refused = EventStream::open(addr, "/watch?key=more", None)
+        .err()
+        .unwrap();
+    assert_eq!(refused.code, 429, "{refused:?}");
+    let line = p2ps_interop_tests::control_raw(&a.control, "{\"op\":\"watch\",\"key\":\"more\"}\n")
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], false, "{line}");
+    assert!(v["error"].as_str().unwrap().contains("watches"), "{line}");
+    // Commands go on meanwhile.
+    ok(addr, None, json!({"op":"put","key":"k0","value":"v"}));
+    assert_eq!(open[0].expect("watch", WAIT).json()["result"]["value"], "v");
+    // A watch that ends gives its place back.
+    drop(open.pop());
+    let again = p2ps_interop_tests::wait_for(WAIT, || {
+        EventStream::open(addr, "/watch?key=more", None).ok()
+    });
+    assert!(
+        again.is_some(),
+        "the place of a closed watch was not given back"
     );
 }
 
