@@ -120,7 +120,8 @@ pub struct NodeArgs {
     /// port, printed at start): a dashboard at `/`, `/metrics` for Prometheus, `/status` and
     /// `/census` as JSON, `/ring.svg`, the JSON API `POST /api` (control requests) and
     /// server-sent events (`/events`, `/watch?key=K`, `/watch-node?node=ID`). An address other
-    /// than loopback needs --http-token.
+    /// than loopback needs --http-token; without one, every user of this machine may use the
+    /// node's commands, so give one on a shared machine.
     #[arg(long, value_name = "ADDR", env = "P2PS_HTTP")]
     pub(super) http: Option<SocketAddr>,
     /// A file holding the bearer token every HTTP request (but the dashboard page, which holds

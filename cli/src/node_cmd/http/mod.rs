@@ -9,9 +9,11 @@
 //! - `GET /events`, `/watch?key=K`, `/watch-node?node=ID`: incoming messages, a dictionary
 //!   watch and a node watch as server-sent events (`events`).
 //!
-//! On loopback it answers anyone on this machine; on any other address every request (but the
-//! dashboard page, which holds no data) must carry `Authorization: Bearer <token>`, the token
-//! read from a file only its owner may read (`--http-token`, `auth`). Everything is bounded:
+//! With a token (`--http-token`, required on any address other than loopback; `auth`) every
+//! request but the dashboard page, which holds no data, must carry `Authorization: Bearer
+//! <token>`, the token read from a file only its owner may read. Without one, on loopback, it
+//! answers anyone on this machine, commands included — unlike the control socket, which
+//! admits only the node's own user; the flag's help says to give a token on a shared machine. Everything is bounded:
 //! [`listener::MAX_CONNECTIONS`] connections, each cut off when its client stops reading;
 //! request bodies (the control protocol's size and read time); event and watch streams.
 
