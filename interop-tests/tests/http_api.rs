@@ -125,13 +125,45 @@ fn commands_messages_and_watches_over_http() {
     assert!(r.body.contains("/watch"), "{r:?}");
     assert_eq!(request(addr, "GET", "/api", None, None).code, 405);
 
+    // What a web page of another site could send: a text body (no CORS preflight), or any
+    // request through a name of its own resolved to this machine (DNS rebinding). Refused.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let body = r#"{"op":"broadcast","payload":"from a web page"}"#;
+    write!(
+        s,
+        "POST /api HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: \
+         {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let r = p2ps_interop_tests::http::read_response(s);
+    assert_eq!(r.code, 415, "{r:?}");
+    for path in ["/status", "/", "/events"] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: rebound.example:{}\r\nConnection: close\r\n\r\n",
+            addr.port()
+        )
+        .unwrap();
+        let r = p2ps_interop_tests::http::read_response(s);
+        assert_eq!(r.code, 403, "{path}: {r:?}");
+    }
+    assert!(
+        !b.stdout().iter().any(|l| l.contains("from a web page")),
+        "nothing was broadcast"
+    );
+
     // Too large: refused by its declared length, and when it comes chunked, once it passes
     // the bound (413).
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,
-        "POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \
+         {}\r\nConnection: close\r\n\r\n",
         MAX_REQUEST_BYTES + 1
     )
     .unwrap();
@@ -141,7 +173,8 @@ fn commands_messages_and_watches_over_http() {
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.set_write_timeout(Some(WAIT)).unwrap();
     s.write_all(
-        b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b"POST /api HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
     let chunk = vec![b' '; 64 * 1024];
@@ -295,7 +328,7 @@ fn idle_connections_are_closed_but_event_streams_live_on() {
     let start = std::time::Instant::now();
     let silent = TcpStream::connect(addr).unwrap();
     let mut half = TcpStream::connect(addr).unwrap();
-    half.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+    half.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .unwrap();
     for mut s in [silent, half] {
         s.set_read_timeout(Some(IDLE * 2)).unwrap();

@@ -7,9 +7,12 @@
 //! Status codes: 200 whenever the request was understood, including a command that failed
 //! (`{"ok":false,"error":…}`, as on the control socket); 400 for a body that is not a request
 //! (not JSON, an unknown `op`, a streaming op: `watch` and `watch_node` are `GET /watch` and
-//! `GET /watch-node`); 408 for a body not sent within the control protocol's read timeout;
-//! 413 for a body larger than the control protocol's `MAX_REQUEST_BYTES`; 401 without the
-//! token when there is one. Every error body is `{"ok":false,"error":…}` too.
+//! `GET /watch-node`); 415 for a body not declared `Content-Type: application/json` (so that
+//! a web page of another site, which may send only form and text bodies without asking first,
+//! cannot command the node: `curl --json` declares it); 408 for a body not sent within the
+//! control protocol's read timeout; 413 for a body larger than the control protocol's
+//! `MAX_REQUEST_BYTES`; 401 without the token when there is one. Every error body is
+//! `{"ok":false,"error":…}` too.
 
 use super::AppState;
 use crate::control::protocol::{Request, Response, MAX_REQUEST_BYTES, REQUEST_READ_TIMEOUT};
@@ -35,6 +38,17 @@ pub(super) async fn api(
     headers: HeaderMap,
     body: Body,
 ) -> axum::response::Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the request must be sent as Content-Type: application/json (curl --json '…')",
+        );
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -1,6 +1,9 @@
 //! Who may use the HTTP interface: the bearer token (read from a file only its owner may read,
 //! or made there) and the middleware that checks it on every request that reads or changes the
-//! node. Without a token (loopback only) anyone on this machine may.
+//! node. Without a token (loopback only) anyone on this machine may — but not a web page that a
+//! browser on this machine shows: [`same_site`] refuses a `Host` that is not an address
+//! (a DNS-rebinding page's own name), and the API takes only `application/json` bodies, which a
+//! page of another origin cannot send without a CORS preflight this server never grants.
 
 use super::AppState;
 use anyhow::{bail, Context, Result};
@@ -77,6 +80,43 @@ pub(super) async fn authorize(State(s): State<AppState>, req: Request, next: Nex
     next.run(req).await
 }
 
+/// Without a token, refuses (403) a request whose `Host` is a name other than `localhost`: a
+/// page of another site whose name was made to resolve to this machine (DNS rebinding) would
+/// otherwise read and command the node as if it were the dashboard. With a token it has no
+/// token, so any name is let through (to the token check).
+pub(super) async fn same_site(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if s.token.is_none() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !host_is_local(host) {
+            return (
+                StatusCode::FORBIDDEN,
+                "without --http-token the node answers only requests to an IP address or \
+                 localhost (Host header)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether `host` (a `Host` header: name or address, and maybe a port) names this machine by
+/// address or as `localhost`; an absent one (HTTP/1.0) is let through.
+fn host_is_local(host: &str) -> bool {
+    if host.is_empty() || host.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -87,6 +127,31 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::HttpSettings;
     use super::*;
+
+    #[test]
+    fn only_addresses_and_localhost_are_local_hosts() {
+        for ok in [
+            "",
+            "127.0.0.1:9090",
+            "127.0.0.1",
+            "[::1]:9090",
+            "::1",
+            "localhost",
+            "LOCALHOST:80",
+            "192.0.2.7:1",
+        ] {
+            assert!(host_is_local(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9090",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:9090",
+            "localhost:x",
+        ] {
+            assert!(!host_is_local(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -131,6 +131,10 @@ fn router(state: AppState) -> Router {
         .route("/", get(dashboard::page))
         .route("/dashboard", get(dashboard::page))
         .merge(guarded)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::same_site,
+        ))
         .with_state(state)
 }
 
