@@ -106,7 +106,10 @@ pub(super) async fn same_site(State(s): State<AppState>, req: Request, next: Nex
 /// Whether `host` (a `Host` header: name or address, and maybe a port) names this machine by
 /// address or as `localhost`; an absent one (HTTP/1.0) is let through.
 fn host_is_local(host: &str) -> bool {
-    if host.is_empty() || host.parse::<std::net::SocketAddr>().is_ok() {
+    if host.is_empty()
+        || host.parse::<std::net::SocketAddr>().is_ok()
+        || host.parse::<std::net::IpAddr>().is_ok()
+    {
         return true;
     }
     let name = match host.rsplit_once(':') {
