@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # a real UPnP gateway (miniupnpd; the -nftables package holds only the daemon, with no service
 # that would start on this machine and no debconf questions) and upnpc for checking it by hand;
 # `p2ps bench cluster --opendht` compares the dictionary with OpenDHT, a real peer, through
-# Debian's Python binding of it (python3-opendht; its small test runs 8 OpenDHT nodes).
-APT_PACKAGES=(iproute2 nftables miniupnpd-nftables miniupnpc python3-opendht)
+# Debian's Python binding of it (python3-opendht; its small test runs 8 OpenDHT nodes); the
+# node's dashboard page is checked in a real headless browser (chromium).
+APT_PACKAGES=(iproute2 nftables miniupnpd-nftables miniupnpc python3-opendht chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

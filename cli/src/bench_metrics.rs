@@ -180,6 +180,7 @@ async fn measure(args: &MetricsBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
     p.say(format!("warm-up for {} s", args.phase_secs));
     tokio::time::sleep(phase_len).await;
     let mut phases = Vec::new();
+    let bar = crate::progress::bar(2 * args.rounds as u64, "phases", args.json);
     for round in 0..args.rounds {
         // Alternate which comes first, so that a drift over the run favours neither.
         let order = if round % 2 == 0 {
@@ -201,14 +202,18 @@ async fn measure(args: &MetricsBenchArgs, p: &Progress, nodes: &mut Vec<Node>) -
                 failed: fails,
                 ops_per_sec: ops as f64 / secs,
             };
-            p.say(format!(
-                "metrics {}: {:.0} operations/s ({fails} failed)",
-                if on { "on " } else { "off" },
-                phase.ops_per_sec
-            ));
+            bar.suspend(|| {
+                p.say(format!(
+                    "metrics {}: {:.0} operations/s ({fails} failed)",
+                    if on { "on " } else { "off" },
+                    phase.ops_per_sec
+                ))
+            });
+            bar.inc(1);
             phases.push(phase);
         }
     }
+    bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     while workers.join_next().await.is_some() {}
     set(true);

@@ -29,9 +29,12 @@ pub struct CensusArgs {
 
 /// `p2ps census`: asks a running node for a census of its network.
 pub fn census(args: CensusArgs) -> Result<()> {
+    let counting = crate::progress::spinner("counting the network", args.json);
     let v = args.control.call(&Request::Census {
         rows: Some(args.rows),
-    })?;
+    });
+    counting.finish_and_clear();
+    let v = v?;
     if args.json {
         return print_json(&v);
     }
@@ -107,9 +110,12 @@ pub fn ring(args: RingArgs) -> Result<()> {
             (report, status)
         }
         None => {
+            let counting = crate::progress::spinner("counting the network", false);
             let v = args.control.call(&Request::Census {
                 rows: Some(args.rows),
-            })?;
+            });
+            counting.finish_and_clear();
+            let v = v?;
             let report: CensusReport =
                 serde_json::from_value(v).context("the node's census is malformed")?;
             let v = args.control.call(&Request::Status {})?;

@@ -16,8 +16,10 @@
 //! - `settings`: flags, environment, file and defaults merged into what the node runs with;
 //! - `run`: the node's life: key, start, `create` or `join`, signals, leaving, clean-up;
 //! - `control_server`: the node's side of the control socket (`p2ps status` and friends);
+//! - `requests`: control requests carried out, for the control socket and the HTTP API;
 //! - `watch_stream`: the node's side of `p2ps watch`, the one streaming control request;
-//! - `http`: the node's HTTP interface (`--http`: metrics and status);
+//! - `http`: the node's HTTP interface (`--http`: dashboard, metrics, status, census, the
+//!   JSON API and server-sent events);
 //! - `output`: what the node prints on stdout (incoming messages, events), text or JSON lines.
 
 mod args;
@@ -28,6 +30,7 @@ mod http;
 mod limits;
 mod node_watch_stream;
 mod output;
+mod requests;
 mod run;
 mod settings;
 mod watch_stream;

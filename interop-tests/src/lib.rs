@@ -13,12 +13,15 @@
 //! Every wait is bounded, and every failure panics with what the node printed, so that a
 //! failing test explains itself.
 //!
+//! [`http`] is a small client for a node's HTTP interface: requests and server-sent events.
+//!
 //! [`natlab`] builds an emulated internet with NATs and a UPnP gateway in network namespaces.
 //!
 //! [`hostile`] is a peer that speaks the wire protocol but not its rules, for the hostile-peer
 //! tests, with the non-panicking checks that judge what it did.
 
 pub mod hostile;
+pub mod http;
 pub mod natlab;
 
 use p2ps::{NodeId, NodeState, RingId, Status};

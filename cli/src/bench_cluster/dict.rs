@@ -163,7 +163,11 @@ enum Outcome {
     Failed(String),
 }
 
-/// Runs the phase on a formed network: `w` one at a time, then with many in flight.
+/// The steps of [`measure`], each ended by one line it `say`s (for a progress bar).
+pub(super) const PHASES: u64 = 7;
+
+/// Runs the phase on a formed network: `w` one at a time, then with many in flight; says one
+/// line per step ([`PHASES`] in all).
 pub(super) async fn measure(
     nodes: &[Node],
     truth: &TrueRing<NodeId>,

@@ -44,8 +44,10 @@ use crate::demo::output::{run_and_print, Progress};
 use crate::demo::ring_check::{true_ring, wait_for_ring, RingReport};
 use crate::demo::rng::Rng;
 use crate::demo::stats::quantile;
+use crate::progress;
 use anyhow::{bail, Context, Result};
 use broadcast::broadcast_times;
+use indicatif::ProgressBar;
 use p2ps::id::ring_id_of;
 use p2ps::{Identity, Node, NodeConfig, NodeId};
 use p2ps_overlay::TrueRing;
@@ -216,6 +218,7 @@ async fn measure(
     // --- Formation ----------------------------------------------------------------------
     let rss_before = rss_kib()?;
     let t0 = Instant::now();
+    let bar = progress::bar(n as u64, "nodes started", args.json);
     for i in 0..n {
         let identity = Identity::generate().context("generating a node key")?;
         let mut cfg = NodeConfig::new(identity, SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -225,12 +228,15 @@ async fn measure(
                 .await
                 .with_context(|| format!("starting node {i}"))?,
         );
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     nodes[0]
         .create()
         .await
         .context("node 0 creating the network")?;
     let mut join_ms = Vec::new();
+    let bar = progress::bar(n as u64 - 1, "nodes joined", args.json);
     for i in 1..n {
         let ticket = nodes[rng.below(i)].ticket();
         let t = Instant::now();
@@ -239,7 +245,9 @@ async fn measure(
             .with_context(|| format!("node {i} got no answer to its join in 30 s"))?
             .with_context(|| format!("node {i} joining"))?;
         join_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let joins = t0.elapsed();
     let slow_joins = join_ms.iter().filter(|ms| **ms > 1000.0).count();
     let join_p50_ms = quantile(&join_ms, 0.5);
@@ -251,6 +259,7 @@ async fn measure(
     ));
     let truth = true_ring(nodes.iter().map(Node::id));
     let list_len = ov.list_len;
+    let forming = progress::spinner("waiting for every list to be right", args.json);
     let (ok, _, r) = wait_for_ring(
         nodes,
         &truth,
@@ -260,6 +269,7 @@ async fn measure(
         RingReport::neighbours_ok,
     )
     .await?;
+    forming.finish_and_clear();
     if !ok {
         bail!("the ring did not form within 60 s: {}", r.describe());
     }
@@ -285,10 +295,11 @@ async fn measure(
         "idle for {} s, no application traffic…",
         args.idle_secs
     ));
+    let bar = progress::timed(args.idle_secs, "seconds idle", args.json);
     let (ok, _, _) =
         wait_for_ring(nodes, &truth, list_len, &[], idle_for, RingReport::all_ok).await?;
     let lists_exact = ok.then(|| t0.elapsed().as_secs_f64());
-    match lists_exact {
+    bar.suspend(|| match lists_exact {
         Some(s) => p.say(format!(
             "every successor and predecessor list exact after {s:.2} s"
         )),
@@ -296,8 +307,9 @@ async fn measure(
             "note: some neighbour lists were still inexact {} s after formation",
             args.idle_secs
         )),
-    }
+    });
     tokio::time::sleep(idle_for.saturating_sub(t_idle.elapsed())).await;
+    bar.finish_and_clear();
     let after = totals(nodes).await?;
     let idle_dials = dials(nodes).await?.saturating_sub(idle_d0);
     let idle = t_idle.elapsed().as_secs_f64();
@@ -331,7 +343,8 @@ async fn measure(
     // hop and the answer comes straight back on the same connection.
     let mut one_hop = Vec::new();
     let mut one_hop_ok = 0;
-    let one_hop_n = 200;
+    let one_hop_n: usize = 200;
+    let bar = progress::bar(one_hop_n as u64, "one-hop lookups", args.json);
     for _ in 0..one_hop_n {
         let from = &nodes[rng.below(n)];
         let Some(succ) = truth.successors(&from.id(), 1).first().copied() else {
@@ -344,7 +357,9 @@ async fn measure(
                 one_hop_ok += 1;
             }
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let one_hop_us = quantile(&one_hop, 0.5);
     p.say(format!(
         "one-hop lookup (key of the direct successor): p50 {one_hop_us:.0} µs, {one_hop_ok} of \
@@ -411,9 +426,13 @@ async fn measure(
     let tr0 = trouble(nodes).await?;
     let d0 = dials(nodes).await?;
     let t_pass = Instant::now();
-    let r1 = lookup_pass(nodes, &truth, &asks, t_pass).await;
+    let bar = progress::bar(asks.len() as u64, "cold lookups", args.json);
+    let r1 = lookup_pass(nodes, &truth, &asks, t_pass, &bar).await;
+    bar.finish_and_clear();
     let d1 = dials(nodes).await?;
-    let r2 = lookup_pass(nodes, &truth, &asks, t_pass).await;
+    let bar = progress::bar(asks.len() as u64, "warm lookups", args.json);
+    let r2 = lookup_pass(nodes, &truth, &asks, t_pass, &bar).await;
+    bar.finish_and_clear();
     let d2 = dials(nodes).await?;
     let c1 = rtt_sample(nodes).await?.1;
     let tr1 = trouble(nodes).await?;
@@ -425,7 +444,10 @@ async fn measure(
         "  trouble counters during the lookups: {}",
         warm.trouble
     ));
-    let b = broadcast_times(nodes, 5, &mut rng).await?;
+    let casting = progress::spinner("broadcasts", args.json);
+    let b = broadcast_times(nodes, 5, &mut rng).await;
+    casting.finish_and_clear();
+    let b = b?;
     let b_p50 = quantile(&b.last_ms, 0.5);
     let b_max = b.last_ms.iter().copied().fold(0.0, f64::max);
     p.say(format!(
@@ -447,8 +469,14 @@ async fn measure(
             in_flight: args.in_flight,
             lookup_p50_us: warm.p50_us,
         };
-        let say = |m: String| p.say(m);
-        let d = dict::measure(nodes, &truth, work, set, &mut rng, &say).await?;
+        let bar = progress::bar(dict::PHASES, "dictionary phases", args.json);
+        let say = |m: String| {
+            bar.suspend(|| p.say(m));
+            bar.inc(1);
+        };
+        let d = dict::measure(nodes, &truth, work, set, &mut rng, &say).await;
+        bar.finish_and_clear();
+        let d = d?;
         let held = dict::keys_held(nodes).await?;
         let keys = (work.one.len() + d.many_puts.started).max(1);
         p.say(format!(
@@ -505,12 +533,14 @@ async fn measure(
     })
 }
 
-/// One lookup at a time for every `(node, key)` of `asks`, until [`PASS_LIMIT`] after `start`.
+/// One lookup at a time for every `(node, key)` of `asks`, until [`PASS_LIMIT`] after `start`;
+/// `bar` counts them.
 async fn lookup_pass(
     nodes: &[Node],
     truth: &TrueRing<NodeId>,
     asks: &[Ask],
     start: Instant,
+    bar: &ProgressBar,
 ) -> LookupRound {
     let mut round = LookupRound::default();
     for ask in asks.chunks(1) {
@@ -519,6 +549,7 @@ async fn lookup_pass(
             continue;
         }
         round.merge(lookup_round(nodes, truth, ask, &[], PASS_LIMIT).await);
+        bar.inc(1);
     }
     round
 }

@@ -1,4 +1,6 @@
-//! The control protocol: what a client may ask a running node and what it answers.
+//! The control protocol: what a client may ask a running node and what it answers. The node's
+//! HTTP interface takes the same requests (`POST /api`, one request as the body, the same
+//! answer; the streams as server-sent events: `GET /watch?key=K`, `GET /watch-node?node=ID`).
 //!
 //! One connection carries one request and one response, each a single line of JSON (except
 //! `watch`, below). Requests (at most [`MAX_REQUEST_BYTES`], about 6 MiB: room for the largest

@@ -116,14 +116,17 @@ pub struct NodeArgs {
     /// its keys back from the other replicas).
     #[arg(long)]
     pub(super) no_persist: bool,
-    /// Serve the node's HTTP interface (`/metrics` for Prometheus, `/status` as JSON) on this
-    /// address, e.g. 127.0.0.1:9100 (port 0: any free port, printed at start). An address
-    /// other than loopback needs --http-token.
+    /// Serve the node's HTTP interface on this address, e.g. 127.0.0.1:9090 (port 0: any free
+    /// port, printed at start): a dashboard at `/`, `/metrics` for Prometheus, `/status` and
+    /// `/census` as JSON, `/ring.svg`, the JSON API `POST /api` (control requests) and
+    /// server-sent events (`/events`, `/watch?key=K`, `/watch-node?node=ID`). An address other
+    /// than loopback needs --http-token; without one, every user of this machine may use the
+    /// node's commands, so give one on a shared machine.
     #[arg(long, value_name = "ADDR", env = "P2PS_HTTP")]
     pub(super) http: Option<SocketAddr>,
-    /// A file holding the bearer token every HTTP request must carry (`Authorization: Bearer
-    /// <token>`); created with a random token (mode 0600) if missing; refused if others may
-    /// read it.
+    /// A file holding the bearer token every HTTP request (but the dashboard page, which holds
+    /// no data) must carry (`Authorization: Bearer <token>`); created with a random token
+    /// (mode 0600) if missing; refused if others may read it.
     #[arg(long, value_name = "FILE", requires = "http")]
     pub(super) http_token: Option<PathBuf>,
     /// A TOML file with any of these settings (key, listen, advertise, control, name,

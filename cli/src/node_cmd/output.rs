@@ -98,20 +98,7 @@ impl Output {
                     printable(&m.payload)
                 )
             },
-            || {
-                serde_json::json!({
-                    "event": "message",
-                    "from": m.from.to_string(),
-                    "hops": m.hops,
-                    "to": to,
-                    "group": match &m.via {
-                        Via::Group(g) => Some(g.clone()),
-                        _ => None,
-                    },
-                    "key": m.key.to_string(),
-                    "payload": String::from_utf8_lossy(&m.payload),
-                })
-            },
+            || message_json(m),
         );
     }
 
@@ -163,6 +150,23 @@ impl Output {
             || serde_json::json!({"event": "left"}),
         );
     }
+}
+
+/// A message for this node as JSON: what `--json` prints and `GET /events` streams
+/// (`{"event":"message","from","hops","to","group","key","payload"}`).
+pub(super) fn message_json(m: &Delivery) -> serde_json::Value {
+    serde_json::json!({
+        "event": "message",
+        "from": m.from.to_string(),
+        "hops": m.hops,
+        "to": m.via.to_string(),
+        "group": match &m.via {
+            Via::Group(g) => Some(g.clone()),
+            _ => None,
+        },
+        "key": m.key.to_string(),
+        "payload": String::from_utf8_lossy(&m.payload),
+    })
 }
 
 /// A payload as one line of text: UTF-8 (lossy) with control characters escaped, so that a

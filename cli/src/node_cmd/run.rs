@@ -7,7 +7,9 @@
 use super::args::NodeArgs;
 use super::config_file::FileConfig;
 use super::control_server;
+use super::http::events::DeliveryFeed;
 use super::output::Output;
+use super::requests::{LeaveRequest, Requests};
 use super::settings::{resolve, Dirs, Settings, DICT_FILE};
 use anyhow::{bail, Context, Result};
 use p2ps::{Identity, Node, NodeEvent, Ticket};
@@ -141,7 +143,7 @@ enum Stop {
     /// SIGTERM or SIGINT (Ctrl-C), by name.
     Signal(&'static str),
     /// `p2ps leave`, answered once the node has left.
-    Leave(control_server::LeaveRequest),
+    Leave(LeaveRequest),
 }
 
 /// Starts the node, serves the control socket, creates or joins a network and prints what
@@ -161,6 +163,13 @@ async fn run_node(
         .with_context(|| format!("starting the node on {}", s.config.listen))?;
     let out = Output { json: s.json };
     out.started(&node, &s.control);
+    // Subscribe before joining so that no neighbour change is missed.
+    let mut events = node.events();
+    let (stop_tx, mut stop_rx) = mpsc::channel::<LeaveRequest>(4);
+    let (listener, socket_file) = socket.into_parts()?;
+    let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
+    let requests = Requests::new(node.clone(), stop_tx, recent.clone());
+    let (deliveries, _) = broadcast::channel(super::http::events::DELIVERY_BUFFER);
     let http_task = match &s.http {
         Some(h) => {
             let listener = match super::http::bind(h).await {
@@ -175,25 +184,16 @@ async fn run_node(
             }
             Some(tokio::spawn(super::http::serve(
                 listener,
-                node.clone(),
+                requests.clone(),
                 h.token.clone(),
+                deliveries.clone(),
             )))
         }
         None => None,
     };
     // The HTTP interface stops with this function, however it ends.
     let _http = AbortOnDrop(http_task);
-    // Subscribe before joining so that no neighbour change is missed.
-    let mut events = node.events();
-    let (stop_tx, mut stop_rx) = mpsc::channel::<control_server::LeaveRequest>(4);
-    let (listener, socket_file) = socket.into_parts()?;
-    let recent = std::sync::Arc::new(crate::node_ids::RecentSenders::default());
-    let control_task = tokio::spawn(control_server::serve(
-        listener,
-        node.clone(),
-        stop_tx,
-        recent.clone(),
-    ));
+    let control_task = tokio::spawn(control_server::serve(listener, requests));
 
     let wait_stop = async {
         tokio::select! {
@@ -242,7 +242,15 @@ async fn run_node(
                     return Err(e);
                 }
             }
-            message_loop(&node, &out, &recent, &mut events, &mut wait_stop).await?
+            message_loop(
+                &node,
+                &out,
+                &recent,
+                &deliveries,
+                &mut events,
+                &mut wait_stop,
+            )
+            .await?
         }
     };
     match stop {
@@ -264,12 +272,14 @@ async fn run_node(
     Ok(())
 }
 
-/// Prints messages (remembering their senders in `recent`) and events until something asks
-/// the node to stop.
+/// Prints messages (remembering their senders in `recent`, and handing them to the HTTP
+/// interface's event streams through `deliveries`) and events until something asks the node
+/// to stop.
 async fn message_loop(
     node: &Node,
     out: &Output,
     recent: &crate::node_ids::RecentSenders,
+    deliveries: &DeliveryFeed,
     events: &mut broadcast::Receiver<NodeEvent>,
     wait_stop: &mut (impl std::future::Future<Output = Stop> + Unpin),
 ) -> Result<Stop> {
@@ -280,6 +290,10 @@ async fn message_loop(
                 Some(m) => {
                     recent.record(m.from);
                     out.message(&m);
+                    // Never waits: a stream that falls behind loses the oldest messages.
+                    if deliveries.receiver_count() > 0 {
+                        let _ = deliveries.send(std::sync::Arc::new(m));
+                    }
                 }
                 None => bail!("the node stopped unexpectedly"),
             },
