@@ -79,6 +79,10 @@ pub struct DelArgs {
     /// Replicas that must hold the deletion before the answer [default: a majority, 2 of 3].
     #[arg(long, value_name = "W", value_parser = clap::value_parser!(u8).range(1..))]
     acks: Option<u8>,
+    /// Compare-and-swap: delete only if the key is at version V now (the deletion becomes
+    /// version V + 1). Otherwise fail, naming the version the key is at.
+    #[arg(long, value_name = "V")]
+    if_version: Option<u64>,
     /// Print the answer as one line of JSON.
     #[arg(long)]
     json: bool,
@@ -170,6 +174,7 @@ pub fn del(args: DelArgs) -> Result<()> {
     let v = args.control.call(&Request::Del {
         key: args.key.clone(),
         acks: args.acks,
+        if_version: args.if_version,
     })?;
     if args.json {
         return print_json(&v);

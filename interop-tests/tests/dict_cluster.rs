@@ -6,6 +6,7 @@
 //!   three, each holding that version, within a bounded wait;
 //! * 8 writers on 8 nodes each add 1 to one counter 100 times with compare-and-swap
 //!   (`get`, then `put --if-version`, again on a conflict): the counter ends at exactly 800;
+//!   `del --if-version` deletes only at the version given;
 //! * nodes started with small quotas (per writer and in all) refuse the writes that would
 //!   overrun them, naming the quota, and go on serving; with the largest value limit allowed
 //!   (960 KiB), a value that large is stored on every replica and read back, and one byte
@@ -468,6 +469,23 @@ fn eight_writers_on_eight_nodes_count_to_800_with_compare_and_swap() {
         "a second create with --if-version 0",
     );
     assert!(err.contains("fresh is at version 1, not 0"), "{err}");
+    // A deletion as a compare-and-swap: a stale one fails and leaves the value; a right one
+    // deletes it.
+    let err = stderr_of_failure(
+        &nodes[2].cli(&["del", "fresh", "--if-version", "0"]),
+        "a stale compare-and-swap deletion",
+    );
+    assert!(err.contains("fresh is at version 1, not 0"), "{err}");
+    assert_eq!(stdout(&nodes[3].cli(&["get", "fresh"]), "get"), "a\n");
+    let out = stdout(
+        &nodes[2].cli(&["del", "fresh", "--if-version", "1", "--json"]),
+        "a compare-and-swap deletion",
+    );
+    assert!(out.contains("\"version\":2"), "{out}");
+    let v = nodes[5]
+        .request(&json!({"op": "get", "key": "fresh"}))
+        .unwrap();
+    assert_eq!(v["value"], json!(null), "{v}");
 
     eprintln!(
         "8 nodes formed in {formed:.1?}; 8 writers x 100 compare-and-swap increments in \

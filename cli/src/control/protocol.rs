@@ -15,7 +15,7 @@
 //! {"op":"leave"}
 //! {"op":"put","key":"text","value":"text"}   {"op":"get","key":"text"}   {"op":"del","key":"text"}
 //!     put, optionally: "acks":W, "ttl_secs":S, "if_version":V, "republish":true;
-//!     get: "quorum":R;  del: "acks":W
+//!     get: "quorum":R;  del: "acks":W, "if_version":V
 //! {"op":"dict_replicas","key":"text"}
 //! {"op":"watch","key":"text"}                           (a stream: see below)
 //! {"op":"watch_node","node":"<64 hex digits, or a unique prefix of 4 or more>"}   (a stream)
@@ -191,6 +191,9 @@ pub(crate) enum Request {
         /// Replicas that must hold the deletion before the answer (default: the write quorum).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         acks: Option<u8>,
+        /// Compare-and-swap: delete only if the key is at this version now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_version: Option<u64>,
     },
     /// Stream every change of the dictionary's open key `key` (see the module documentation).
     Watch {
@@ -569,10 +572,11 @@ mod tests {
                 },
             ),
             (
-                r#"{"op":"del","key":"k","acks":1}"#,
+                r#"{"op":"del","key":"k","acks":1,"if_version":4}"#,
                 Request::Del {
                     key: "k".into(),
                     acks: Some(1),
+                    if_version: Some(4),
                 },
             ),
             (

@@ -200,17 +200,22 @@ impl Requests {
                     Err(e) => Response::err(dict_error(&key, None, &e)),
                 }
             }
-            Request::Del { key, acks } => {
+            Request::Del {
+                key,
+                acks,
+                if_version,
+            } => {
                 let d = node.dict();
                 let opts = PutOptions {
                     w: acks,
+                    expect: if_version,
                     ..PutOptions::default()
                 };
                 match d.delete_key_with(d.open_key(key.clone()), opts).await {
                     Ok((version, replicas)) => Response::ok(
                         serde_json::json!({"key": key, "version": version, "replicas": replicas}),
                     ),
-                    Err(e) => Response::err(dict_error(&key, None, &e)),
+                    Err(e) => Response::err(dict_error(&key, if_version, &e)),
                 }
             }
             // Served as a stream by `handle`, never here.
