@@ -291,7 +291,9 @@ impl<M> Shared<M> {
                 Some(name) => format!("private network {name}"),
                 None => "open network (no network key)".to_string(),
             };
-            info!(
+            // Warn: the operator should know that someone knocks without the key; once per
+            // interval at most, so a flood of refusals is one line.
+            warn!(
                 %remote,
                 %network,
                 more_since_last_line = skipped,

@@ -259,11 +259,17 @@ fn service_seeds() -> Result<Vec<Vec<u8>>> {
 
 fn ticket_seeds() -> Result<Vec<Vec<u8>>> {
     let identity = Identity::generate().context("generating a key")?;
-    let t = p2ps::Ticket {
-        id: identity.node_id(),
-        addrs: vec!["192.0.2.1:7000".parse()?, "[2001:db8::1]:4433".parse()?],
-    };
-    Ok(vec![t.to_string().into_bytes()])
+    let t = p2ps::Ticket::new(
+        identity.node_id(),
+        vec!["192.0.2.1:7000".parse()?, "[2001:db8::1]:4433".parse()?],
+    );
+    let private = t
+        .clone()
+        .with_network(Some(p2ps_transport::NetworkName::from_bytes([7; 8])));
+    Ok(vec![
+        t.to_string().into_bytes(),
+        private.to_string().into_bytes(),
+    ])
 }
 
 /// Messages of simulated nodes (small ids), for the stateful target.
