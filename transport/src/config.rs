@@ -429,5 +429,14 @@ mod tests {
         let mut c = config();
         c.admission.first_frame_timeout = Some(Duration::ZERO);
         assert!(c.validate().is_err());
+        let mut c = config();
+        c.network_proof_timeout = Duration::ZERO;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "network_proof_timeout",
+                ..
+            })
+        ));
     }
 }

@@ -59,7 +59,7 @@ use crate::event::{CloseCode, DisconnectReason, Event, EventSender, StreamStopCo
 use crate::frame::{self, FrameDecoder, HEADER_LEN};
 use crate::identity::NodeId;
 use crate::network_key::{NetworkKey, NetworkName, Role};
-use crate::network_proof;
+use crate::network_proof::{self, NetworkProofError};
 use crate::relay::{self, PathKind, RelayState};
 use crate::stats::{add, bump, Counters, PeerStats, TransportStats};
 use crate::tls::{self, PeerServerVerifier, SERVER_NAME};
@@ -1094,9 +1094,18 @@ where
             let proof =
                 network_proof::exchange(&conn, key, self.node_id, peer, Role::Acceptor, timeout)
                     .await;
-            if let Err(e) = proof {
-                self.refused_for_network(remote, &format_args!("peer {}: {e}", peer.short()));
-                return;
+            match proof {
+                Ok(()) => {}
+                // The peer went away (or closed the connection as soon as it had our proof):
+                // nothing to refuse.
+                Err(e @ NetworkProofError::ConnectionLost(_)) => {
+                    debug!(%remote, peer = %peer.short(), error = %e, "connection ended during the network proof exchange");
+                    return;
+                }
+                Err(e) => {
+                    self.refused_for_network(remote, &format_args!("peer {}: {e}", peer.short()));
+                    return;
+                }
             }
         }
         // Now that the peer is known: its own quota, and the reserve for wanted peers.

@@ -74,6 +74,29 @@ async fn nodes_with_the_same_key_connect() {
 }
 
 #[tokio::test]
+async fn a_peer_that_hangs_up_during_the_proof_is_not_a_refusal() {
+    // As a member does that closes its connection as soon as it has the other's proof, while
+    // the other may still be reading its own: not an outsider, so no refusal is counted.
+    let key = NetworkKey::generate().unwrap();
+    let (member, mut em) = keyed(&key);
+    let (endpoint, conn) = raw_member_impostor(&key, addr(&member)).await;
+    conn.close(0u32.into(), b"bye");
+    endpoint.close(0u32.into(), b"bye");
+    bounded("the member sees the close", async {
+        while member.stats().open_connections > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Past the proof deadline: had the member still been waiting, it would have refused by now.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(member.stats().network_refused, 0);
+    assert_eq!(member.stats().handshakes_failed, 0);
+    let (friend, mut ef) = keyed(&key);
+    assert_serves(&friend, &mut ef, &member, &mut em).await;
+}
+
+#[tokio::test]
 async fn another_key_is_refused_on_both_sides() {
     let ours = NetworkKey::generate().unwrap();
     let theirs = NetworkKey::generate().unwrap();
