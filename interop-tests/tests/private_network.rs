@@ -5,7 +5,8 @@
 //!   with another key fail to join with an error naming the network key (from the ticket's
 //!   network name, before dialing), and so does a keyless node given a ticket without the name
 //!   (it dials, and the handshake fails); the member it dialed logs the refusal and counts it,
-//!   and the members keep serving.
+//!   and the members keep serving. A node with the key fails likewise to join an open node,
+//!   which logs the refusal too.
 //! * `a_peer_without_the_proof_gets_nothing_processed`: a raw QUIC client with a fresh identity
 //!   and the network's public name (its ALPN, which the ticket gives away) skips the proof: a
 //!   garbage frame it sends is never read (no frame error counted), it never becomes a peer,
@@ -136,8 +137,62 @@ fn members_serve_and_outsiders_are_refused() {
     );
     assert!(counter(member, "handshakes_failed") > handshakes_before);
 
+    // With the key, towards an open network: refused from the ticket; and, given a ticket
+    // that claims the network, by the open node's handshake, clearly on both sides.
+    let mut open = net.spawn("open", Start::Create, FAST);
+    let open_ticket: Ticket = open.wait_ticket(JOIN_WAIT).parse().expect("a ticket");
+    assert_eq!(open_ticket.network, None);
+    let mut lost = net.spawn(
+        "lost",
+        Start::Join(open_ticket.to_string()),
+        &args(&["--network-key", &key]),
+    );
+    let err = fails(&mut lost, JOIN_WAIT);
+    assert!(
+        err.contains(&format!(
+            "this ticket is for an open network, but this node has the network key of private \
+             network {name}"
+        )),
+        "{err}"
+    );
+    let claimed = open_ticket.with_network(parsed.network).to_string();
+    let mut misled = net.spawn(
+        "misled",
+        Start::Join(claimed),
+        &args(&[
+            "--network-key",
+            &key,
+            "--join-attempts",
+            "2",
+            "--join-timeout-ms",
+            "1000",
+        ]),
+    );
+    let err = fails(&mut misled, JOIN_WAIT);
+    assert!(
+        err.contains(&format!("is not in private network {name}")),
+        "{err}"
+    );
+    let logged = wait_for(Duration::from_secs(10), || {
+        let e = open.stderr();
+        (e.contains("refused a connection from outside this node's network")
+            && e.contains("open network (no network key)"))
+        .then_some(())
+    });
+    assert!(
+        logged.is_some(),
+        "the open node logged no refusal:\n{}",
+        open.stderr()
+    );
+
     // The members never saw the outsiders as peers and keep serving.
-    let outsiders = [keyless.id(), stranger.id(), blind.id()];
+    let outsiders = [
+        keyless.id(),
+        stranger.id(),
+        blind.id(),
+        lost.id(),
+        misled.id(),
+    ];
     for n in nodes.iter_mut() {
         let s = n.status();
         assert!(
