@@ -104,6 +104,19 @@ pub(crate) const TARGETS: &[Target] = &[
         },
     },
     Target {
+        name: "network-key",
+        about: "a network key file's content, as `p2ps node --network-key` reads it",
+        seeds: || {
+            let key = p2ps_transport::NetworkKey::generate().context("making a network key")?;
+            Ok(vec![format!("{}\n", key.secret_hex()).into_bytes()])
+        },
+        make: || {
+            Ok(Box::new(|b: &[u8]| {
+                p2ps_transport::NetworkKey::from_hex(&String::from_utf8_lossy(b)).is_ok()
+            }))
+        },
+    },
+    Target {
         name: "control-request",
         about: "a control socket request line, as a running node parses it",
         seeds: || Ok(crate::control::protocol::EXAMPLES.iter().map(|s| s.as_bytes().to_vec()).collect()),
