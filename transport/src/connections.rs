@@ -34,6 +34,10 @@
 //!   connection's and the node's byte budgets (`budget`) before taking bytes, and stops only its
 //!   own stream when they are used up; each message queued for the application holds a share of
 //!   the event queue's byte budget until it is read.
+//! * **Private networks.** With a network key, a connection in either direction is handed to
+//!   the rest of this module only after the network proof exchange (`network_proof`) succeeded,
+//!   right after the handshake: before that no stream of the peer is accepted, and an incoming
+//!   connection holds only its source's admission slot.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -17,6 +17,8 @@
 //! UPnP gateway (igd-next) to forward the node's port and keeps the mapping alive.
 //! [`Transport::connect_any`] ([`traverse`]) combines it all: direct addresses first, then a
 //! punch, then a relay, with background punches to replace a relayed connection later.
+//! A [`NetworkKey`] makes a private network: only nodes proving, bound to each TLS session,
+//! that they hold the same key get a connection admitted ([`network_key`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -187,7 +187,8 @@ pub struct TransportStats {
     pub connections_dialed: u64,
     /// Incoming connections that completed the handshake and authentication.
     pub connections_accepted: u64,
-    /// Incoming handshakes that failed (bad or missing certificate, wrong ALPN, timeouts).
+    /// Incoming handshakes that failed (bad or missing certificate, wrong ALPN, timeouts, a
+    /// missing or wrong network proof).
     pub handshakes_failed: u64,
     /// Incoming connections refused by admission (connection limit, per-IP, per-subnet or
     /// per-node quota, reserve for wanted peers; see `AdmissionLimits`) or while shutting down.
