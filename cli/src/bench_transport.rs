@@ -15,6 +15,10 @@
 //!   unidirectional stream, against `Transport::send` on the User class received as events;
 //! * connection setup: sequential handshakes (P2PS: `connect`, which includes identity
 //!   verification), median per run.
+//!
+//! With `--network-key-cost`, only connection setup is measured, P2PS in an open network
+//! against P2PS in a private network (both nodes with a `NetworkKey`: the network's name in
+//! the ALPN and the proof exchange after the handshake), alternating in the same run.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +52,10 @@ pub struct TransportBenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Measure what a private network costs instead: connection setup (repeated and first
+    /// contact) of P2PS nodes with a network key against P2PS nodes without one.
+    #[arg(long)]
+    pub network_key_cost: bool,
 }
 
 /// Targets: P2PS bulk throughput and message rate relative to bare quinn (at least), and
@@ -55,6 +63,9 @@ pub struct TransportBenchArgs {
 const BULK_TARGET: f64 = 0.90;
 const MESSAGES_TARGET: f64 = 0.80;
 const SETUP_TARGET: f64 = 1.20;
+/// Target: connection setup in a private network relative to an open one (at most): the proof
+/// exchange adds one round trip and two HMACs to a handshake.
+const NETWORK_KEY_TARGET: f64 = 1.25;
 
 /// Runs the benchmark (builds its own tokio runtime).
 pub fn run(args: TransportBenchArgs) -> Result<()> {
@@ -70,7 +81,11 @@ pub fn run(args: TransportBenchArgs) -> Result<()> {
         .build()
         .context("building the tokio runtime")?;
     // Run the driver as a task so that it shares the worker threads with everything else.
-    let report = runtime.block_on(async move { tokio::spawn(measure(args)).await })??;
+    let report = if args.network_key_cost {
+        runtime.block_on(async move { tokio::spawn(measure_network_key(args)).await })??
+    } else {
+        runtime.block_on(async move { tokio::spawn(measure(args)).await })??
+    };
     report.print()?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
@@ -137,6 +152,8 @@ fn median(v: &[f64]) -> f64 {
 
 struct Report {
     args: TransportBenchArgs,
+    /// What is compared: bare quinn against P2PS, or P2PS open against P2PS private.
+    kind: Kind,
     bulk: Samples,
     messages: Samples,
     /// Repeated connections between the same two nodes.
@@ -145,8 +162,31 @@ struct Report {
     cold: Samples,
 }
 
+/// What a report compares.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// P2PS against bare quinn (the default).
+    AgainstQuinn,
+    /// P2PS in a private network against P2PS in an open one (`--network-key-cost`).
+    NetworkKey,
+}
+
+impl Kind {
+    /// The baseline's and the measured side's names, as printed and as JSON keys.
+    fn names(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            Kind::AgainstQuinn => [("bare quinn", "bare_quinn"), ("P2PS", "p2ps")],
+            Kind::NetworkKey => [
+                ("open network", "p2ps_open"),
+                ("private network", "p2ps_private"),
+            ],
+        }
+    }
+}
+
 /// One compared measurement, ready to print.
 struct Line {
+    kind: Kind,
     key: &'static str,
     label: String,
     unit: &'static str,
@@ -161,7 +201,9 @@ struct Line {
 }
 
 impl Line {
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        kind: Kind,
         key: &'static str,
         label: String,
         unit: &'static str,
@@ -171,6 +213,7 @@ impl Line {
         note: &'static str,
     ) -> Self {
         Self {
+            kind,
             key,
             label,
             unit,
@@ -192,26 +235,64 @@ impl Line {
     }
 
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "what": self.label,
-            "unit": self.unit,
-            "bare_quinn": self.bare,
-            "p2ps": self.samples,
-            "bare_quinn_median": median(&self.bare),
-            "p2ps_median": median(&self.samples),
-            "ratio_p2ps_to_bare": self.ratio,
-            "target": format!("{} {:.2}", if self.higher_is_better { ">=" } else { "<=" }, self.target),
-            "met": self.met(),
-            "note": self.note,
-        })
+        let [(_, base), (_, measured)] = self.kind.names();
+        let mut m = serde_json::Map::new();
+        m.insert("what".into(), self.label.clone().into());
+        m.insert("unit".into(), self.unit.into());
+        m.insert(base.into(), self.bare.clone().into());
+        m.insert(measured.into(), self.samples.clone().into());
+        m.insert(format!("{base}_median"), median(&self.bare).into());
+        m.insert(format!("{measured}_median"), median(&self.samples).into());
+        m.insert(format!("ratio_{measured}_to_{base}"), self.ratio.into());
+        if let Kind::NetworkKey = self.kind {
+            let added = median(&self.samples) - median(&self.bare);
+            m.insert(format!("added_{}", self.unit), added.into());
+        }
+        let cmp = if self.higher_is_better { ">=" } else { "<=" };
+        m.insert("target".into(), format!("{cmp} {:.2}", self.target).into());
+        m.insert("met".into(), self.met().into());
+        m.insert("note".into(), self.note.into());
+        serde_json::Value::Object(m)
     }
 }
 
 impl Report {
     fn lines(&self) -> Vec<Line> {
         let a = &self.args;
+        if let Kind::NetworkKey = self.kind {
+            return vec![
+                Line::new(
+                    self.kind,
+                    "setup_repeat",
+                    format!(
+                        "connection setup, repeated, median of {} handshakes",
+                        a.handshakes
+                    ),
+                    "ms",
+                    &self.setup,
+                    false,
+                    NETWORK_KEY_TARGET,
+                    "same two nodes again and again, with and without a network key",
+                ),
+                Line::new(
+                    self.kind,
+                    "setup_first_contact",
+                    format!(
+                        "connection setup, first contact, median of {} handshakes",
+                        a.handshakes
+                    ),
+                    "ms",
+                    &self.cold,
+                    false,
+                    NETWORK_KEY_TARGET,
+                    "each handshake from a new node, with and without a network key",
+                ),
+            ];
+        }
+        let kind = self.kind;
         vec![
             Line::new(
+                kind,
                 "bulk",
                 format!("bulk throughput, one stream, {} MiB", a.bulk_mib),
                 "MiB/s",
@@ -221,6 +302,7 @@ impl Report {
                 "P2PS: raw bidirectional stream from open_bi",
             ),
             Line::new(
+                kind,
                 "messages",
                 format!("{} B messages, {} per run", a.message_bytes, a.messages),
                 "messages/s",
@@ -230,6 +312,7 @@ impl Report {
                 "bare: length-prefixed writes on a uni stream; P2PS: send() on the User class, received as events",
             ),
             Line::new(
+                kind,
                 "setup_repeat",
                 format!("connection setup, repeated, median of {} handshakes", a.handshakes),
                 "ms",
@@ -239,6 +322,7 @@ impl Report {
                 "same two nodes again and again: bare quinn resumes TLS sessions, P2PS does a full mutual handshake with its verified-certificate cache",
             ),
             Line::new(
+                kind,
                 "setup_first_contact",
                 format!("connection setup, first contact, median of {} handshakes", a.handshakes),
                 "ms",
@@ -265,8 +349,13 @@ impl Report {
             );
             return Ok(());
         }
+        let [(base, _), (measured, _)] = self.kind.names();
+        let title = match self.kind {
+            Kind::AgainstQuinn => "P2PS transport vs bare quinn 0.11",
+            Kind::NetworkKey => "P2PS transport, private network (network key) vs open network",
+        };
         println!(
-            "P2PS transport vs bare quinn 0.11 on loopback, medians of {} runs per side (alternating)",
+            "{title} on loopback, medians of {} runs per side (alternating)",
             self.args.repeats
         );
         for l in &lines {
@@ -279,7 +368,7 @@ impl Report {
                 }
             };
             println!(
-                "{}: bare quinn {}, P2PS {}, ratio {:.2} (target {} {:.2}: {})",
+                "{}: {base} {}, {measured} {}, ratio {:.2} (target {} {:.2}: {})",
                 l.label,
                 fmt(b),
                 fmt(p),
@@ -288,6 +377,9 @@ impl Report {
                 l.target,
                 if l.met() { "met" } else { "MISSED" }
             );
+            if let Kind::NetworkKey = self.kind {
+                println!("  added by the network key: {:.3} ms per connection", p - b);
+            }
         }
         Ok(())
     }
@@ -295,7 +387,7 @@ impl Report {
 
 async fn measure(args: TransportBenchArgs) -> Result<Report> {
     let bare = BareQuinn::start()?;
-    let p2ps = P2psPair::start()?;
+    let p2ps = P2psPair::start(None)?;
     let bulk_bytes = args.bulk_mib * 1024 * 1024;
     let chunk = Bytes::from(vec![0x5au8; 1024 * 1024]);
     let payload = Bytes::from(vec![0xa5u8; args.message_bytes]);
@@ -343,8 +435,44 @@ async fn measure(args: TransportBenchArgs) -> Result<Report> {
     bare.server.close(0u32.into(), b"done");
     Ok(Report {
         args,
+        kind: Kind::AgainstQuinn,
         bulk,
         messages,
+        setup,
+        cold,
+    })
+}
+
+/// `--network-key-cost`: connection setup of two P2PS nodes without a network key (the
+/// baseline, in `Samples::bare`) against two with one (in `Samples::p2ps`), alternating.
+async fn measure_network_key(args: TransportBenchArgs) -> Result<Report> {
+    let key = p2ps_transport::NetworkKey::generate().context("making a network key")?;
+    let open = P2psPair::start(None)?;
+    let private = P2psPair::start(Some(key))?;
+    let mut setup = Samples::new();
+    let mut cold = Samples::new();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for _ in 0..args.repeats {
+        setup.bare.push(ms(open.setup(args.handshakes).await?));
+        setup.p2ps.push(ms(private.setup(args.handshakes).await?));
+    }
+    for _ in 0..args.repeats {
+        cold.bare.push(ms(open.cold_setup(args.handshakes).await?));
+        cold.p2ps
+            .push(ms(private.cold_setup(args.handshakes).await?));
+    }
+    for pair in [&open, &private] {
+        if pair.b.stats().network_refused != 0 {
+            bail!("a connection was refused for the network key during the benchmark");
+        }
+        pair.a.shutdown("benchmark done").await;
+        pair.b.shutdown("benchmark done").await;
+    }
+    Ok(Report {
+        args,
+        kind: Kind::NetworkKey,
+        bulk: Samples::new(),
+        messages: Samples::new(),
         setup,
         cold,
     })
@@ -596,6 +724,8 @@ struct Sink {
 
 /// Two P2PS transports on loopback; `a` sends, `b` receives.
 struct P2psPair {
+    /// The network both nodes (and the first-contact clients) are in; `None`: an open one.
+    key: Option<p2ps_transport::NetworkKey>,
     a: Transport<BenchMsg>,
     b: Transport<BenchMsg>,
     b_addr: SocketAddr,
@@ -604,12 +734,12 @@ struct P2psPair {
 }
 
 impl P2psPair {
-    fn start() -> Result<Self> {
+    fn start(key: Option<p2ps_transport::NetworkKey>) -> Result<Self> {
         let config = || -> Result<TransportConfig> {
-            Ok(TransportConfig::new(
-                Identity::generate()?,
-                "127.0.0.1:0".parse()?,
-            ))
+            Ok(
+                TransportConfig::new(Identity::generate()?, "127.0.0.1:0".parse()?)
+                    .with_network_key(key.clone()),
+            )
         };
         let (a, ea) = Transport::<BenchMsg>::bind(config()?)?;
         let (b, eb) = Transport::<BenchMsg>::bind(config()?)?;
@@ -623,6 +753,7 @@ impl P2psPair {
         tokio::spawn(discard_events(ea));
         tokio::spawn(p2ps_sink(eb, sink.clone(), bulk_tx));
         Ok(Self {
+            key,
             a,
             b,
             b_addr,
@@ -686,7 +817,8 @@ impl P2psPair {
     async fn cold_setup(&self, n: usize) -> Result<Duration> {
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
-            let config = TransportConfig::new(Identity::generate()?, "127.0.0.1:0".parse()?);
+            let config = TransportConfig::new(Identity::generate()?, "127.0.0.1:0".parse()?)
+                .with_network_key(self.key.clone());
             let (client, events) = Transport::<BenchMsg>::bind(config)?;
             tokio::spawn(discard_events(events));
             let start = Instant::now();

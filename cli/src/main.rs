@@ -15,6 +15,7 @@ mod demo;
 mod dict_cmd;
 mod error_report;
 mod fuzz;
+mod network_key_cmd;
 mod node_cmd;
 mod node_ids;
 mod payload;
@@ -90,6 +91,9 @@ enum Command {
     /// Benchmarks measured against a baseline in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Make a private network's key (`new FILE`) or show its public name (`name FILE`).
+    #[command(subcommand)]
+    NetworkKey(network_key_cmd::NetworkKeyCommand),
     /// Feed every decoder of outside bytes, and the nodes' handlers, mutated inputs for a
     /// bounded time; report inputs that make one panic.
     Fuzz(fuzz::FuzzArgs),
@@ -156,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(args) => sim::run(args),
         Command::Bench(BenchCommand::Transport(args)) => bench_transport::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::NetworkKey(cmd) => network_key_cmd::run(cmd),
         Command::Bench(BenchCommand::Cluster(args)) => bench_cluster::run(args),
         Command::Bench(BenchCommand::Trust(args)) => bench_trust::run(args),
         Command::Bench(BenchCommand::Metrics(args)) => bench_metrics::run(args),

@@ -130,6 +130,7 @@ impl NodeBuilder {
         tc.relay.serve = config.relay_serve;
         tc.admission = config.admission.clone();
         tc.memory = config.memory.clone();
+        tc.network_key = config.network_key.clone();
         // A dial that gets no answer may be blocked by a NAT: give up soon enough for the
         // fallback (hole punching, relay) to run within the overlay's timeouts.
         tc.connect_timeout = std::time::Duration::from_secs(4);
@@ -210,6 +211,10 @@ impl NodeBuilder {
         tokio::spawn(actor.run());
         Ok(Node::from_parts(
             id,
+            config
+                .network_key
+                .as_ref()
+                .map(p2ps_transport::NetworkKey::name),
             shared_addrs,
             cmd_tx,
             inbox_rx,

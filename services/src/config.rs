@@ -4,7 +4,7 @@ use p2ps_dict::DictConfig;
 use p2ps_overlay::cast::CastConfig;
 use p2ps_overlay::groups::GroupConfig;
 use p2ps_overlay::Config as OverlayConfig;
-use p2ps_transport::{AdmissionLimits, Identity, MemoryLimits};
+use p2ps_transport::{AdmissionLimits, Identity, MemoryLimits, NetworkKey};
 use p2ps_watcher::WatcherConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +76,10 @@ pub struct NodeConfig {
     /// Record latency histograms for [`crate::Metrics`] (lookups, dictionary operations).
     /// Default: on (the figures it costs are measured in BENCHMARKS.md).
     pub metrics: bool,
+    /// The private network's key. Default `None`: an open network. With a key, only nodes
+    /// holding the same key get a connection admitted, and tickets carry the network's public
+    /// name (see [`p2ps_transport::network_key`]).
+    pub network_key: Option<NetworkKey>,
 }
 
 impl NodeConfig {
@@ -104,6 +108,7 @@ impl NodeConfig {
             admission: AdmissionLimits::default(),
             memory: MemoryLimits::default(),
             metrics: true,
+            network_key: None,
         }
     }
 }
@@ -246,6 +251,13 @@ impl NodeConfig {
     #[must_use]
     pub fn with_memory(mut self, memory: MemoryLimits) -> Self {
         self.memory = memory;
+        self
+    }
+
+    /// Sets [`network_key`](Self::network_key).
+    #[must_use]
+    pub fn with_network_key(mut self, network_key: Option<NetworkKey>) -> Self {
+        self.network_key = network_key;
         self
     }
 }

@@ -4,7 +4,7 @@
 //! repeat it in its own message, so a chain of causes (`p2ps`'s error report, anyhow's `{:#}`)
 //! names each once.
 
-use p2ps_transport::{BindError, IdentityError, NodeId};
+use p2ps_transport::{BindError, IdentityError, NetworkName, NodeId};
 use thiserror::Error;
 
 /// Why a connection to a peer could not be made: the cause of [`JoinError::Unreachable`].
@@ -151,12 +151,39 @@ pub enum JoinError {
         #[source]
         source: Option<ConnectError>,
     },
+    /// The ticket names another network than this node's: a private network this node has no
+    /// key for, another private network, or an open one while this node has a network key.
+    #[error("{}", other_network(*ticket, *ours))]
+    OtherNetwork {
+        /// The network named by the ticket (`None`: an open network).
+        ticket: Option<NetworkName>,
+        /// This node's network (`None`: it has no network key).
+        ours: Option<NetworkName>,
+    },
     /// The bootstrap node was reached but no answer came.
     #[error("no answer to the join request after {attempts} attempts")]
     NoAnswer {
         /// Join requests sent.
         attempts: u32,
     },
+}
+
+fn other_network(ticket: Option<NetworkName>, ours: Option<NetworkName>) -> String {
+    match (ticket, ours) {
+        (Some(t), None) => format!(
+            "this ticket is for private network {t}: start the node with that network's key \
+             (--network-key FILE)"
+        ),
+        (Some(t), Some(o)) => format!(
+            "this ticket is for private network {t}, but this node's network key is for \
+             private network {o}"
+        ),
+        (None, Some(o)) => format!(
+            "this ticket is for an open network, but this node has the network key of private \
+             network {o}"
+        ),
+        (None, None) => "this ticket is for another network".into(),
+    }
 }
 
 /// Why a lookup failed.

@@ -16,7 +16,7 @@ use crate::status::Status;
 use crate::ticket::Ticket;
 use bytes::Bytes;
 use p2ps_overlay::RingId;
-use p2ps_transport::NodeId;
+use p2ps_transport::{NetworkName, NodeId};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
@@ -44,6 +44,7 @@ pub struct Node {
 
 struct Inner {
     id: NodeId,
+    network: Option<NetworkName>,
     addrs: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
     commands: mpsc::Sender<Command>,
     inbox: Mutex<mpsc::Receiver<Delivery>>,
@@ -76,6 +77,7 @@ impl Node {
     /// A node made by [`NodeBuilder::start`].
     pub(crate) fn from_parts(
         id: NodeId,
+        network: Option<NetworkName>,
         addrs: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
         commands: mpsc::Sender<Command>,
         inbox: mpsc::Receiver<Delivery>,
@@ -85,6 +87,7 @@ impl Node {
         Node {
             inner: Arc::new(Inner {
                 id,
+                network,
                 addrs,
                 commands,
                 inbox: Mutex::new(inbox),
@@ -127,9 +130,15 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// A ticket others can join through.
+    /// A ticket others can join through (with the public name of this node's private
+    /// network, if it is in one).
     pub fn ticket(&self) -> Ticket {
-        Ticket::new(self.inner.id, self.addrs())
+        Ticket::new(self.inner.id, self.addrs()).with_network(self.inner.network)
+    }
+
+    /// The public name of this node's private network; `None` in an open network.
+    pub fn network(&self) -> Option<NetworkName> {
+        self.inner.network
     }
 
     /// Sends a command to the actor and waits for its answer.
@@ -153,7 +162,14 @@ impl Node {
 
     /// Joins the network of the node named by `ticket`; returns once this node is in (or
     /// joining failed after the overlay's bounded retries).
+    /// A ticket for another network than this node's is refused before any dial.
     pub async fn join(&self, ticket: &Ticket) -> Result<(), JoinError> {
+        if ticket.network != self.inner.network {
+            return Err(JoinError::OtherNetwork {
+                ticket: ticket.network,
+                ours: self.inner.network,
+            });
+        }
         let t = ticket.clone();
         self.ask(|tx| Command::Join(t, tx)).await?
     }

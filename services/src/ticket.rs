@@ -4,8 +4,12 @@
 //! Form: `p2ps1` followed by lowercase base32 (no padding) of the postcard encoding of the id
 //! and addresses, then a 4-byte SHA-256 checksum, so that a truncated or mistyped ticket is
 //! refused with a clear error instead of dialing the wrong node.
+//!
+//! A ticket of a private network also carries the network's public name (never its key), after
+//! the id and addresses: tag [`NETWORK_EXTENSION`] and the name's 8 bytes. Tickets of open
+//! networks are byte for byte what they were before, and old tickets still parse.
 
-use p2ps_transport::NodeId;
+use p2ps_transport::{NetworkName, NodeId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -17,6 +21,8 @@ const PREFIX: &str = "p2ps1";
 const CHECKSUM_LEN: usize = 4;
 /// Addresses a ticket may carry.
 pub const MAX_TICKET_ADDRS: usize = 8;
+/// Tag of the optional extension after the id and addresses that names the private network.
+pub const NETWORK_EXTENSION: u8 = 0x01;
 
 /// How to reach a node: its id and the addresses it listens on.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -25,6 +31,23 @@ pub struct Ticket {
     pub id: NodeId,
     /// Addresses to dial, most preferred first.
     pub addrs: Vec<SocketAddr>,
+    /// The public name of the node's private network; `None` for an open network.
+    #[serde(default)]
+    pub network: Option<NetworkName>,
+}
+
+/// The part of a ticket every version encodes, as written.
+#[derive(Serialize)]
+struct BaseRef<'a> {
+    id: NodeId,
+    addrs: &'a [SocketAddr],
+}
+
+/// The part of a ticket every version encodes, as read.
+#[derive(Deserialize)]
+struct Base {
+    id: NodeId,
+    addrs: Vec<SocketAddr>,
 }
 
 /// Why a string is not a ticket.
@@ -55,15 +78,34 @@ pub enum TicketError {
 }
 
 impl Ticket {
-    /// A ticket for `id` at `addrs`.
+    /// A ticket for `id` at `addrs`, in an open network.
     pub fn new(id: NodeId, addrs: Vec<SocketAddr>) -> Self {
-        Ticket { id, addrs }
+        Ticket {
+            id,
+            addrs,
+            network: None,
+        }
+    }
+
+    /// The same ticket for the private network named `network` (`None`: an open network).
+    #[must_use]
+    pub fn with_network(mut self, network: Option<NetworkName>) -> Self {
+        self.network = network;
+        self
     }
 }
 
 impl fmt::Display for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut bytes = postcard::to_stdvec(self).map_err(|_| fmt::Error)?;
+        let base = BaseRef {
+            id: self.id,
+            addrs: &self.addrs,
+        };
+        let mut bytes = postcard::to_stdvec(&base).map_err(|_| fmt::Error)?;
+        if let Some(name) = self.network {
+            bytes.push(NETWORK_EXTENSION);
+            bytes.extend_from_slice(name.as_bytes());
+        }
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
         let body = data_encoding::BASE32_NOPAD
@@ -94,8 +136,30 @@ impl FromStr for Ticket {
         if Sha256::digest(content)[..CHECKSUM_LEN] != *sum {
             return Err(TicketError::Checksum);
         }
-        let t: Ticket =
-            postcard::from_bytes(content).map_err(|e| TicketError::Content(e.to_string()))?;
+        let (base, rest): (Base, &[u8]) =
+            postcard::take_from_bytes(content).map_err(|e| TicketError::Content(e.to_string()))?;
+        let network = match rest {
+            [] => None,
+            [NETWORK_EXTENSION, name @ ..] => {
+                let name: [u8; 8] = name.try_into().map_err(|_| {
+                    TicketError::Content(format!(
+                        "the network name is {} bytes, expected 8",
+                        name.len()
+                    ))
+                })?;
+                Some(NetworkName::from_bytes(name))
+            }
+            [tag, ..] => {
+                return Err(TicketError::Content(format!(
+                    "unknown extension {tag:#04x} after the addresses"
+                )))
+            }
+        };
+        let t = Ticket {
+            id: base.id,
+            addrs: base.addrs,
+            network,
+        };
         if t.addrs.is_empty() {
             return Err(TicketError::NoAddress);
         }
@@ -161,5 +225,72 @@ mod tests {
         ));
         let empty = Ticket::new(NodeId::from_bytes([1; 32]), vec![]).to_string();
         assert_eq!(empty.parse::<Ticket>(), Err(TicketError::NoAddress));
+    }
+
+    /// A ticket as the version before network names wrote it (postcard of id and addresses).
+    fn old_encoding(t: &Ticket) -> String {
+        #[derive(Serialize)]
+        struct Old<'a> {
+            id: NodeId,
+            addrs: &'a Vec<SocketAddr>,
+        }
+        let mut bytes = postcard::to_stdvec(&Old {
+            id: t.id,
+            addrs: &t.addrs,
+        })
+        .unwrap();
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
+        let body = data_encoding::BASE32_NOPAD
+            .encode(&bytes)
+            .to_ascii_lowercase();
+        format!("{PREFIX}{body}")
+    }
+
+    #[test]
+    fn network_names_round_trip_and_old_tickets_still_parse() {
+        let open = sample();
+        // Open networks: the same string as before.
+        assert_eq!(open.to_string(), old_encoding(&open));
+        assert_eq!(old_encoding(&open).parse::<Ticket>().unwrap(), open);
+        let name = NetworkName::from_bytes([9, 8, 7, 6, 5, 4, 3, 2]);
+        let private = sample().with_network(Some(name));
+        let s = private.to_string();
+        assert_ne!(s, open.to_string());
+        let back = s.parse::<Ticket>().unwrap();
+        assert_eq!(back.network, Some(name));
+        assert_eq!(back, private);
+    }
+
+    #[test]
+    fn bad_extensions_are_refused() {
+        let with_tail = |tail: &[u8]| {
+            let t = sample();
+            let mut bytes = postcard::to_stdvec(&BaseRef {
+                id: t.id,
+                addrs: &t.addrs,
+            })
+            .unwrap();
+            bytes.extend_from_slice(tail);
+            let sum = Sha256::digest(&bytes);
+            bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
+            let body = data_encoding::BASE32_NOPAD
+                .encode(&bytes)
+                .to_ascii_lowercase();
+            format!("{PREFIX}{body}").parse::<Ticket>()
+        };
+        assert!(matches!(
+            with_tail(&[NETWORK_EXTENSION, 1, 2]),
+            Err(TicketError::Content(_))
+        ));
+        assert!(matches!(
+            with_tail(&[NETWORK_EXTENSION, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            Err(TicketError::Content(_))
+        ));
+        assert!(matches!(
+            with_tail(&[0x7f, 1]),
+            Err(TicketError::Content(_))
+        ));
+        assert!(with_tail(&[NETWORK_EXTENSION, 1, 2, 3, 4, 5, 6, 7, 8]).is_ok());
     }
 }

@@ -10,6 +10,7 @@ use crate::budget::MemoryLimits;
 use crate::error::ConfigError;
 use crate::frame::{DEFAULT_MAX_FRAME_SIZE, HEADER_LEN};
 use crate::identity::Identity;
+use crate::network_key::NetworkKey;
 use crate::relay::RelayConfig;
 
 /// Settings of one node's transport. Build with [`TransportConfig::new`] and change what you
@@ -67,6 +68,14 @@ pub struct TransportConfig {
     /// Relaying for other nodes (off by default) and relayed circuits to this node; see
     /// [`RelayConfig`].
     pub relay: RelayConfig,
+    /// The private network this node belongs to. Default `None`: an open network. With a key,
+    /// the node offers and accepts only the ALPN `p2ps/<version>/net-<name>` and admits a
+    /// connection only after the peer proved, bound to that TLS session, that it holds the same
+    /// key (see [`crate::network_key`]).
+    pub network_key: Option<NetworkKey>,
+    /// How long the network proof exchange after a handshake may take before the connection is
+    /// closed (only with a [`network_key`](Self::network_key)). Default 3 s.
+    pub network_proof_timeout: Duration,
 }
 
 impl TransportConfig {
@@ -90,6 +99,8 @@ impl TransportConfig {
             shutdown_timeout: Duration::from_secs(2),
             protocol_version: crate::PROTOCOL_VERSION,
             relay: RelayConfig::default(),
+            network_key: None,
+            network_proof_timeout: Duration::from_secs(3),
         }
     }
 
@@ -125,6 +136,9 @@ impl TransportConfig {
         }
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout", "must be positive");
+        }
+        if self.network_proof_timeout.is_zero() {
+            return bad("network_proof_timeout", "must be positive");
         }
         self.validate_limits()?;
         if self.max_concurrent_uni_streams < 4 {
@@ -261,6 +275,13 @@ impl TransportConfig {
     #[must_use]
     pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
         self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets [`network_key`](Self::network_key).
+    #[must_use]
+    pub fn with_network_key(mut self, network_key: Option<NetworkKey>) -> Self {
+        self.network_key = network_key;
         self
     }
 
@@ -408,5 +429,14 @@ mod tests {
         let mut c = config();
         c.admission.first_frame_timeout = Some(Duration::ZERO);
         assert!(c.validate().is_err());
+        let mut c = config();
+        c.network_proof_timeout = Duration::ZERO;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "network_proof_timeout",
+                ..
+            })
+        ));
     }
 }

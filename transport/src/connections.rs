@@ -34,6 +34,10 @@
 //!   connection's and the node's byte budgets (`budget`) before taking bytes, and stops only its
 //!   own stream when they are used up; each message queued for the application holds a share of
 //!   the event queue's byte budget until it is read.
+//! * **Private networks.** With a network key, a connection in either direction is handed to
+//!   the rest of this module only after the network proof exchange (`network_proof`) succeeded,
+//!   right after the handshake: before that no stream of the peer is accepted, and an incoming
+//!   connection holds only its source's admission slot.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,6 +62,8 @@ use crate::error::{ConnectError, OpenStreamError, SendError, TrySendError};
 use crate::event::{CloseCode, DisconnectReason, Event, EventSender, StreamStopCode};
 use crate::frame::{self, FrameDecoder, HEADER_LEN};
 use crate::identity::NodeId;
+use crate::network_key::{NetworkKey, NetworkName, Role};
+use crate::network_proof::{self, NetworkProofError};
 use crate::relay::{self, PathKind, RelayState};
 use crate::stats::{add, bump, Counters, PeerStats, TransportStats};
 use crate::tls::{self, PeerServerVerifier, SERVER_NAME};
@@ -258,6 +264,8 @@ pub(crate) struct Shared<M> {
     pub(crate) traversal: crate::control::Traversal,
     /// Relayed circuits and relay service.
     pub(crate) relay: RelayState,
+    /// Rate limit of the log lines about connections refused for the private network.
+    pub(crate) network_refusals: crate::network_proof::RefusalLog,
     pub(crate) closing: AtomicBool,
     /// Set once shut down, so that [`crate::Events::recv`] ends after the last event.
     pub(crate) closed: watch::Sender<bool>,
@@ -266,7 +274,36 @@ pub(crate) struct Shared<M> {
 impl<M> Shared<M> {
     /// The ALPN identifier this node offers and requires.
     pub(crate) fn alpn(&self) -> String {
-        String::from_utf8_lossy(&tls::alpn_for(self.config.protocol_version)).into_owned()
+        String::from_utf8_lossy(&tls::alpn_for_network(
+            self.config.protocol_version,
+            self.network(),
+        ))
+        .into_owned()
+    }
+
+    /// The public name of this node's private network, if it is in one.
+    pub(crate) fn network(&self) -> Option<NetworkName> {
+        self.config.network_key.as_ref().map(NetworkKey::name)
+    }
+
+    /// Counts (and logs, rate-limited) an incoming connection refused for the private network.
+    fn refused_for_network(&self, remote: SocketAddr, why: &dyn std::fmt::Display) {
+        bump(&self.counters.handshakes_failed);
+        bump(&self.counters.network_refused);
+        if let Some(skipped) = self.network_refusals.admit() {
+            let network = match self.network() {
+                Some(name) => format!("private network {name}"),
+                None => "open network (no network key)".to_string(),
+            };
+            // Warn: the operator should know that someone knocks without the key; once per
+            // interval at most, so a flood of refusals is one line.
+            warn!(
+                %remote,
+                %network,
+                more_since_last_line = skipped,
+                "refused a connection from outside this node's network: {why}"
+            );
+        }
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -962,7 +999,14 @@ where
             Err(_) => return Err(ConnectError::TimedOut { addr }),
             Ok(Err(e)) => {
                 let seen = observed.get().copied();
-                return Err(handshake_error(e, addr, peer, seen, &self.alpn()));
+                return Err(handshake_error(
+                    e,
+                    addr,
+                    peer,
+                    seen,
+                    &self.alpn(),
+                    self.network(),
+                ));
             }
             Ok(Ok(conn)) => conn,
         };
@@ -983,6 +1027,16 @@ where
                 actual,
             });
         }
+        if let Some(key) = &self.config.network_key {
+            let timeout = self.config.network_proof_timeout;
+            network_proof::exchange(&conn, key, self.node_id, peer, Role::Dialer, timeout)
+                .await
+                .map_err(|source| ConnectError::NetworkKey {
+                    addr,
+                    network: key.name(),
+                    source,
+                })?;
+        }
         bump(&self.counters.connections_dialed);
         Ok(conn)
     }
@@ -996,6 +1050,11 @@ where
         let remote = incoming.remote_address();
         let connecting = match incoming.accept() {
             Ok(c) => c,
+            // The ClientHello comes in the first packet, so ALPN is decided here.
+            Err(e) if is_no_common_alpn(&e) => {
+                self.refused_for_network(remote, &NO_COMMON_ALPN);
+                return;
+            }
             Err(e) => {
                 bump(&self.counters.handshakes_failed);
                 debug!(%remote, error = %e, "could not accept incoming connection");
@@ -1004,6 +1063,10 @@ where
         };
         let conn = match tokio::time::timeout(self.config.connect_timeout, connecting).await {
             Ok(Ok(conn)) => conn,
+            Ok(Err(e)) if is_no_common_alpn(&e) => {
+                self.refused_for_network(remote, &NO_COMMON_ALPN);
+                return;
+            }
             Ok(Err(e)) => {
                 bump(&self.counters.handshakes_failed);
                 info!(%remote, error = %e, "refused incoming connection: handshake failed");
@@ -1027,6 +1090,27 @@ where
         if peer == self.node_id {
             conn.close(CloseCode::ProtocolViolation.varint(), b"connection to self");
             return;
+        }
+        // The network proof before anything else: until it checks out, no stream of the peer is
+        // read and the connection holds only its source's admission slot.
+        if let Some(key) = &self.config.network_key {
+            let timeout = self.config.network_proof_timeout;
+            let proof =
+                network_proof::exchange(&conn, key, self.node_id, peer, Role::Acceptor, timeout)
+                    .await;
+            match proof {
+                Ok(()) => {}
+                // The peer went away (or closed the connection as soon as it had our proof):
+                // nothing to refuse.
+                Err(e @ NetworkProofError::ConnectionLost(_)) => {
+                    debug!(%remote, peer = %peer.short(), error = %e, "connection ended during the network proof exchange");
+                    return;
+                }
+                Err(e) => {
+                    self.refused_for_network(remote, &format_args!("peer {}: {e}", peer.short()));
+                    return;
+                }
+            }
         }
         // Now that the peer is known: its own quota, and the reserve for wanted peers.
         if let Err(refusal) = slot.admit_peer(peer, self.endpoint.open_connections()) {
@@ -1328,6 +1412,23 @@ fn authenticate(conn: &quinn::Connection, alpn: &str) -> Result<NodeId, String> 
     tls::node_id_from_certificate(cert).map_err(|e| e.to_string())
 }
 
+/// Why an incoming connection without a common ALPN was refused, for the log.
+const NO_COMMON_ALPN: &str =
+    "no common ALPN (the peer has no network key, another one, or runs another protocol version)";
+
+/// TLS alert `no_application_protocol` (120), as QUIC carries it.
+const NO_APPLICATION_PROTOCOL: u8 = 0x78;
+
+/// Whether a handshake failed because the two sides had no ALPN in common.
+fn is_no_common_alpn(error: &quinn::ConnectionError) -> bool {
+    let code = quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL);
+    match error {
+        quinn::ConnectionError::ConnectionClosed(c) => c.error_code == code,
+        quinn::ConnectionError::TransportError(t) => t.code == code,
+        _ => false,
+    }
+}
+
 fn is_crypto_error(code: quinn::TransportErrorCode) -> bool {
     (0x100..0x200).contains(&u64::from(code))
 }
@@ -1339,6 +1440,7 @@ fn handshake_error(
     expected: NodeId,
     observed: Option<NodeId>,
     alpn: &str,
+    network: Option<NetworkName>,
 ) -> ConnectError {
     if let Some(actual) = observed {
         if actual != expected {
@@ -1356,15 +1458,11 @@ fn handshake_error(
         {
             ConnectError::Refused { addr }
         }
-        quinn::ConnectionError::ConnectionClosed(c)
-            if c.error_code == quinn::TransportErrorCode::crypto(0x78) =>
-        {
-            ConnectError::Protocol {
-                addr,
-                protocol: alpn.to_string(),
-                reason: "the peer does not support this protocol version (no common ALPN)".into(),
-            }
-        }
+        e if is_no_common_alpn(e) => ConnectError::Protocol {
+            addr,
+            protocol: alpn.to_string(),
+            reason: network_proof::no_common_alpn(network),
+        },
         quinn::ConnectionError::ApplicationClosed(a) => ConnectError::Closed {
             addr,
             code: CloseCode::from_u64(a.error_code.into_inner()),

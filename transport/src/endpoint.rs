@@ -100,7 +100,8 @@ where
         let certified_key =
             tls::certified_key(&config.identity).map_err(|e| BindError::Certificate(e.0))?;
         let cert_cache = Arc::new(tls::VerifiedCertCache::default());
-        let alpn = tls::alpn_for(config.protocol_version);
+        let network = config.network_key.as_ref().map(crate::NetworkKey::name);
+        let alpn = tls::alpn_for_network(config.protocol_version, network);
         let server_crypto = tls::server_config(certified_key.clone(), cert_cache.clone(), &alpn)?;
         let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)
             .map_err(|e| BindError::Tls(rustls::Error::General(e.to_string())))?;
@@ -145,6 +146,7 @@ where
             counters: Arc::new(Counters::default()),
             traversal: Default::default(),
             relay,
+            network_refusals: Default::default(),
             closing: AtomicBool::new(false),
             closed: closed_tx,
         });

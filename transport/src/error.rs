@@ -254,6 +254,18 @@ pub enum ConnectError {
         /// What went wrong.
         reason: String,
     },
+    /// The peer is reachable but not in our private network, or we are not in its: the network
+    /// proof exchange after the handshake failed (see [`crate::NetworkKey`]).
+    #[error("{addr} is not in private network {network}: {source}")]
+    NetworkKey {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Our network's public name.
+        network: crate::NetworkName,
+        /// What went wrong.
+        #[source]
+        source: crate::NetworkProofError,
+    },
     /// No answer within the handshake timeout.
     #[error("connecting to {addr} timed out")]
     TimedOut {

@@ -118,6 +118,9 @@ pub enum CloseCode {
     /// The peer sent no message within the first-frame timeout after connecting
     /// (`AdmissionLimits::first_frame_timeout`).
     Silent,
+    /// The peer sent no valid network proof: it has no key for this private network or another
+    /// one (see `NetworkKey`).
+    NetworkKey,
     /// A code this version does not know.
     Other(u64),
 }
@@ -133,6 +136,7 @@ impl CloseCode {
             CloseCode::PeerIdMismatch => 4,
             CloseCode::ProtocolViolation => 5,
             CloseCode::Silent => 6,
+            CloseCode::NetworkKey => 7,
             CloseCode::Other(n) => n,
         }
     }
@@ -147,6 +151,7 @@ impl CloseCode {
             4 => CloseCode::PeerIdMismatch,
             5 => CloseCode::ProtocolViolation,
             6 => CloseCode::Silent,
+            7 => CloseCode::NetworkKey,
             n => CloseCode::Other(n),
         }
     }
@@ -295,6 +300,7 @@ mod tests {
             CloseCode::PeerIdMismatch,
             CloseCode::ProtocolViolation,
             CloseCode::Silent,
+            CloseCode::NetworkKey,
             CloseCode::Other(77),
         ] {
             assert_eq!(CloseCode::from_u64(c.to_u64()), c);

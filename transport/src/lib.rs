@@ -17,6 +17,8 @@
 //! UPnP gateway (igd-next) to forward the node's port and keeps the mapping alive.
 //! [`Transport::connect_any`] ([`traverse`]) combines it all: direct addresses first, then a
 //! punch, then a relay, with background punches to replace a relayed connection later.
+//! A [`NetworkKey`] makes a private network: only nodes proving, bound to each TLS session,
+//! that they hold the same key get a connection admitted ([`network_key`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,6 +53,8 @@ pub mod frame;
 pub mod fuzz;
 pub mod holepunch;
 pub mod identity;
+pub mod network_key;
+mod network_proof;
 pub mod observed;
 pub mod portmap;
 pub mod reachability;
@@ -75,6 +79,8 @@ pub use event::{CloseCode, DisconnectReason, Event, Events, StreamStopCode};
 pub use frame::{Frame, DEFAULT_MAX_FRAME_SIZE};
 pub use holepunch::{PunchError, PunchOptions, PunchOutcome, PunchRefusal, PunchStage};
 pub use identity::{Identity, NodeId, ShortNodeId};
+pub use network_key::{NetworkKey, NetworkKeyError, NetworkName, NETWORK_KEY_LEN};
+pub use network_proof::NetworkProofError;
 pub use observed::{ExternalAddr, MappingBehaviour};
 pub use portmap::{MappingState, PortMapConfig, PortMapError, PortMapper};
 pub use reachability::{PortMapping, PortMappingState, Reachability, ReachabilityStatus};

@@ -31,6 +31,7 @@ pub(crate) struct Counters {
     pub handshakes_failed: AtomicU64,
     pub connections_refused: AtomicU64,
     pub connections_silent: AtomicU64,
+    pub network_refused: AtomicU64,
     pub streams_over_budget: AtomicU64,
     pub duplicates_closed: AtomicU64,
     pub dials_failed: AtomicU64,
@@ -94,6 +95,7 @@ impl Counters {
             handshakes_failed: get(&self.handshakes_failed),
             connections_refused: get(&self.connections_refused),
             connections_silent: get(&self.connections_silent),
+            network_refused: get(&self.network_refused),
             streams_over_budget: get(&self.streams_over_budget),
             duplicates_closed: get(&self.duplicates_closed),
             dials_failed: get(&self.dials_failed),
@@ -185,7 +187,8 @@ pub struct TransportStats {
     pub connections_dialed: u64,
     /// Incoming connections that completed the handshake and authentication.
     pub connections_accepted: u64,
-    /// Incoming handshakes that failed (bad or missing certificate, wrong ALPN, timeouts).
+    /// Incoming handshakes that failed (bad or missing certificate, wrong ALPN, timeouts, a
+    /// missing or wrong network proof).
     pub handshakes_failed: u64,
     /// Incoming connections refused by admission (connection limit, per-IP, per-subnet or
     /// per-node quota, reserve for wanted peers; see `AdmissionLimits`) or while shutting down.
@@ -193,6 +196,10 @@ pub struct TransportStats {
     /// Incoming connections closed because no message arrived within the first-frame timeout
     /// (see `AdmissionLimits::first_frame_timeout`).
     pub connections_silent: u64,
+    /// Incoming connections refused for the private network: no common ALPN (the peer has no
+    /// network key, another one, or runs another protocol version), or a missing, malformed or
+    /// wrong network proof. Also counted in `handshakes_failed`.
+    pub network_refused: u64,
     /// Received streams stopped because their partial frames would have exceeded the
     /// connection's or the node's buffer budget (see `MemoryLimits`).
     pub streams_over_budget: u64,

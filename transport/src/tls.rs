@@ -481,6 +481,16 @@ pub fn alpn_for(version: u32) -> Vec<u8> {
     format!("p2ps/{version}").into_bytes()
 }
 
+/// The ALPN identifier of protocol version `version` in an open network (`p2ps/<version>`,
+/// `network` `None`) or in the private network named `network`
+/// (`p2ps/<version>/net-<name>`), so that nodes of different networks fail in the handshake.
+pub fn alpn_for_network(version: u32, network: Option<crate::NetworkName>) -> Vec<u8> {
+    match network {
+        None => alpn_for(version),
+        Some(name) => format!("p2ps/{version}/net-{name}").into_bytes(),
+    }
+}
+
 /// The rustls server configuration of a node: TLS 1.3 only, ALPN `alpn` (normally [`ALPN`]), mandatory client
 /// certificates checked by [`PeerClientVerifier`], no session resumption (every connection
 /// proves its identity afresh).

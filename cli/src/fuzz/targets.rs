@@ -104,6 +104,19 @@ pub(crate) const TARGETS: &[Target] = &[
         },
     },
     Target {
+        name: "network-key",
+        about: "a network key file's content, as `p2ps node --network-key` reads it",
+        seeds: || {
+            let key = p2ps_transport::NetworkKey::generate().context("making a network key")?;
+            Ok(vec![format!("{}\n", key.secret_hex()).into_bytes()])
+        },
+        make: || {
+            Ok(Box::new(|b: &[u8]| {
+                p2ps_transport::NetworkKey::from_hex(&String::from_utf8_lossy(b)).is_ok()
+            }))
+        },
+    },
+    Target {
         name: "control-request",
         about: "a control socket request line, as a running node parses it",
         seeds: || Ok(crate::control::protocol::EXAMPLES.iter().map(|s| s.as_bytes().to_vec()).collect()),
@@ -259,11 +272,17 @@ fn service_seeds() -> Result<Vec<Vec<u8>>> {
 
 fn ticket_seeds() -> Result<Vec<Vec<u8>>> {
     let identity = Identity::generate().context("generating a key")?;
-    let t = p2ps::Ticket {
-        id: identity.node_id(),
-        addrs: vec!["192.0.2.1:7000".parse()?, "[2001:db8::1]:4433".parse()?],
-    };
-    Ok(vec![t.to_string().into_bytes()])
+    let t = p2ps::Ticket::new(
+        identity.node_id(),
+        vec!["192.0.2.1:7000".parse()?, "[2001:db8::1]:4433".parse()?],
+    );
+    let private = t
+        .clone()
+        .with_network(Some(p2ps_transport::NetworkName::from_bytes([7; 8])));
+    Ok(vec![
+        t.to_string().into_bytes(),
+        private.to_string().into_bytes(),
+    ])
 }
 
 /// Messages of simulated nodes (small ids), for the stateful target.

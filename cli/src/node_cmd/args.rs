@@ -22,6 +22,10 @@ Examples:
   p2ps node --create --listen 0.0.0.0:4433 --advertise 192.0.2.7:4433 \\
       --key ~/p2ps/a.key --ticket-file /tmp/a.ticket
 
+  # A private network: only nodes holding the same key (made once, copied to each) connect.
+  p2ps network-key new net.key
+  p2ps node --create --network-key net.key
+
   # The dictionary's records in a directory of your choice, or in memory only.
   p2ps node --create --data-dir /var/lib/p2ps/a
   p2ps node --create --no-persist
@@ -34,6 +38,7 @@ Examples:
   #   advertise = [\"192.0.2.7:4433\"]     name = \"a\"
   #   strategy = \"tango\"                 stabilize_interval_ms = 1000
   #   upnp = true   relay_serve = true     log = \"info\"
+  #   network_key = \"/home/me/p2ps/net.key\"
   #   and in a [limits] table: max_connections = 256, max_connections_per_ip = 8, …
   #   and in a [dict] table: max_keys_per_writer = 1000, max_bytes = 104857600, …
   p2ps node --create --config node.toml
@@ -94,6 +99,11 @@ pub struct NodeArgs {
     /// [default: node].
     #[arg(long, value_name = "NAME", env = "P2PS_NAME")]
     pub(super) name: Option<String>,
+    /// The private network's key file (64 hex characters, mode 0600; make one with `p2ps
+    /// network-key new FILE`): only nodes with the same key can connect to this one, and its
+    /// ticket carries the network's public name [default: none, an open network].
+    #[arg(long, value_name = "FILE", env = "P2PS_NETWORK_KEY")]
+    pub(super) network_key: Option<PathBuf>,
     /// Write the node's ticket to this file once it is part of a network.
     #[arg(long, value_name = "FILE")]
     pub(super) ticket_file: Option<PathBuf>,
@@ -129,8 +139,8 @@ pub struct NodeArgs {
     /// (mode 0600) if missing; refused if others may read it.
     #[arg(long, value_name = "FILE", requires = "http")]
     pub(super) http_token: Option<PathBuf>,
-    /// A TOML file with any of these settings (key, listen, advertise, control, name,
-    /// ticket_file, data_dir, persist (false: --no-persist), strategy, lookup_mode, upnp,
+    /// A TOML file with any of these settings (key, network_key, listen, advertise, control,
+    /// name, ticket_file, data_dir, persist (false: --no-persist), strategy, lookup_mode, upnp,
     /// relay_serve, log, and the overlay tunables
     /// with their flag names in snake_case; resource limits in a [limits] table, likewise;
     /// dictionary quotas in a [dict] table, without the flags' `dict-` prefix).

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     pub(super) key: Option<PathBuf>,
+    /// The private network's key file (as `--network-key`).
+    pub(super) network_key: Option<PathBuf>,
     pub(super) listen: Option<String>,
     pub(super) advertise: Option<Vec<SocketAddr>>,
     pub(super) control: Option<PathBuf>,
@@ -75,6 +77,7 @@ impl FileConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut c.key,
+            &mut c.network_key,
             &mut c.control,
             &mut c.ticket_file,
             &mut c.data_dir,

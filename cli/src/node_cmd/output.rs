@@ -38,6 +38,7 @@ impl Output {
                     "ticket": ticket,
                     "addrs": node.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "control": control.display().to_string(),
+                    "network": node.network().map(|n| n.to_string()),
                 })
             });
             return;
@@ -50,6 +51,12 @@ impl Output {
             addrs.join(" "),
             control.display()
         );
+        if let Some(name) = node.network() {
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "network: {name} (private: only nodes with its network key connect)"
+            );
+        }
     }
 
     /// The HTTP interface listens on `addr`.

@@ -9,6 +9,7 @@ use super::limits::LimitArgs;
 use crate::control::socket::{check_name, control_path};
 use anyhow::{bail, Context, Result};
 use p2ps::{Identity, NodeConfig};
+use p2ps_transport::NetworkKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +78,8 @@ pub(super) struct NodeConfigParts {
     dict_path: Option<PathBuf>,
     /// The dictionary's settings (its quotas and largest value).
     dict: p2ps::dict::DictConfig,
+    /// The private network's key, read from its file; `None`: an open network.
+    pub(super) network_key: Option<NetworkKey>,
 }
 
 impl NodeConfigParts {
@@ -93,6 +96,7 @@ impl NodeConfigParts {
         cfg.relay_serve = self.relay_serve;
         cfg.dict_path = self.dict_path.clone();
         cfg.dict = self.dict.clone();
+        cfg.network_key = self.network_key.clone();
         self.limits.apply(&mut cfg.admission, &mut cfg.memory);
         if let Some(v) = self.protocol_version {
             cfg.protocol_version = v;
@@ -198,6 +202,13 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
             .context("`listen` in the config file")?,
         (None, None) => SocketAddr::from(([127, 0, 0, 1], 0)),
     };
+    let network_key = match args.network_key.as_ref().or(file.network_key.as_ref()) {
+        Some(path) => Some(
+            NetworkKey::load(path)
+                .with_context(|| format!("reading the network key file {}", path.display()))?,
+        ),
+        None => None,
+    };
     Ok(Settings {
         key,
         key_is_default,
@@ -216,6 +227,7 @@ pub(super) fn resolve(args: &NodeArgs, file: FileConfig, dirs: &Dirs) -> Result<
             relay_serve: args.relay_serve || file.relay_serve.unwrap_or(false),
             limits: args.limits.clone().or(file.limits.unwrap_or_default()),
             dict,
+            network_key,
         },
         data_dir,
         json: args.json,
@@ -480,5 +492,64 @@ list_len = 4
             resolve(&a, FileConfig::load(&path).unwrap(), &dirs()).unwrap_err()
         );
         assert!(e.contains("cannot resolve") && e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn the_network_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let key_path = tmp.path().join("net.key");
+        let key = NetworkKey::create(&key_path).unwrap();
+        let network = |s: &Settings| {
+            s.config
+                .node_config(p2ps::Identity::generate().unwrap())
+                .network_key
+        };
+        // None by default; the flag; the file's path, relative to the file.
+        let s = resolve(
+            &parse(&["--create"]).unwrap(),
+            FileConfig::default(),
+            &dirs(),
+        )
+        .unwrap();
+        assert_eq!(network(&s), None);
+        let flag = key_path.to_str().unwrap();
+        let a = parse(&["--create", "--network-key", flag]).unwrap();
+        let s = resolve(&a, FileConfig::default(), &dirs()).unwrap();
+        assert_eq!(network(&s), Some(key.clone()));
+        let conf = tmp.path().join("node.toml");
+        std::fs::write(&conf, "network_key = \"net.key\"\n").unwrap();
+        let s = resolve(
+            &parse(&["--create"]).unwrap(),
+            FileConfig::load(&conf).unwrap(),
+            &dirs(),
+        )
+        .unwrap();
+        assert_eq!(network(&s), Some(key));
+        // A file others may read, a missing file and a file that is not a key: clear errors.
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!(
+            "{:#}",
+            resolve(&a, FileConfig::default(), &dirs()).unwrap_err()
+        );
+        assert!(e.contains("network key") && e.contains("chmod 600"), "{e}");
+        let a = parse(&["--create", "--network-key", "/nonexistent/net.key"]).unwrap();
+        let e = format!(
+            "{:#}",
+            resolve(&a, FileConfig::default(), &dirs()).unwrap_err()
+        );
+        assert!(
+            e.contains("does not exist") && e.contains("network-key new"),
+            "{e}"
+        );
+        let junk = tmp.path().join("junk.key");
+        std::fs::write(&junk, "hello\n").unwrap();
+        std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let a = parse(&["--create", "--network-key", junk.to_str().unwrap()]).unwrap();
+        let e = format!(
+            "{:#}",
+            resolve(&a, FileConfig::default(), &dirs()).unwrap_err()
+        );
+        assert!(e.contains("not a network key"), "{e}");
     }
 }
