@@ -26,6 +26,7 @@ mod args;
 mod config_file;
 mod control_server;
 mod dict_limits;
+mod flood;
 mod http;
 mod limits;
 mod node_watch_stream;

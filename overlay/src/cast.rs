@@ -20,6 +20,7 @@
 //! Every piece carries the origin's sealed envelope, checked by the core at every node; a range
 //! multicast travels to its root as a routed message of this service.
 
+use crate::cast_policy::{CastPolicy, CastRate, RateLimit};
 use crate::config::ConfigError;
 use crate::message::{Body, Class, Routed, Sealed};
 use crate::node::{CommandError, Node};
@@ -58,6 +59,9 @@ pub struct CastConfig {
     pub max_casts: usize,
     /// Deliveries kept for the application before new ones are dropped. Default: 4096.
     pub max_queued: usize,
+    /// How many casts each origin may start, as the default policy ([`RateLimit`]) counts
+    /// them at every node. Default: bursts of 256, then 64 a second.
+    pub rate: CastRate,
 }
 
 impl CastConfig {
@@ -84,6 +88,7 @@ impl Default for CastConfig {
             done_timeout: Duration::from_secs(2),
             max_casts: 4096,
             max_queued: 4096,
+            rate: CastRate::default(),
         }
     }
 }
@@ -121,6 +126,13 @@ impl CastConfig {
     #[must_use]
     pub fn with_max_queued(mut self, max_queued: usize) -> Self {
         self.max_queued = max_queued;
+        self
+    }
+
+    /// Sets [`rate`](Self::rate).
+    #[must_use]
+    pub fn with_rate(mut self, rate: CastRate) -> Self {
+        self.rate = rate;
         self
     }
 }
@@ -175,6 +187,9 @@ pub struct CastStats {
     /// Pieces and casts refused (too many at once, too deep, malformed) or deliveries dropped
     /// because the application did not take them.
     pub dropped: u64,
+    /// Casts the policy refused (their origin started more than it may, see
+    /// [`crate::cast_policy`]): neither delivered nor passed on here.
+    pub refused: u64,
 }
 
 /// What the cast service puts on the wire: one-hop messages (piece, acknowledgement, count)
@@ -319,24 +334,52 @@ pub struct Casts<P: PeerId> {
     next_id: u64,
     /// Casts seen lately, `(origin, seq)`.
     seen: Option<Seen<(P, u64)>>,
+    /// Of those, the ones the policy refused: later pieces of them are dropped too.
+    refused: Option<Seen<(P, u64)>>,
+    policy: Policy<P>,
     events: VecDeque<CastEvent<P>>,
     stats: CastStats,
+}
+
+/// The cast policy, boxed (an application may set its own).
+struct Policy<P>(Box<dyn CastPolicy<P>>);
+
+impl<P> std::fmt::Debug for Policy<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CastPolicy")
+    }
 }
 
 impl<P: PeerId> Casts<P> {
     /// The service with settings `cfg`.
     pub fn new(cfg: CastConfig) -> Self {
         Casts {
-            cfg,
             covers: BTreeMap::new(),
             pieces: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             ranges: BTreeMap::new(),
             next_id: 1,
             seen: None,
+            refused: None,
+            policy: Policy(Box::new(RateLimit::new(cfg.rate))),
             events: VecDeque::new(),
             stats: CastStats::default(),
+            cfg,
         }
+    }
+
+    /// Sets the policy deciding which casts go on (see [`Casts::with_policy`]).
+    pub fn set_policy(&mut self, policy: impl CastPolicy<P>) {
+        self.policy = Policy(Box::new(policy));
+    }
+
+    /// The service with `policy` deciding which casts go on, instead of the rate limit of
+    /// its settings (see [`crate::cast_policy`]). Every node of a network should run the same
+    /// policy: a cast one node refuses does not reach the nodes below it in the tree.
+    #[must_use]
+    pub fn with_policy(mut self, policy: impl CastPolicy<P>) -> Self {
+        self.policy = Policy(Box::new(policy));
+        self
     }
 
     /// Casts this node is helping to cover now.
@@ -359,7 +402,7 @@ impl<P: PeerId> Casts<P> {
         payload: &[u8],
         reply: bool,
     ) -> Result<u64, CommandError> {
-        self.may_start(ctx)?;
+        self.may_start(ctx, CastKind::Broadcast)?;
         let me = ctx.me().pos;
         let sealed = ctx.seal(me, None, encode(&Wire::<P>::Broadcast { reply }, payload));
         let seq = sealed.env.seq;
@@ -387,7 +430,7 @@ impl<P: PeerId> Casts<P> {
         payload: &[u8],
         reply: bool,
     ) -> Result<u64, CommandError> {
-        self.may_start(ctx)?;
+        self.may_start(ctx, CastKind::Range { lo, hi })?;
         let sealed = ctx.seal(hi, None, encode(&Wire::<P>::Range { lo, reply }, payload));
         let seq = sealed.env.seq;
         self.seen(ctx).insert((ctx.me().id, seq), ctx.now());
@@ -400,15 +443,45 @@ impl<P: PeerId> Casts<P> {
         Ok(seq)
     }
 
-    /// Whether a cast may start now.
-    fn may_start(&self, ctx: &Context<'_, P>) -> Result<(), CommandError> {
+    /// Whether a cast of `kind` may start now.
+    fn may_start(&mut self, ctx: &Context<'_, P>, kind: CastKind) -> Result<(), CommandError> {
         if !ctx.is_joined() {
             return Err(CommandError::NotJoined);
         }
         if self.covers.len() >= self.cfg.max_casts {
             return Err(CommandError::TooManyPending);
         }
+        if !self.policy.0.admit(ctx.me().id, &kind, ctx.now()) {
+            self.stats.refused += 1;
+            return Err(CommandError::RateLimited);
+        }
         Ok(())
+    }
+
+    /// Whether `cast`, seen here for the first time (`first`) or again, may be delivered and
+    /// passed on: the policy is asked once per cast, and a refusal holds for its later pieces.
+    fn admitted(&mut self, ctx: &Context<'_, P>, cast: &Cast<P>, first: bool) -> bool {
+        let key = (cast.origin(), cast.seq());
+        let cfg = ctx.config();
+        let refused = self
+            .refused
+            .get_or_insert_with(|| Seen::new(cfg.seen_ttl, cfg.max_seen));
+        if !first {
+            return !refused.contains(&key);
+        }
+        if key.0 == ctx.me().id {
+            return true;
+        }
+        let kind = match cast.keys {
+            Some((lo, hi)) => CastKind::Range { lo, hi },
+            None => CastKind::Broadcast,
+        };
+        if self.policy.0.admit(key.0, &kind, ctx.now()) {
+            return true;
+        }
+        refused.insert(key, ctx.now());
+        self.stats.refused += 1;
+        false
     }
 
     /// The memory of casts seen, made on first use with the node's settings.
@@ -448,6 +521,10 @@ impl<P: PeerId> Casts<P> {
         let cast = Cast { seg, ..cast };
         let (origin, seq) = (cast.origin(), cast.seq());
         let first = self.seen(ctx).insert((origin, seq), ctx.now());
+        if !self.admitted(ctx, &cast, first) {
+            // Its origin's wait ends incomplete.
+            return;
+        }
         let mut delivered = 0;
         if first && origin != ctx.me().id {
             delivered = 1;
@@ -471,6 +548,14 @@ impl<P: PeerId> Casts<P> {
         let (origin, seq) = (cast.origin(), cast.seq());
         ctx.send(from, encode(&Wire::Ack { origin, seq, piece }, &[]));
         let first = self.seen(ctx).insert((origin, seq), ctx.now());
+        if !self.admitted(ctx, &cast, first) {
+            // Acknowledged, so that it is not sent again elsewhere; counted as covered (by
+            // nobody) for a sender that waits for the count.
+            if cast.reply {
+                report_done(ctx, &Parent::Piece { from, piece }, &cast, 0);
+            }
+            return;
+        }
         let mut delivered = 0;
         if first && origin != ctx.me().id && cast.seg.contains(ctx.me().pos) {
             delivered = 1;
@@ -771,6 +856,7 @@ impl<P: PeerId> Service<P> for Casts<P> {
         vec![
             ("delivered", self.stats.delivered),
             ("dropped", self.stats.dropped),
+            ("refused", self.stats.refused),
             ("in_progress", self.covers.len() as u64),
         ]
     }

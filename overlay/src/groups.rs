@@ -48,7 +48,12 @@ pub struct GroupConfig {
     /// children silent for three periods). Default: 20 s.
     pub refresh: Duration,
     /// Groups this node holds tree state for (as member, forwarder or root). Default: 1024.
+    /// Other nodes' joins may fill all but a sixteenth of them: the rest is kept for the
+    /// groups this node's own application joins.
     pub max_groups: usize,
+    /// Groups one peer may make this node hold for it as a child (each a tree this node then
+    /// forwards for). Default: 64.
+    pub max_groups_per_peer: usize,
     /// Children per group and node. Default: 256.
     pub max_children: usize,
     /// A child reported congested this many times in a row is dropped from the tree.
@@ -64,9 +69,13 @@ impl GroupConfig {
         if self.refresh.is_zero() {
             return Err(ConfigError::Zero("group refresh"));
         }
-        if self.max_groups == 0 || self.max_children == 0 || self.congestion_strikes == 0 {
+        if self.max_groups == 0
+            || self.max_groups_per_peer == 0
+            || self.max_children == 0
+            || self.congestion_strikes == 0
+        {
             return Err(ConfigError::Zero(
-                "max_groups, max_children, congestion_strikes",
+                "max_groups, max_groups_per_peer, max_children, congestion_strikes",
             ));
         }
         Ok(())
@@ -78,6 +87,7 @@ impl Default for GroupConfig {
         GroupConfig {
             refresh: Duration::from_secs(20),
             max_groups: 1024,
+            max_groups_per_peer: 64,
             max_children: 256,
             congestion_strikes: 3,
             max_queued: 4096,
@@ -97,6 +107,13 @@ impl GroupConfig {
     #[must_use]
     pub fn with_max_groups(mut self, max_groups: usize) -> Self {
         self.max_groups = max_groups;
+        self
+    }
+
+    /// Sets [`max_groups_per_peer`](Self::max_groups_per_peer).
+    #[must_use]
+    pub fn with_max_groups_per_peer(mut self, max_groups_per_peer: usize) -> Self {
+        self.max_groups_per_peer = max_groups_per_peer;
         self
     }
 
@@ -165,6 +182,9 @@ pub struct GroupStats {
     pub delivered: u64,
     /// Joins, messages and deliveries refused or dropped (limits, malformed, not in the tree).
     pub dropped: u64,
+    /// Of those, joins refused because their peer holds its share of this node's groups
+    /// already ([`GroupConfig::max_groups_per_peer`]), or others' groups fill theirs.
+    pub refused_joins: u64,
 }
 
 /// What the group service puts on the wire, each encoded with [`encode`] (the signed one
@@ -362,9 +382,26 @@ impl<P: PeerId> Groups<P> {
     }
 
     fn on_join(&mut self, ctx: &mut Context<'_, P>, from: P, group: RingId) {
-        if !self.map.contains_key(&group) && self.map.len() >= self.cfg.max_groups {
-            self.stats.dropped += 1;
-            return;
+        // Others' joins leave a sixteenth of the places for this node's own groups.
+        let for_others = self.cfg.max_groups - self.cfg.max_groups / 16;
+        let new_edge = !self
+            .map
+            .get(&group)
+            .is_some_and(|g| g.children.contains_key(&from));
+        if new_edge {
+            let held_for_it = self
+                .map
+                .values()
+                .filter(|g| g.children.contains_key(&from))
+                .count();
+            let new_group = !self.map.contains_key(&group);
+            if held_for_it >= self.cfg.max_groups_per_peer
+                || (new_group && self.map.len() >= for_others)
+            {
+                self.stats.dropped += 1;
+                self.stats.refused_joins += 1;
+                return;
+            }
         }
         let max_children = self.cfg.max_children;
         let g = self.map.entry(group).or_default();
@@ -532,6 +569,7 @@ impl<P: PeerId> Service<P> for Groups<P> {
         vec![
             ("delivered", self.stats.delivered),
             ("dropped", self.stats.dropped),
+            ("refused_joins", self.stats.refused_joins),
             ("trees", self.map.len() as u64),
         ]
     }

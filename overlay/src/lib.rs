@@ -26,6 +26,7 @@
 
 pub mod adjacency;
 pub mod cast;
+pub mod cast_policy;
 pub mod config;
 pub mod groups;
 pub mod message;

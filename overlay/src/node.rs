@@ -141,6 +141,10 @@ pub enum CommandError {
     /// No service of that kind is registered on this node.
     #[error("no such service on this node")]
     NoService,
+    /// The network's policy does not let this node start more of these now (see
+    /// [`crate::cast_policy`]); other nodes would drop them.
+    #[error("rate limited: this node started as many casts as the network allows for now")]
+    RateLimited,
 }
 
 /// Counters a node keeps about itself.

@@ -44,6 +44,11 @@ impl<K: Ord + Copy> Seen<K> {
         true
     }
 
+    /// Whether `key` is remembered (expired ids may still count until the next insert).
+    pub fn contains(&self, key: &K) -> bool {
+        self.at.contains_key(key)
+    }
+
     /// Forgets ids older than the time to live.
     pub fn expire(&mut self, now: Time) {
         while let Some(&(t, k)) = self.order.front() {

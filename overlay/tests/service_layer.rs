@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use p2ps_overlay::cast::{self, Casts, CAST};
-use p2ps_overlay::groups::{self, Groups, GROUPS};
+use p2ps_overlay::groups::{self, GroupExt, Groups, GROUPS};
 use p2ps_overlay::service::{
     encode, Answered, Context, Forwarding, Incoming, NeighbourChange, Service, ServiceId,
 };
@@ -551,4 +551,43 @@ fn a_service_that_routes_forever_is_cut_off() {
         matches!(o, Output::Event(p2ps_overlay::Event::LookupDone { req: r, result: Ok(_), .. }) if r == req)
     });
     assert!(done);
+}
+
+/// A peer that sends a node 1 100 group joins for random groups (issue 12: it once made a node
+/// hold 1 024 trees and refuse its own application's join) gets its share of the node's groups
+/// and no more; another peer's join and the node's own application's join still succeed.
+#[test]
+fn one_peer_cannot_fill_a_nodes_groups() {
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    let now = Time::from_secs(1);
+    let join = |g: u128| {
+        Message::Service(ServiceMessage {
+            service: GROUPS,
+            class: Class::Tree,
+            data: encode(&groups::Wire::Join { group: RingId(g) }, &[]),
+            sealed: None,
+        })
+    };
+    let per_peer = groups::GroupConfig::default().max_groups_per_peer;
+    let n10 = nodes.get_mut(&10).unwrap();
+    for i in 0..1_100u128 {
+        n10.handle_message(now, T(30), join(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1));
+    }
+    let g = n10.service::<Groups<T>>().unwrap();
+    let held = g.roles().len();
+    assert_eq!(held, per_peer, "trees held for one peer");
+    assert_eq!(g.stats().refused_joins, 1_100 - per_peer as u64);
+    // Another peer still gets in, and the node's own application too.
+    n10.handle_message(now, T(40), join(7 << 64));
+    assert!(n10
+        .service::<Groups<T>>()
+        .unwrap()
+        .roles()
+        .iter()
+        .any(|r| r.group == RingId(7 << 64) && r.children == vec![T(40)]));
+    n10.join_group(now, RingId(5 << 64)).unwrap();
+    assert!(n10
+        .service::<Groups<T>>()
+        .unwrap()
+        .is_member(RingId(5 << 64)));
 }

@@ -341,3 +341,89 @@ fn congested_child_is_dropped_then_rejoins() {
     let roles = sim.node(parent).group_roles();
     assert!(roles.iter().any(|r| r.children.contains(&child)));
 }
+
+/// A policy that lets everything through: what a hostile node runs for its own casts.
+struct Anything;
+
+impl p2ps_overlay::cast_policy::CastPolicy<SimId> for Anything {
+    fn admit(
+        &mut self,
+        _origin: SimId,
+        _kind: &p2ps_overlay::cast::CastKind,
+        _now: p2ps_overlay::Time,
+    ) -> bool {
+        true
+    }
+}
+
+/// A node that starts casts as fast as it can (issue 12 item 3: once 466 000 in 30 s) reaches
+/// the others with its burst and then its rate only: every honest node drops the rest at once,
+/// and an honest node's broadcast still reaches everyone exactly once.
+#[test]
+fn a_cast_flood_is_cut_to_the_origins_rate_at_the_first_nodes() {
+    use p2ps_overlay::cast::Casts;
+    use p2ps_overlay::cast_policy::CastRate;
+    let rate = CastRate::default();
+    let mut sim = stable(200, 9);
+    let ids: Vec<SimId> = sim.members().collect();
+    let flooder = ids[0];
+    sim.node_mut(flooder)
+        .service_mut::<Casts<SimId>>()
+        .unwrap()
+        .set_policy(Anything);
+    // 2 000 broadcasts in 2 s, 10 every 10 ms.
+    for _ in 0..200 {
+        for _ in 0..10 {
+            assert!(sim.broadcast(flooder, b"flood".to_vec(), false).is_some());
+        }
+        sim.run_for(Duration::from_millis(10));
+    }
+    sim.run_for(Duration::from_secs(10));
+    let allowed = (rate.burst + 3 * rate.per_sec) as usize;
+    let got = deliveries_of(&sim, b"flood");
+    assert_eq!(got.len(), 199, "the admitted casts reach everyone");
+    let most = *got.values().max().unwrap();
+    let least = *got.values().min().unwrap();
+    assert!(
+        most <= allowed,
+        "a node delivered {most} of 2 000 (allowed {allowed})"
+    );
+    assert!(least >= rate.burst as usize, "{least}");
+    let refused: u64 = ids
+        .iter()
+        .map(|id| {
+            sim.node(*id)
+                .service::<Casts<SimId>>()
+                .unwrap()
+                .stats()
+                .refused
+        })
+        .sum();
+    assert!(refused > 0);
+    // Traffic stayed near the admitted casts' N - 1 pieces each, not 2 000 of them.
+    let pieces = sim.counters().traffic("cast").messages;
+    eprintln!(
+        "2 000 casts started: each other node delivered {least} to {most}; {refused} refusals; \
+         {pieces} pieces sent"
+    );
+    assert!(
+        pieces <= (allowed as u64 + 10) * 199 + 2_000 * 40,
+        "{pieces} pieces"
+    );
+
+    // The honest node's own broadcast goes through, to everyone, once.
+    let honest = ids[100];
+    sim.broadcast(honest, b"hello".to_vec(), false).unwrap();
+    sim.run_for(Duration::from_secs(10));
+    let got = deliveries_of(&sim, b"hello");
+    assert_eq!(got.len(), 199);
+    assert!(got.values().all(|c| *c == 1));
+    // And the honest node's application is told when it goes over its rate.
+    let mut refused_here = 0;
+    for _ in 0..(rate.burst + 10) {
+        if sim.broadcast(honest, b"more".to_vec(), false).is_none() {
+            refused_here += 1;
+        }
+    }
+    assert!(refused_here >= 10, "{refused_here}");
+}

@@ -1,7 +1,9 @@
-//! `p2ps node`'s resource limits (issue #12): connection admission and memory budgets, as
-//! flags and as the `[limits]` table of the `--config` file, applied to the node's settings.
-//! Unset values keep the transport's defaults (`AdmissionLimits`, `MemoryLimits`).
+//! `p2ps node`'s resource limits (issue #12): connection admission, memory budgets and the
+//! rate at which one origin may start casts, as flags and as the `[limits]` table of the
+//! `--config` file, applied to the node's settings. Unset values keep the defaults
+//! (`AdmissionLimits`, `MemoryLimits`, `CastRate`).
 
+use p2ps_overlay::cast::CastConfig;
 use p2ps_transport::{AdmissionLimits, MemoryLimits};
 use serde::Deserialize;
 use std::time::Duration;
@@ -54,6 +56,13 @@ pub(super) struct LimitArgs {
     /// Bytes in flight (sent, not yet acknowledged) per connection [default: 4 MiB].
     #[arg(long, value_name = "BYTES")]
     pub send_window_bytes: Option<u64>,
+    /// Broadcasts and range multicasts one origin may start per second, as this node counts
+    /// them: more are neither delivered nor passed on here [default: 64].
+    #[arg(long, value_name = "N")]
+    pub casts_per_sec: Option<u32>,
+    /// Casts one origin may start at once, after a quiet while [default: 256].
+    #[arg(long, value_name = "N")]
+    pub cast_burst: Option<u32>,
 }
 
 impl LimitArgs {
@@ -81,11 +90,19 @@ impl LimitArgs {
                 .connection_window_bytes
                 .or(other.connection_window_bytes),
             send_window_bytes: self.send_window_bytes.or(other.send_window_bytes),
+            casts_per_sec: self.casts_per_sec.or(other.casts_per_sec),
+            cast_burst: self.cast_burst.or(other.cast_burst),
         }
     }
 
-    /// Sets what is given on the transport's limits (checked when the node starts).
-    pub(super) fn apply(&self, admission: &mut AdmissionLimits, memory: &mut MemoryLimits) {
+    /// Sets what is given on the transport's limits and the cast service's rate (checked when
+    /// the node starts).
+    pub(super) fn apply(
+        &self,
+        admission: &mut AdmissionLimits,
+        memory: &mut MemoryLimits,
+        cast: &mut CastConfig,
+    ) {
         fn set<T: Copy>(to: &mut T, v: Option<T>) {
             if let Some(v) = v {
                 *to = v;
@@ -117,6 +134,8 @@ impl LimitArgs {
             self.connection_window_bytes,
         );
         set(&mut memory.send_window, self.send_window_bytes);
+        set(&mut cast.rate.per_sec, self.casts_per_sec);
+        set(&mut cast.rate.burst, self.cast_burst);
     }
 }
 
@@ -129,7 +148,8 @@ mod tests {
         // Unknown keys are refused.
         assert!(toml::from_str::<LimitArgs>("per_ip = 1\n").is_err());
         let file: LimitArgs = toml::from_str(
-            "max_connections = 100\nlimit_loopback = true\nfirst_frame_timeout_ms = 0\n",
+            "max_connections = 100\nlimit_loopback = true\nfirst_frame_timeout_ms = 0\n\
+             cast_burst = 10\n",
         )
         .unwrap();
         let flags = LimitArgs {
@@ -138,7 +158,9 @@ mod tests {
         };
         let merged = flags.or(file);
         let (mut a, mut m) = (AdmissionLimits::default(), MemoryLimits::default());
-        merged.apply(&mut a, &mut m);
+        let mut c = CastConfig::default();
+        merged.apply(&mut a, &mut m, &mut c);
+        assert_eq!((c.rate.burst, c.rate.per_sec), (10, 64));
         assert_eq!(a.max_connections, 200);
         assert!(!a.exempt_loopback);
         assert_eq!(a.first_frame_timeout, None);

@@ -1,21 +1,55 @@
 //! What `p2ps node` prints on stdout: its id and ticket, then a line per incoming message and
 //! per neighbour change, as text for people or, with `--json`, as JSON lines for scripts.
 //!
-//! Payloads come from other nodes: they are printed escaped, on one line.
+//! Payloads come from other nodes: they are printed escaped, on one line; in text, a flood is
+//! summarised rather than printed line by line (`flood.rs`).
 
+use super::flood::{FloodGate, Hidden, SHOWN_PER_SEC};
 use super::run::Mode;
 use p2ps::{Delivery, Node, NodeEvent, NodeId, Via};
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
+use std::time::Instant;
 
 /// What the node prints on stdout: human lines, or JSON lines with `--json`.
-#[derive(Clone, Copy)]
 pub(super) struct Output {
     /// JSON lines rather than text.
-    pub(super) json: bool,
+    json: bool,
+    /// Text output under a flood: counted, not printed (see `flood.rs`).
+    gate: RefCell<FloodGate>,
 }
 
 impl Output {
+    /// Output as text, or as JSON lines.
+    pub(super) fn new(json: bool) -> Self {
+        Output {
+            json,
+            gate: RefCell::new(FloodGate::new(Instant::now())),
+        }
+    }
+
+    /// Says what a flood's window held back, once it ended (called every second or so).
+    pub(super) fn flood_summary(&self) {
+        if self.json {
+            return;
+        }
+        let hidden = self.gate.borrow_mut().summary(Instant::now());
+        if let Some(h) = hidden {
+            self.print_hidden(&h);
+        }
+    }
+
+    fn print_hidden(&self, h: &Hidden) {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "… {} more messages in the last second from {} sender(s), not shown (more than {} \
+             a second; `--json` prints every one)",
+            h.messages,
+            h.senders,
+            SHOWN_PER_SEC
+        );
+    }
     /// Prints one line: `human` as text, or `json` as a JSON line with `--json`.
     fn line(&self, human: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) {
         let text = if self.json {
@@ -93,8 +127,17 @@ impl Output {
         );
     }
 
-    /// A message for this node.
+    /// A message for this node (in text, counted instead when too many come at once).
     pub(super) fn message(&self, m: &Delivery) {
+        if !self.json {
+            let (print, ended) = self.gate.borrow_mut().admit(Instant::now(), m.from);
+            if let Some(h) = ended {
+                self.print_hidden(&h);
+            }
+            if !print {
+                return;
+            }
+        }
         let to = m.via.to_string();
         self.line(
             || {

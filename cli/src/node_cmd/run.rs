@@ -161,7 +161,7 @@ async fn run_node(
     let node = Node::start(cfg)
         .await
         .with_context(|| format!("starting the node on {}", s.config.listen))?;
-    let out = Output { json: s.json };
+    let out = Output::new(s.json);
     out.started(&node, &s.control);
     // Subscribe before joining so that no neighbour change is missed.
     let mut events = node.events();
@@ -284,8 +284,11 @@ async fn message_loop(
     wait_stop: &mut (impl std::future::Future<Output = Stop> + Unpin),
 ) -> Result<Stop> {
     let mut events_open = true;
+    let mut summaries = tokio::time::interval(super::flood::WINDOW);
+    summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = summaries.tick() => out.flood_summary(),
             m = node.recv() => match m {
                 Some(m) => {
                     recent.record(m.from);

@@ -97,7 +97,8 @@ impl NodeConfigParts {
         cfg.dict_path = self.dict_path.clone();
         cfg.dict = self.dict.clone();
         cfg.network_key = self.network_key.clone();
-        self.limits.apply(&mut cfg.admission, &mut cfg.memory);
+        self.limits
+            .apply(&mut cfg.admission, &mut cfg.memory, &mut cfg.cast);
         if let Some(v) = self.protocol_version {
             cfg.protocol_version = v;
         }
