@@ -323,6 +323,29 @@ impl TestNet {
         NodeProc::spawn_in(netns, name, args, control, ticket_file)
     }
 
+    /// Three nodes named `names` in a ring (the first creates it, with `--http 127.0.0.1:0`
+    /// besides `extra`; the others join through it), and the first one's HTTP address.
+    pub fn spawn_three_with_http(
+        &self,
+        names: [&str; 3],
+        extra: &[&str],
+        timeout: Duration,
+    ) -> ([NodeProc; 3], std::net::SocketAddr) {
+        let mut a = self.spawn(
+            names[0],
+            Start::Create,
+            &[extra, &["--http", "127.0.0.1:0"]].concat(),
+        );
+        let ticket = a.wait_ticket(timeout);
+        let mut b = self.spawn(names[1], Start::Join(ticket.clone()), extra);
+        let mut c = self.spawn(names[2], Start::Join(ticket), extra);
+        b.wait_ticket(timeout);
+        c.wait_ticket(timeout);
+        wait_ring(&mut [&mut a, &mut b, &mut c], timeout);
+        let addr = a.http_addr(timeout);
+        ([a, b, c], addr)
+    }
+
     /// Starts `n` nodes named `n00`, `n01`, …: the first creates the network, three join
     /// through it, the rest join concurrently through those four. Returns once every node has
     /// printed its ticket (joined), waiting at most `join_wait` for each.
@@ -481,6 +504,16 @@ impl NodeProc {
             }
         }
         self.exit
+    }
+
+    /// The address of the node's HTTP interface (`--http`), from the line it prints
+    /// (`http: http://ADDR`), waiting up to `timeout` for it.
+    pub fn http_addr(&mut self, timeout: Duration) -> std::net::SocketAddr {
+        let line = self.wait_line(timeout, "`http: …`", |l| l.starts_with("http: http://"));
+        match line.trim_start_matches("http: http://").parse() {
+            Ok(a) => a,
+            Err(e) => panic!("{line:?} names no address: {e}"),
+        }
     }
 
     /// Waits up to `timeout` for a stdout line satisfying `pred`; panics (with the node's

@@ -20,8 +20,7 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The address the node printed (`http: http://ADDR`).
 fn http_addr(n: &mut NodeProc) -> SocketAddr {
-    let line = n.wait_line(WAIT, "`http: …`", |l| l.starts_with("http: http://"));
-    line.trim_start_matches("http: http://").parse().unwrap()
+    n.http_addr(WAIT)
 }
 
 /// The chromium binary, or `None` (and the test is skipped) when it is not installed and

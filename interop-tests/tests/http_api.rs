@@ -18,8 +18,7 @@ const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024 + 64 * 1024;
 
 /// The address the node printed (`http: http://ADDR`).
 fn http_addr(n: &mut NodeProc) -> SocketAddr {
-    let line = n.wait_line(WAIT, "`http: …`", |l| l.starts_with("http: http://"));
-    line.trim_start_matches("http: http://").parse().unwrap()
+    n.http_addr(WAIT)
 }
 
 /// The `result` of a successful API answer; panics with the answer otherwise.
@@ -34,18 +33,7 @@ fn ok(addr: SocketAddr, token: Option<&str>, req: serde_json::Value) -> serde_js
 #[test]
 fn commands_messages_and_watches_over_http() {
     let net = TestNet::new();
-    let mut a = net.spawn(
-        "a0",
-        Start::Create,
-        &[FAST, &["--http", "127.0.0.1:0"]].concat(),
-    );
-    let ticket = a.wait_ticket(WAIT);
-    let mut b = net.spawn("a1", Start::Join(ticket.clone()), FAST);
-    let mut c = net.spawn("a2", Start::Join(ticket), FAST);
-    b.wait_ticket(WAIT);
-    c.wait_ticket(WAIT);
-    wait_ring(&mut [&mut a, &mut b, &mut c], WAIT);
-    let addr = http_addr(&mut a);
+    let ([mut a, mut b, mut c], addr) = net.spawn_three_with_http(["a0", "a1", "a2"], FAST, WAIT);
     let ids = [a.id(), b.id(), c.id()];
 
     // Streams first: incoming messages and a key's changes.

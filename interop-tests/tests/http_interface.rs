@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_interop_tests::{wait_ring, NodeProc, Start, TestNet, FAST};
+use p2ps_interop_tests::{NodeProc, Start, TestNet, FAST};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -54,8 +54,7 @@ fn dechunk(mut s: &str) -> String {
 
 /// The address the node printed (`http: http://ADDR`).
 fn http_addr(n: &mut NodeProc) -> SocketAddr {
-    let line = n.wait_line(WAIT, "`http: …`", |l| l.starts_with("http: http://"));
-    line.trim_start_matches("http: http://").parse().unwrap()
+    n.http_addr(WAIT)
 }
 
 /// The value of the sample `series` in an OpenMetrics text.
@@ -70,18 +69,7 @@ fn sample(text: &str, series: &str) -> f64 {
 #[test]
 fn metrics_and_status_over_http() {
     let net = TestNet::new();
-    let mut a = net.spawn(
-        "h0",
-        Start::Create,
-        &[FAST, &["--http", "127.0.0.1:0"]].concat(),
-    );
-    let ticket = a.wait_ticket(WAIT);
-    let mut b = net.spawn("h1", Start::Join(ticket.clone()), FAST);
-    let mut c = net.spawn("h2", Start::Join(ticket), FAST);
-    b.wait_ticket(WAIT);
-    c.wait_ticket(WAIT);
-    wait_ring(&mut [&mut a, &mut b, &mut c], WAIT);
-    let addr = http_addr(&mut a);
+    let ([mut a, _b, _c], addr) = net.spawn_three_with_http(["h0", "h1", "h2"], FAST, WAIT);
 
     // Work the node: lookups and the dictionary through its control socket.
     for k in ["x", "y", "z"] {

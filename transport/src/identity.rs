@@ -334,22 +334,15 @@ impl Identity {
     }
 }
 
-#[cfg(unix)]
+/// Refuses a secret file that others than its owner may read (see `secret_file.rs`).
 fn check_permissions(path: &Path, meta: &fs::Metadata) -> Result<(), IdentityError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(IdentityError::InsecurePermissions {
+    match crate::secret_file::too_open(meta) {
+        Some(mode) => Err(IdentityError::InsecurePermissions {
             path: path.into(),
             mode,
-        });
+        }),
+        None => Ok(()),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_permissions(_path: &Path, _meta: &fs::Metadata) -> Result<(), IdentityError> {
-    Ok(())
 }
 
 /// Writes `data` to a fresh temporary file (mode 0600) in `dir`, then hard-links it to `path`,

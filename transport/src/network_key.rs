@@ -380,22 +380,15 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
-#[cfg(unix)]
+/// Refuses a secret file that others than its owner may read (see `secret_file.rs`).
 fn check_permissions(path: &Path, meta: &fs::Metadata) -> Result<(), NetworkKeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(NetworkKeyError::InsecurePermissions {
+    match crate::secret_file::too_open(meta) {
+        Some(mode) => Err(NetworkKeyError::InsecurePermissions {
             path: path.into(),
             mode,
-        });
+        }),
+        None => Ok(()),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_permissions(_path: &Path, _meta: &fs::Metadata) -> Result<(), NetworkKeyError> {
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,20 @@
+//! Files that hold a secret (a node's identity key, a network key) must be readable by their
+//! owner only: this is the one check both make before reading one.
+
+use std::fs;
+
+/// The file's permission bits if group or others may read or write it (it must then be
+/// refused), `None` if only its owner may. Always `None` where there are no such bits.
+pub(crate) fn too_open(meta: &fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
