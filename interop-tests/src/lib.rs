@@ -346,6 +346,30 @@ impl TestNet {
         ([a, b, c], addr)
     }
 
+    /// A node named `name` that creates a network and serves HTTP on loopback with a bearer
+    /// token (`--http-token`, the file made by the node): the node, its HTTP address and the
+    /// token.
+    pub fn spawn_with_http_token(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> (NodeProc, std::net::SocketAddr, String) {
+        let token_file = self.path().join(format!("{name}.http.token"));
+        let tf = token_file.to_string_lossy().into_owned();
+        let mut a = self.spawn(
+            name,
+            Start::Create,
+            &[FAST, &["--http", "127.0.0.1:0", "--http-token", &tf]].concat(),
+        );
+        a.wait_ticket(timeout);
+        let addr = a.http_addr(timeout);
+        let token = match std::fs::read_to_string(&token_file) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) => panic!("reading {tf}: {e}"),
+        };
+        (a, addr, token)
+    }
+
     /// Starts `n` nodes named `n00`, `n01`, …: the first creates the network, three join
     /// through it, the rest join concurrently through those four. Returns once every node has
     /// printed its ticket (joined), waiting at most `join_wait` for each.

@@ -245,17 +245,8 @@ fn watches_are_bounded_and_shared_with_the_control_socket() {
 #[test]
 fn the_token_guards_the_api_and_the_streams_but_not_the_page() {
     let net = TestNet::new();
-    let token_file = net.path().join("http.token");
-    let tf = token_file.to_str().unwrap().to_string();
-    let mut a = net.spawn(
-        "k0",
-        Start::Create,
-        &[FAST, &["--http", "127.0.0.1:0", "--http-token", &tf]].concat(),
-    );
-    a.wait_ticket(WAIT);
-    let addr = http_addr(&mut a);
-    let token = std::fs::read_to_string(&token_file).unwrap();
-    let token = token.trim();
+    let (mut a, addr, token) = net.spawn_with_http_token("k0", WAIT);
+    let token = token.as_str();
     let id = a.id().to_string();
 
     let status = json!({"op":"status"});

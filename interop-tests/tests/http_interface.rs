@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_interop_tests::{NodeProc, Start, TestNet, FAST};
+use p2ps_interop_tests::{TestNet, FAST};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -50,11 +50,6 @@ fn dechunk(mut s: &str) -> String {
         out.push_str(&rest[..n]);
         s = &rest[n + 2..];
     }
-}
-
-/// The address the node printed (`http: http://ADDR`).
-fn http_addr(n: &mut NodeProc) -> SocketAddr {
-    n.http_addr(WAIT)
 }
 
 /// The value of the sample `series` in an OpenMetrics text.
@@ -114,17 +109,8 @@ fn metrics_and_status_over_http() {
 #[test]
 fn a_token_is_needed_when_one_is_set() {
     let net = TestNet::new();
-    let token_file = net.path().join("http.token");
-    let tf = token_file.to_str().unwrap().to_string();
-    let mut a = net.spawn(
-        "t0",
-        Start::Create,
-        &[FAST, &["--http", "127.0.0.1:0", "--http-token", &tf]].concat(),
-    );
-    a.wait_ticket(WAIT);
-    let addr = http_addr(&mut a);
-    let token = std::fs::read_to_string(&token_file).unwrap();
-    let token = token.trim();
+    let (_a, addr, token) = net.spawn_with_http_token("t0", WAIT);
+    let token = token.as_str();
     assert_eq!(get(addr, "/metrics", None).0, 401);
     assert_eq!(get(addr, "/metrics", Some("not-the-token-at-all")).0, 401);
     let (code, text) = get(addr, "/metrics", Some(token));
