@@ -283,6 +283,8 @@ pub struct Simulator {
     deliveries: Option<Vec<(SimId, Delivery)>>,
     delivery_times: Vec<Time>,
     traced: Option<(Vec<&'static str>, Vec<Sent>)>,
+    /// The encodings of the traced messages, when asked for (see [`Simulator::trace_wire`]).
+    traced_wire: Option<Vec<Vec<u8>>>,
     outbuf: Vec<Output<SimId>>,
     /// While the network is partitioned: the side of every node (by index).
     sides: Option<Vec<bool>>,
@@ -320,6 +322,7 @@ impl Simulator {
             deliveries: None,
             delivery_times: Vec::new(),
             traced: None,
+            traced_wire: None,
             outbuf: Vec::new(),
             sides: None,
             adversary: None,
@@ -358,6 +361,18 @@ impl Simulator {
     /// Keeps who sent what to whom for the message kinds named (see [`Node::kind_of`]).
     pub fn trace_kinds(&mut self, kinds: &[&'static str]) {
         self.traced = Some((kinds.to_vec(), Vec::new()));
+    }
+
+    /// Keeps the encoding of every traced message too (see [`Simulator::traced_wire`]): what
+    /// an eavesdropper on the link, or the receiving node, could read of it.
+    pub fn trace_wire(&mut self) {
+        self.traced_wire = Some(Vec::new());
+    }
+
+    /// The encodings of the traced messages, in the order of [`Simulator::traced`] (empty
+    /// unless [`Simulator::trace_wire`] was called before they were sent).
+    pub fn traced_wire(&self) -> &[Vec<u8>] {
+        self.traced_wire.as_deref().unwrap_or(&[])
     }
 
     /// Messages of the traced kinds sent so far.
@@ -862,6 +877,9 @@ impl Simulator {
                     kind,
                     at: self.now,
                 });
+                if let Some(wire) = &mut self.traced_wire {
+                    wire.push(postcard::to_stdvec(&msg).unwrap_or_default());
+                }
             }
         }
         let t = self.counters.by_kind.entry(kind).or_default();

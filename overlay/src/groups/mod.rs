@@ -17,6 +17,13 @@
 //! responsible), and parents forget children silent for three periods. A dead parent is replaced
 //! at once; a child the driver reports congested `congestion_strikes` times in a row is dropped
 //! and reported, so one slow member does not hold back the others.
+//!
+//! A closed group ([`closed`]) is one whose members share a secret: its joins and messages
+//! carry proofs every tree node checks, and its payloads are encrypted for the members.
+
+pub mod closed;
+
+pub use closed::{Admission, Cert, ClosedGroup, GroupPublic, GroupSecret, Link};
 
 use crate::config::ConfigError;
 use crate::message::{Body, Class, Routed, Sealed};
@@ -185,6 +192,10 @@ pub struct GroupStats {
     /// Of those, joins refused because their peer holds its share of this node's groups
     /// already ([`GroupConfig::max_groups_per_peer`]), or others' groups fill theirs.
     pub refused_joins: u64,
+    /// Of those, joins and messages of closed groups refused for want of a valid proof: no
+    /// or a forged certificate, a certificate for another node, a broken delegation chain, a
+    /// payload that does not decrypt, or an open-group message in a closed tree.
+    pub refused_closed: u64,
 }
 
 /// What the group service puts on the wire, each encoded with [`encode`] (the signed one
@@ -208,33 +219,62 @@ pub enum Wire {
     },
     /// Signed by the origin (followed by the payload), key the group: a group message.
     Send,
+    /// Child to parent, for a closed group: "keep me in the tree of `group`", followed by the
+    /// postcard-encoded [`Admission`] that lets the sender in.
+    JoinClosed {
+        /// The group's position (must be `public.id()`).
+        group: RingId,
+        /// The group's public key and label.
+        public: GroupPublic,
+    },
+    /// Signed by the origin (followed by the payload encrypted for the members), key the
+    /// group: a closed group's message.
+    SendClosed {
+        /// The origin's certificate.
+        cert: Cert,
+        /// The AEAD nonce.
+        nonce: [u8; 12],
+    },
 }
 
 /// The message names, by the first byte of the encoding (the variant).
-const KINDS: &[&str] = &["group-join", "group-prune", "group-cast", "group-send"];
+const KINDS: &[&str] = &[
+    "group-join",
+    "group-prune",
+    "group-cast",
+    "group-send",
+    "group-join-closed",
+    "group-send-closed",
+];
 
 /// This node's part in one group's tree.
 #[derive(Debug)]
-struct Group<P> {
+struct Group<P: PeerId> {
     member: bool,
     root: bool,
     parent: Option<P>,
     /// Children with the time of their last refresh and their congestion strikes.
     children: BTreeMap<P, (Time, u32)>,
+    /// A closed group's public part (`None`: an open group).
+    closed: Option<GroupPublic>,
+    /// A closed group's children's admissions (a forwarder passes one on to its parent).
+    admissions: BTreeMap<P, Admission<P>>,
 }
 
-impl<P> Default for Group<P> {
+impl<P: PeerId> Default for Group<P> {
     fn default() -> Self {
         Group {
             member: false,
             root: false,
             parent: None,
             children: BTreeMap::new(),
+            closed: None,
+            admissions: BTreeMap::new(),
         }
     }
 }
 
-impl<P> Group<P> {
+impl<P: PeerId> Group<P> {
     fn attached(&self) -> bool {
         self.root || self.parent.is_some()
     }
@@ -265,6 +305,8 @@ pub struct Groups<P: PeerId> {
     seen: Option<Seen<(P, u64)>>,
     events: VecDeque<GroupEvent<P>>,
     stats: GroupStats,
+    /// The closed groups this node is a member of, with their keys.
+    keys: BTreeMap<RingId, ClosedGroup>,
 }
 
 impl<P: PeerId> Groups<P> {
@@ -277,6 +319,7 @@ impl<P: PeerId> Groups<P> {
             seen: None,
             events: VecDeque::new(),
             stats: GroupStats::default(),
+            keys: BTreeMap::new(),
         }
     }
 
@@ -327,8 +370,35 @@ impl<P: PeerId> Groups<P> {
         Ok(())
     }
 
+    /// Joins the closed group `closed` (see [`closed`]): its joins carry this node's
+    /// certificate, and its messages are decrypted for the application.
+    pub fn join_closed(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        closed: ClosedGroup,
+    ) -> Result<(), GroupError> {
+        if !ctx.is_joined() {
+            return Err(CommandError::NotJoined.into());
+        }
+        let group = closed.id();
+        if !self.map.contains_key(&group) && self.map.len() >= self.cfg.max_groups {
+            return Err(GroupError::TooManyGroups);
+        }
+        let g = self.map.entry(group).or_default();
+        close(g, closed.public());
+        g.member = true;
+        self.keys.insert(group, closed);
+        let attached = self.map.get(&group).is_some_and(|g| g.attached());
+        if !attached {
+            self.attach(ctx, group);
+        }
+        self.arm_timer(ctx);
+        Ok(())
+    }
+
     /// Leaves the group: no more deliveries; the node stays a forwarder while it has children.
     pub fn leave_group(&mut self, ctx: &mut Context<'_, P>, group: RingId) {
+        self.keys.remove(&group);
         if let Some(g) = self.map.get_mut(&group) {
             g.member = false;
             self.prune_if_useless(ctx, group);
@@ -347,6 +417,35 @@ impl<P: PeerId> Groups<P> {
             return Err(CommandError::NotJoined);
         }
         let sealed = ctx.seal(group, None, encode(&Wire::Send, payload));
+        Ok(self.send_sealed(ctx, sealed))
+    }
+
+    /// Sends `payload` to every member of the closed group `closed`, encrypted for them (this
+    /// node need not be a member, but holds the secret). Returns the message number.
+    pub fn send_closed(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        closed: &ClosedGroup,
+        payload: &[u8],
+    ) -> Result<u64, CommandError> {
+        if !ctx.is_joined() {
+            return Err(CommandError::NotJoined);
+        }
+        let me = ctx.me().id;
+        let nonce = closed::nonce(me, ctx.next_seq());
+        let head = Wire::SendClosed {
+            cert: closed.certify(me),
+            nonce,
+        };
+        let data = encode(&head, &closed.seal(me, nonce, payload));
+        let sealed = ctx.seal(closed.id(), None, data);
+        Ok(self.send_sealed(ctx, sealed))
+    }
+
+    /// Floods `sealed` (this node's own group message) if this node is in its tree, else routes
+    /// it towards the group.
+    fn send_sealed(&mut self, ctx: &mut Context<'_, P>, sealed: Sealed<P>) -> u64 {
+        let group = sealed.env.key;
         let seq = sealed.env.seq;
         self.seen(ctx).insert((ctx.me().id, seq), ctx.now());
         if self.map.get(&group).is_some_and(|g| g.attached()) {
@@ -354,7 +453,31 @@ impl<P: PeerId> Groups<P> {
         } else {
             ctx.route(sealed);
         }
-        Ok(seq)
+        seq
+    }
+
+    /// Whether a group message may enter or cross `group`'s tree here: an open group's must be
+    /// a plain message; a closed group's must carry its origin's certificate. Counts what it
+    /// refuses.
+    fn admits(&mut self, sealed: &Sealed<P>) -> bool {
+        let closed = self.map.get(&sealed.env.key).and_then(|g| g.closed);
+        let Body::Service { data, .. } = &sealed.env.body else {
+            return false;
+        };
+        let ok = match (decode::<Wire>(data), closed) {
+            (Ok((Wire::Send, _)), None) => true,
+            (Ok((Wire::SendClosed { cert, .. }, _)), Some(public)) => {
+                public.verify(sealed.origin(), &cert)
+            }
+            _ => false,
+        };
+        if !ok {
+            self.stats.dropped += 1;
+            if closed.is_some() {
+                self.stats.refused_closed += 1;
+            }
+        }
+        ok
     }
 
     /// The memory of group messages seen, made on first use with the node's settings.
@@ -371,6 +494,10 @@ impl<P: PeerId> Groups<P> {
         if !self.map.get(&group).is_some_and(|g| g.attached()) {
             return false;
         }
+        if !self.admits(&r.sealed) {
+            // Taken, and dropped: it goes no further.
+            return true;
+        }
         if self
             .seen(ctx)
             .insert((r.sealed.origin(), r.sealed.env.seq), ctx.now())
@@ -381,7 +508,43 @@ impl<P: PeerId> Groups<P> {
         true
     }
 
-    fn on_join(&mut self, ctx: &mut Context<'_, P>, from: P, group: RingId) {
+    /// A closed group's join: taken as a join if its admission holds.
+    fn on_join_closed(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        from: P,
+        group: RingId,
+        public: GroupPublic,
+        rest: &Bytes,
+    ) {
+        let admission = postcard::from_bytes::<Admission<P>>(rest).ok();
+        let ok = public.id() == group
+            && admission
+                .as_ref()
+                .is_some_and(|a| a.verify(&public, from, ctx.me().id));
+        let (true, Some(admission)) = (ok, admission) else {
+            self.stats.dropped += 1;
+            self.stats.refused_closed += 1;
+            return;
+        };
+        self.on_join(ctx, from, group, Some((public, admission)));
+    }
+
+    /// A join from `from`: with `closed` for a closed group (its admission checked).
+    fn on_join(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        from: P,
+        group: RingId,
+        closed: Option<(GroupPublic, Admission<P>)>,
+    ) {
+        let held_closed = self.map.get(&group).is_some_and(|g| g.closed.is_some());
+        if held_closed && closed.is_none() {
+            // An open join into a closed group's tree.
+            self.stats.dropped += 1;
+            self.stats.refused_closed += 1;
+            return;
+        }
         // Others' joins leave a sixteenth of the places for this node's own groups.
         let for_others = self.cfg.max_groups - self.cfg.max_groups / 16;
         let new_edge = !self
@@ -405,6 +568,9 @@ impl<P: PeerId> Groups<P> {
         }
         let max_children = self.cfg.max_children;
         let g = self.map.entry(group).or_default();
+        if let Some((public, _)) = &closed {
+            close(g, *public);
+        }
         if g.parent == Some(from) {
             // Our parent wants to hang below us: routing views disagree for a moment. Keeping
             // both edges would make a loop; the refresh sorts it out.
@@ -415,6 +581,9 @@ impl<P: PeerId> Groups<P> {
             return;
         }
         g.children.insert(from, (ctx.now(), 0));
+        if let Some((_, admission)) = closed {
+            g.admissions.insert(from, admission);
+        }
         if !g.attached() {
             self.attach(ctx, group);
         }
@@ -424,6 +593,7 @@ impl<P: PeerId> Groups<P> {
     fn on_prune(&mut self, ctx: &mut Context<'_, P>, from: P, group: RingId) {
         if let Some(g) = self.map.get_mut(&group) {
             g.children.remove(&from);
+            g.admissions.remove(&from);
             self.prune_if_useless(ctx, group);
         }
     }
@@ -438,6 +608,9 @@ impl<P: PeerId> Groups<P> {
             // `from` thinks we are in its tree; we are not (any more): tell it.
             self.stats.dropped += 1;
             ctx.send(from, encode(&Wire::Prune { group }, &[]));
+            return;
+        }
+        if !self.admits(&sealed) {
             return;
         }
         if !self
@@ -461,9 +634,26 @@ impl<P: PeerId> Groups<P> {
         let Body::Service { data, .. } = &sealed.env.body else {
             return;
         };
-        let Ok((Wire::Send, payload)) = decode::<Wire>(data) else {
-            self.stats.dropped += 1;
-            return;
+        let payload = match decode::<Wire>(data) {
+            Ok((Wire::Send, payload)) => payload,
+            Ok((Wire::SendClosed { nonce, .. }, sealed)) => {
+                match self
+                    .keys
+                    .get(&group)
+                    .and_then(|k| k.open(origin, nonce, &sealed))
+                {
+                    Some(plain) => Bytes::from(plain),
+                    None => {
+                        self.stats.dropped += 1;
+                        self.stats.refused_closed += 1;
+                        return;
+                    }
+                }
+            }
+            _ => {
+                self.stats.dropped += 1;
+                return;
+            }
         };
         if self.events.len() >= self.cfg.max_queued {
             self.stats.dropped += 1;
@@ -507,17 +697,27 @@ impl<P: PeerId> Groups<P> {
     /// makes it the root if it is responsible for the key.
     fn attach(&mut self, ctx: &mut Context<'_, P>, group: RingId) {
         let hop = ctx.next_hop(group);
+        let join = match hop {
+            Some(NextHop::Forward(p)) => self.join_message(ctx, group, p.id),
+            _ => None,
+        };
         let Some(g) = self.map.get_mut(&group) else {
             return;
         };
         let old = g.parent;
-        match hop {
-            Some(NextHop::Forward(p)) if !g.children.contains_key(&p.id) => {
+        match (hop, join) {
+            (Some(NextHop::Forward(p)), Some(join)) if !g.children.contains_key(&p.id) => {
                 g.root = false;
                 g.parent = Some(p.id);
-                ctx.send(p.id, encode(&Wire::Join { group }, &[]));
+                ctx.send(p.id, join);
             }
-            Some(NextHop::Forward(_)) | Some(NextHop::Local) | None => {
+            (Some(NextHop::Forward(_)), None) => {
+                // A closed group this node cannot prove a place in (no member behind it):
+                // it stays unattached, and goes once it has no member and no child.
+                g.root = false;
+                g.parent = None;
+            }
+            (Some(NextHop::Forward(_)), Some(_)) | (Some(NextHop::Local), _) | (None, _) => {
                 // Responsible for the key (or the next hop hangs below us for now): root.
                 g.root = true;
                 g.parent = None;
@@ -529,6 +729,39 @@ impl<P: PeerId> Groups<P> {
                 ctx.send(old, encode(&Wire::Prune { group }, &[]));
             }
         }
+    }
+
+    /// The join to send to `parent` for `group`: for a closed group, with this node's own
+    /// admission if it is a member, else a child's with one more delegation (`None` if it has
+    /// none to pass on).
+    fn join_message(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        group: RingId,
+        parent: P,
+    ) -> Option<Bytes> {
+        let g = self.map.get(&group)?;
+        let Some(public) = g.closed else {
+            return Some(encode(&Wire::Join { group }, &[]));
+        };
+        let me = ctx.me().id;
+        let mut admission = match self.keys.get(&group) {
+            Some(k) if g.member => Admission {
+                member: me,
+                cert: k.certify(me),
+                links: Vec::new(),
+            },
+            _ => g
+                .admissions
+                .values()
+                .filter(|a| a.depth() < closed::MAX_LINKS)
+                .min_by_key(|a| a.depth())?
+                .clone(),
+        };
+        let proof = ctx.sign(closed::LINK_DOMAIN, &(group, parent));
+        admission.links.push(Link { to: parent, proof });
+        let rest = postcard::to_stdvec(&admission).ok()?;
+        Some(encode(&Wire::JoinClosed { group, public }, &rest))
     }
 
     /// Drops the state for `group` when this node is neither member nor forwarder.
@@ -570,6 +803,7 @@ impl<P: PeerId> Service<P> for Groups<P> {
             ("delivered", self.stats.delivered),
             ("dropped", self.stats.dropped),
             ("refused_joins", self.stats.refused_joins),
+            ("refused_closed", self.stats.refused_closed),
             ("trees", self.map.len() as u64),
         ]
     }
@@ -599,12 +833,15 @@ impl<P: PeerId> Service<P> for Groups<P> {
     }
 
     fn receive(&mut self, ctx: &mut Context<'_, P>, msg: Incoming<P>) {
-        let Ok((head, _)) = decode::<Wire>(&msg.data) else {
+        let Ok((head, rest)) = decode::<Wire>(&msg.data) else {
             self.stats.dropped += 1;
             return;
         };
         match (head, msg.sealed) {
-            (Wire::Join { group }, None) => self.on_join(ctx, msg.from, group),
+            (Wire::Join { group }, None) => self.on_join(ctx, msg.from, group, None),
+            (Wire::JoinClosed { group, public }, None) => {
+                self.on_join_closed(ctx, msg.from, group, public, &rest)
+            }
             (Wire::Prune { group }, None) => self.on_prune(ctx, msg.from, group),
             (Wire::Cast { hops }, Some(sealed)) => self.on_cast(ctx, msg.from, hops, sealed),
             _ => self.stats.dropped += 1,
@@ -624,6 +861,7 @@ impl<P: PeerId> Service<P> for Groups<P> {
                 continue;
             };
             g.children.remove(&peer);
+            g.admissions.remove(&peer);
             if g.parent == Some(peer) {
                 g.parent = None;
                 self.attach(ctx, group);
@@ -646,6 +884,7 @@ impl<P: PeerId> Service<P> for Groups<P> {
             child.1 += 1;
             if child.1 >= strikes {
                 g.children.remove(&peer);
+                g.admissions.remove(&peer);
                 self.events
                     .push_back(GroupEvent::ChildDropped { group, peer });
                 self.prune_if_useless(ctx, group);
@@ -664,6 +903,7 @@ impl<P: PeerId> Service<P> for Groups<P> {
             ctx.send(p, encode(&Wire::Prune { group }, &[]));
         }
         self.map.clear();
+        self.keys.clear();
         self.timer = None;
         self.seen = None;
     }
@@ -681,6 +921,8 @@ impl<P: PeerId> Service<P> for Groups<P> {
         for group in groups {
             if let Some(g) = self.map.get_mut(&group) {
                 g.children.retain(|_, (t, _)| now.since(*t) < expiry);
+                let children = &g.children;
+                g.admissions.retain(|p, _| children.contains_key(p));
             }
             self.attach(ctx, group);
             self.prune_if_useless(ctx, group);
@@ -707,6 +949,17 @@ pub trait GroupExt<P: PeerId> {
     /// See [`Groups::send`].
     fn send_group(&mut self, now: Time, group: RingId, payload: &[u8])
         -> Result<u64, CommandError>;
+    /// See [`Groups::join_closed`].
+    fn join_closed_group(&mut self, now: Time, closed: ClosedGroup) -> Result<(), GroupError>;
+    /// See [`Groups::send_closed`].
+    fn send_closed_group(
+        &mut self,
+        now: Time,
+        closed: &ClosedGroup,
+        payload: &[u8],
+    ) -> Result<u64, CommandError>;
+    /// See [`Groups::stats`] (zeros without the service).
+    fn group_stats(&self) -> GroupStats;
     /// See [`Groups::is_member`].
     fn is_group_member(&self, group: RingId) -> bool;
     /// See [`Groups::roles`].
@@ -733,6 +986,27 @@ impl<P: PeerId> GroupExt<P> for Node<P> {
             .unwrap_or(Err(CommandError::NoService))
     }
 
+    fn join_closed_group(&mut self, now: Time, closed: ClosedGroup) -> Result<(), GroupError> {
+        self.command::<Groups<P>, _>(now, |g, ctx| g.join_closed(ctx, closed))
+            .unwrap_or(Err(CommandError::NoService.into()))
+    }
+
+    fn send_closed_group(
+        &mut self,
+        now: Time,
+        closed: &ClosedGroup,
+        payload: &[u8],
+    ) -> Result<u64, CommandError> {
+        self.command::<Groups<P>, _>(now, |g, ctx| g.send_closed(ctx, closed, payload))
+            .unwrap_or(Err(CommandError::NoService))
+    }
+
+    fn group_stats(&self) -> GroupStats {
+        self.service::<Groups<P>>()
+            .map(Groups::stats)
+            .unwrap_or_default()
+    }
+
     fn is_group_member(&self, group: RingId) -> bool {
         self.service::<Groups<P>>()
             .is_some_and(|g| g.is_member(group))
@@ -742,5 +1016,15 @@ impl<P: PeerId> GroupExt<P> for Node<P> {
         self.service::<Groups<P>>()
             .map(Groups::roles)
             .unwrap_or_default()
+    }
+}
+
+/// Makes `g` the state of the closed group `public`. Children that joined it as an open group
+/// (someone squatting on the position before a member came) are forgotten.
+fn close<P: PeerId>(g: &mut Group<P>, public: GroupPublic) {
+    if g.closed.is_none() {
+        g.closed = Some(public);
+        let admitted = &g.admissions;
+        g.children.retain(|p, _| admitted.contains_key(p));
     }
 }
