@@ -4,9 +4,10 @@
 use crate::control::client::ControlOpts;
 use crate::control::protocol::{parse_raw_key, Request};
 use crate::control::render::print_json;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use p2ps::RingId;
+use std::path::PathBuf;
 
 /// Arguments of `p2ps broadcast`.
 #[derive(Debug, clap::Args)]
@@ -82,11 +83,30 @@ fn report(v: &serde_json::Value, json: bool, whom: &str) -> Result<()> {
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// Join a group: the running node prints the group's messages.
+    #[command(
+        after_help = "Examples:\n  p2ps group join chess\n  p2ps group join chess --key chess.key   \
+                      (a closed group: only holders of the key can join, send and read)"
+    )]
     Join(GroupArgs),
     /// Leave a group.
     Leave(GroupArgs),
     /// Send a message to every member of a group (the node need not be a member).
     Send(GroupSendArgs),
+    /// Closed groups' keys.
+    #[command(subcommand)]
+    Key(GroupKeyCommand),
+}
+
+/// `p2ps group key …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupKeyCommand {
+    /// Make a new random group key in FILE (mode 0600; an existing file is never replaced).
+    /// Give it to every member, over a channel you trust: whoever holds it is a member.
+    New {
+        /// Where to write the key.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// A group name.
@@ -97,6 +117,31 @@ pub struct GroupArgs {
     /// The group's name (1 to 255 bytes).
     #[arg(value_name = "GROUP")]
     group: String,
+    #[command(flatten)]
+    key: GroupKeyOpt,
+}
+
+/// The key of a closed group.
+#[derive(Debug, clap::Args)]
+pub struct GroupKeyOpt {
+    /// The closed group's key file (`p2ps group key new FILE`); without it, the open group of
+    /// that name (or, for leave and send, the closed group of that name the node joined).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+impl GroupKeyOpt {
+    /// The key file's secret as hex, for the request (checked and read here).
+    fn hex(&self) -> Result<Option<String>> {
+        self.key
+            .as_ref()
+            .map(|f| {
+                p2ps::group_key::load(f)
+                    .map(|s| p2ps::group_key::to_hex(&s))
+                    .with_context(|| format!("reading the group key {}", f.display()))
+            })
+            .transpose()
+    }
 }
 
 /// A group name and a message.
@@ -110,26 +155,43 @@ pub struct GroupSendArgs {
     group: String,
     #[arg(value_name = "TEXT", help = crate::payload::TEXT_HELP)]
     text: String,
+    #[command(flatten)]
+    key: GroupKeyOpt,
 }
 
 /// `p2ps group join|leave|send`.
 pub fn group(cmd: GroupCommand) -> Result<()> {
     match cmd {
         GroupCommand::Join(a) => {
+            let key = a.key.hex()?;
+            let closed = if key.is_some() { "closed " } else { "" };
             a.control.call(&Request::GroupJoin {
                 group: a.group.clone(),
+                key,
             })?;
-            eprintln!("joined group {}", a.group);
+            eprintln!("joined {closed}group {}", a.group);
         }
         GroupCommand::Leave(a) => {
             a.control.call(&Request::GroupLeave {
                 group: a.group.clone(),
+                key: a.key.hex()?,
             })?;
             eprintln!("left group {}", a.group);
+        }
+        GroupCommand::Key(GroupKeyCommand::New { file }) => {
+            p2ps::group_key::create(&file)
+                .with_context(|| format!("making a group key in {}", file.display()))?;
+            println!(
+                "group key written to {} (mode 0600)\ngive it to every member over a channel you \
+                 trust; join with: p2ps group join NAME --key {}",
+                file.display(),
+                file.display()
+            );
         }
         GroupCommand::Send(a) => {
             a.control.call(&Request::GroupSend {
                 group: a.group.clone(),
+                key: a.key.hex()?,
                 payload: crate::payload::message(&a.text)?,
             })?;
             // Group messages flow down the group's tree with no report back (unlike

@@ -125,6 +125,7 @@ mod tests {
         let payload = "\u{1}".repeat(MAX_PAYLOAD_BYTES);
         let req = crate::control::protocol::Request::GroupSend {
             group: "g".repeat(255),
+            key: Some("0".repeat(64)),
             payload,
         };
         let line = serde_json::to_vec(&req).unwrap();

@@ -31,6 +31,7 @@ pub mod delivery;
 mod dict_handle;
 pub mod error;
 pub mod event;
+pub mod group_key;
 pub mod id;
 pub mod metrics;
 mod node;

@@ -6,8 +6,8 @@ use crate::delivery::Delivery;
 use crate::dict_handle::DictHandle;
 use crate::error::{JoinError, LookupError, NodeError, StartError};
 use crate::event::NodeEvent;
+use crate::id::key_of;
 use crate::id::OverlayId;
-use crate::id::{group_key, key_of};
 use crate::metrics::Metrics;
 use crate::node_watch::NodeWatch;
 use crate::report::{CastReport, LookupResult};
@@ -15,6 +15,7 @@ use crate::runtime::commands::Command;
 use crate::status::Status;
 use crate::ticket::Ticket;
 use bytes::Bytes;
+use p2ps_overlay::groups::GroupSecret;
 use p2ps_overlay::RingId;
 use p2ps_transport::{NetworkName, NodeId};
 use std::net::SocketAddr;
@@ -236,24 +237,68 @@ impl Node {
     pub async fn join_group(&self, name: &str) -> Result<(), NodeError> {
         check_group_name(name)?;
         let n = name.to_string();
-        self.ask(|tx| Command::JoinGroup(n, tx)).await?
+        self.ask(|tx| Command::JoinGroup(n, None, tx)).await?
     }
 
-    /// Leaves group `name` (the node may stay a forwarder in the group's tree for others);
+    /// Joins the closed group `name` of the members holding `secret` (see
+    /// [`p2ps_overlay::groups::closed`]): only they can join, send to it and read its
+    /// messages; the tree's other nodes see ciphertext.
+    pub async fn join_closed_group(
+        &self,
+        name: &str,
+        secret: GroupSecret,
+    ) -> Result<(), NodeError> {
+        check_group_name(name)?;
+        let n = name.to_string();
+        self.ask(|tx| Command::JoinGroup(n, Some(secret), tx))
+            .await?
+    }
+
+    /// Leaves group `name` (the node may stay a forwarder in the group's tree for others):
+    /// the closed group of that name if this node joined one, else the open one;
     /// [`NodeError::NotMember`] if it is not a member.
     pub async fn leave_group(&self, name: &str) -> Result<(), NodeError> {
         check_group_name(name)?;
         let n = name.to_string();
-        self.ask(|tx| Command::LeaveGroup(n, tx)).await?
+        self.ask(|tx| Command::LeaveGroup(n, None, tx)).await?
+    }
+
+    /// Leaves the closed group `name` of `secret`; [`NodeError::NotMember`] if this node is
+    /// not a member.
+    pub async fn leave_closed_group(
+        &self,
+        name: &str,
+        secret: GroupSecret,
+    ) -> Result<(), NodeError> {
+        check_group_name(name)?;
+        let n = name.to_string();
+        self.ask(|tx| Command::LeaveGroup(n, Some(secret), tx))
+            .await?
     }
 
     /// Sends `payload` to every member of group `name` (best effort, each member once); this
-    /// node need not be a member.
+    /// node need not be a member. If this node joined a closed group of that name, the
+    /// message goes to it (encrypted), else to the open group.
     pub async fn send_group(&self, name: &str, payload: impl Into<Bytes>) -> Result<(), NodeError> {
         check_group_name(name)?;
         let p: Bytes = payload.into();
-        let key = group_key(name);
-        self.ask(|tx| Command::SendGroup(key, p, tx)).await?
+        let n = name.to_string();
+        self.ask(|tx| Command::SendGroup(n, None, p, tx)).await?
+    }
+
+    /// Sends `payload` to every member of the closed group `name` of `secret`, encrypted for
+    /// them; this node need not be a member.
+    pub async fn send_closed_group(
+        &self,
+        name: &str,
+        secret: GroupSecret,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), NodeError> {
+        check_group_name(name)?;
+        let p: Bytes = payload.into();
+        let n = name.to_string();
+        self.ask(|tx| Command::SendGroup(n, Some(secret), p, tx))
+            .await?
     }
 
     /// The next application message for this node; `None` once the node has stopped.

@@ -305,6 +305,9 @@ pub struct GroupEntry {
     pub position: p2ps_overlay::RingId,
     /// Whether this node is a member.
     pub member: bool,
+    /// Whether this node joined it as a closed group (with its secret).
+    #[serde(default)]
+    pub closed: bool,
     /// Whether this node is the tree's root (responsible for the group's position).
     pub root: bool,
     /// The parent in the tree (none at the root).

@@ -59,7 +59,7 @@ pub mod observed;
 pub mod portmap;
 pub mod reachability;
 pub mod relay;
-mod secret_file;
+pub mod secret_file;
 pub mod signature;
 pub mod stats;
 pub mod tls;

@@ -1,11 +1,12 @@
 //! Files that hold a secret (a node's identity key, a network key) must be readable by their
-//! owner only: this is the one check both make before reading one.
+//! owner only: this is the one check all of them (and the group keys of `p2ps`) make before
+//! reading one.
 
 use std::fs;
 
 /// The file's permission bits if group or others may read or write it (it must then be
 /// refused), `None` if only its owner may. Always `None` where there are no such bits.
-pub(crate) fn too_open(meta: &fs::Metadata) -> Option<u32> {
+pub fn too_open(meta: &fs::Metadata) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

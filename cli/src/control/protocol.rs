@@ -144,16 +144,25 @@ pub(crate) enum Request {
     GroupJoin {
         /// Group name.
         group: String,
+        /// A closed group's secret (64 hex characters; see `p2ps group key new`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// Leave a group.
     GroupLeave {
         /// Group name.
         group: String,
+        /// A closed group's secret (64 hex characters; see `p2ps group key new`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// Send `payload` to the members of a group.
     GroupSend {
         /// Group name.
         group: String,
+        /// A closed group's secret (64 hex characters; see `p2ps group key new`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
         /// Text to send.
         payload: String,
     },
@@ -479,6 +488,7 @@ pub(crate) fn sample_status() -> p2ps::Status {
             name: Some("chess".into()),
             position: RingId(7),
             member: true,
+            closed: false,
             root: false,
             parent: vec![node(3)],
             children: vec![],
@@ -539,6 +549,7 @@ mod tests {
                 r#"{"op":"group_send","group":"g","payload":"p"}"#,
                 Request::GroupSend {
                     group: "g".into(),
+                    key: None,
                     payload: "p".into(),
                 },
             ),

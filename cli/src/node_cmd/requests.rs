@@ -149,14 +149,34 @@ impl Requests {
                 }
                 (Err(e), _) | (_, Err(e)) => Response::err(e),
             },
-            Request::GroupJoin { group } => match node.join_group(&group).await {
-                Ok(()) => Response::ok(serde_json::json!({"group": group, "member": true})),
-                Err(e) => Response::err(e.to_string()),
-            },
-            Request::GroupLeave { group } => match node.leave_group(&group).await {
-                Ok(()) => Response::ok(serde_json::json!({"group": group, "member": false})),
-                Err(e) => Response::err(e.to_string()),
-            },
+            Request::GroupJoin { group, key } => {
+                let r = match group_secret(key) {
+                    Err(e) => Err(e),
+                    Ok(None) => node.join_group(&group).await.map_err(|e| e.to_string()),
+                    Ok(Some(s)) => node
+                        .join_closed_group(&group, s)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                match r {
+                    Ok(()) => Response::ok(serde_json::json!({"group": group, "member": true})),
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::GroupLeave { group, key } => {
+                let r = match group_secret(key) {
+                    Err(e) => Err(e),
+                    Ok(None) => node.leave_group(&group).await.map_err(|e| e.to_string()),
+                    Ok(Some(s)) => node
+                        .leave_closed_group(&group, s)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                match r {
+                    Ok(()) => Response::ok(serde_json::json!({"group": group, "member": false})),
+                    Err(e) => Response::err(e),
+                }
+            }
             Request::Put {
                 key,
                 value,
@@ -231,11 +251,26 @@ impl Requests {
                 })),
                 Err(e) => Response::err(e.to_string()),
             },
-            Request::GroupSend { group, payload } => {
+            Request::GroupSend {
+                group,
+                key,
+                payload,
+            } => {
                 let bytes = payload.len();
-                match node.send_group(&group, payload.into_bytes()).await {
+                let r = match group_secret(key) {
+                    Err(e) => Err(e),
+                    Ok(None) => node
+                        .send_group(&group, payload.into_bytes())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Ok(Some(s)) => node
+                        .send_closed_group(&group, s, payload.into_bytes())
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                match r {
                     Ok(()) => Response::ok(serde_json::json!({"group": group, "bytes": bytes})),
-                    Err(e) => Response::err(e.to_string()),
+                    Err(e) => Response::err(e),
                 }
             }
             Request::Leave {} => {
@@ -300,6 +335,12 @@ async fn addressee(to: &str, node: &Node, recent: &RecentSenders) -> Result<Node
 
 /// The answer to `broadcast` and `range`: the cast's sequence number, how many nodes it
 /// reached, and whether that count is complete.
+/// The closed group's secret a request carries, if any (its hex checked).
+fn group_secret(key: Option<String>) -> Result<Option<p2ps_overlay::groups::GroupSecret>, String> {
+    key.map(|k| p2ps::group_key::parse(&k).map_err(|e| e.to_string()))
+        .transpose()
+}
+
 fn cast_answer(r: Result<p2ps::CastReport, p2ps::NodeError>) -> Response {
     match r {
         Ok(c) => Response::ok(serde_json::json!({

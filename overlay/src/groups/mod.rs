@@ -23,7 +23,7 @@
 
 pub mod closed;
 
-pub use closed::{Admission, Cert, ClosedGroup, GroupPublic, GroupSecret, Link};
+pub use closed::{Admission, Cert, ClosedGroup, GroupPublic, GroupSecret, Link, GROUP_SECRET_LEN};
 
 use crate::config::ConfigError;
 use crate::message::{Body, Class, Routed, Sealed};
@@ -246,6 +246,19 @@ const KINDS: &[&str] = &[
     "group-join-closed",
     "group-send-closed",
 ];
+
+/// The one-hop message asking to hang below its receiver in the closed group `public`'s tree,
+/// with `admission` (see [`Admission::verify`]).
+pub fn join_closed_message<P: PeerId>(public: GroupPublic, admission: &Admission<P>) -> Bytes {
+    let rest = postcard::to_stdvec(admission).unwrap_or_default();
+    encode(
+        &Wire::JoinClosed {
+            group: public.id(),
+            public,
+        },
+        &rest,
+    )
+}
 
 /// This node's part in one group's tree.
 #[derive(Debug)]
@@ -760,8 +773,7 @@ impl<P: PeerId> Groups<P> {
         };
         let proof = ctx.sign(closed::LINK_DOMAIN, &(group, parent));
         admission.links.push(Link { to: parent, proof });
-        let rest = postcard::to_stdvec(&admission).ok()?;
-        Some(encode(&Wire::JoinClosed { group, public }, &rest))
+        Some(join_closed_message(public, &admission))
     }
 
     /// Drops the state for `group` when this node is neither member nor forwarder.

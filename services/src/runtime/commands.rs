@@ -8,7 +8,7 @@ use crate::status::Status;
 use crate::ticket::Ticket;
 use bytes::Bytes;
 use p2ps_overlay::cast::CastExt;
-use p2ps_overlay::groups::GroupExt;
+use p2ps_overlay::groups::{ClosedGroup, GroupExt, GroupSecret};
 use p2ps_overlay::messaging::MessagingExt;
 use p2ps_overlay::{Node as Overlay, RingId, State, Time};
 use p2ps_transport::NodeId;
@@ -76,9 +76,26 @@ pub(crate) enum Command {
         Bytes,
         oneshot::Sender<Result<CastReport, NodeError>>,
     ),
-    JoinGroup(String, oneshot::Sender<Result<(), NodeError>>),
-    LeaveGroup(String, oneshot::Sender<Result<(), NodeError>>),
-    SendGroup(RingId, Bytes, oneshot::Sender<Result<(), NodeError>>),
+    /// Joins a group: a closed one with its secret.
+    JoinGroup(
+        String,
+        Option<GroupSecret>,
+        oneshot::Sender<Result<(), NodeError>>,
+    ),
+    /// Leaves a group: the closed one of this secret, else the closed one joined under that
+    /// name, else the open one.
+    LeaveGroup(
+        String,
+        Option<GroupSecret>,
+        oneshot::Sender<Result<(), NodeError>>,
+    ),
+    /// Sends to a group, chosen as for leaving.
+    SendGroup(
+        String,
+        Option<GroupSecret>,
+        Bytes,
+        oneshot::Sender<Result<(), NodeError>>,
+    ),
     Create(oneshot::Sender<Result<(), NodeError>>),
     Join(Ticket, oneshot::Sender<Result<(), JoinError>>),
     Leave(oneshot::Sender<()>),
@@ -172,31 +189,53 @@ impl Actor {
             Command::Range(lo, hi, payload, reply) => self.start_cast(payload, reply, |o, p| {
                 o.multicast_range(now, lo, hi, p, true)
             }),
-            Command::JoinGroup(name, reply) => {
-                let key = group_key(&name);
-                let r = self.overlay.join_group(now, key).map_err(NodeError::from);
-                if r.is_ok() {
+            Command::JoinGroup(name, secret, reply) => {
+                let r = match secret {
+                    None => {
+                        let key = group_key(&name);
+                        self.overlay
+                            .join_group(now, key)
+                            .map(|()| key)
+                            .map_err(NodeError::from)
+                    }
+                    Some(secret) => {
+                        let closed = ClosedGroup::new(&secret, &name);
+                        let key = closed.id();
+                        let r = self.overlay.join_closed_group(now, closed.clone());
+                        if r.is_ok() {
+                            self.closed_groups.insert(name.clone(), closed);
+                        }
+                        r.map(|()| key).map_err(NodeError::from)
+                    }
+                };
+                let _ = reply.send(r.map(|key| {
                     self.group_names.insert(key, name);
-                }
-                let _ = reply.send(r);
+                }));
             }
-            Command::LeaveGroup(name, reply) => {
-                let key = group_key(&name);
+            Command::LeaveGroup(name, secret, reply) => {
+                let closed = self.closed_group(&name, secret);
+                let key = closed.as_ref().map_or_else(|| group_key(&name), |c| c.id());
                 let r = if self.overlay.is_group_member(key) {
                     self.overlay.leave_group(now, key);
                     self.group_names.remove(&key);
+                    if closed.is_some() {
+                        self.closed_groups.remove(&name);
+                    }
                     Ok(())
                 } else {
                     Err(NodeError::NotMember(name))
                 };
                 let _ = reply.send(r);
             }
-            Command::SendGroup(key, payload, reply) => {
+            Command::SendGroup(name, secret, payload, reply) => {
+                let closed = self.closed_group(&name, secret);
                 let r = self.check_size(&payload).and_then(|()| {
-                    self.overlay
-                        .send_group(now, key, &payload)
-                        .map(|_| ())
-                        .map_err(NodeError::from)
+                    match &closed {
+                        Some(c) => self.overlay.send_closed_group(now, c, &payload),
+                        None => self.overlay.send_group(now, group_key(&name), &payload),
+                    }
+                    .map(|_| ())
+                    .map_err(NodeError::from)
                 });
                 let _ = reply.send(r);
             }
@@ -252,6 +291,15 @@ impl Actor {
                     .command::<WatcherService, _>(now, |w, ctx| w.unwatch(ctx, req));
             }
             Command::Shutdown(_) => {}
+        }
+    }
+
+    /// The closed group meant by `name` and `secret`: the one of the secret if given, else
+    /// the one this node joined under that name, if any.
+    fn closed_group(&self, name: &str, secret: Option<GroupSecret>) -> Option<ClosedGroup> {
+        match secret {
+            Some(s) => Some(ClosedGroup::new(&s, name)),
+            None => self.closed_groups.get(name).cloned(),
         }
     }
 

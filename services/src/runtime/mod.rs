@@ -113,6 +113,8 @@ pub(crate) struct Actor {
     pub(crate) casts: BTreeMap<u64, oneshot::Sender<Result<CastReport, NodeError>>>,
     /// Names of the groups this node joined, by ring position.
     pub(crate) group_names: BTreeMap<RingId, String>,
+    /// The closed groups this node joined, by name.
+    pub(crate) closed_groups: BTreeMap<String, p2ps_overlay::groups::ClosedGroup>,
     pub(crate) join: Option<(NodeId, oneshot::Sender<Result<(), JoinError>>)>,
     /// A join waiting for this node to learn its own address (see [`Actor::settle_before_join`]).
     pub(crate) settling: Option<(Ticket, oneshot::Sender<Result<(), JoinError>>)>,
@@ -169,6 +171,7 @@ impl Actor {
             lookups: BTreeMap::new(),
             casts: BTreeMap::new(),
             group_names: BTreeMap::new(),
+            closed_groups: BTreeMap::new(),
             join: None,
             settling: None,
             join_ready: mpsc::channel(1),

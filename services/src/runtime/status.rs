@@ -67,6 +67,11 @@ impl Actor {
                     name: self.group_names.get(&r.group).cloned(),
                     position: r.group,
                     member: r.member,
+                    closed: self
+                        .group_names
+                        .get(&r.group)
+                        .and_then(|n| self.closed_groups.get(n))
+                        .is_some_and(|c| c.id() == r.group),
                     root: r.root,
                     parent: r.parent.map(|p| p.0).into_iter().collect(),
                     children: r.children.into_iter().map(|p| p.0).collect(),
