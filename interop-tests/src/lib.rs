@@ -18,11 +18,13 @@
 //! [`natlab`] builds an emulated internet with NATs and a UPnP gateway in network namespaces.
 //!
 //! [`hostile`] is a peer that speaks the wire protocol but not its rules, for the hostile-peer
-//! tests, with the non-panicking checks that judge what it did.
+//! tests, with the non-panicking checks that judge what it did; [`raw_quic`] is an attacker below
+//! the wire protocol (its own QUIC endpoint, for partial frames and garbage).
 
 pub mod hostile;
 pub mod http;
 pub mod natlab;
+pub mod raw_quic;
 
 use p2ps::{NodeId, NodeState, RingId, Status};
 use p2ps_overlay::TrueRing;

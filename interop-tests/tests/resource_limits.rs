@@ -22,11 +22,11 @@
 
 use p2ps_interop_tests::hostile::address_of;
 use p2ps_interop_tests::p2ps::wire::Wire;
-use p2ps_interop_tests::p2ps::{Identity, NodeId, OverlayId};
+use p2ps_interop_tests::p2ps::OverlayId;
+use p2ps_interop_tests::raw_quic::Attacker;
 use p2ps_interop_tests::{check_lookups, random_keys, wait_ring, NodeProc, Start, TestNet, FAST};
 use p2ps_overlay::Message;
-use p2ps_transport::{frame, quinn, tls, StreamClass};
-use std::net::SocketAddr;
+use p2ps_transport::{frame, quinn, StreamClass};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,81 +51,6 @@ fn rss(pid: u32) -> u64 {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
-}
-
-/// The attacker: a QUIC endpoint of its own that dials with a fresh identity each time.
-struct Attacker {
-    rt: tokio::runtime::Runtime,
-    endpoint: quinn::Endpoint,
-    target: NodeId,
-    addr: SocketAddr,
-}
-
-impl Attacker {
-    /// An attacker bound to `bind` (a loopback address) that dials `target` at `addr`.
-    fn new(bind: &str, target: NodeId, addr: SocketAddr) -> Attacker {
-        assert!(addr.ip().is_loopback(), "tests stay on loopback");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("the attacker's runtime");
-        let endpoint = {
-            let _g = rt.enter();
-            quinn::Endpoint::client(bind.parse().expect("a bind address"))
-                .unwrap_or_else(|e| panic!("binding the attacker to {bind}: {e}"))
-        };
-        Attacker {
-            rt,
-            endpoint,
-            target,
-            addr,
-        }
-    }
-
-    /// A client configuration with a fresh identity, keeping its connections alive.
-    fn fresh_client(target: NodeId) -> Result<quinn::ClientConfig, String> {
-        let id = Identity::generate().map_err(|e| e.to_string())?;
-        let key = tls::certified_key(&id).map_err(|e| e.0)?;
-        let verifier = Arc::new(tls::PeerServerVerifier::new(Some(target)));
-        let crypto = tls::client_config(key, verifier, tls::ALPN).map_err(|e| e.to_string())?;
-        let quic =
-            quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| e.to_string())?;
-        let mut client = quinn::ClientConfig::new(Arc::new(quic));
-        let mut t = quinn::TransportConfig::default();
-        t.keep_alive_interval(Some(Duration::from_millis(500)));
-        t.max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(Duration::from_secs(30)).map_err(|e| e.to_string())?,
-        ));
-        client.transport_config(Arc::new(t));
-        Ok(client)
-    }
-
-    /// One handshake with a fresh identity (at most 5 s).
-    async fn dial(
-        endpoint: quinn::Endpoint,
-        target: NodeId,
-        addr: SocketAddr,
-    ) -> Result<quinn::Connection, String> {
-        let client = Attacker::fresh_client(target)?;
-        let connecting = endpoint
-            .connect_with(client, addr, tls::SERVER_NAME)
-            .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(Duration::from_secs(5), connecting).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("handshake timed out".into()),
-        }
-    }
-
-    /// Closes every connection and waits (bounded) until the node knows.
-    fn close_all(&self) {
-        self.endpoint.close(0u32.into(), b"done");
-        let e = self.endpoint.clone();
-        self.rt.block_on(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(3), e.wait_idle()).await;
-        });
-    }
 }
 
 /// A frame the node decodes without complaint: an answer to a join request it never made.
@@ -177,7 +102,7 @@ fn partial_frames_keep_memory_bounded() {
     std::thread::sleep(Duration::from_secs(2));
     let idle = rss(pid);
 
-    let attacker = Attacker::new("127.0.0.1:0", id, addr);
+    let attacker = Attacker::new("127.0.0.1:0", id, addr).unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let mut conns = Vec::new();
@@ -330,7 +255,7 @@ fn connection_flood_leaves_room_for_an_honest_join() {
     let idle = rss(n0.pid());
 
     // The attacker takes every connection it can get (bounded: 5000 handshakes, 90 s).
-    let attacker = Attacker::new("127.0.0.2:0", id, addr);
+    let attacker = Attacker::new("127.0.0.2:0", id, addr).unwrap();
     let started = Instant::now();
     let flood = start_flood(&attacker, 700, 24, 5000, started + Duration::from_secs(90));
     // Until it holds all it wants, or it has stopped gaining for 3 s (at most 30 s).

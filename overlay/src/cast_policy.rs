@@ -12,8 +12,8 @@
 
 use crate::cast::CastKind;
 use crate::peer::PeerId;
+use crate::rate::{Rate, TokenBuckets};
 use crate::time::Time;
-use std::collections::BTreeMap;
 
 /// Decides whether a cast from `origin` (whose signature the core checked) may be delivered
 /// here and passed on. Asked once per cast a node sees for the first time, and once per cast
@@ -47,10 +47,7 @@ impl Default for CastRate {
 /// some bucket fills up again (an attacker with fresh ids cannot push honest origins out).
 #[derive(Debug)]
 pub struct RateLimit<P> {
-    rate: CastRate,
-    max_origins: usize,
-    /// Origin -> (tokens in thousandths, when they were counted).
-    buckets: BTreeMap<P, (u64, Time)>,
+    buckets: TokenBuckets<P>,
 }
 
 impl<P: PeerId> RateLimit<P> {
@@ -59,55 +56,24 @@ impl<P: PeerId> RateLimit<P> {
 
     /// The policy for `rate`.
     pub fn new(rate: CastRate) -> Self {
+        Self::with_max_origins(rate, Self::MAX_ORIGINS)
+    }
+
+    /// The policy for `rate`, tracking at most `max_origins` origins at once.
+    pub fn with_max_origins(rate: CastRate, max_origins: usize) -> Self {
+        let rate = Rate {
+            per_sec: rate.per_sec,
+            burst: rate.burst,
+        };
         RateLimit {
-            rate,
-            max_origins: Self::MAX_ORIGINS,
-            buckets: BTreeMap::new(),
+            buckets: TokenBuckets::new(rate, max_origins),
         }
-    }
-
-    fn full(&self) -> u64 {
-        u64::from(self.rate.burst) * 1000
-    }
-
-    /// The tokens (in thousandths) of a bucket last counted at `at` with `tokens`, at `now`.
-    fn refill(&self, tokens: u64, at: Time, now: Time) -> u64 {
-        let ms = u64::try_from(now.since(at).as_millis()).unwrap_or(u64::MAX);
-        tokens
-            .saturating_add(ms.saturating_mul(u64::from(self.rate.per_sec)))
-            .min(self.full())
     }
 }
 
 impl<P: PeerId> CastPolicy<P> for RateLimit<P> {
     fn admit(&mut self, origin: P, _kind: &CastKind, now: Time) -> bool {
-        if self.rate.burst == 0 {
-            return false;
-        }
-        if !self.buckets.contains_key(&origin) && self.buckets.len() >= self.max_origins {
-            // Forget the origins that have been quiet long enough to be full again.
-            let full = self.full();
-            let kept: BTreeMap<P, (u64, Time)> = std::mem::take(&mut self.buckets)
-                .into_iter()
-                .filter(|(_, (t, at))| self.refill(*t, *at, now) < full)
-                .collect();
-            self.buckets = kept;
-            if self.buckets.len() >= self.max_origins {
-                return false;
-            }
-        }
-        let (tokens, at) = self
-            .buckets
-            .get(&origin)
-            .copied()
-            .unwrap_or((self.full(), now));
-        let tokens = self.refill(tokens, at, now);
-        if tokens < 1000 {
-            self.buckets.insert(origin, (tokens, now));
-            return false;
-        }
-        self.buckets.insert(origin, (tokens - 1000, now));
-        true
+        self.buckets.take(origin, now)
     }
 }
 
@@ -140,11 +106,13 @@ mod tests {
 
     #[test]
     fn fresh_ids_cannot_push_out_busy_origins() {
-        let mut p = RateLimit::new(CastRate {
-            per_sec: 1,
-            burst: 2,
-        });
-        p.max_origins = 3;
+        let mut p = RateLimit::with_max_origins(
+            CastRate {
+                per_sec: 1,
+                burst: 2,
+            },
+            3,
+        );
         let k = CastKind::Broadcast;
         let t0 = Time::from_secs(1);
         for i in 0..3 {

@@ -1,5 +1,6 @@
 //! Tunables of the overlay state machine, with documented defaults.
 
+use crate::rate::Rate;
 use crate::strategy::FingerStrategy;
 use std::time::Duration;
 use thiserror::Error;
@@ -103,6 +104,13 @@ pub struct Config {
     /// answer carries the other ring's nodes near this one and the two rings merge. Default:
     /// 30 s.
     pub merge_probe_interval: Duration,
+    /// Messages one linked peer may send this node (every kind: ring upkeep, lookups, routed
+    /// and service messages, cast pieces), charged to the authenticated sender, not to the
+    /// origin a message names: more are dropped unread and counted
+    /// ([`NodeStats::rate_limited`](crate::NodeStats::rate_limited)). Sized far above honest
+    /// traffic (a busy node sends a neighbour a few hundred a second). Default: 10 000 a
+    /// second, bursts of 20 000.
+    pub peer_message_rate: Rate,
     /// Seed of the node's random choices (timer jitter) and, with its position, the key of its
     /// request ids and message numbers. The runtime draws it from the OS; the simulator from
     /// its own seed. Default: 0.
@@ -137,6 +145,10 @@ impl Default for Config {
             max_clock_skew: Duration::from_secs(30),
             rejoin_interval: Duration::from_secs(5),
             merge_probe_interval: Duration::from_secs(30),
+            peer_message_rate: Rate {
+                per_sec: 10_000,
+                burst: 20_000,
+            },
             seed: 0,
         }
     }
@@ -318,6 +330,13 @@ impl Config {
         self
     }
 
+    /// Sets [`peer_message_rate`](Self::peer_message_rate).
+    #[must_use]
+    pub fn with_peer_message_rate(mut self, peer_message_rate: Rate) -> Self {
+        self.peer_message_rate = peer_message_rate;
+        self
+    }
+
     /// Sets [`seed`](Self::seed).
     #[must_use]
     pub fn with_seed(mut self, seed: u64) -> Self {
@@ -367,6 +386,14 @@ impl Config {
             ("max_pending_lookups", self.max_pending_lookups),
             ("max_hops", self.max_hops as usize),
             ("max_seen", self.max_seen),
+            (
+                "peer_message_rate.per_sec",
+                self.peer_message_rate.per_sec as usize,
+            ),
+            (
+                "peer_message_rate.burst",
+                self.peer_message_rate.burst as usize,
+            ),
         ];
         for (name, n) in counts {
             if n == 0 {

@@ -34,6 +34,7 @@ pub mod messaging;
 pub mod node;
 pub mod peer;
 pub mod proof;
+pub mod rate;
 pub mod ring;
 pub mod rng;
 pub mod routing_table;

@@ -23,6 +23,7 @@ use crate::config::{Config, LookupMode};
 use crate::message::{Body, Envelope, Message, Routed, Sealed};
 use crate::peer::{Contact, Peer, PeerId, RelayHint};
 use crate::proof::Signer;
+use crate::rate::TokenBuckets;
 use crate::ring::{Dir, RingId};
 use crate::rng::{mix64, SplitMix64};
 use crate::routing_table::{ListChange, NextHop, RoutingTable};
@@ -177,6 +178,9 @@ pub struct NodeStats {
     pub bad_answers: u64,
     /// Times the node lost every neighbour and joined again.
     pub rejoins: u64,
+    /// Messages dropped unread because their sender (the linked peer) sent more than
+    /// [`Config::peer_message_rate`] allows.
+    pub rate_limited: u64,
 }
 
 /// What a request in flight is for.
@@ -214,6 +218,9 @@ const STABILIZE_GAP: Duration = Duration::from_millis(100);
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// Peers at once whose link the driver is still setting up.
 const MAX_PENDING_LINKS: usize = 1024;
+/// Peers whose message rate is tracked at once (more than a node holds connections; quiet
+/// peers are forgotten first, see [`TokenBuckets`]).
+const MAX_RATED_PEERS: usize = 4096;
 
 /// A Tango overlay node. See the module documentation for how to drive it.
 #[derive(Debug)]
@@ -298,6 +305,9 @@ pub struct Node<P: PeerId> {
     /// Peers linked because they are in the table: once out of it and silent for a
     /// stabilisation timeout, their link is closed (see `close_idle_links`).
     table_links: BTreeSet<P>,
+    /// What each linked peer may still send (see [`Config::peer_message_rate`]); a peer is
+    /// forgotten once its link is gone and its bucket full again.
+    peer_rates: TokenBuckets<P>,
     /// The `now` of the latest input, for code paths reached without one.
     pub(crate) now: Time,
 }
@@ -356,6 +366,7 @@ impl<P: PeerId> Node<P> {
             linked_gen: None,
             stabilized: ([None, None], Time::ZERO),
             table_links: BTreeSet::new(),
+            peer_rates: TokenBuckets::new(cfg.peer_message_rate, MAX_RATED_PEERS),
             now: Time::ZERO,
             cfg,
         }
@@ -627,10 +638,12 @@ impl<P: PeerId> Node<P> {
         self.pending_links.remove(&peer);
         if self.state == State::Left || peer == self.me.id {
             self.links.remove(&peer);
+            self.peer_rates.release(&peer, now);
             return;
         }
         self.peer_failed(now, peer);
         self.links.remove(&peer);
+        self.peer_rates.release(&peer, now);
         self.table_links.remove(&peer);
         self.emit_neighbour_events();
         self.link_table();
@@ -646,6 +659,7 @@ impl<P: PeerId> Node<P> {
         self.now = self.now.max(now);
         self.pending_links.remove(&peer);
         self.links.remove(&peer);
+        self.peer_rates.release(&peer, now);
         self.table_links.remove(&peer);
     }
 
@@ -658,6 +672,11 @@ impl<P: PeerId> Node<P> {
             return;
         }
         self.stats.received += 1;
+        // Charged to the link it came over before anything else (signatures included) costs.
+        if !self.peer_rates.take(from, now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
         if !self.signed_content_ok(&msg) {
             return;
         }
@@ -1437,6 +1456,7 @@ impl<P: PeerId> Node<P> {
 
     fn housekeeping(&mut self, now: Time) {
         self.timers.housekeeping = Some(now + HOUSEKEEPING);
+        self.peer_rates.prune(now);
         self.tombstones.retain(|_, t| *t > now);
         self.close_idle_links(now);
         self.table_links

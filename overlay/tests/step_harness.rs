@@ -833,6 +833,53 @@ fn records_of_new_nodes_are_rate_limited_per_peer() {
     assert_eq!(learnt(a), 121);
 }
 
+/// A linked peer that sends more messages than `peer_message_rate` allows has the rest dropped
+/// unread and counted; other peers are not held back, and closing its link and opening a new
+/// one does not refill its bucket.
+#[test]
+fn a_flooding_peer_is_throttled_per_link() {
+    use p2ps_overlay::rate::Rate;
+    let rate = Rate {
+        per_sec: 100,
+        burst: 50,
+    };
+    let ring = Ring::new([10, 20, 30].iter().map(|m| Peer::new(T(*m))).collect());
+    let c = cfg().with_peer_message_rate(rate);
+    let table = ring.ideal_table(0, c.strategy, 2);
+    let mut a = Node::from_table(StandIn(T(10)), c, table, Time::ZERO);
+    let now = Time::from_secs(10);
+    let pongs_to = |out: &[Output<T>], to: u8| {
+        sends(out)
+            .iter()
+            .filter(|(t, m)| *t == to && matches!(m, Message::Pong { .. }))
+            .count()
+    };
+    let mut out = Vec::new();
+    for nonce in 0..1000 {
+        a.handle_message(now, T(99), Message::Ping { nonce });
+        out.extend(drain(&mut a));
+    }
+    assert_eq!(pongs_to(&out, 99), 50, "only the burst is answered");
+    assert_eq!(a.stats().rate_limited, 950);
+    // An honest neighbour is answered meanwhile.
+    a.handle_message(now, T(20), Message::Ping { nonce: 1 });
+    assert_eq!(pongs_to(&drain(&mut a), 20), 1);
+    // A new connection does not give the flooder a new burst…
+    a.handle_link_closed(now, T(99));
+    a.handle_link_up(now, T(99));
+    a.handle_message(now, T(99), Message::Ping { nonce: 1 });
+    assert_eq!(pongs_to(&drain(&mut a), 99), 0);
+    // …time does: 100 a second.
+    let later = now + Duration::from_secs(1);
+    let mut out = Vec::new();
+    for nonce in 0..1000 {
+        a.handle_message(later, T(99), Message::Ping { nonce });
+        out.extend(drain(&mut a));
+    }
+    assert_eq!(pongs_to(&out, 99), 50, "the bucket holds at most the burst");
+    assert_eq!(a.stats().rate_limited, 950 + 1 + 950);
+}
+
 /// A steered lookup judges answers from near the key: one that names too few nodes around it
 /// (a hostile node hiding the others) makes its sender and the nodes it named suspect, and
 /// they are never asked; the lookup backs off to other nodes, and a dense answer settles it.

@@ -431,6 +431,7 @@ fn register_status(reg: &mut Registry, s: &Status) {
             (label("limit", "send_queue"), c.send_queue_full),
             (label("limit", "tree_queue"), c.tree_queue_full),
             (label("limit", "inbox"), c.inbox_dropped),
+            (label("limit", "peer_rate"), c.rate_limited),
         ],
     );
     counter(

@@ -427,6 +427,10 @@ pub struct Counters {
     /// Connections this node dialled (handshakes it started).
     #[serde(default)]
     pub connections_dialed: u64,
+    /// Overlay messages dropped unread because their sender (the linked peer) sent more
+    /// than its per-peer rate allows.
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
 /// A finger slot's direction as the sign it is written with: `+` (clockwise) or `-`.

@@ -62,12 +62,19 @@ use crate::error::{ConnectError, OpenStreamError, SendError, TrySendError};
 use crate::event::{CloseCode, DisconnectReason, Event, EventSender, StreamStopCode};
 use crate::frame::{self, FrameDecoder, HEADER_LEN};
 use crate::identity::NodeId;
+use crate::log_limit::LogLimit;
 use crate::network_key::{NetworkKey, NetworkName, Role};
 use crate::network_proof::{self, NetworkProofError};
 use crate::relay::{self, PathKind, RelayState};
 use crate::stats::{add, bump, Counters, PeerStats, TransportStats};
 use crate::tls::{self, PeerServerVerifier, SERVER_NAME};
 use crate::writer::{Link, PeerQueues, PushError};
+
+/// The interval of the log budgets of lines peers can cause (see [`LogLimit`]).
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Log lines about failed incoming handshakes: anyone can cause them at will.
+static HANDSHAKE_LOG: LogLimit<std::net::IpAddr> = LogLimit::new(LOG_INTERVAL, 10, 3);
 
 /// Minimum time a duplicate connection is kept open after losing, so that the peer sees the
 /// connection we kept before ours closes.
@@ -265,7 +272,7 @@ pub(crate) struct Shared<M> {
     /// Relayed circuits and relay service.
     pub(crate) relay: RelayState,
     /// Rate limit of the log lines about connections refused for the private network.
-    pub(crate) network_refusals: crate::network_proof::RefusalLog,
+    pub(crate) network_refusals: LogLimit,
     pub(crate) closing: AtomicBool,
     /// Set once shut down, so that [`crate::Events::recv`] ends after the last event.
     pub(crate) closed: watch::Sender<bool>,
@@ -290,7 +297,7 @@ impl<M> Shared<M> {
     fn refused_for_network(&self, remote: SocketAddr, why: &dyn std::fmt::Display) {
         bump(&self.counters.handshakes_failed);
         bump(&self.counters.network_refused);
-        if let Some(skipped) = self.network_refusals.admit() {
+        if let Some(skipped) = self.network_refusals.check(()) {
             let network = match self.network() {
                 Some(name) => format!("private network {name}"),
                 None => "open network (no network key)".to_string(),
@@ -622,13 +629,18 @@ where
     ) {
         let _ = recv.stop(code.varint());
         bump(&self.counters.frame_errors);
-        warn!(
-            peer = %ctx.peer.short(),
-            ?class,
-            ?code,
-            %error,
-            "refused a frame: closed that stream, the connection stays up"
-        );
+        // Any peer can send garbage at will: a few lines per peer, the rest counted.
+        static LOG: LogLimit<NodeId> = LogLimit::new(LOG_INTERVAL, 10, 3);
+        if let Some(suppressed) = LOG.check(ctx.peer) {
+            warn!(
+                peer = %ctx.peer.short(),
+                ?class,
+                ?code,
+                %error,
+                suppressed,
+                "refused a frame: closed that stream, the connection stays up"
+            );
+        }
     }
 
     /// A connection ended: forget it, and the peer too if it was the peer's connection.
@@ -1069,12 +1081,16 @@ where
             }
             Ok(Err(e)) => {
                 bump(&self.counters.handshakes_failed);
-                info!(%remote, error = %e, "refused incoming connection: handshake failed");
+                if let Some(suppressed) = HANDSHAKE_LOG.check(remote.ip()) {
+                    info!(%remote, error = %e, suppressed, "refused incoming connection: handshake failed");
+                }
                 return;
             }
             Err(_) => {
                 bump(&self.counters.handshakes_failed);
-                info!(%remote, "refused incoming connection: handshake timed out");
+                if let Some(suppressed) = HANDSHAKE_LOG.check(remote.ip()) {
+                    info!(%remote, suppressed, "refused incoming connection: handshake timed out");
+                }
                 return;
             }
         };
@@ -1082,7 +1098,9 @@ where
             Ok(peer) => peer,
             Err(reason) => {
                 bump(&self.counters.handshakes_failed);
-                info!(%remote, %reason, "refused incoming connection");
+                if let Some(suppressed) = HANDSHAKE_LOG.check(remote.ip()) {
+                    info!(%remote, %reason, suppressed, "refused incoming connection");
+                }
                 conn.close(CloseCode::ProtocolViolation.varint(), reason.as_bytes());
                 return;
             }

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,6 +24,7 @@ use crate::error::{
 use crate::event::Events;
 use crate::frame::{self, Frame};
 use crate::identity::NodeId;
+use crate::log_limit::LogLimit;
 use crate::relay::{CircuitInfo, PathKind, RelayError, RelayState};
 use crate::stats::{bump, Counters, TransportStats};
 use crate::tls;
@@ -146,7 +148,8 @@ where
             counters: Arc::new(Counters::default()),
             traversal: Default::default(),
             relay,
-            network_refusals: Default::default(),
+            // One line per 10 s, however many knock.
+            network_refusals: LogLimit::new(Duration::from_secs(10), 1, 1),
             closing: AtomicBool::new(false),
             closed: closed_tx,
         });

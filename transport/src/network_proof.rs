@@ -9,8 +9,7 @@
 //! wrong proof closes the connection with [`CloseCode::NetworkKey`] and a reason that tells the
 //! peer what is wrong.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::event::CloseCode;
 use crate::identity::NodeId;
@@ -167,52 +166,5 @@ pub(crate) fn no_common_alpn(network: Option<NetworkName>) -> String {
         None => "no common ALPN: the peer runs another protocol version, or belongs to a \
                  private network (joining it needs its network key, --network-key)"
             .into(),
-    }
-}
-
-/// One log line per interval for refused connections, however many arrive: refusals are what
-/// an attacker can cause at will, so they must not flood the log.
-#[derive(Debug, Default)]
-pub(crate) struct RefusalLog {
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl RefusalLog {
-    /// The interval between two lines.
-    const INTERVAL: Duration = Duration::from_secs(10);
-
-    /// Whether to log this refusal now; if so, with how many were not logged since the last
-    /// line.
-    pub(crate) fn admit(&self) -> Option<u64> {
-        let mut state = crate::connections::lock(&self.state);
-        let now = Instant::now();
-        match state.0 {
-            Some(last) if now.duration_since(last) < Self::INTERVAL => {
-                state.1 += 1;
-                None
-            }
-            _ => {
-                let skipped = state.1;
-                *state = (Some(now), 0);
-                Some(skipped)
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_are_logged_once_per_interval() {
-        let log = RefusalLog::default();
-        assert_eq!(log.admit(), Some(0));
-        assert_eq!(log.admit(), None);
-        assert_eq!(log.admit(), None);
-        if let Ok(mut s) = log.state.lock() {
-            s.0 = Instant::now().checked_sub(RefusalLog::INTERVAL);
-        }
-        assert_eq!(log.admit(), Some(2));
     }
 }

@@ -21,6 +21,7 @@ use tracing::{debug, info, trace, warn};
 use crate::class::StreamClass;
 use crate::connections::{lock, ConnCtx};
 use crate::identity::NodeId;
+use crate::log_limit::LogLimit;
 use crate::stats::{add, bump, Counters};
 
 /// Most bytes gathered into one write on a class stream.
@@ -366,7 +367,11 @@ impl Writer {
                         self.release(lens.remove(0));
                         self.drop_frames(1);
                         if !partial {
-                            warn!(peer = %self.peer.short(), class = ?self.class, "peer keeps refusing a frame; dropped it");
+                            static LOG: LogLimit<NodeId> =
+                                LogLimit::new(crate::connections::LOG_INTERVAL, 10, 3);
+                            if let Some(suppressed) = LOG.check(self.peer) {
+                                warn!(peer = %self.peer.short(), class = ?self.class, suppressed, "peer keeps refusing a frame; dropped it");
+                            }
                         }
                         reopens = 0;
                     }

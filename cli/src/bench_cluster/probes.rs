@@ -79,7 +79,7 @@ pub(super) async fn dials(nodes: &[Node]) -> Result<u64> {
 }
 
 /// How many trouble counters [`trouble`] sums.
-pub(super) const TROUBLE: usize = 15;
+pub(super) const TROUBLE: usize = 16;
 
 /// The dictionary's counter `name` on the node of status `s` (0 without one).
 pub(super) fn dict_counter(s: &p2ps::Status, name: &str) -> u64 {
@@ -110,6 +110,7 @@ pub(super) async fn trouble(nodes: &[Node]) -> Result<[u64; TROUBLE]> {
             c.stale,
             c.bad_answers,
             c.forwards_refused,
+            c.rate_limited,
             dict_counter(&s, "dropped"),
             dict_counter(&s, "refused"),
         ];
@@ -136,6 +137,7 @@ pub(super) fn trouble_text(before: [u64; TROUBLE], after: [u64; TROUBLE]) -> Str
         "stale envelopes dropped",
         "answers refused",
         "forwards refused",
+        "messages over a peer's rate dropped",
         "malformed dictionary messages dropped",
         "dictionary records refused",
     ];

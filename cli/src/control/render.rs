@@ -155,13 +155,14 @@ pub(crate) fn render_status(s: &Status) -> String {
     let _ = write!(
         o,
         "  failures         peers failed {}  timed out {}  queue full {} (tree {})  send failed {}  \
-         inbox dropped {}  frame errors {}  handshakes failed {}",
+         inbox dropped {}  over a peer's rate {}  frame errors {}  handshakes failed {}",
         c.peers_failed,
         c.peers_timed_out,
         c.send_queue_full,
         c.tree_queue_full,
         c.send_failed,
         c.inbox_dropped,
+        c.rate_limited,
         c.frame_errors,
         c.handshakes_failed
     );

@@ -1,9 +1,11 @@
-//! `p2ps node`'s resource limits (issue #12): connection admission, memory budgets and the
-//! rate at which one origin may start casts, as flags and as the `[limits]` table of the
-//! `--config` file, applied to the node's settings. Unset values keep the defaults
-//! (`AdmissionLimits`, `MemoryLimits`, `CastRate`).
+//! `p2ps node`'s resource limits (issue #12): connection admission, memory budgets, the rate
+//! of overlay messages one peer may send and the rate at which one origin may start casts, as
+//! flags and as the `[limits]` table of the `--config` file, applied to the node's settings.
+//! Unset values keep the defaults (`AdmissionLimits`, `MemoryLimits`,
+//! `Config::peer_message_rate`, `CastRate`).
 
 use p2ps_overlay::cast::CastConfig;
+use p2ps_overlay::Config as OverlayConfig;
 use p2ps_transport::{AdmissionLimits, MemoryLimits};
 use serde::Deserialize;
 use std::time::Duration;
@@ -63,6 +65,14 @@ pub(super) struct LimitArgs {
     /// Casts one origin may start at once, after a quiet while [default: 256].
     #[arg(long, value_name = "N")]
     pub cast_burst: Option<u32>,
+    /// Overlay messages of every kind one connected peer may send per second; more are
+    /// dropped unread and counted [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub peer_messages_per_sec: Option<u32>,
+    /// Overlay messages one connected peer may send at once, after a quiet while
+    /// [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub peer_message_burst: Option<u32>,
 }
 
 impl LimitArgs {
@@ -92,15 +102,18 @@ impl LimitArgs {
             send_window_bytes: self.send_window_bytes.or(other.send_window_bytes),
             casts_per_sec: self.casts_per_sec.or(other.casts_per_sec),
             cast_burst: self.cast_burst.or(other.cast_burst),
+            peer_messages_per_sec: self.peer_messages_per_sec.or(other.peer_messages_per_sec),
+            peer_message_burst: self.peer_message_burst.or(other.peer_message_burst),
         }
     }
 
-    /// Sets what is given on the transport's limits and the cast service's rate (checked when
-    /// the node starts).
+    /// Sets what is given on the transport's limits, the overlay's per-peer message rate and
+    /// the cast service's rate (checked when the node starts).
     pub(super) fn apply(
         &self,
         admission: &mut AdmissionLimits,
         memory: &mut MemoryLimits,
+        overlay: &mut OverlayConfig,
         cast: &mut CastConfig,
     ) {
         fn set<T: Copy>(to: &mut T, v: Option<T>) {
@@ -136,6 +149,14 @@ impl LimitArgs {
         set(&mut memory.send_window, self.send_window_bytes);
         set(&mut cast.rate.per_sec, self.casts_per_sec);
         set(&mut cast.rate.burst, self.cast_burst);
+        set(
+            &mut overlay.peer_message_rate.per_sec,
+            self.peer_messages_per_sec,
+        );
+        set(
+            &mut overlay.peer_message_rate.burst,
+            self.peer_message_burst,
+        );
     }
 }
 
@@ -149,7 +170,7 @@ mod tests {
         assert!(toml::from_str::<LimitArgs>("per_ip = 1\n").is_err());
         let file: LimitArgs = toml::from_str(
             "max_connections = 100\nlimit_loopback = true\nfirst_frame_timeout_ms = 0\n\
-             cast_burst = 10\n",
+             cast_burst = 10\npeer_message_burst = 500\n",
         )
         .unwrap();
         let flags = LimitArgs {
@@ -159,8 +180,14 @@ mod tests {
         let merged = flags.or(file);
         let (mut a, mut m) = (AdmissionLimits::default(), MemoryLimits::default());
         let mut c = CastConfig::default();
-        merged.apply(&mut a, &mut m, &mut c);
+        let mut o = OverlayConfig::default();
+        merged.apply(&mut a, &mut m, &mut o, &mut c);
         assert_eq!((c.rate.burst, c.rate.per_sec), (10, 64));
+        assert_eq!(o.peer_message_rate.burst, 500);
+        assert_eq!(
+            o.peer_message_rate.per_sec,
+            OverlayConfig::default().peer_message_rate.per_sec
+        );
         assert_eq!(a.max_connections, 200);
         assert!(!a.exempt_loopback);
         assert_eq!(a.first_frame_timeout, None);

@@ -97,8 +97,12 @@ impl NodeConfigParts {
         cfg.dict_path = self.dict_path.clone();
         cfg.dict = self.dict.clone();
         cfg.network_key = self.network_key.clone();
-        self.limits
-            .apply(&mut cfg.admission, &mut cfg.memory, &mut cfg.cast);
+        self.limits.apply(
+            &mut cfg.admission,
+            &mut cfg.memory,
+            &mut cfg.overlay,
+            &mut cfg.cast,
+        );
         if let Some(v) = self.protocol_version {
             cfg.protocol_version = v;
         }

@@ -12,7 +12,12 @@ use p2ps_overlay::groups::Groups;
 use p2ps_overlay::messaging::Messaging;
 use p2ps_overlay::service::Emits;
 use p2ps_overlay::standard::{self, StandardEvent, Via as StandardVia};
+use p2ps_transport::log_limit::LogLimit;
+use std::time::Duration;
 use tracing::{debug, warn};
+
+/// The interval of the log budgets of lines peers can cause.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Actor {
     /// Takes what the standard services have for the application: deliveries go to the
@@ -114,7 +119,11 @@ impl Actor {
         for m in out {
             if self.inbox.try_send(m).is_err() {
                 self.counters.inbox_dropped += 1;
-                warn!("application inbox full: message dropped");
+                // Peers decide how much arrives: one line per interval, the rest counted.
+                static LOG: LogLimit = LogLimit::new(LOG_INTERVAL, 1, 1);
+                if let Some(suppressed) = LOG.check(()) {
+                    warn!(suppressed, "application inbox full: message dropped");
+                }
             }
         }
         for report in done {
@@ -123,7 +132,10 @@ impl Actor {
             }
         }
         for (group, peer) in dropped {
-            warn!(peer = %peer.short(), %group, "slow child dropped from a group tree");
+            static LOG: LogLimit<p2ps_transport::NodeId> = LogLimit::new(LOG_INTERVAL, 10, 3);
+            if let Some(suppressed) = LOG.check(peer) {
+                warn!(peer = %peer.short(), %group, suppressed, "slow child dropped from a group tree");
+            }
             let _ = self
                 .subscribers
                 .send(NodeEvent::GroupChildDropped { group, peer });

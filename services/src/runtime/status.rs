@@ -114,6 +114,7 @@ impl Actor {
                 unverified: os.unverified,
                 bad_answers: os.bad_answers,
                 rejoins: os.rejoins,
+                rate_limited: os.rate_limited,
                 connections_dialed: ts.connections_dialed,
                 frame_errors: ts.frame_errors,
                 handshakes_failed: ts.handshakes_failed,

@@ -10,12 +10,16 @@ use tracing::info;
 use crate::class::StreamClass;
 use crate::connections::Shared;
 use crate::identity::NodeId;
+use crate::log_limit::LogLimit;
 use crate::relay::protocol::{
     self, encode_header, read_header, CircuitEnd, ConnectReply, ConnectRequest, HeaderError,
     IncomingCircuit, IncomingReply, RefuseCode, TAG_CONNECT,
 };
 use crate::relay::{PathKind, RelayError};
 use crate::stats::bump;
+
+/// Log lines about circuits a relay announces: a relay can announce them at will.
+static CIRCUIT_LOG: LogLimit<NodeId> = LogLimit::new(crate::connections::LOG_INTERVAL, 10, 3);
 
 impl<M> Shared<M>
 where
@@ -118,7 +122,9 @@ where
             Ok(incoming) => incoming,
             Err(e) => {
                 bump(&counters.malformed);
-                info!(relay = %relay.short(), error = %e, "bad circuit announcement: closed that stream");
+                if let Some(suppressed) = CIRCUIT_LOG.check(relay) {
+                    info!(relay = %relay.short(), error = %e, suppressed, "bad circuit announcement: closed that stream");
+                }
                 let code = CircuitEnd::Malformed.varint();
                 let _ = recv.stop(code);
                 let _ = send.reset(code);
@@ -144,7 +150,9 @@ where
         let registered = match registered {
             Ok(r) => r,
             Err(reason) => {
-                info!(from = %from.short(), relay = %relay.short(), %reason, "refused relayed circuit");
+                if let Some(suppressed) = CIRCUIT_LOG.check(relay) {
+                    info!(from = %from.short(), relay = %relay.short(), %reason, suppressed, "refused relayed circuit");
+                }
                 if let Ok(h) = encode_header(&IncomingReply::Refused { reason }) {
                     let _ = send.write_all(&h).await;
                 }

@@ -43,6 +43,7 @@ use crate::connections::Shared;
 use crate::error::ConnectError;
 use crate::event::{Event, StreamStopCode};
 use crate::identity::NodeId;
+use crate::log_limit::LogLimit;
 use crate::stats::bump;
 use socket::RelaySocket;
 
@@ -299,7 +300,11 @@ where
             protocol::TAG_INCOMING => self.accept_circuit(peer, send, recv).await,
             other => {
                 bump(&self.counters.frame_errors);
-                warn!(peer = %peer.short(), tag = other, "unknown bidirectional stream tag: closed that stream");
+                static LOG: LogLimit<NodeId> =
+                    LogLimit::new(crate::connections::LOG_INTERVAL, 10, 3);
+                if let Some(suppressed) = LOG.check(peer) {
+                    warn!(peer = %peer.short(), tag = other, suppressed, "unknown bidirectional stream tag: closed that stream");
+                }
                 let _ = recv.stop(StreamStopCode::UnknownClass.varint());
                 let _ = send.reset(StreamStopCode::UnknownClass.varint());
             }

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use crate::class::StreamClass;
 use crate::connections::{lock, Shared};
 use crate::identity::NodeId;
+use crate::log_limit::LogLimit;
 use crate::relay::limits::{CircuitLimits, TokenBucket};
 use crate::relay::protocol::{
     self, encode_header, read_header, CircuitEnd, ConnectReply, ConnectRequest, HeaderError,
@@ -109,7 +110,10 @@ where
         };
         let refuse = |code: RefuseCode, reason: String| {
             bump(&counters.circuits_refused);
-            info!(from = %from.short(), target = %target.short(), ?code, %reason, "refused relay circuit");
+            static LOG: LogLimit<NodeId> = LogLimit::new(crate::connections::LOG_INTERVAL, 10, 3);
+            if let Some(suppressed) = LOG.check(from) {
+                info!(from = %from.short(), target = %target.short(), ?code, %reason, suppressed, "refused relay circuit");
+            }
             ConnectReply::Refused { code, reason }
         };
         let config = &self.config.relay;
@@ -215,7 +219,10 @@ fn refuse_malformed(
     error: &HeaderError,
 ) {
     bump(&counters.malformed);
-    warn!(from = %from.short(), %error, "bad circuit request: closed that stream, the connection stays up");
+    static LOG: LogLimit<NodeId> = LogLimit::new(crate::connections::LOG_INTERVAL, 10, 3);
+    if let Some(suppressed) = LOG.check(from) {
+        warn!(from = %from.short(), %error, suppressed, "bad circuit request: closed that stream, the connection stays up");
+    }
     let code = CircuitEnd::Malformed.varint();
     let _ = recv.stop(code);
     let _ = send.reset(code);
