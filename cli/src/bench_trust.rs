@@ -61,11 +61,7 @@ pub fn run(args: TrustBenchArgs) -> Result<()> {
         },
     };
     let sealed = Sealed::seal(&signer, env.clone());
-    let msg = Message::Routed(Routed {
-        hops: 3,
-        trail: Vec::new(),
-        sealed: sealed.clone(),
-    });
+    let msg = Message::Routed(Routed::at_hop(3, Vec::new(), sealed.clone()));
     let bytes = postcard::to_stdvec(&msg).context("encoding")?;
     // The same message as protocol version 2 laid it out: key, origin contact, hops, body.
     let v2 = postcard::to_stdvec(&(

@@ -164,11 +164,7 @@ fn pos(id: &NodeId) -> RingId {
 
 /// A routed message that starts at the attacker with envelope `sealed`.
 fn routed(sealed: Sealed<OverlayId>) -> Msg {
-    Message::Routed(Routed {
-        hops: 0,
-        trail: Vec::new(),
-        sealed,
-    })
+    Message::Routed(Routed::new(sealed))
 }
 
 /// A hostile peer connected to every node of `net`.

@@ -6,8 +6,10 @@
 //! broadcast or range multicast piece, a group message, a lookup answer — travels in one
 //! [`Sealed`] [`Envelope`] signed by its origin: the origin's contact record, a message number,
 //! when it was made, the key, and the [`Body`]. Forwarders change only what lies outside the
-//! envelope (hop counts, the trail back, the piece of a cast), and every receiver checks the
-//! signature before it acts. Contacts carried in lists are records signed by their own nodes.
+//! envelope (hop counts, the trail back, the piece of a cast), and every node checks the
+//! signature before it acts on what the envelope says (a node that only passes a routed message
+//! on does not act on it; one that got it straight from its origin has the link's word).
+//! Contacts carried in lists are records signed by their own nodes.
 
 use crate::adjacency::Adjacency;
 use crate::peer::{Contact, PeerId};
@@ -273,9 +275,33 @@ pub struct Routed<P: PeerId> {
     pub trail: Vec<P>,
     /// The origin's envelope; its key is where the message goes.
     pub sealed: Sealed<P>,
+    /// Whether this node checked the envelope's signature. Never sent: a receiver that got the
+    /// message straight from its origin knows the origin from the authenticated link and checks
+    /// the signature only if it passes the message on.
+    #[serde(skip)]
+    pub(crate) checked: bool,
 }
 
 impl<P: PeerId> Routed<P> {
+    /// `sealed` at its origin: no hops yet, no trail.
+    pub fn new(sealed: Sealed<P>) -> Self {
+        Routed {
+            hops: 0,
+            trail: Vec::new(),
+            sealed,
+            checked: false,
+        }
+    }
+
+    /// `sealed` as a node passes it on: `hops` so far and the `trail` of nodes that forwarded it.
+    pub fn at_hop(hops: u16, trail: Vec<P>, sealed: Sealed<P>) -> Self {
+        Routed {
+            hops,
+            trail,
+            ..Routed::new(sealed)
+        }
+    }
+
     /// The target key.
     pub fn key(&self) -> RingId {
         self.sealed.env.key
@@ -465,13 +491,7 @@ mod tests {
     #[test]
     fn kind_table_matches_variants() {
         let c = || Contact::bare(T(1));
-        let routed = |body| {
-            Message::Routed(Routed {
-                hops: 0,
-                trail: vec![],
-                sealed: sealed(1, body),
-            })
-        };
+        let routed = |body| Message::Routed(Routed::new(sealed(1, body)));
         let all = [
             Message::Stabilize {
                 dir: Dir::Cw,

@@ -285,6 +285,10 @@ pub struct Node<P: PeerId> {
     /// The latest signed word of a predecessor that this node follows it: the proof of
     /// responsibility that answers carry (see [`crate::adjacency`]).
     adjacency_in: Option<Adjacency<P>>,
+    /// Responders' proofs (their predecessors' words) checked lately: answers from the same
+    /// responder carry the same proof until it is renewed, and a signature check costs more
+    /// than the rest of an answer's handling.
+    proofs_checked: std::collections::VecDeque<Adjacency<P>>,
     /// This node's signed word that its successor follows it, re-signed when the successor
     /// changes or a quarter of `adjacency_ttl` has passed.
     adjacency_out: Option<Adjacency<P>>,
@@ -359,6 +363,7 @@ impl<P: PeerId> Node<P> {
             merge_probes: BTreeMap::new(),
             sent_records: records::Sent::default(),
             adjacency_in: None,
+            proofs_checked: std::collections::VecDeque::new(),
             adjacency_out: None,
             adjacency_sent: None,
             new_records: BTreeMap::new(),
@@ -677,7 +682,8 @@ impl<P: PeerId> Node<P> {
             self.stats.rate_limited += 1;
             return;
         }
-        if !self.signed_content_ok(&msg) {
+        let mut msg = msg;
+        if !self.signed_content_ok(from, &mut msg) {
             return;
         }
         match self.links.get_mut(&from) {
@@ -747,10 +753,36 @@ impl<P: PeerId> Node<P> {
         self.run_services();
     }
 
-    /// Checks the envelope a message carries for its origin: signed by the origin, recent,
-    /// and of a kind that may travel that way.
-    fn signed_content_ok(&mut self, msg: &Message<P>) -> bool {
-        let (sealed, fits) = match msg {
+    /// Checks the envelope a message carries for its origin: recent, of a kind that may travel
+    /// that way, and signed by the origin, where this node acts on it.
+    ///
+    /// Signature checks are most of a hop's cost, so they are made where they matter: a routed
+    /// message's where it arrives (or a service takes it on its way, see
+    /// [`Node::origin_checked`]), never by the nodes that only pass it on (the next node is no
+    /// more bound to believe them than the origin); an answer's by its asker. What comes straight
+    /// from its origin is the origin's word already: the link is authenticated.
+    fn signed_content_ok(&mut self, from: P, msg: &mut Message<P>) -> bool {
+        match msg {
+            Message::Routed(r) => {
+                if matches!(r.sealed.env.body, Body::Answer { .. }) {
+                    self.stats.dropped += 1;
+                    return false;
+                }
+                r.checked = r.origin() == from;
+                return self.envelope_fresh(&r.sealed);
+            }
+            Message::Answer(a) => {
+                let Body::Answer { asker, .. } = a.sealed.env.body else {
+                    self.stats.dropped += 1;
+                    return false;
+                };
+                if asker != self.me.id || a.sealed.env.origin.id == from {
+                    return self.envelope_fresh(&a.sealed);
+                }
+            }
+            _ => {}
+        }
+        let (sealed, fits) = match &*msg {
             Message::Routed(r) => (&r.sealed, !matches!(r.sealed.env.body, Body::Answer { .. })),
             Message::Service(m) => match &m.sealed {
                 None => return true,
@@ -862,14 +894,7 @@ impl<P: PeerId> Node<P> {
     fn send_join_to(&mut self, via: P) -> u64 {
         let req = self.nonces.next();
         let sealed = self.seal(req, self.me.pos, Body::Join);
-        self.push_send(
-            via,
-            Message::Routed(Routed {
-                hops: 0,
-                trail: Vec::new(),
-                sealed,
-            }),
-        );
+        self.push_send(via, Message::Routed(Routed::new(sealed)));
         req
     }
 
@@ -1368,11 +1393,7 @@ impl<P: PeerId> Node<P> {
 
     /// Routes an envelope this node sealed.
     fn route_sealed(&mut self, sealed: Sealed<P>) {
-        let r = Routed {
-            hops: 0,
-            trail: Vec::new(),
-            sealed,
-        };
+        let r = Routed::new(sealed);
         self.on_routed(self.now, r);
     }
 
@@ -1417,7 +1438,10 @@ impl<P: PeerId> Node<P> {
     }
 
     /// A routed message reached the node responsible for its key.
-    fn arrive(&mut self, now: Time, r: Routed<P>) {
+    fn arrive(&mut self, now: Time, mut r: Routed<P>) {
+        if !self.origin_checked(&mut r) {
+            return;
+        }
         let origin = r.origin();
         match &r.sealed.env.body {
             Body::Join => {

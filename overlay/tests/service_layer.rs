@@ -83,6 +83,10 @@ impl Service<T> for Probe {
             .push((msg.sealed.origin(), msg.hops, data.clone()));
     }
 
+    fn inspects_forwarded(&self) -> bool {
+        true
+    }
+
     fn forward(&mut self, ctx: &mut Context<'_, T>, _msg: &Routed<T>, _next: T) -> Forwarding {
         self.seen.forwarded.push(ctx.me().id);
         if self.consume {
@@ -522,11 +526,7 @@ fn hostile_service_messages_change_nothing() {
     b.handle_message(
         now,
         T(40),
-        Message::Routed(Routed {
-            hops: 1,
-            trail: Vec::new(),
-            sealed,
-        }),
+        Message::Routed(Routed::at_hop(1, Vec::new(), sealed)),
     );
     assert_eq!(b.stats().dropped, dropped + 1);
 }

@@ -68,11 +68,7 @@ fn sealed(signer: u8, origin: u8, at: Time, key: RingId, body: Body<T>) -> Seale
 }
 
 fn routed(sealed: Sealed<T>) -> Message<T> {
-    Message::Routed(Routed {
-        hops: 1,
-        trail: Vec::new(),
-        sealed,
-    })
+    Message::Routed(Routed::at_hop(1, Vec::new(), sealed))
 }
 
 /// A stabilisation from `from` in direction `dir`, with its record made at `at`.
@@ -492,6 +488,51 @@ fn forged_origins_are_dropped() {
     assert_eq!(c.stats().dropped, 1);
 }
 
+/// A routed message's signature is checked where the message is acted on, not by the nodes
+/// that only pass it on (the next one checks again anyway): a forgery passes a forwarder
+/// untouched and dies where it arrives; what comes straight from its origin is taken on the
+/// link's word.
+#[test]
+fn signatures_are_checked_where_messages_are_acted_on() {
+    let now = Time::from_secs(10);
+    let to_40 = |signer, origin| {
+        let body = Body::Service {
+            service: MESSAGES,
+            class: Class::User,
+            target: Some(T(40)),
+            data: encode(&messaging::Wire::Data, b"hi"),
+        };
+        routed(sealed(signer, origin, now, T(40).ring_id(), body))
+    };
+    let mut nodes = ring_of(&[10, 20, 30, 40]);
+    // 10 passes on 20's forgery "from 30" towards 40 without checking (nothing counted).
+    drain(&mut nodes[0]);
+    nodes[0].handle_message(now, T(20), to_40(20, 30));
+    let passed = sends(&drain(&mut nodes[0]));
+    assert!(
+        passed.iter().any(|(_, m)| matches!(m, Message::Routed(_))),
+        "the forwarder passed it on: {passed:?}"
+    );
+    assert_eq!(nodes[0].stats().forged, 0);
+    assert_eq!(delivered_from(&mut nodes[0]), Vec::<u8>::new());
+    // 40 checks it on arrival: dropped and counted, nothing delivered.
+    nodes[3].handle_message(now, T(10), to_40(20, 30));
+    assert_eq!(nodes[3].stats().forged, 1);
+    assert_eq!(delivered_from(&mut nodes[3]), Vec::<u8>::new());
+    // The real one from 30, passed on by 10, is delivered.
+    nodes[3].handle_message(now, T(10), to_40(30, 30));
+    assert_eq!(delivered_from(&mut nodes[3]), vec![30]);
+    // Straight from its origin, the link vouches for it: delivered without a check.
+    nodes[3].handle_message(now, T(20), to_40(99, 20));
+    assert_eq!(delivered_from(&mut nodes[3]), vec![20]);
+    assert_eq!(nodes[3].stats().forged, 1);
+    // Still stale when old, whoever brings it.
+    let old = now + cfg().seen_ttl * 2;
+    nodes[3].handle_message(old, T(20), to_40(20, 20));
+    assert_eq!(nodes[3].stats().stale, 1);
+    assert_eq!(delivered_from(&mut nodes[3]), Vec::<u8>::new());
+}
+
 /// Contacts a peer lists enter the tables only as records signed by their nodes; a list never
 /// pushes out neighbours this node heard from lately.
 #[test]
@@ -626,11 +667,11 @@ fn answers_carry_the_predecessors_word() {
     );
     assert_eq!(r.stats().forged, 2);
     let ask = |r: &mut Node<T>| {
-        let request = Message::Routed(Routed {
-            hops: 2,
-            trail: vec![T(20), T(30)],
-            sealed: sealed(10, 10, now, RingId(45 << 120), Body::Lookup),
-        });
+        let request = Message::Routed(Routed::at_hop(
+            2,
+            vec![T(20), T(30)],
+            sealed(10, 10, now, RingId(45 << 120), Body::Lookup),
+        ));
         drain(r);
         r.handle_message(now, T(30), request);
         // Straight to the asker or back along the trail, whichever is linked.
@@ -655,11 +696,11 @@ fn answers_go_back_along_the_trail() {
     let mut nodes = ring_of(&[10, 20, 30, 40, 50, 60, 70]);
     let now = Time::from_secs(10);
     let body = Body::Lookup;
-    let request = Message::Routed(Routed {
-        hops: 2,
-        trail: vec![T(20), T(30)],
-        sealed: sealed(10, 10, now, RingId(45 << 120), body),
-    });
+    let request = Message::Routed(Routed::at_hop(
+        2,
+        vec![T(20), T(30)],
+        sealed(10, 10, now, RingId(45 << 120), body),
+    ));
     let r = &mut nodes[4];
     // 50 holds no connection to the asker (a node of a known ring starts linked to its table).
     r.handle_link_closed(now, T(10));

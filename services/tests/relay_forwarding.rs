@@ -65,22 +65,15 @@ async fn forwarding_refuses_bad_requests_and_passes_on_upkeep() {
     });
 
     // Application data is never forwarded: the relay would read it.
-    let data = Message::Routed(Routed {
-        hops: 0,
-        trail: vec![],
-        sealed: sealed(
-            p2ps::id::ring_id_of(&member.id()),
-            Body::Service {
-                service: p2ps_overlay::messaging::MESSAGES,
-                class: p2ps_overlay::Class::User,
-                target: Some(OverlayId(member.id())),
-                data: p2ps_overlay::service::encode(
-                    &p2ps_overlay::messaging::Wire::Data,
-                    b"secret",
-                ),
-            },
-        ),
-    });
+    let data = Message::Routed(Routed::new(sealed(
+        p2ps::id::ring_id_of(&member.id()),
+        Body::Service {
+            service: p2ps_overlay::messaging::MESSAGES,
+            class: p2ps_overlay::Class::User,
+            target: Some(OverlayId(member.id())),
+            data: p2ps_overlay::service::encode(&p2ps_overlay::messaging::Wire::Data, b"secret"),
+        },
+    )));
     send(
         relay.id(),
         Wire::Forward {

@@ -165,11 +165,11 @@ fn message_seeds() -> Result<Vec<Vec<u8>>> {
         },
     };
     let sealed = Sealed::seal(&signer, env);
-    let mut out = vec![postcard::to_allocvec(&Message::Routed(Routed {
-        hops: 2,
-        trail: Vec::new(),
+    let mut out = vec![postcard::to_allocvec(&Message::Routed(Routed::at_hop(
+        2,
+        Vec::new(),
         sealed,
-    }))?];
+    )))?];
     for data in service_seeds()? {
         let m: Message<OverlayId> = Message::Service(ServiceMessage {
             service: p2ps_dict::DICT,

@@ -835,6 +835,10 @@ impl<P: PeerId> Service<P> for Groups<P> {
         }
     }
 
+    fn inspects_forwarded(&self) -> bool {
+        true
+    }
+
     fn forward(&mut self, ctx: &mut Context<'_, P>, msg: &Routed<P>, _next: P) -> Forwarding {
         // A group message enters the group's tree at the first tree node on its way.
         if self.enters_tree(ctx, msg) {

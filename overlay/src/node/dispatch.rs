@@ -263,13 +263,19 @@ impl<P: PeerId> Node<P> {
                 }
                 match slot {
                     Some(i) => {
-                        self.with_service(i, |s, ctx| s.deliver(ctx, r));
+                        if self.origin_checked(&mut r) {
+                            self.with_service(i, |s, ctx| s.deliver(ctx, r));
+                        }
                     }
                     None => self.stats.dropped += 1,
                 }
             }
             Some(NextHop::Forward(p)) => {
-                if let Some(i) = slot {
+                // Only a service that looks at what passes through sees it, checked.
+                if let Some(i) = slot.filter(|i| self.services.inspects_forwarded(*i)) {
+                    if !self.origin_checked(&mut r) {
+                        return;
+                    }
                     let taken = self.with_service(i, |s, ctx| s.forward(ctx, &r, p.id));
                     if taken == Some(Forwarding::Consumed) {
                         return;

@@ -25,6 +25,8 @@ use sha2::{Digest, Sha256};
 /// Clockwise stabilisations sent without the word that the receiver follows this node before
 /// it goes again unchanged.
 const ADJACENCY_RESEND: u32 = 4;
+/// Responders' proofs remembered as checked (about one per node asked lately).
+const PROOFS_REMEMBERED: usize = 64;
 
 /// Unpredictable 64-bit numbers: SHA-256 of a secret key and a counter.
 #[derive(Clone, Debug)]
@@ -190,7 +192,7 @@ impl<P: PeerId> Node<P> {
     /// node, lies before the key). Fingers are not used as evidence here: one may be dead
     /// without this node knowing yet, and it would then refuse every true answer.
     fn plausibly_responsible(
-        &self,
+        &mut self,
         responder: P,
         pred: Option<&Adjacency<P>>,
         key: RingId,
@@ -199,6 +201,15 @@ impl<P: PeerId> Node<P> {
             return self.table.is_responsible(key);
         }
         let pos = responder.ring_id();
+        let Some(a) = pred else {
+            return self.lists_name_responsible(responder, key);
+        };
+        let fresh = a.is_fresh(self.now, self.cfg.adjacency_ttl, self.cfg.max_clock_skew);
+        if a.succ != responder || !a.covers(key) || !fresh || !self.proof_checks_out(a) {
+            return false;
+        }
+        let from = a.pred.ring_id();
+        let span = from.cw_to(pos);
         let known = || {
             self.table
                 .successors()
@@ -206,16 +217,23 @@ impl<P: PeerId> Node<P> {
                 .chain(self.table.predecessors())
                 .chain(std::iter::once(&self.me))
         };
-        let Some(a) = pred else {
-            return self.lists_name_responsible(responder, key);
-        };
-        let fresh = a.is_fresh(self.now, self.cfg.adjacency_ttl, self.cfg.max_clock_skew);
-        if a.succ != responder || !a.covers(key) || !fresh || !a.verify() {
+        !known().any(|p| p.id != a.pred && p.id != responder && from.cw_to(p.pos) < span)
+    }
+
+    /// Whether `a` is signed by its `pred`: checked once, then remembered (the last
+    /// [`PROOFS_REMEMBERED`] proofs that checked out).
+    fn proof_checks_out(&mut self, a: &Adjacency<P>) -> bool {
+        if self.proofs_checked.contains(a) {
+            return true;
+        }
+        if !a.verify() {
             return false;
         }
-        let from = a.pred.ring_id();
-        let span = from.cw_to(pos);
-        !known().any(|p| p.id != a.pred && p.id != responder && from.cw_to(p.pos) < span)
+        if self.proofs_checked.len() >= PROOFS_REMEMBERED {
+            self.proofs_checked.pop_front();
+        }
+        self.proofs_checked.push_back(a.clone());
+        true
     }
 
     /// Whether this node's own lists name `responder` as responsible for `key`: it is in a

@@ -150,11 +150,10 @@ impl<P: PeerId> Context<'_, P> {
 
     /// Routes a sealed message of this service from this node towards its key.
     pub fn route(&mut self, sealed: Sealed<P>) {
-        self.node.services.work.push_back(Work::Route(Routed {
-            hops: 0,
-            trail: Vec::new(),
-            sealed,
-        }));
+        self.node
+            .services
+            .work
+            .push_back(Work::Route(Routed::new(sealed)));
     }
 
     /// Passes on a routed message this service received (in [`crate::service::Service::deliver`]

@@ -219,7 +219,16 @@ pub trait Service<P: PeerId>: Any + Send {
         let _ = (ctx, msg);
     }
 
-    /// A message of this service passes through on its way to `next`. Return
+    /// Whether [`Service::forward`] runs for this service's messages that pass through this
+    /// node. Their signatures are then checked at every hop, which costs more than the rest of
+    /// a hop; without it (the default) they pass through unchecked and are checked where they
+    /// arrive.
+    fn inspects_forwarded(&self) -> bool {
+        false
+    }
+
+    /// A message of this service passes through on its way to `next` (only if
+    /// [`Service::inspects_forwarded`]); `msg.sealed` is the origin's checked envelope. Return
     /// [`Forwarding::Consumed`] to stop it here.
     fn forward(&mut self, ctx: &mut Context<'_, P>, msg: &Routed<P>, next: P) -> Forwarding {
         let _ = (ctx, msg, next);

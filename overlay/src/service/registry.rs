@@ -91,6 +91,15 @@ impl<P: PeerId> Registry<P> {
     }
 
     /// The id of the service at `i`.
+    /// Whether service `i` looks at its messages passing through
+    /// ([`Service::inspects_forwarded`]).
+    pub(crate) fn inspects_forwarded(&self, i: usize) -> bool {
+        self.slots
+            .get(i)
+            .and_then(|s| s.svc.as_ref())
+            .is_some_and(|s| s.inspects_forwarded())
+    }
+
     pub(crate) fn id_at(&self, i: usize) -> ServiceId {
         self.slots[i].id
     }
