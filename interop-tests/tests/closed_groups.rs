@@ -152,11 +152,7 @@ fn only_key_holders_join_send_and_read_a_closed_group() {
                 data: encode(&head, b"hostile speaks"),
             },
         );
-        let msg = Message::Routed(Routed {
-            hops: 0,
-            trail: Vec::new(),
-            sealed,
-        });
+        let msg = Message::Routed(Routed::new(sealed));
         h.send(*to, msg).unwrap_or_else(|e| panic!("{e}"));
     }
     let after = wait_for(Duration::from_secs(10), || {
