@@ -88,7 +88,14 @@ pub enum Output<P: PeerId> {
 pub enum Event<P> {
     /// The node is part of a network.
     Joined,
-    /// Joining failed after every attempt.
+    /// A join request went to the bootstrap node: attempt `attempt` of `of`.
+    JoinRequested {
+        /// This attempt, from 1.
+        attempt: u32,
+        /// Attempts in all ([`Config::join_attempts`]).
+        of: u32,
+    },
+    /// Joining failed after every attempt, or was abandoned ([`Node::abandon_join`]).
     JoinFailed,
     /// The node left.
     Left,
@@ -529,6 +536,21 @@ impl<P: PeerId> Node<P> {
         Ok(())
     }
 
+    /// Gives up a join in progress before its attempts are used up (the runtime learnt that
+    /// it cannot succeed, for example that the node id is in use): the node is idle again,
+    /// sends no further request, and [`Event::JoinFailed`] follows. A late answer to the
+    /// abandoned request changes nothing. Does nothing unless joining.
+    pub fn abandon_join(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        if self.state != State::Joining {
+            return;
+        }
+        self.state = State::Idle;
+        self.join_bootstrap = None;
+        self.timers.join = None;
+        self.out.push_back(Output::Event(Event::JoinFailed));
+    }
+
     /// Leaves gracefully: every known peer is told, with this node's lists so that they can
     /// repair at once. Pending lookups fail with [`LookupError::Left`].
     pub fn leave(&mut self, now: Time) {
@@ -834,6 +856,10 @@ impl<P: PeerId> Node<P> {
             return;
         };
         self.join_attempt += 1;
+        self.out.push_back(Output::Event(Event::JoinRequested {
+            attempt: self.join_attempt,
+            of: self.cfg.join_attempts,
+        }));
         self.join_req = self.send_join_to(b.id);
         self.timers.join = Some(now + self.cfg.join_timeout);
     }
