@@ -166,6 +166,21 @@ pub enum JoinError {
         /// Join requests sent.
         attempts: u32,
     },
+    /// This node's id is in use: the bootstrap node holds a connection from another process
+    /// with the same key, and that process still answered when the bootstrap probed it
+    /// ([`p2ps_transport::CloseCode::IdInUse`]). Only the bootstrap's word, but a bootstrap
+    /// that lies can fail a join anyway.
+    #[error(
+        "node id {id} is in use: {} is connected to another node with this key that is \
+         still running; stop that node, or start this one with another key (--key FILE)",
+        .via.short()
+    )]
+    IdInUse {
+        /// This node's id.
+        id: NodeId,
+        /// The bootstrap node that refused the connection.
+        via: NodeId,
+    },
 }
 
 fn other_network(ticket: Option<NetworkName>, ours: Option<NetworkName>) -> String {
@@ -256,6 +271,18 @@ mod tests {
             chain(&e),
             ["cannot reach the bootstrap node after 3 attempts"]
         );
+    }
+
+    #[test]
+    fn an_id_in_use_names_the_id_and_what_to_do() {
+        let id = NodeId::from_bytes([7; 32]);
+        let e = JoinError::IdInUse {
+            id,
+            via: NodeId::from_bytes([8; 32]),
+        };
+        let text = e.to_string();
+        assert!(text.contains(&id.to_string()), "{text}");
+        assert!(text.contains("in use") && text.contains("--key"), "{text}");
     }
 
     #[test]

@@ -218,17 +218,28 @@ async fn run_node(
             }),
         }
     };
-    let stop = tokio::select! {
-        r = started => {
-            if let Err(e) = r {
-                node.shutdown().await;
-                control_task.abort();
-                drop(socket_file);
-                return Err(e);
+    tokio::pin!(started);
+    // Meanwhile, how the join is going (on stderr) and any other event.
+    let mut events_open = true;
+    let stop = loop {
+        tokio::select! {
+            r = &mut started => {
+                if let Err(e) = r {
+                    node.shutdown().await;
+                    control_task.abort();
+                    drop(socket_file);
+                    return Err(e);
+                }
+                break None;
             }
-            None
+            ev = events.recv(), if events_open => match ev {
+                Ok(NodeEvent::Joining(step)) => out.join_step(&step),
+                Ok(e) => out.event(&e),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => events_open = false,
+            },
+            stop = &mut wait_stop => break Some(stop),
         }
-        stop = &mut wait_stop => Some(stop),
     };
     let stop = match stop {
         Some(stop) => stop,
