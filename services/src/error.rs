@@ -142,7 +142,7 @@ pub enum JoinError {
     #[error("the ticket is this node's own")]
     OwnTicket,
     /// No connection to the bootstrap node could be made.
-    #[error("cannot reach the bootstrap node after {attempts} attempts")]
+    #[error("cannot reach the bootstrap node ({})", requests(*.attempts))]
     Unreachable {
         /// Join requests sent.
         attempts: u32,
@@ -161,7 +161,7 @@ pub enum JoinError {
         ours: Option<NetworkName>,
     },
     /// The bootstrap node was reached but no answer came.
-    #[error("no answer to the join request after {attempts} attempts")]
+    #[error("no answer to the join request ({})", requests(*.attempts))]
     NoAnswer {
         /// Join requests sent.
         attempts: u32,
@@ -181,6 +181,14 @@ pub enum JoinError {
         /// The bootstrap node that refused the connection.
         via: NodeId,
     },
+}
+
+/// `n join requests sent`, in the singular for one.
+fn requests(n: u32) -> String {
+    match n {
+        1 => "1 join request sent".into(),
+        n => format!("{n} join requests sent"),
+    }
 }
 
 fn other_network(ticket: Option<NetworkName>, ours: Option<NetworkName>) -> String {
@@ -254,7 +262,7 @@ mod tests {
         assert_eq!(
             chain(&e),
             [
-                "cannot reach the bootstrap node after 2 attempts",
+                "cannot reach the bootstrap node (2 join requests sent)",
                 "connecting to 127.0.0.1:9 timed out"
             ]
         );
@@ -269,7 +277,7 @@ mod tests {
         };
         assert_eq!(
             chain(&e),
-            ["cannot reach the bootstrap node after 3 attempts"]
+            ["cannot reach the bootstrap node (3 join requests sent)"]
         );
     }
 

@@ -229,11 +229,18 @@ impl Output {
         );
     }
 
-    /// The node has left the network.
-    pub(super) fn left(&self) {
+    /// The node has stopped: it left the network, or (`joined` false) it was stopped before it
+    /// was part of one.
+    pub(super) fn left(&self, joined: bool) {
         self.line(
-            || "left the network".to_string(),
-            || serde_json::json!({"event": "left"}),
+            || {
+                if joined {
+                    "left the network".to_string()
+                } else {
+                    "stopped before joining a network".to_string()
+                }
+            },
+            || serde_json::json!({"event": "left", "joined": joined}),
         );
     }
 }
