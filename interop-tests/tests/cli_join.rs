@@ -1,7 +1,8 @@
 //! Joining as a new user meets it (issue 16 item 7), on real `p2ps node` processes: the join's
 //! progress on stderr at the default log level, the ticket printed only once the node is part
 //! of a network, a second process with a running member's key (its key file, or a copy)
-//! refused at once with a message that says so, and a dead ticket that fails with what it tried and leaves no new key file.
+//! refused at once with a message that says so (but a restart after a crash let in), and a
+//! dead ticket that fails with what it tried and leaves no new key file.
 //!
 //! Every wait is bounded; a failure panics with the node's own output.
 
@@ -126,6 +127,19 @@ fn a_second_process_with_a_running_members_key_is_told_its_id_is_in_use() {
     let sent = a.cli(&["send", &b_id.to_string(), "still you"]);
     assert!(sent.status.success(), "{}", text(&sent.stderr));
     b.wait_line(JOIN_WAIT, "the message", |l| l.ends_with("still you"));
+
+    // A crash, and a restart with the key at once: `a` still holds the dead process's
+    // connection, finds it silent and takes the restart's instead of refusing it.
+    b.kill();
+    std::fs::remove_file(&b.ticket_file).unwrap();
+    let mut again = net.spawn("b", Start::Join(ticket), FAST);
+    again.wait_ticket(JOIN_WAIT);
+    assert_eq!(again.id(), b_id);
+    assert!(
+        !again.stderr().contains("is in use"),
+        "{}",
+        again.describe()
+    );
 }
 
 #[test]

@@ -705,6 +705,14 @@ impl<P: PeerId> Node<P> {
             &msg,
             Message::Routed(r) if r.sealed.env.body == Body::Join && r.origin() == from
         );
+        if joining && self.state == State::Joined && self.table.contains(&from) {
+            // A member asks, itself and signed, to join: it restarted (after a crash that
+            // nobody noticed yet), so its entry is stale. Left in place, the request would be
+            // routed back to the joiner, the node responsible for its position. A sender can
+            // only remove itself this way. Not isolated if it was the only neighbour: it is
+            // about to be one again.
+            self.forget_failed(now, from);
+        }
         let from_joined = !joining && !matches!(msg, Message::Leave { .. });
         // Neighbours lie inside the lists' span, where no finger slot is stored, and are in
         // the lists already: only other senders can improve the table.
@@ -1149,12 +1157,20 @@ impl<P: PeerId> Node<P> {
 
     /// `peer` is gone: forget it, refill what it held, and schedule re-probes.
     fn peer_failed(&mut self, now: Time, peer: P) {
+        if self.forget_failed(now, peer) {
+            self.check_isolated(now);
+        }
+    }
+
+    /// Takes `peer` for failed: out of the table (repairs scheduled), buried, and services
+    /// told. Returns whether it was in the table.
+    fn forget_failed(&mut self, now: Time, peer: P) -> bool {
         self.awaiting.remove(&peer);
         let known = self.table.contains(&peer);
         self.bury(now, peer);
         if !known {
             self.services.work.push_back(Work::PeerFailed(peer));
-            return;
+            return false;
         }
         self.stats.peers_failed += 1;
         if let Some(c) = self
@@ -1194,7 +1210,7 @@ impl<P: PeerId> Node<P> {
         }
         // With the table repaired, what services gave the dead peer moves elsewhere.
         self.services.work.push_back(Work::PeerFailed(peer));
-        self.check_isolated(now);
+        true
     }
 
     fn bury(&mut self, now: Time, peer: P) {
