@@ -89,7 +89,14 @@ pub enum Output<P: PeerId> {
 pub enum Event<P> {
     /// The node is part of a network.
     Joined,
-    /// Joining failed after every attempt.
+    /// A join request went to the bootstrap node: attempt `attempt` of `of`.
+    JoinRequested {
+        /// This attempt, from 1.
+        attempt: u32,
+        /// Attempts in all ([`Config::join_attempts`]).
+        of: u32,
+    },
+    /// Joining failed after every attempt, or was abandoned ([`Node::abandon_join`]).
     JoinFailed,
     /// The node left.
     Left,
@@ -545,6 +552,21 @@ impl<P: PeerId> Node<P> {
         Ok(())
     }
 
+    /// Gives up a join in progress before its attempts are used up (the runtime learnt that
+    /// it cannot succeed, for example that the node id is in use): the node is idle again,
+    /// sends no further request, and [`Event::JoinFailed`] follows. A late answer to the
+    /// abandoned request changes nothing. Does nothing unless joining.
+    pub fn abandon_join(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        if self.state != State::Joining {
+            return;
+        }
+        self.state = State::Idle;
+        self.join_bootstrap = None;
+        self.timers.join = None;
+        self.out.push_back(Output::Event(Event::JoinFailed));
+    }
+
     /// Leaves gracefully: every known peer is told, with this node's lists so that they can
     /// repair at once. Pending lookups fail with [`LookupError::Left`].
     pub fn leave(&mut self, now: Time) {
@@ -708,6 +730,14 @@ impl<P: PeerId> Node<P> {
             &msg,
             Message::Routed(r) if r.sealed.env.body == Body::Join && r.origin() == from
         );
+        if joining && self.state == State::Joined && self.table.contains(&from) {
+            // A member asks, itself and signed, to join: it restarted (after a crash that
+            // nobody noticed yet), so its entry is stale. Left in place, the request would be
+            // routed back to the joiner, the node responsible for its position. A sender can
+            // only remove itself this way. Not isolated if it was the only neighbour: it is
+            // about to be one again.
+            self.forget_failed(now, from);
+        }
         let from_joined = !joining && !matches!(msg, Message::Leave { .. });
         // Neighbours lie inside the lists' span, where no finger slot is stored, and are in
         // the lists already: only other senders can improve the table.
@@ -885,6 +915,10 @@ impl<P: PeerId> Node<P> {
             return;
         };
         self.join_attempt += 1;
+        self.out.push_back(Output::Event(Event::JoinRequested {
+            attempt: self.join_attempt,
+            of: self.cfg.join_attempts,
+        }));
         self.join_req = self.send_join_to(b.id);
         self.timers.join = Some(now + self.cfg.join_timeout);
     }
@@ -1167,12 +1201,20 @@ impl<P: PeerId> Node<P> {
 
     /// `peer` is gone: forget it, refill what it held, and schedule re-probes.
     fn peer_failed(&mut self, now: Time, peer: P) {
+        if self.forget_failed(now, peer) {
+            self.check_isolated(now);
+        }
+    }
+
+    /// Takes `peer` for failed: out of the table (repairs scheduled), buried, and services
+    /// told. Returns whether it was in the table.
+    fn forget_failed(&mut self, now: Time, peer: P) -> bool {
         self.awaiting.remove(&peer);
         let known = self.table.contains(&peer);
         self.bury(now, peer);
         if !known {
             self.services.work.push_back(Work::PeerFailed(peer));
-            return;
+            return false;
         }
         self.stats.peers_failed += 1;
         if let Some(c) = self
@@ -1212,7 +1254,7 @@ impl<P: PeerId> Node<P> {
         }
         // With the table repaired, what services gave the dead peer moves elsewhere.
         self.services.work.push_back(Work::PeerFailed(peer));
-        self.check_isolated(now);
+        true
     }
 
     fn bury(&mut self, now: Time, peer: P) {

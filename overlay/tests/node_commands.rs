@@ -5,7 +5,8 @@
 use p2ps_overlay::messaging::{Addressed, Messaging, MessagingExt};
 use p2ps_overlay::service::Emits;
 use p2ps_overlay::{
-    CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, StandIn, StandInProof, Time,
+    CommandError, Config, Contact, Event, Node, Output, PeerId, RingId, StandIn, StandInProof,
+    State, Time,
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +81,10 @@ fn join_gives_up_after_every_attempt() {
     let mut n = Node::new(StandIn(T(1)), cfg);
     let mut now = Time::ZERO;
     n.join(now, Contact::bare(T(9))).unwrap();
-    let mut sends = drain(&mut n).len();
+    let mut sends = drain(&mut n)
+        .iter()
+        .filter(|o| matches!(o, Output::Send { .. }))
+        .count();
     for _ in 0..3 {
         assert_eq!(n.poll_timeout(), Some(now + timeout));
         now = now + timeout;
@@ -97,6 +101,40 @@ fn join_gives_up_after_every_attempt() {
         }
     }
     panic!("never gave up");
+}
+
+#[test]
+fn each_join_request_is_reported_with_its_attempt() {
+    let cfg = Config::default().with_join_attempts(2);
+    let timeout = cfg.join_timeout;
+    let mut n = Node::new(StandIn(T(1)), cfg);
+    n.join(Time::ZERO, Contact::bare(T(9))).unwrap();
+    let first = drain(&mut n);
+    assert!(first.contains(&Output::Event(Event::JoinRequested { attempt: 1, of: 2 })));
+    n.handle_timeout(Time::ZERO + timeout);
+    let second = drain(&mut n);
+    assert!(second.contains(&Output::Event(Event::JoinRequested { attempt: 2, of: 2 })));
+}
+
+#[test]
+fn an_abandoned_join_sends_nothing_more_and_may_start_again() {
+    let cfg = Config::default();
+    let timeout = cfg.join_timeout;
+    let mut n = Node::new(StandIn(T(1)), cfg);
+    let now = Time::ZERO;
+    n.join(now, Contact::bare(T(9))).unwrap();
+    drain(&mut n);
+    n.abandon_join(now);
+    assert_eq!(drain(&mut n), vec![Output::Event(Event::JoinFailed)]);
+    assert_eq!(n.state(), State::Idle);
+    assert_eq!(n.poll_timeout(), None);
+    n.handle_timeout(now + timeout);
+    assert_eq!(drain(&mut n), vec![]);
+    // Twice, or when not joining: nothing.
+    n.abandon_join(now);
+    assert_eq!(drain(&mut n), vec![]);
+    n.join(now, Contact::bare(T(9))).unwrap();
+    assert_eq!(n.state(), State::Joining);
 }
 
 #[test]

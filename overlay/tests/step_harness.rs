@@ -252,6 +252,54 @@ fn joiner_lands_between_two_nodes() {
 }
 
 #[test]
+fn a_member_that_restarted_is_answered_not_sent_its_own_join() {
+    // Ring 10, 30, 50; 30 crashed unnoticed and, restarted with its key, joins through 50.
+    // 50 still lists 30, the node responsible for 30's position: the join request from 30
+    // itself shows the entry is stale, so 50 drops it and answers as the responsible node.
+    let mut nodes = ring_of(&[10, 30, 50]);
+    let now = Time::from_secs(1);
+    let mut again = Node::new(StandIn(T(30)), cfg());
+    again.join(now, Contact::bare(T(50))).unwrap();
+    let join = match sends(&drain(&mut again)).pop() {
+        Some((50, msg)) => msg,
+        other => panic!("{other:?}"),
+    };
+    nodes[2].handle_message(now, T(30), join);
+    let out = drain(&mut nodes[2]);
+    match &sends(&out)[..] {
+        [.., (30, Message::JoinReply { succs, .. })] => {
+            assert_eq!(cids(succs)[0], 50);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!sends(&out)
+        .iter()
+        .any(|(to, m)| *to == 30 && matches!(m, Message::Routed(_))));
+}
+
+#[test]
+fn the_only_neighbour_that_restarted_is_answered_without_isolation() {
+    let mut nodes = ring_of(&[10, 30]);
+    let now = Time::from_secs(1);
+    let mut again = Node::new(StandIn(T(30)), cfg());
+    again.join(now, Contact::bare(T(10))).unwrap();
+    let join = match sends(&drain(&mut again)).pop() {
+        Some((10, msg)) => msg,
+        other => panic!("{other:?}"),
+    };
+    nodes[0].handle_message(now, T(30), join);
+    let out = drain(&mut nodes[0]);
+    assert!(!out.contains(&Output::Event(Event::Isolated)), "{out:?}");
+    assert_eq!(nodes[0].state(), State::Joined);
+    let reply = match &sends(&out)[..] {
+        [.., (30, m @ Message::JoinReply { .. })] => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    again.handle_message(now, T(10), reply);
+    assert_eq!(again.state(), State::Joined);
+}
+
+#[test]
 fn graceful_leave_hands_over_to_neighbours() {
     let mut nodes = ring_of(&[10, 20, 30]);
     let now = Time::from_secs(5);

@@ -142,7 +142,7 @@ pub enum JoinError {
     #[error("the ticket is this node's own")]
     OwnTicket,
     /// No connection to the bootstrap node could be made.
-    #[error("cannot reach the bootstrap node after {attempts} attempts")]
+    #[error("cannot reach the bootstrap node ({})", requests(*.attempts))]
     Unreachable {
         /// Join requests sent.
         attempts: u32,
@@ -161,11 +161,34 @@ pub enum JoinError {
         ours: Option<NetworkName>,
     },
     /// The bootstrap node was reached but no answer came.
-    #[error("no answer to the join request after {attempts} attempts")]
+    #[error("no answer to the join request ({})", requests(*.attempts))]
     NoAnswer {
         /// Join requests sent.
         attempts: u32,
     },
+    /// This node's id is in use: the bootstrap node holds a connection from another process
+    /// with the same key, and that process still answered when the bootstrap probed it
+    /// ([`p2ps_transport::CloseCode::IdInUse`]). Only the bootstrap's word, but a bootstrap
+    /// that lies can fail a join anyway.
+    #[error(
+        "node id {id} is in use: {} is connected to another node with this key that is \
+         still running; stop that node, or start this one with another key (--key FILE)",
+        .via.short()
+    )]
+    IdInUse {
+        /// This node's id.
+        id: NodeId,
+        /// The bootstrap node that refused the connection.
+        via: NodeId,
+    },
+}
+
+/// `n join requests sent`, in the singular for one.
+fn requests(n: u32) -> String {
+    match n {
+        1 => "1 join request sent".into(),
+        n => format!("{n} join requests sent"),
+    }
 }
 
 fn other_network(ticket: Option<NetworkName>, ours: Option<NetworkName>) -> String {
@@ -239,7 +262,7 @@ mod tests {
         assert_eq!(
             chain(&e),
             [
-                "cannot reach the bootstrap node after 2 attempts",
+                "cannot reach the bootstrap node (2 join requests sent)",
                 "connecting to 127.0.0.1:9 timed out"
             ]
         );
@@ -254,8 +277,20 @@ mod tests {
         };
         assert_eq!(
             chain(&e),
-            ["cannot reach the bootstrap node after 3 attempts"]
+            ["cannot reach the bootstrap node (3 join requests sent)"]
         );
+    }
+
+    #[test]
+    fn an_id_in_use_names_the_id_and_what_to_do() {
+        let id = NodeId::from_bytes([7; 32]);
+        let e = JoinError::IdInUse {
+            id,
+            via: NodeId::from_bytes([8; 32]),
+        };
+        let text = e.to_string();
+        assert!(text.contains(&id.to_string()), "{text}");
+        assert!(text.contains("in use") && text.contains("--key"), "{text}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use p2ps_overlay::RingId;
 use p2ps_transport::NodeId;
+use std::net::SocketAddr;
 
 /// Something that happened to the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,6 +12,9 @@ pub enum NodeEvent {
     Joined,
     /// Joining failed.
     JoinFailed,
+    /// A join through a ticket moved on (see [`JoinStep`]); [`NodeEvent::Joined`] or
+    /// [`NodeEvent::JoinFailed`] ends it.
+    Joining(JoinStep),
     /// The node left its network.
     Left,
     /// The node lost every neighbour (a partition, a suspended machine) and is joining again
@@ -27,5 +31,33 @@ pub enum NodeEvent {
         group: RingId,
         /// The slow peer.
         peer: NodeId,
+    },
+}
+
+/// How far a join through a ticket has come ([`NodeEvent::Joining`]), for progress reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JoinStep {
+    /// Connecting to the ticket's node at the ticket's addresses.
+    Dialing {
+        /// The ticket's node.
+        via: NodeId,
+        /// The addresses tried.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Connected to the ticket's node.
+    Connected {
+        /// The ticket's node.
+        via: NodeId,
+        /// The address the connection goes to.
+        addr: SocketAddr,
+    },
+    /// A join request went out through the ticket's node (it waits for the connection if
+    /// there is none yet); the node responsible for this node's position answers.
+    Requested {
+        /// This attempt, from 1.
+        attempt: u32,
+        /// Attempts in all before the join fails.
+        of: u32,
     },
 }

@@ -48,7 +48,7 @@ pub use config::NodeConfig;
 pub use delivery::{Delivery, Via};
 pub use dict_handle::{DictHandle, KeyWatch};
 pub use error::{JoinError, LookupError, NodeError, StartError};
-pub use event::NodeEvent;
+pub use event::{JoinStep, NodeEvent};
 pub use id::{group_key, key_of, KeySigner, OverlayId};
 pub use metrics::Metrics;
 pub use node::Node;

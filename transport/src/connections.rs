@@ -62,6 +62,7 @@ use crate::error::{ConnectError, OpenStreamError, SendError, TrySendError};
 use crate::event::{CloseCode, DisconnectReason, Event, EventSender, StreamStopCode};
 use crate::frame::{self, FrameDecoder, HEADER_LEN};
 use crate::identity::NodeId;
+use crate::instance;
 use crate::log_limit::LogLimit;
 use crate::network_key::{NetworkKey, NetworkName, Role};
 use crate::network_proof::{self, NetworkProofError};
@@ -85,6 +86,10 @@ const DUPLICATE_LINGER: Duration = Duration::from_millis(300);
 /// one or two round trips, well under this.
 const DIAL_STAGGER: Duration = Duration::from_millis(500);
 
+/// Shortest wait for an answer from an older instance of a peer (see `instance`): a live one
+/// acknowledges within a round trip and the acknowledgement delay.
+const PROBE_MIN: Duration = Duration::from_secs(1);
+
 /// Locks a mutex; a panic elsewhere while holding it does not make the table unusable.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -96,6 +101,9 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: NodeId,
     pub(crate) outbound: bool,
     pub(crate) remote: SocketAddr,
+    /// The peer's certificate: which process holding the peer's key is behind (see
+    /// `instance`).
+    cert: Option<CertificateDer<'static>>,
     /// Our class streams on this connection not yet finished and acknowledged.
     pub(crate) open_send: AtomicUsize,
     /// Our control stream on this connection (see `control`).
@@ -122,11 +130,13 @@ impl ConnCtx {
         slot: Option<AdmissionSlot>,
     ) -> Self {
         let remote = conn.remote_address();
+        let cert = instance::peer_certificate(&conn);
         Self {
             conn,
             peer,
             outbound,
             remote,
+            cert,
             open_send: AtomicUsize::new(0),
             control: Default::default(),
             open_recv: AtomicUsize::new(0),
@@ -389,6 +399,9 @@ where
             self.config.memory.connection_buffer_bytes,
             slot,
         ));
+        if !self.other_instance_gone(&ctx).await {
+            return;
+        }
         let mut announce = false;
         let mut loser = None;
         {
@@ -461,6 +474,52 @@ where
         if let Some(l) = loser {
             tokio::spawn(self.clone().drain_duplicate(l));
         }
+    }
+
+    /// Before `ctx` joins the table: if another process with the peer's key (another
+    /// certificate) holds a live connection, probes it (see `instance`). Still there: refuses
+    /// `ctx` with [`CloseCode::IdInUse`] and returns false. Silent: closes the old connection
+    /// (the process behind it is gone) and returns true.
+    async fn other_instance_gone(&self, ctx: &ConnCtx) -> bool {
+        let old = {
+            let table = lock(&self.table);
+            table
+                .peers
+                .get(&ctx.peer)
+                .and_then(|st| st.live_current())
+                .filter(|c| c.cert != ctx.cert)
+                .cloned()
+        };
+        let Some(old) = old else {
+            return true;
+        };
+        let wait = (old.conn.rtt() * 4).clamp(PROBE_MIN, self.config.idle_timeout);
+        if instance::answers(&old.conn, wait).await {
+            bump(&self.counters.id_in_use_refused);
+            warn!(
+                peer = %ctx.peer.short(),
+                new = %ctx.remote,
+                live = %old.remote,
+                "refused a connection from a second process with the same node id: the one \
+                 at the live address still answers (the same key in use twice?)"
+            );
+            ctx.conn.close(
+                CloseCode::IdInUse.varint(),
+                b"this node id is in use: another process with this key is connected",
+            );
+            return false;
+        }
+        info!(
+            peer = %ctx.peer.short(),
+            new = %ctx.remote,
+            old = %old.remote,
+            "the node restarted: its old connection is silent and is replaced"
+        );
+        old.conn.close(
+            CloseCode::Duplicate.varint(),
+            b"replaced by a newer instance",
+        );
+        true
     }
 
     /// Accepts the peer's streams on one connection until it closes, then updates the table.

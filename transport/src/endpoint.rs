@@ -200,6 +200,17 @@ where
             .add(peer, addrs);
     }
 
+    /// [`Transport::connect`] with several addresses of `peer`, raced (the next one starts when
+    /// the one before failed or took a moment); fails with the last error once every one
+    /// failed. Only direct dials, unlike [`Transport::connect_any`].
+    pub async fn connect_addrs(
+        &self,
+        peer: NodeId,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<(), ConnectError> {
+        self.shared.connect(peer, addrs).await
+    }
+
     /// Connects to `peer` at `addr` and authenticates it; returns once the connection is usable.
     /// Succeeds at once if already connected; waits for a dial already in progress. If `peer` is
     /// connected through a relay, dials `addr` anyway: a direct connection replaces the relayed

@@ -121,6 +121,9 @@ pub enum CloseCode {
     /// The peer sent no valid network proof: it has no key for this private network or another
     /// one (see `NetworkKey`).
     NetworkKey,
+    /// Another process holding the same key (node id) has a live connection to this node: the
+    /// new connection is refused (see `connections`).
+    IdInUse,
     /// A code this version does not know.
     Other(u64),
 }
@@ -137,6 +140,7 @@ impl CloseCode {
             CloseCode::ProtocolViolation => 5,
             CloseCode::Silent => 6,
             CloseCode::NetworkKey => 7,
+            CloseCode::IdInUse => 8,
             CloseCode::Other(n) => n,
         }
     }
@@ -152,6 +156,7 @@ impl CloseCode {
             5 => CloseCode::ProtocolViolation,
             6 => CloseCode::Silent,
             7 => CloseCode::NetworkKey,
+            8 => CloseCode::IdInUse,
             n => CloseCode::Other(n),
         }
     }

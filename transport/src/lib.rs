@@ -53,6 +53,7 @@ pub mod frame;
 pub mod fuzz;
 pub mod holepunch;
 pub mod identity;
+mod instance;
 pub mod log_limit;
 pub mod network_key;
 mod network_proof;

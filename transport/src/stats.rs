@@ -34,6 +34,7 @@ pub(crate) struct Counters {
     pub network_refused: AtomicU64,
     pub streams_over_budget: AtomicU64,
     pub duplicates_closed: AtomicU64,
+    pub id_in_use_refused: AtomicU64,
     pub dials_failed: AtomicU64,
     // NAT traversal (control.rs, holepunch.rs).
     pub observed_reports: AtomicU64,
@@ -98,6 +99,7 @@ impl Counters {
             network_refused: get(&self.network_refused),
             streams_over_budget: get(&self.streams_over_budget),
             duplicates_closed: get(&self.duplicates_closed),
+            id_in_use_refused: get(&self.id_in_use_refused),
             dials_failed: get(&self.dials_failed),
             frame_errors: get(&self.frame_errors),
             streams_stopped_by_peer: get(&self.streams_stopped_by_peer),
@@ -205,6 +207,9 @@ pub struct TransportStats {
     pub streams_over_budget: u64,
     /// Connections closed because another connection to the same peer was kept.
     pub duplicates_closed: u64,
+    /// Connections refused because another process with the same node id held a live
+    /// connection and still answered (the same key in use twice; see `CloseCode::IdInUse`).
+    pub id_in_use_refused: u64,
     /// Dials that failed.
     pub dials_failed: u64,
     /// Received frames refused (oversized, undecodable, unknown class, truncated); each one

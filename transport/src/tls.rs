@@ -69,7 +69,10 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 }
 
 /// Makes the self-signed certificate of `identity`, valid from [`CERT_BACKDATE`] ago for
-/// [`CERT_LIFETIME`]. Its DNS name is derived from the node id (informational only).
+/// [`CERT_LIFETIME`]. Its DNS name is derived from the node id (informational only). Its serial
+/// number is random, so that two processes holding the same key present different
+/// certificates: a peer tells a second connection of the same process (a simultaneous dial)
+/// from one of another process with this key (a restart, or the key in use twice).
 pub fn self_signed_certificate(
     identity: &Identity,
 ) -> Result<CertificateDer<'static>, rcgen::Error> {
@@ -82,6 +85,12 @@ pub fn self_signed_certificate(
         format!("p2ps node {}", identity.node_id().short()),
     );
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Positive and at most 20 bytes (RFC 5280).
+    let mut serial: [u8; 16] = ring::rand::generate(&ring::rand::SystemRandom::new())
+        .map_err(|_| rcgen::Error::RingUnspecified)?
+        .expose();
+    serial[0] = (serial[0] & 0x7f) | 0x01;
+    params.serial_number = Some(serial.to_vec().into());
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - CERT_BACKDATE;
     params.not_after = now + CERT_LIFETIME;
@@ -553,6 +562,15 @@ mod tests {
             id.node_id()
         );
         assert_eq!(node_id_from_certificate(&cert).unwrap(), id.node_id());
+    }
+
+    #[test]
+    fn each_certificate_of_one_key_is_another() {
+        let id = Identity::generate().unwrap();
+        let a = self_signed_certificate(&id).unwrap();
+        let b = self_signed_certificate(&id).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(node_id_from_certificate(&b).unwrap(), id.node_id());
     }
 
     #[test]

@@ -46,9 +46,10 @@ Examples:
 Then, from another terminal: `p2ps status`, `p2ps lookup KEY`, `p2ps send NODE_ID TEXT`,
 `p2ps route KEY TEXT`, `p2ps leave` (with --name NAME or --control PATH for other nodes).
 
-Output: `id: …` and `ticket: …` first, then one line per incoming message
-(`message from <short id> (<hops> hops, to node|key): <text>`) and per neighbour change.
-With --json every line is a JSON object with an \"event\" field. Logs go to stderr (--log).";
+Output: `id: …` first, `ticket: …` once the node created or joined its network, then one
+line per incoming message (`message from <short id> (<hops> hops, to node|key): <text>`) and
+per neighbour change. With --json every line is a JSON object with an \"event\" field.
+A join's progress (connecting, connected, join request k of n) and logs go to stderr (--log).";
 
 /// Arguments of `p2ps node`.
 #[derive(Debug, clap::Args)]

@@ -1,13 +1,14 @@
-//! What `p2ps node` prints on stdout: its id and ticket, then a line per incoming message and
-//! per neighbour change, as text for people or, with `--json`, as JSON lines for scripts.
+//! What `p2ps node` prints on stdout: its id, its ticket once it is part of a network, then a
+//! line per incoming message and per neighbour change, as text for people or, with `--json`,
+//! as JSON lines for scripts; and on stderr how a join is going.
 //!
 //! Payloads come from other nodes: they are printed escaped, on one line; in text, a flood is
 //! summarised rather than printed line by line (`flood.rs`).
 
 use super::flood::{FloodGate, Hidden, SHOWN_PER_SEC};
 use super::run::Mode;
-use p2ps::{Delivery, Node, NodeEvent, NodeId, Via};
-use std::cell::RefCell;
+use p2ps::{Delivery, JoinStep, Node, NodeEvent, NodeId, Via};
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -18,6 +19,8 @@ pub(super) struct Output {
     json: bool,
     /// Text output under a flood: counted, not printed (see `flood.rs`).
     gate: RefCell<FloodGate>,
+    /// The join's bootstrap was connected (for the progress lines).
+    join_connected: Cell<bool>,
 }
 
 impl Output {
@@ -26,6 +29,7 @@ impl Output {
         Output {
             json,
             gate: RefCell::new(FloodGate::new(Instant::now())),
+            join_connected: Cell::new(false),
         }
     }
 
@@ -61,15 +65,15 @@ impl Output {
         let _ = writeln!(std::io::stdout().lock(), "{text}");
     }
 
-    /// The node has started: its id, ticket, addresses and control socket.
+    /// The node has started: its id, addresses and control socket. Its ticket comes once it is
+    /// part of a network ([`Output::joined`]): a ticket printed before would lead others to a
+    /// node that may never join.
     pub(super) fn started(&self, node: &Node, control: &Path) {
-        let ticket = node.ticket().to_string();
         if self.json {
             self.line(String::new, || {
                 serde_json::json!({
                     "event": "started",
                     "id": node.id().to_string(),
-                    "ticket": ticket,
                     "addrs": node.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "control": control.display().to_string(),
                     "network": node.network().map(|n| n.to_string()),
@@ -80,7 +84,7 @@ impl Output {
         let addrs: Vec<String> = node.addrs().iter().map(|a| a.to_string()).collect();
         let _ = writeln!(
             std::io::stdout().lock(),
-            "id: {}\nticket: {ticket}\naddresses: {}\ncontrol: {}",
+            "id: {}\naddresses: {}\ncontrol: {}",
             node.id(),
             addrs.join(" "),
             control.display()
@@ -91,6 +95,36 @@ impl Output {
                 "network: {name} (private: only nodes with its network key connect)"
             );
         }
+    }
+
+    /// How far the join has come, on stderr (stdout stays for what scripts read): whatever the
+    /// log level, a join that takes long or fails shows what it tried.
+    pub(super) fn join_step(&self, step: &JoinStep) {
+        let line = match step {
+            JoinStep::Dialing { via, addrs } => {
+                let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                format!(
+                    "joining through {}: connecting to {}",
+                    via.short(),
+                    addrs.join(", ")
+                )
+            }
+            JoinStep::Connected { via, addr } => {
+                self.join_connected.set(true);
+                format!("connected to {} at {addr}", via.short())
+            }
+            JoinStep::Requested { attempt, of } => {
+                let waiting = if self.join_connected.get() {
+                    ""
+                } else {
+                    ", waiting for the connection"
+                };
+                format!("join request {attempt} of {of} sent{waiting}")
+            }
+            // Steps of newer versions of the library.
+            _ => return,
+        };
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 
     /// The HTTP interface listens on `addr`.
@@ -105,16 +139,17 @@ impl Output {
         let _ = writeln!(std::io::stdout().lock(), "http: http://{addr}");
     }
 
-    /// The node is part of a network: one it created, or one it joined.
+    /// The node is part of a network: one it created, or one it joined; then its ticket.
     pub(super) fn joined(&self, node: &Node, mode: &Mode) {
         let via = match mode {
             Mode::Create => None,
             Mode::Join(t) => Some(t.id),
         };
+        let ticket = node.ticket().to_string();
         self.line(
             || match via {
-                None => "created a new network".to_string(),
-                Some(v) => format!("joined the network through {}", v.short()),
+                None => format!("created a new network\nticket: {ticket}"),
+                Some(v) => format!("joined the network through {}\nticket: {ticket}", v.short()),
             },
             || {
                 serde_json::json!({
@@ -122,6 +157,7 @@ impl Output {
                     "id": node.id().to_string(),
                     "created": via.is_none(),
                     "via": via.map(|v| v.to_string()),
+                    "ticket": ticket,
                 })
             },
         );
@@ -193,11 +229,18 @@ impl Output {
         );
     }
 
-    /// The node has left the network.
-    pub(super) fn left(&self) {
+    /// The node has stopped: it left the network, or (`joined` false) it was stopped before it
+    /// was part of one.
+    pub(super) fn left(&self, joined: bool) {
         self.line(
-            || "left the network".to_string(),
-            || serde_json::json!({"event": "left"}),
+            || {
+                if joined {
+                    "left the network".to_string()
+                } else {
+                    "stopped before joining a network".to_string()
+                }
+            },
+            || serde_json::json!({"event": "left", "joined": joined}),
         );
     }
 }

@@ -1,8 +1,8 @@
 //! The life of a `p2ps node`: the key, the node, `create` or `join`, the control socket's
 //! server, then messages and events until a signal or `p2ps leave`, and a graceful leave.
 //!
-//! A start that fails leaves nothing behind: no socket file, and no key file, data directory
-//! or dictionary file if it made them.
+//! A start that fails, or is stopped before the node is part of a network, leaves nothing
+//! behind: no socket file, and no key file, data directory or dictionary file if it made them.
 
 use super::args::NodeArgs;
 use super::config_file::FileConfig;
@@ -115,11 +115,13 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let key = settings.key.clone();
     let result = runtime.block_on(run_node(settings, identity, socket, mode, &joined));
     runtime.shutdown_timeout(Duration::from_secs(2));
-    if result.is_err() && !joined.load(Ordering::SeqCst) {
+    // A start that failed, or was stopped (Ctrl-C, SIGTERM, `p2ps leave`) before the node was
+    // part of a network, leaves nothing behind: the key it made is nobody's id yet.
+    let never_joined = !joined.load(Ordering::SeqCst);
+    if never_joined {
         made.remove();
     }
-    if result.is_err() && new_key && !joined.load(Ordering::SeqCst) {
-        // A start that failed leaves nothing behind: the key it made is nobody's id yet.
+    if never_joined && new_key {
         if let Err(e) = std::fs::remove_file(&key) {
             warn!(
                 "could not remove the unused key file {}: {e}",
@@ -218,17 +220,31 @@ async fn run_node(
             }),
         }
     };
-    let stop = tokio::select! {
-        r = started => {
-            if let Err(e) = r {
-                node.shutdown().await;
-                control_task.abort();
-                drop(socket_file);
-                return Err(e);
+    tokio::pin!(started);
+    // Meanwhile, how the join is going (on stderr) and any other event.
+    let mut events_open = true;
+    let stop = loop {
+        tokio::select! {
+            r = &mut started => {
+                if let Err(e) = r {
+                    node.shutdown().await;
+                    control_task.abort();
+                    drop(socket_file);
+                    return Err(e);
+                }
+                // The steps reported just before the join ended come first.
+                while let Ok(e) = events.try_recv() {
+                    show(&out, &e);
+                }
+                break None;
             }
-            None
+            ev = events.recv(), if events_open => match ev {
+                Ok(e) => show(&out, &e),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => events_open = false,
+            },
+            stop = &mut wait_stop => break Some(stop),
         }
-        stop = &mut wait_stop => Some(stop),
     };
     let stop = match stop {
         Some(stop) => stop,
@@ -253,15 +269,16 @@ async fn run_node(
             .await?
         }
     };
+    let was_joined = joined.load(Ordering::SeqCst);
     match stop {
         Stop::Signal(name) => {
             info!("{name}: leaving the network");
             node.shutdown().await;
-            out.left();
+            out.left(was_joined);
         }
         Stop::Leave(req) => {
             node.shutdown().await;
-            out.left();
+            out.left(was_joined);
             let _ = req.left.send(());
             // Let the control task write its answer before the process ends.
             let _ = tokio::time::timeout(Duration::from_secs(2), req.written).await;
@@ -270,6 +287,14 @@ async fn run_node(
     control_task.abort();
     drop(socket_file);
     Ok(())
+}
+
+/// Prints an event while the node creates or joins its network.
+fn show(out: &Output, e: &NodeEvent) {
+    match e {
+        NodeEvent::Joining(step) => out.join_step(step),
+        e => out.event(e),
+    }
 }
 
 /// Prints messages (remembering their senders in `recent`, and handing them to the HTTP

@@ -73,9 +73,15 @@ impl<P: PeerId> RedbStore<P> {
             // A file changed behind redb's back fails to open instead of being trusted.
             .set_check_integrity_on_open(true)
             .create(&path)
-            .map_err(|source| StorageError::Open {
-                path: path.clone(),
-                source: Box::new(source),
+            .map_err(|source| match source {
+                redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                },
+                source => StorageError::Open {
+                    path: path.clone(),
+                    source: Box::new(source),
+                },
             })?;
         let mut store = RedbStore {
             db,

@@ -10,10 +10,23 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StorageError {
-    /// The file could not be created or opened: not a redb file, damaged, in use by another
-    /// process (or another store of this one), or an I/O error.
+    /// The file could not be created or opened: not a redb file, damaged, or an I/O error.
     #[error("cannot open the dictionary file {}", path.display())]
     Open {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Box<redb::DatabaseError>,
+    },
+    /// The file is held by another process (or another store of this one): another node with
+    /// the same data directory, which by default follows from its key file, is running.
+    #[error(
+        "the dictionary file {} is in use by another process: is a node with this key (or data \
+         directory) running already?",
+        path.display()
+    )]
+    InUse {
         /// The file.
         path: PathBuf,
         /// What redb said.

@@ -922,7 +922,7 @@ impl Simulator {
                 }
             }
             Event::JoinFailed => self.counters.joins_failed += 1,
-            Event::Left => {}
+            Event::Left | Event::JoinRequested { .. } => {}
             Event::NeighbourDown(p) => {
                 if self.nodes[p.index()].alive {
                     if self.downs.len() >= MAX_DOWNS {

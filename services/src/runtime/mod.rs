@@ -120,8 +120,12 @@ pub(crate) struct Actor {
     pub(crate) settling: Option<(Ticket, oneshot::Sender<Result<(), JoinError>>)>,
     /// Signals that the settling is over.
     pub(crate) join_ready: (mpsc::Sender<()>, mpsc::Receiver<()>),
+    /// The last failed dial to the join's bootstrap.
     pub(crate) join_dial_error: Option<ConnectError>,
+    /// Whether the join's bootstrap was connected at some point.
     pub(crate) join_connected: bool,
+    /// Join requests the overlay sent so far.
+    pub(crate) join_requests: u32,
     pub(crate) counters: Counters,
     /// The routing table generation last marked as wanted in the transport.
     pub(crate) protected_gen: Option<u64>,
@@ -177,6 +181,7 @@ impl Actor {
             join_ready: mpsc::channel(1),
             join_dial_error: None,
             join_connected: false,
+            join_requests: 0,
             counters: Counters::default(),
             protected_gen: None,
             signer: parts.signer,

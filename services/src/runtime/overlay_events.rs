@@ -33,6 +33,10 @@ impl Actor {
                 }
                 Some(NodeEvent::JoinFailed)
             }
+            OverlayEvent::JoinRequested { attempt, of } => {
+                self.join_requested(attempt, of);
+                None
+            }
             OverlayEvent::Left => Some(NodeEvent::Left),
             OverlayEvent::Isolated => {
                 warn!("lost every neighbour: joining again through the nodes known");

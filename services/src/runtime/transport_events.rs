@@ -19,9 +19,7 @@ impl Actor {
                 relay,
             } => {
                 debug!(peer = %peer.short(), %remote_addr, outbound, relayed = relay.is_some(), "connected");
-                if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
-                    self.join_connected = true;
-                }
+                self.join_link_up(peer, remote_addr);
                 // One socket per node dials and accepts, so the address a connection comes
                 // from is where the peer can be reached: remember it for the overlay's
                 // contacts and for later dials. A relayed connection's address is synthetic.
@@ -34,6 +32,7 @@ impl Actor {
             }
             TransportEvent::Disconnected { peer, reason } => {
                 debug!(peer = %peer.short(), ?reason, "disconnected");
+                self.join_link_down(peer, &reason);
                 if matches!(reason, DisconnectReason::TimedOut) {
                     self.counters.peers_timed_out += 1;
                 }
@@ -58,11 +57,10 @@ impl Actor {
             }
             TransportEvent::DialFailed { peer, error } => {
                 debug!(peer = %peer.short(), %error, "dial failed");
-                if self.join.as_ref().is_some_and(|(b, _)| *b == peer) {
-                    self.join_dial_error = Some(error);
-                }
                 self.fallback.dial_ended(peer);
-                if !self.traverse(peer) {
+                let retrying = self.traverse(peer);
+                self.join_dial_failed(peer, error, retrying);
+                if !retrying {
                     self.fallback.drop_copies(peer);
                     self.unreachable(peer);
                 }

@@ -217,7 +217,8 @@ fn files_that_are_not_a_store_are_refused_with_the_reason() {
     let path = dir.path().join("busy.redb");
     let _first = open(&path, Quotas::default(), 0).unwrap();
     let e = open(&path, Quotas::default(), 0).unwrap_err();
-    assert!(matches!(e, StorageError::Open { .. }), "{e:?}");
+    assert!(matches!(e, StorageError::InUse { .. }), "{e:?}");
+    assert!(chain(&e).contains("busy.redb is in use"), "{}", chain(&e));
 
     // A directory that does not exist.
     let e = open(&dir.path().join("nowhere/dict.redb"), Quotas::default(), 0).unwrap_err();
