@@ -345,6 +345,21 @@ async fn send_one(t: Transport<Wire>, to: NodeId, msg: Msg) -> Result<(), String
     }
 }
 
+/// A one-hop message of a tree service (casts, groups) from the attacker, carrying `sealed`
+/// if given: what a tree neighbour would send.
+pub fn one_hop(
+    service: p2ps_overlay::service::ServiceId,
+    data: bytes::Bytes,
+    sealed: Option<Sealed<OverlayId>>,
+) -> Msg {
+    Message::Service(p2ps_overlay::ServiceMessage {
+        service,
+        class: Class::Tree,
+        data,
+        sealed: sealed.map(Box::new),
+    })
+}
+
 /// An envelope with origin `origin`, message number random, made at `issued`, signed by
 /// `signer`. When `origin` names another node than the signer, the signature is not the
 /// origin's: a forgery every receiver must drop. With `issued` far from now it is stale.

@@ -24,7 +24,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_interop_tests::hostile::{address_of, counters_of, forge, Hostile, Msg, SprayLimits};
+use p2ps_interop_tests::hostile::{address_of, counters_of, forge, one_hop, Hostile, SprayLimits};
 use p2ps_interop_tests::p2ps::status::Counters;
 use p2ps_interop_tests::p2ps::{key_of, wall_clock, NodeId, OverlayId};
 use p2ps_interop_tests::raw_quic::Attacker;
@@ -33,8 +33,8 @@ use p2ps_interop_tests::{
 };
 use p2ps_overlay::cast::{self, CAST};
 use p2ps_overlay::groups::{self, GROUPS};
-use p2ps_overlay::service::{encode, ServiceId};
-use p2ps_overlay::{Body, Class, Message, RingId, Sealed, Segment, ServiceMessage};
+use p2ps_overlay::service::encode;
+use p2ps_overlay::{Body, Class, Message, RingId, Segment};
 use p2ps_transport::StreamClass;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -63,16 +63,6 @@ fn network(n: usize, extra: &[&str]) -> (TestNet, Vec<NodeProc>) {
 /// The nodes' ids and addresses, for an attacker to dial.
 fn addresses(nodes: &[NodeProc]) -> Vec<(NodeId, SocketAddr)> {
     nodes.iter().map(|n| address_of(n).unwrap()).collect()
-}
-
-/// A one-hop message of a tree service, carrying `sealed` if given.
-fn one_hop(service: ServiceId, data: bytes::Bytes, sealed: Option<Sealed<OverlayId>>) -> Msg {
-    Message::Service(ServiceMessage {
-        service,
-        class: Class::Tree,
-        data,
-        sealed: sealed.map(Box::new),
-    })
 }
 
 /// Sum of `f` over the counters of `nodes`.

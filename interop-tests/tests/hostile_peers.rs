@@ -21,9 +21,9 @@
 
 use p2ps_interop_tests::hostile::{
     address_of, bare, counters_of, entries_naming, fakes_beside, forge, forged_word, freeze,
-    grind_identity, mis_signed, ring_errors, ring_order, shorts, tally_lookups, tally_lookups_in,
-    thaw, true_list, try_status, wait_ring_quietly, wait_ring_watching, Blackhole, DeadNodes,
-    Hostile, Msg, Record, SprayLimits, Tally,
+    grind_identity, mis_signed, one_hop, ring_errors, ring_order, shorts, tally_lookups,
+    tally_lookups_in, thaw, true_list, try_status, wait_ring_quietly, wait_ring_watching,
+    Blackhole, DeadNodes, Hostile, Msg, Record, SprayLimits, Tally,
 };
 use p2ps_interop_tests::p2ps::status::Counters;
 use p2ps_interop_tests::p2ps::{self, group_key, wall_clock, NodeId, OverlayId, RingId};
@@ -31,7 +31,7 @@ use p2ps_interop_tests::{random_keys, responsible, wait_for, NodeProc, TestNet, 
 use p2ps_overlay::cast::{self, CAST};
 use p2ps_overlay::groups::{self, GROUPS};
 use p2ps_overlay::messaging::{self, MESSAGES};
-use p2ps_overlay::service::{encode, ServiceId};
+use p2ps_overlay::service::encode;
 use p2ps_overlay::{
     Adjacency, Answer, Body, Class, Dir, FingerStrategy, Message, Routed, Sealed, Segment,
     ServiceMessage,
@@ -40,16 +40,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A one-hop message of a tree service (cast or groups), carrying `sealed` if given.
-fn one_hop(service: ServiceId, data: bytes::Bytes, sealed: Option<Sealed<OverlayId>>) -> Msg {
-    Message::Service(ServiceMessage {
-        service,
-        class: Class::Tree,
-        data,
-        sealed: sealed.map(Box::new),
-    })
-}
 
 const JOIN_WAIT: Duration = Duration::from_secs(30);
 const RING_WAIT: Duration = Duration::from_secs(30);
