@@ -76,11 +76,15 @@ fn the_sender_learns_how_many_members_got_it() {
                 break x;
             }
         };
-        let seq = sim.send_group(member, group, b"from a member".to_vec()).unwrap();
+        let seq = sim
+            .send_group(member, group, b"from a member".to_vec())
+            .unwrap();
         sim.run_for(Duration::from_secs(10));
         let c = count_of(&sim, member, seq);
         assert_eq!((c.members, c.complete, c.group), (11, true, group));
-        let seq = sim.send_group(outsider, group, b"from outside".to_vec()).unwrap();
+        let seq = sim
+            .send_group(outsider, group, b"from outside".to_vec())
+            .unwrap();
         sim.run_for(Duration::from_secs(10));
         let c = count_of(&sim, outsider, seq);
         assert_eq!((c.members, c.complete), (12, true), "seed {seed}");
@@ -88,12 +92,16 @@ fn the_sender_learns_how_many_members_got_it() {
         // A member crashes: right away, and after the tree repaired, it is not counted.
         let victim = *members.iter().nth(3).unwrap();
         sim.crash(victim);
-        let seq = sim.send_group(outsider, group, b"one down".to_vec()).unwrap();
+        let seq = sim
+            .send_group(outsider, group, b"one down".to_vec())
+            .unwrap();
         sim.run_for(Duration::from_secs(10));
         let c = count_of(&sim, outsider, seq);
         assert!(c.members <= 11, "a crashed member was counted: {c:?}");
         sim.run_for(Duration::from_secs(70));
-        let seq = sim.send_group(outsider, group, b"repaired".to_vec()).unwrap();
+        let seq = sim
+            .send_group(outsider, group, b"repaired".to_vec())
+            .unwrap();
         sim.run_for(Duration::from_secs(10));
         let c = count_of(&sim, outsider, seq);
         assert_eq!((c.members, c.complete), (11, true), "seed {seed}");
@@ -105,7 +113,9 @@ fn the_sender_learns_how_many_members_got_it() {
 fn an_empty_group_counts_zero() {
     let mut sim = stable(200, 63);
     let from = sim.random_member().unwrap();
-    let seq = sim.send_group(from, RingId(12345), b"anyone?".to_vec()).unwrap();
+    let seq = sim
+        .send_group(from, RingId(12345), b"anyone?".to_vec())
+        .unwrap();
     sim.run_for(Duration::from_secs(5));
     let c = count_of(&sim, from, seq);
     assert_eq!((c.members, c.complete), (0, true));
@@ -138,7 +148,9 @@ fn closed_groups_count_their_members() {
         }
     };
     let seq = sim
-        .command(outsider, |n, now| n.send_closed_group(now, &closed, b"d2d4"))
+        .command(outsider, |n, now| {
+            n.send_closed_group(now, &closed, b"d2d4")
+        })
         .unwrap();
     sim.run_for(Duration::from_secs(10));
     let c = count_of(&sim, outsider, seq);

@@ -273,7 +273,11 @@ impl<P: PeerId> Counts<P> {
 
 /// The most members a count may plausibly claim: four times the network's size as estimated
 /// from the spacing of this node's successors (and at least the nodes it knows).
-pub(crate) fn plausible_members<P: PeerId>(me: RingId, succs: &[crate::peer::Peer<P>], known: usize) -> u64 {
+pub(crate) fn plausible_members<P: PeerId>(
+    me: RingId,
+    succs: &[crate::peer::Peer<P>],
+    known: usize,
+) -> u64 {
     let est = match succs.last() {
         Some(last) => {
             let gap = (me.cw_to(last.pos) / succs.len() as u128).max(1);
@@ -306,7 +310,10 @@ mod tests {
         assert!(c.counted(SimId(9), 7, 5, true, 10).is_none());
         assert!(c.counted(SimId(2), 8, 5, true, 10).is_none());
         // An inflated count is capped; a second count from the same peer is refused.
-        assert!(matches!(c.counted(SimId(2), 7, u64::MAX, true, 10), Some(None)));
+        assert!(matches!(
+            c.counted(SimId(2), 7, u64::MAX, true, 10),
+            Some(None)
+        ));
         assert!(c.counted(SimId(2), 7, 5, true, 10).is_none());
         let f = c.counted(SimId(3), 7, 2, true, 10).flatten().expect("done");
         assert_eq!((f.members, f.complete), (10, true));

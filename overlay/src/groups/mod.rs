@@ -43,9 +43,9 @@ use crate::seen::Seen;
 use crate::service::{
     decode, encode, Answered, Context, Emits, Forwarding, Incoming, Service, ServiceId,
 };
-use count::{Counts, Finished, Up};
 use crate::time::Time;
 use bytes::Bytes;
+use count::{Counts, Finished, Up};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -96,8 +96,7 @@ impl GroupConfig {
         if self.refresh.is_zero() {
             return Err(ConfigError::Zero("group refresh"));
         }
-        if self.count_timeout.is_zero() || self.max_counts == 0 || self.max_counts_per_peer == 0
-        {
+        if self.count_timeout.is_zero() || self.max_counts == 0 || self.max_counts_per_peer == 0 {
             return Err(ConfigError::Zero(
                 "group count_timeout, max_counts, max_counts_per_peer",
             ));
@@ -828,8 +827,7 @@ impl<P: PeerId> Groups<P> {
             ctx.send_sealed(*to, head.clone(), sealed.clone());
         }
         let waiting: BTreeSet<P> = targets.into_iter().collect();
-        self.counts
-            .open(tag, up, waiting, own, ctx.now() + wait);
+        self.counts.open(tag, up, waiting, own, ctx.now() + wait);
     }
 
     /// Reports a finished count to where the message came from.
@@ -869,7 +867,11 @@ impl<P: PeerId> Groups<P> {
     /// The most members one count may claim here (see [`count::plausible_members`]).
     fn plausible(ctx: &Context<'_, P>) -> u64 {
         let table = ctx.table();
-        count::plausible_members(ctx.me().pos, table.successors(), table.distinct_peers().len())
+        count::plausible_members(
+            ctx.me().pos,
+            table.successors(),
+            table.distinct_peers().len(),
+        )
     }
 
     /// A count from tree neighbour `from`.
@@ -1232,7 +1234,10 @@ impl<P: PeerId> Service<P> for Groups<P> {
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        self.timer.into_iter().chain(self.counts.next_deadline()).min()
+        self.timer
+            .into_iter()
+            .chain(self.counts.next_deadline())
+            .min()
     }
 
     fn handle_timeout(&mut self, ctx: &mut Context<'_, P>) {
