@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use p2ps_overlay::groups::{ClosedGroup, GroupExt, GroupSecret, Groups, Wire};
-use p2ps_overlay::service::{decode, encode};
+use p2ps_overlay::service::{decode, encode, WayBack};
 use p2ps_overlay::sim::{GroupCount, SimConfig, SimId, Simulator};
 use p2ps_overlay::{Message, RingId};
 use std::collections::BTreeSet;
@@ -198,6 +198,40 @@ fn crafted_counts_are_refused_or_capped() {
     }
     sim.run_for(Duration::from_secs(1));
     assert!(refused_counts(&sim) >= 50 * t.len() as u64);
+
+    // Unsolicited answers (a whole tree's count for a message the receiver never sent), and a
+    // counted cast from outside the tree with an absurd wait (answered 0 and pruned).
+    let victim = *members.iter().next().unwrap();
+    let before = refused_counts(&sim);
+    sim.command(hostile, |n, now| {
+        n.command::<Groups<SimId>, _>(now, |_, ctx| {
+            for seq in 0..20u64 {
+                let head = Wire::Counted {
+                    seq,
+                    members: u64::MAX,
+                    complete: true,
+                };
+                let way = WayBack {
+                    to: victim,
+                    trail: Vec::new(),
+                };
+                ctx.reply(&way, encode(&head, &[]));
+            }
+            let sealed = ctx.seal(group, None, encode(&Wire::Send, b"sneaky"));
+            let head = Wire::CastCounted {
+                hops: 0,
+                tag: 1,
+                wait_ms: u32::MAX,
+            };
+            ctx.send_sealed(victim, encode(&head, &[]), sealed);
+        })
+    })
+    .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    // The twenty answers, and the victim's count 0 for the cast, which the sender (not
+    // waiting for any) refuses in turn.
+    assert_eq!(refused_counts(&sim), before + 21);
+    assert!(sim.counters().group_counts.is_empty(), "a count was taken");
 
     // An honest count is still exact.
     let sender = *members.iter().next().unwrap();

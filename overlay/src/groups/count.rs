@@ -11,7 +11,7 @@
 //!
 //! Nothing here can be checked: a node may claim any count for its subtree. A count is taken
 //! only from a neighbour that was sent the tagged message and has not answered yet, and only
-//! up to [`Counts::counted`]'s cap (what the network's size makes plausible), so that a liar
+//! up to a cap (a few times the network's size as this node estimates it), so that a liar
 //! inflates the total by a bounded amount at most, once per message. The table is bounded in
 //! total and per peer; entries are dropped, reported incomplete, when their wait runs out.
 

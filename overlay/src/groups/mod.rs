@@ -1252,7 +1252,7 @@ impl<P: PeerId> Service<P> for Groups<P> {
                 complete: false,
             });
         }
-        if !self.timer.is_some_and(|t| t <= now) {
+        if self.timer.is_none_or(|t| t > now) {
             return;
         }
         // The periodic refresh: re-attach along current routes, forget silent children.
