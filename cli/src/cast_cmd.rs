@@ -157,6 +157,9 @@ pub struct GroupSendArgs {
     text: String,
     #[command(flatten)]
     key: GroupKeyOpt,
+    /// Print `{"group","bytes","seq","members","complete"}` as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `p2ps group join|leave|send`.
@@ -189,17 +192,27 @@ pub fn group(cmd: GroupCommand) -> Result<()> {
             );
         }
         GroupCommand::Send(a) => {
-            a.control.call(&Request::GroupSend {
+            let v = a.control.call(&Request::GroupSend {
                 group: a.group.clone(),
                 key: a.key.hex()?,
                 payload: crate::payload::message(&a.text)?,
             })?;
-            // Group messages flow down the group's tree with no report back (unlike
-            // broadcast and range), so the node cannot say how many members got one.
-            eprintln!(
-                "sent to group {} (best effort: members do not confirm receipt)",
-                a.group
-            );
+            if a.json {
+                return print_json(&v);
+            }
+            let members = v.get("members").and_then(|d| d.as_u64());
+            let complete = v.get("complete").and_then(|d| d.as_bool());
+            match (members, complete) {
+                (Some(n), Some(true)) => {
+                    eprintln!("sent to group {}: reached {n} members", a.group)
+                }
+                (Some(n), _) => eprintln!(
+                    "sent to group {}: reached {n} members; some parts of the tree did not \
+                     answer in time",
+                    a.group
+                ),
+                _ => bail!("the node's answer is malformed: {v}"),
+            }
         }
     }
     Ok(())

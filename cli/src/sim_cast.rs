@@ -304,7 +304,7 @@ fn measure_group(
         .filter(|m| !sim.node(*m).group_roles().is_empty())
         .collect();
     sim.clear_deliveries();
-    sim.trace_kinds(&["group-cast"]);
+    sim.trace_kinds(&["group-cast", "group-cast-counted"]);
     let list: Vec<SimId> = members.iter().copied().collect();
     for _ in 0..messages {
         let from = list[rng.gen_range(0..list.len())];

@@ -1,5 +1,6 @@
 //! Broadcast and group multicast across real `p2ps node` processes on loopback, driven by
-//! `p2ps broadcast` and `p2ps group join|send`, including a group member killed with SIGKILL.
+//! `p2ps broadcast` and `p2ps group join|send`, including a group member killed with SIGKILL;
+//! `group send` reports how many members got each message.
 //!
 //! Every wait is bounded; a failure panics with the node's own output.
 
@@ -96,7 +97,11 @@ fn broadcast_and_groups_across_processes_with_a_crash() {
         cli_ok(&nodes[m], &["group", "join", "chess"]);
     }
     std::thread::sleep(Duration::from_millis(500));
-    cli_ok(&nodes[2], &["group", "send", "chess", "e2e4"]);
+    let err = cli_ok(&nodes[2], &["group", "send", "chess", "e2e4"]);
+    assert!(
+        err.contains("sent to group chess: reached 5 members"),
+        "{err}"
+    );
     expect_exactly(&nodes, &members, "to group chess): e2e4");
     let status = nodes[4].status();
     assert!(status
@@ -119,15 +124,45 @@ fn broadcast_and_groups_across_processes_with_a_crash() {
     wait_ring(&mut alive, RING_WAIT);
     // Two tree refresh periods (2 s with FAST) for the tree to route around the dead node.
     std::thread::sleep(Duration::from_secs(4));
-    cli_ok(&nodes[9], &["group", "send", "chess", "d7d5"]);
+    let err = cli_ok(&nodes[9], &["group", "send", "chess", "d7d5"]);
+    // A member sends: the three other members left, the sender not counted.
+    assert!(err.contains("reached 3 members"), "{err}");
     expect_exactly(&nodes, &[1, 4, 11], "to group chess): d7d5");
     // And a member that leaves gets nothing more.
     cli_ok(&nodes[1], &["group", "leave", "chess"]);
     std::thread::sleep(Duration::from_millis(300));
-    cli_ok(&nodes[0], &["group", "send", "chess", "g1f3"]);
+    let err = cli_ok(&nodes[0], &["group", "send", "chess", "g1f3"]);
+    assert!(err.contains("reached 3 members"), "{err}");
     expect_exactly(&nodes, &[4, 9, 11], "to group chess): g1f3");
     eprintln!(
         "[{:?}] group repaired after a crash and a leave",
         t0.elapsed()
     );
+}
+
+/// Four processes, three in a group: `group send` reports how many members got the message,
+/// the sender not counted (`--json` carries the number).
+#[test]
+fn group_send_reports_how_many_members_got_it() {
+    let net = TestNet::new();
+    let mut nodes = net.spawn_network(4, FAST, JOIN_WAIT);
+    wait_ring(&mut nodes.iter_mut().collect::<Vec<_>>(), RING_WAIT);
+    for m in [1usize, 2, 3] {
+        cli_ok(&nodes[m], &["group", "join", "go"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let err = cli_ok(&nodes[0], &["group", "send", "go", "d4"]);
+    assert!(err.contains("sent to group go: reached 3 members"), "{err}");
+    expect_exactly(&nodes, &[1, 2, 3], "to group go): d4");
+
+    let out = nodes[2].cli(&["group", "send", "go", "d5", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["members"], 2, "{v}");
+    assert_eq!(v["complete"], true, "{v}");
+    expect_exactly(&nodes, &[1, 3], "to group go): d5");
 }

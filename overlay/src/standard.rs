@@ -82,6 +82,17 @@ pub enum StandardEvent<P> {
         /// The child.
         peer: P,
     },
+    /// The count of a group message this node sent (see [`GroupEvent::Counted`]).
+    GroupCounted {
+        /// The group.
+        group: RingId,
+        /// Its message number.
+        seq: u64,
+        /// Members that delivered it (this node not included).
+        members: u64,
+        /// Whether every part of the tree answered in time.
+        complete: bool,
+    },
 }
 
 /// Takes everything the standard services of `node` have for their application (plain
@@ -154,6 +165,17 @@ pub fn drain<P: PeerId>(node: &mut Node<P>, out: &mut Vec<StandardEvent<P>>) {
                 GroupEvent::ChildDropped { group, peer } => {
                     StandardEvent::GroupChildDropped { group, peer }
                 }
+                GroupEvent::Counted {
+                    group,
+                    seq,
+                    members,
+                    complete,
+                } => StandardEvent::GroupCounted {
+                    group,
+                    seq,
+                    members,
+                    complete,
+                },
             });
         }
     }

@@ -88,7 +88,12 @@ fn members_read_the_group_and_forwarders_see_only_ciphertext() {
                 .unwrap();
         }
         sim.run_for(Duration::from_secs(5));
-        sim.trace_kinds(&["group-cast", "group-send", "group-send-closed"]);
+        sim.trace_kinds(&[
+            "group-cast",
+            "group-cast-counted",
+            "group-send",
+            "group-send-closed",
+        ]);
         sim.trace_wire();
         let from = *members.iter().next().unwrap();
         let want: BTreeSet<SimId> = members.iter().copied().filter(|m| *m != from).collect();

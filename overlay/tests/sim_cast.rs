@@ -214,7 +214,7 @@ fn group_of_hundred_among_ten_thousand() {
             assert!(sim.join_group(*m, group));
         }
         sim.run_for(Duration::from_secs(5));
-        sim.trace_kinds(&["group-cast"]);
+        sim.trace_kinds(&["group-cast", "group-cast-counted"]);
         let tree: BTreeSet<SimId> = sim
             .members()
             .filter(|m| !sim.node(*m).group_roles().is_empty())

@@ -59,7 +59,7 @@ pub use p2ps_dict as dict;
 pub use p2ps_overlay::{Dir, FingerStrategy, LookupMode, RingId};
 pub use p2ps_transport::{Identity, NodeId};
 pub use p2ps_watcher as watcher;
-pub use report::{CastReport, LookupResult};
+pub use report::{CastReport, GroupReport, LookupResult};
 pub use runtime::wall_clock;
 pub use service_handle::ServiceHandle;
 pub use status::{NodeState, PortMapping, Reachability, Status};

@@ -10,7 +10,7 @@ use crate::id::key_of;
 use crate::id::OverlayId;
 use crate::metrics::Metrics;
 use crate::node_watch::NodeWatch;
-use crate::report::{CastReport, LookupResult};
+use crate::report::{CastReport, GroupReport, LookupResult};
 use crate::runtime::commands::Command;
 use crate::status::Status;
 use crate::ticket::Ticket;
@@ -276,10 +276,15 @@ impl Node {
             .await?
     }
 
-    /// Sends `payload` to every member of group `name` (best effort, each member once); this
-    /// node need not be a member. If this node joined a closed group of that name, the
-    /// message goes to it (encrypted), else to the open group.
-    pub async fn send_group(&self, name: &str, payload: impl Into<Bytes>) -> Result<(), NodeError> {
+    /// Sends `payload` to every member of group `name` (each member once); this node need not
+    /// be a member. If this node joined a closed group of that name, the message goes to it
+    /// (encrypted), else to the open group. Returns when the group's tree has counted the
+    /// members that got it (or its wait ran out, a few seconds), with that count.
+    pub async fn send_group(
+        &self,
+        name: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<GroupReport, NodeError> {
         check_group_name(name)?;
         let p: Bytes = payload.into();
         let n = name.to_string();
@@ -287,13 +292,13 @@ impl Node {
     }
 
     /// Sends `payload` to every member of the closed group `name` of `secret`, encrypted for
-    /// them; this node need not be a member.
+    /// them; this node need not be a member. Returns the count, as [`Node::send_group`].
     pub async fn send_closed_group(
         &self,
         name: &str,
         secret: GroupSecret,
         payload: impl Into<Bytes>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<GroupReport, NodeError> {
         check_group_name(name)?;
         let p: Bytes = payload.into();
         let n = name.to_string();

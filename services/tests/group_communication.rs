@@ -95,7 +95,13 @@ async fn broadcast_range_and_groups() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     for round in 0..3 {
         let text = format!("move {round}");
-        nodes[2].send_group("chess", text.clone()).await.unwrap();
+        let report = nodes[2].send_group("chess", text.clone()).await.unwrap();
+        // The sender is not a member: all four counted.
+        assert_eq!(
+            (report.members, report.complete),
+            (4, true),
+            "round {round}"
+        );
         let got = collect(&nodes, Duration::from_millis(800)).await;
         for (i, msgs) in got.iter().enumerate() {
             let n = msgs.iter().filter(|m| m.payload == text.as_bytes()).count();
@@ -133,7 +139,9 @@ async fn broadcast_range_and_groups() {
         Err(p2ps::NodeError::NotMember("go".into()))
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    nodes[1].send_group("chess", &b"after"[..]).await.unwrap();
+    let report = nodes[1].send_group("chess", &b"after"[..]).await.unwrap();
+    // A member sends: the two other members that stayed, the sender not counted.
+    assert_eq!((report.members, report.complete), (2, true));
     let got = collect(&nodes, Duration::from_millis(800)).await;
     let counts: BTreeMap<usize, usize> = got
         .iter()

@@ -269,7 +269,13 @@ impl Requests {
                         .map_err(|e| e.to_string()),
                 };
                 match r {
-                    Ok(()) => Response::ok(serde_json::json!({"group": group, "bytes": bytes})),
+                    Ok(c) => Response::ok(serde_json::json!({
+                        "group": group,
+                        "bytes": bytes,
+                        "seq": c.seq,
+                        "members": c.members,
+                        "complete": c.complete,
+                    })),
                     Err(e) => Response::err(e),
                 }
             }

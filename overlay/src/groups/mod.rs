@@ -12,6 +12,13 @@
 //! parent and children except the one it came from; `(origin, seq)` is remembered so that a
 //! node reached twice while the tree changes delivers once.
 //!
+//! Every group message's deliveries are counted back up the tree ([`count`]): each tree node
+//! waits for its neighbours' counts (a wait that shrinks with depth), adds itself if it is a
+//! member that delivered the message, and reports to where the message came from; the node
+//! where it entered the tree answers its sender back along the route
+//! ([`GroupEvent::Counted`]). The sender itself is not counted. The count is what honest nodes
+//! report: a lying tree node can claim any number for its subtree, up to a cap.
+//!
 //! The tree is soft state: every `refresh` each node re-sends its join to its current next hop
 //! towards the group (moving to a new parent when routing changed, becoming root when it became
 //! responsible), and parents forget children silent for three periods. A dead parent is replaced
@@ -22,6 +29,7 @@
 //! carry proofs every tree node checks, and its payloads are encrypted for the members.
 
 pub mod closed;
+pub mod count;
 
 pub use closed::{Admission, Cert, ClosedGroup, GroupPublic, GroupSecret, Link, GROUP_SECRET_LEN};
 
@@ -32,11 +40,14 @@ use crate::peer::PeerId;
 use crate::ring::RingId;
 use crate::routing_table::NextHop;
 use crate::seen::Seen;
-use crate::service::{decode, encode, Context, Emits, Forwarding, Incoming, Service, ServiceId};
+use crate::service::{
+    decode, encode, Answered, Context, Emits, Forwarding, Incoming, Service, ServiceId,
+};
 use crate::time::Time;
 use bytes::Bytes;
+use count::{Counts, Finished, Up};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -68,6 +79,15 @@ pub struct GroupConfig {
     pub congestion_strikes: u32,
     /// Deliveries kept for the application before new ones are dropped. Default: 4096.
     pub max_queued: usize,
+    /// How long the node where a group message enters the tree waits for the count of its
+    /// deliveries; every tree level below waits three quarters of its parent's wait. The
+    /// sender waits this long plus one lookup timeout. Default: 4 s.
+    pub count_timeout: Duration,
+    /// Counts this node waits for at once (and as many of its own messages waiting for
+    /// theirs); a message beyond is passed on uncounted. Default: 4096.
+    pub max_counts: usize,
+    /// Of those, counts one peer may make this node wait for. Default: 256.
+    pub max_counts_per_peer: usize,
 }
 
 impl GroupConfig {
@@ -75,6 +95,11 @@ impl GroupConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.refresh.is_zero() {
             return Err(ConfigError::Zero("group refresh"));
+        }
+        if self.count_timeout.is_zero() || self.max_counts == 0 || self.max_counts_per_peer == 0 {
+            return Err(ConfigError::Zero(
+                "group count_timeout, max_counts, max_counts_per_peer",
+            ));
         }
         if self.max_groups == 0
             || self.max_groups_per_peer == 0
@@ -98,6 +123,9 @@ impl Default for GroupConfig {
             max_children: 256,
             congestion_strikes: 3,
             max_queued: 4096,
+            count_timeout: Duration::from_secs(4),
+            max_counts: 4096,
+            max_counts_per_peer: 256,
         }
     }
 }
@@ -144,6 +172,27 @@ impl GroupConfig {
         self.max_queued = max_queued;
         self
     }
+
+    /// Sets [`count_timeout`](Self::count_timeout).
+    #[must_use]
+    pub fn with_count_timeout(mut self, count_timeout: Duration) -> Self {
+        self.count_timeout = count_timeout;
+        self
+    }
+
+    /// Sets [`max_counts`](Self::max_counts).
+    #[must_use]
+    pub fn with_max_counts(mut self, max_counts: usize) -> Self {
+        self.max_counts = max_counts;
+        self
+    }
+
+    /// Sets [`max_counts_per_peer`](Self::max_counts_per_peer).
+    #[must_use]
+    pub fn with_max_counts_per_peer(mut self, max_counts_per_peer: usize) -> Self {
+        self.max_counts_per_peer = max_counts_per_peer;
+        self
+    }
 }
 
 /// Why a group command was refused.
@@ -180,6 +229,19 @@ pub enum GroupEvent<P> {
         /// The dropped child.
         peer: P,
     },
+    /// How many members got a message this node sent ([`Groups::send`] returned `seq`).
+    Counted {
+        /// The group.
+        group: RingId,
+        /// The message number.
+        seq: u64,
+        /// Members that delivered it, this node not included, as the tree nodes reported
+        /// them (see [`count`]): a member whose report was lost to a failure or a timeout is
+        /// missing.
+        members: u64,
+        /// Whether every part of the tree answered in time.
+        complete: bool,
+    },
 }
 
 /// Counters of the group service.
@@ -196,6 +258,9 @@ pub struct GroupStats {
     /// or a forged certificate, a certificate for another node, a broken delegation chain, a
     /// payload that does not decrypt, or an open-group message in a closed tree.
     pub refused_closed: u64,
+    /// Counts refused: from a peer that owed none (unsolicited, repeated, late) or for a
+    /// message this node is not waiting for.
+    pub refused_counts: u64,
 }
 
 /// What the group service puts on the wire, each encoded with [`encode`] (the signed one
@@ -235,6 +300,35 @@ pub enum Wire {
         /// The AEAD nonce.
         nonce: [u8; 12],
     },
+    /// A group message along a tree edge (the origin's envelope travels with it), whose
+    /// receiver reports the count of its subtree's deliveries with [`Wire::Count`].
+    CastCounted {
+        /// Tree edges crossed so far.
+        hops: u16,
+        /// The sender's tag for this message, echoed in the count.
+        tag: u64,
+        /// How long the sender waits for the count, in milliseconds.
+        wait_ms: u32,
+    },
+    /// "The part of the tree behind me delivered message `tag` to `members` members."
+    Count {
+        /// The tag of the [`Wire::CastCounted`] it answers.
+        tag: u64,
+        /// Members that delivered it.
+        members: u64,
+        /// Whether every part of that subtree answered in time.
+        complete: bool,
+    },
+    /// From the node where a routed group message entered the tree to its origin, back along
+    /// the route: the count of the whole tree.
+    Counted {
+        /// The origin's message number.
+        seq: u64,
+        /// Members that delivered it.
+        members: u64,
+        /// Whether every part of the tree answered in time.
+        complete: bool,
+    },
 }
 
 /// The message names, by the first byte of the encoding (the variant).
@@ -245,7 +339,13 @@ const KINDS: &[&str] = &[
     "group-send",
     "group-join-closed",
     "group-send-closed",
+    "group-cast-counted",
+    "group-count",
+    "group-counted",
 ];
+
+/// A wait below this is not given to the next tree level: the message goes on uncounted.
+const MIN_COUNT_WAIT: Duration = Duration::from_millis(50);
 
 /// The one-hop message asking to hang below its receiver in the closed group `public`'s tree,
 /// with `admission` (see [`Admission::verify`]).
@@ -320,19 +420,22 @@ pub struct Groups<P: PeerId> {
     stats: GroupStats,
     /// The closed groups this node is a member of, with their keys.
     keys: BTreeMap<RingId, ClosedGroup>,
+    /// Deliveries counted back up the tree.
+    counts: Counts<P>,
 }
 
 impl<P: PeerId> Groups<P> {
     /// The service with settings `cfg`.
     pub fn new(cfg: GroupConfig) -> Self {
         Groups {
-            cfg,
             map: BTreeMap::new(),
             timer: None,
             seen: None,
             events: VecDeque::new(),
             stats: GroupStats::default(),
             keys: BTreeMap::new(),
+            counts: Counts::new(cfg.max_counts, cfg.max_counts_per_peer),
+            cfg,
         }
     }
 
@@ -419,7 +522,8 @@ impl<P: PeerId> Groups<P> {
     }
 
     /// Sends `payload` to every member of `group` (this node need not be one). Returns the
-    /// message number.
+    /// message number; [`GroupEvent::Counted`] follows with it once the tree has counted
+    /// the members that got it.
     pub fn send(
         &mut self,
         ctx: &mut Context<'_, P>,
@@ -434,7 +538,8 @@ impl<P: PeerId> Groups<P> {
     }
 
     /// Sends `payload` to every member of the closed group `closed`, encrypted for them (this
-    /// node need not be a member, but holds the secret). Returns the message number.
+    /// node need not be a member, but holds the secret). Returns the message number;
+    /// [`GroupEvent::Counted`] follows with it.
     pub fn send_closed(
         &mut self,
         ctx: &mut Context<'_, P>,
@@ -462,8 +567,19 @@ impl<P: PeerId> Groups<P> {
         let seq = sealed.env.seq;
         self.seen(ctx).insert((ctx.me().id, seq), ctx.now());
         if self.map.get(&group).is_some_and(|g| g.attached()) {
-            self.flood(ctx, &sealed, 0, None);
+            let up = Up::Local { group, seq };
+            self.spread(ctx, &sealed, 0, None, Some((up, self.cfg.count_timeout)), 0);
         } else {
+            let deadline = ctx.now() + self.cfg.count_timeout + ctx.config().lookup_timeout;
+            if !self.counts.await_answer(seq, group, deadline) {
+                // No room to wait: reported at once, uncounted.
+                self.events.push_back(GroupEvent::Counted {
+                    group,
+                    seq,
+                    members: 0,
+                    complete: false,
+                });
+            }
             ctx.route(sealed);
         }
         seq
@@ -511,12 +627,19 @@ impl<P: PeerId> Groups<P> {
             // Taken, and dropped: it goes no further.
             return true;
         }
-        if self
-            .seen(ctx)
-            .insert((r.sealed.origin(), r.sealed.env.seq), ctx.now())
-        {
-            self.deliver_here(ctx, &r.sealed, r.hops);
-            self.flood(ctx, &r.sealed, r.hops, None);
+        let (origin, seq) = (r.sealed.origin(), r.sealed.env.seq);
+        if self.seen(ctx).insert((origin, seq), ctx.now()) {
+            let own = u64::from(self.deliver_here(ctx, &r.sealed, r.hops));
+            let up = if origin == ctx.me().id {
+                Up::Local { group, seq }
+            } else {
+                Up::Origin {
+                    way: r.way_back(),
+                    seq,
+                }
+            };
+            let count = Some((up, self.cfg.count_timeout));
+            self.spread(ctx, &r.sealed, r.hops, None, count, own);
         }
         true
     }
@@ -611,8 +734,27 @@ impl<P: PeerId> Groups<P> {
         }
     }
 
-    /// A group message came along a tree edge from `from` (its envelope already checked).
-    fn on_cast(&mut self, ctx: &mut Context<'_, P>, from: P, hops: u16, sealed: Sealed<P>) {
+    /// A group message came along a tree edge from `from` (its envelope already checked),
+    /// with `count` = `(tag, wait)` if `from` waits for the count of this node's subtree.
+    fn on_cast(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        from: P,
+        hops: u16,
+        sealed: Sealed<P>,
+        count: Option<(u64, Duration)>,
+    ) {
+        // What to tell `from` when this node passes the message on to nobody.
+        let nothing = |ctx: &mut Context<'_, P>| {
+            if let Some((tag, _)) = count {
+                let head = Wire::Count {
+                    tag,
+                    members: 0,
+                    complete: true,
+                };
+                ctx.send(from, encode(&head, &[]));
+            }
+        };
         let group = sealed.env.key;
         let in_tree = self.map.get(&group).is_some_and(|g| {
             g.attached() && (g.parent == Some(from) || g.children.contains_key(&from))
@@ -621,6 +763,7 @@ impl<P: PeerId> Groups<P> {
             // `from` thinks we are in its tree; we are not (any more): tell it.
             self.stats.dropped += 1;
             ctx.send(from, encode(&Wire::Prune { group }, &[]));
+            nothing(ctx);
             return;
         }
         if !self.admits(&sealed) {
@@ -630,22 +773,134 @@ impl<P: PeerId> Groups<P> {
             .seen(ctx)
             .insert((sealed.origin(), sealed.env.seq), ctx.now())
         {
+            // Reached twice: counted where it came first.
+            nothing(ctx);
             return;
         }
-        self.deliver_here(ctx, &sealed, hops);
-        if hops < ctx.config().max_hops {
-            self.flood(ctx, &sealed, hops, Some(from));
+        let own = u64::from(self.deliver_here(ctx, &sealed, hops));
+        let count = count.map(|(tag, wait)| {
+            let up = Up::Neighbour { peer: from, tag };
+            (up, wait.min(self.cfg.count_timeout))
+        });
+        self.spread(ctx, &sealed, hops, Some(from), count, own);
+    }
+
+    /// Passes a group message on to the tree neighbours but `except` (and the origin) and,
+    /// with `count` = `(up, wait)`, waits up to `wait` for their counts, then reports them
+    /// with `own` (1 if this node delivered it) to `up`.
+    fn spread(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        sealed: &Sealed<P>,
+        hops: u16,
+        except: Option<P>,
+        count: Option<(Up<P>, Duration)>,
+        own: u64,
+    ) {
+        let targets = if hops < ctx.config().max_hops {
+            self.flood_targets(sealed, except)
+        } else {
+            Vec::new()
+        };
+        let Some((up, wait)) = count else {
+            return self.flood(ctx, sealed, hops, &targets);
+        };
+        let next_wait = wait * 3 / 4;
+        if targets.is_empty() {
+            return self.finish(ctx, up, own, true);
+        }
+        if next_wait < MIN_COUNT_WAIT || !self.counts.has_room(&up) {
+            // Passed on uncounted: this node reports only itself.
+            self.flood(ctx, sealed, hops, &targets);
+            return self.finish(ctx, up, own, false);
+        }
+        let tag = ctx.random();
+        let head = encode(
+            &Wire::CastCounted {
+                hops: hops + 1,
+                tag,
+                wait_ms: u32::try_from(next_wait.as_millis()).unwrap_or(u32::MAX),
+            },
+            &[],
+        );
+        for to in &targets {
+            ctx.send_sealed(*to, head.clone(), sealed.clone());
+        }
+        let waiting: BTreeSet<P> = targets.into_iter().collect();
+        self.counts.open(tag, up, waiting, own, ctx.now() + wait);
+    }
+
+    /// Reports a finished count to where the message came from.
+    fn finish(&mut self, ctx: &mut Context<'_, P>, up: Up<P>, members: u64, complete: bool) {
+        match up {
+            Up::Local { group, seq } => self.events.push_back(GroupEvent::Counted {
+                group,
+                seq,
+                members,
+                complete,
+            }),
+            Up::Neighbour { peer, tag } => {
+                let head = Wire::Count {
+                    tag,
+                    members,
+                    complete,
+                };
+                ctx.send(peer, encode(&head, &[]));
+            }
+            Up::Origin { way, seq } => {
+                let head = Wire::Counted {
+                    seq,
+                    members,
+                    complete,
+                };
+                ctx.reply(&way, encode(&head, &[]));
+            }
         }
     }
 
-    fn deliver_here(&mut self, ctx: &Context<'_, P>, sealed: &Sealed<P>, hops: u16) {
+    fn finished(&mut self, ctx: &mut Context<'_, P>, done: Vec<Finished<P>>) {
+        for f in done {
+            self.finish(ctx, f.up, f.members, f.complete);
+        }
+    }
+
+    /// The most members one count may claim here (see [`count::plausible_members`]).
+    fn plausible(ctx: &Context<'_, P>) -> u64 {
+        let table = ctx.table();
+        count::plausible_members(
+            ctx.me().pos,
+            table.successors(),
+            table.distinct_peers().len(),
+        )
+    }
+
+    /// A count from tree neighbour `from`.
+    fn on_count(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        from: P,
+        (tag, members, complete): (u64, u64, bool),
+    ) {
+        let cap = Self::plausible(ctx);
+        match self.counts.counted(from, tag, members, complete, cap) {
+            None => {
+                self.stats.dropped += 1;
+                self.stats.refused_counts += 1;
+            }
+            Some(done) => self.finished(ctx, done.into_iter().collect()),
+        }
+    }
+
+    /// Delivers a group message to the application if this node is a member (and not its
+    /// origin); returns whether it did.
+    fn deliver_here(&mut self, ctx: &Context<'_, P>, sealed: &Sealed<P>, hops: u16) -> bool {
         let group = sealed.env.key;
         let origin = sealed.origin();
         if origin == ctx.me().id || !self.is_member(group) {
-            return;
+            return false;
         }
         let Body::Service { data, .. } = &sealed.env.body else {
-            return;
+            return false;
         };
         let payload = match decode::<Wire>(data) {
             Ok((Wire::Send, payload)) => payload,
@@ -659,18 +914,18 @@ impl<P: PeerId> Groups<P> {
                     None => {
                         self.stats.dropped += 1;
                         self.stats.refused_closed += 1;
-                        return;
+                        return false;
                     }
                 }
             }
             _ => {
                 self.stats.dropped += 1;
-                return;
+                return false;
             }
         };
         if self.events.len() >= self.cfg.max_queued {
             self.stats.dropped += 1;
-            return;
+            return false;
         }
         self.stats.delivered += 1;
         self.events.push_back(GroupEvent::Delivered {
@@ -679,30 +934,28 @@ impl<P: PeerId> Groups<P> {
             hops,
             payload,
         });
+        true
     }
 
-    /// Passes a group message to every tree neighbour but `except` and the origin.
-    fn flood(
-        &mut self,
-        ctx: &mut Context<'_, P>,
-        sealed: &Sealed<P>,
-        hops: u16,
-        except: Option<P>,
-    ) {
+    /// The tree neighbours a group message goes to: all but `except` and the origin.
+    fn flood_targets(&self, sealed: &Sealed<P>, except: Option<P>) -> Vec<P> {
         let origin = sealed.origin();
         let Some(g) = self.map.get(&sealed.env.key) else {
-            return;
+            return Vec::new();
         };
-        let targets: Vec<P> = g
-            .parent
+        g.parent
             .iter()
             .chain(g.children.keys())
             .copied()
             .filter(|p| Some(*p) != except && *p != origin)
-            .collect();
+            .collect()
+    }
+
+    /// Passes a group message to `targets`, uncounted.
+    fn flood(&mut self, ctx: &mut Context<'_, P>, sealed: &Sealed<P>, hops: u16, targets: &[P]) {
         let head = encode(&Wire::Cast { hops: hops + 1 }, &[]);
         for to in targets {
-            ctx.send_sealed(to, head.clone(), sealed.clone());
+            ctx.send_sealed(*to, head.clone(), sealed.clone());
         }
     }
 
@@ -816,7 +1069,9 @@ impl<P: PeerId> Service<P> for Groups<P> {
             ("dropped", self.stats.dropped),
             ("refused_joins", self.stats.refused_joins),
             ("refused_closed", self.stats.refused_closed),
+            ("refused_counts", self.stats.refused_counts),
             ("trees", self.map.len() as u64),
+            ("counting", self.counts.len() as u64),
         ]
     }
 
@@ -832,11 +1087,47 @@ impl<P: PeerId> Service<P> for Groups<P> {
         // At the group's root: a message that met no tree on its way has no members to reach.
         if !self.enters_tree(ctx, &msg) {
             self.stats.dropped += 1;
+            if let Ok((Wire::Send | Wire::SendClosed { .. }, _)) = service_data(&msg.sealed) {
+                let head = Wire::Counted {
+                    seq: msg.sealed.env.seq,
+                    members: 0,
+                    complete: true,
+                };
+                ctx.reply(&msg.way_back(), encode(&head, &[]));
+            }
         }
     }
 
     fn inspects_forwarded(&self) -> bool {
         true
+    }
+
+    fn answered(&mut self, ctx: &mut Context<'_, P>, msg: Answered<P>) {
+        // The count of a message this node routed to its group, from where it entered the
+        // tree (or from the root of an empty one).
+        let Ok((
+            Wire::Counted {
+                seq,
+                members,
+                complete,
+            },
+            _,
+        )) = decode::<Wire>(&msg.data)
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(group) = self.counts.answered(seq) else {
+            self.stats.dropped += 1;
+            self.stats.refused_counts += 1;
+            return;
+        };
+        self.events.push_back(GroupEvent::Counted {
+            group,
+            seq,
+            members: members.min(Self::plausible(ctx)),
+            complete,
+        });
     }
 
     fn forward(&mut self, ctx: &mut Context<'_, P>, msg: &Routed<P>, _next: P) -> Forwarding {
@@ -859,7 +1150,19 @@ impl<P: PeerId> Service<P> for Groups<P> {
                 self.on_join_closed(ctx, msg.from, group, public, &rest)
             }
             (Wire::Prune { group }, None) => self.on_prune(ctx, msg.from, group),
-            (Wire::Cast { hops }, Some(sealed)) => self.on_cast(ctx, msg.from, hops, sealed),
+            (Wire::Cast { hops }, Some(sealed)) => self.on_cast(ctx, msg.from, hops, sealed, None),
+            (Wire::CastCounted { hops, tag, wait_ms }, Some(sealed)) => {
+                let wait = Duration::from_millis(u64::from(wait_ms));
+                self.on_cast(ctx, msg.from, hops, sealed, Some((tag, wait)))
+            }
+            (
+                Wire::Count {
+                    tag,
+                    members,
+                    complete,
+                },
+                None,
+            ) => self.on_count(ctx, msg.from, (tag, members, complete)),
             _ => self.stats.dropped += 1,
         }
     }
@@ -884,6 +1187,8 @@ impl<P: PeerId> Service<P> for Groups<P> {
             }
             self.prune_if_useless(ctx, group);
         }
+        let done = self.counts.peer_failed(peer);
+        self.finished(ctx, done);
     }
 
     fn congested(&mut self, ctx: &mut Context<'_, P>, peer: P) {
@@ -922,16 +1227,40 @@ impl<P: PeerId> Service<P> for Groups<P> {
         self.keys.clear();
         self.timer = None;
         self.seen = None;
+        for (group, seq) in self.counts.clear() {
+            self.events.push_back(GroupEvent::Counted {
+                group,
+                seq,
+                members: 0,
+                complete: false,
+            });
+        }
     }
 
     fn poll_timeout(&self) -> Option<Time> {
         self.timer
+            .into_iter()
+            .chain(self.counts.next_deadline())
+            .min()
     }
 
     fn handle_timeout(&mut self, ctx: &mut Context<'_, P>) {
+        let now = ctx.now();
+        let done = self.counts.expire(now);
+        self.finished(ctx, done);
+        for (group, seq) in self.counts.expire_sent(now) {
+            self.events.push_back(GroupEvent::Counted {
+                group,
+                seq,
+                members: 0,
+                complete: false,
+            });
+        }
+        if self.timer.is_none_or(|t| t > now) {
+            return;
+        }
         // The periodic refresh: re-attach along current routes, forget silent children.
         self.timer = None;
-        let now = ctx.now();
         let expiry = self.cfg.refresh * 3;
         let groups: Vec<RingId> = self.map.keys().copied().collect();
         for group in groups {
@@ -1033,6 +1362,14 @@ impl<P: PeerId> GroupExt<P> for Node<P> {
             .map(Groups::roles)
             .unwrap_or_default()
     }
+}
+
+/// The service's header of a sealed group message, and its payload.
+fn service_data<P: PeerId>(sealed: &Sealed<P>) -> Result<(Wire, Bytes), ()> {
+    let Body::Service { data, .. } = &sealed.env.body else {
+        return Err(());
+    };
+    decode::<Wire>(data).map_err(|_| ())
 }
 
 /// Makes `g` the state of the closed group `public`. Children that joined it as an open group

@@ -162,6 +162,8 @@ pub struct Counters {
     pub casts_done: Vec<CastResult>,
     /// Children dropped from group trees for congestion.
     pub group_children_dropped: u64,
+    /// Counts of group messages, as their senders got them.
+    pub group_counts: Vec<GroupCount>,
     /// Times a node lost every neighbour and started rejoining.
     pub isolations: u64,
     /// Times a node told its application that a live peer left its lists
@@ -215,6 +217,21 @@ pub struct CastResult {
     /// Deliveries counted up the tree, if a reply was asked for.
     pub delivered: Option<u64>,
     /// Whether every piece was acknowledged.
+    pub complete: bool,
+}
+
+/// The count of a group message, as its sender got it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupCount {
+    /// The sender.
+    pub origin: SimId,
+    /// The group.
+    pub group: RingId,
+    /// Its message number.
+    pub seq: u64,
+    /// Members that delivered it (the sender not included).
+    pub members: u64,
+    /// Whether every part of the tree answered in time.
     pub complete: bool,
 }
 
@@ -860,6 +877,18 @@ impl Simulator {
                 StandardEvent::GroupChildDropped { .. } => {
                     self.counters.group_children_dropped += 1
                 }
+                StandardEvent::GroupCounted {
+                    group,
+                    seq,
+                    members,
+                    complete,
+                } => self.counters.group_counts.push(GroupCount {
+                    origin: me,
+                    group,
+                    seq,
+                    members,
+                    complete,
+                }),
             }
         }
         self.standard_buf = got;

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 pub use adversary::{Adversary, Behaviour, Placement};
 pub use engine::{
-    CastResult, Counters, Delivery, Sent, SimConfig, SimReport, Simulator, Traffic, Via, Workload,
+    CastResult, Counters, Delivery, GroupCount, Sent, SimConfig, SimReport, Simulator, Traffic,
+    Via, Workload,
 };
 pub use latency::LatencyModel;
 pub use summary::Summary;

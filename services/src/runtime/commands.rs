@@ -3,7 +3,7 @@
 use super::Actor;
 use crate::error::{JoinError, LookupError, NodeError};
 use crate::id::{group_key, ring_id_of, OverlayId};
-use crate::report::{CastReport, LookupResult};
+use crate::report::{CastReport, GroupReport, LookupResult};
 use crate::status::Status;
 use crate::ticket::Ticket;
 use bytes::Bytes;
@@ -94,7 +94,7 @@ pub(crate) enum Command {
         String,
         Option<GroupSecret>,
         Bytes,
-        oneshot::Sender<Result<(), NodeError>>,
+        oneshot::Sender<Result<GroupReport, NodeError>>,
     ),
     Create(oneshot::Sender<Result<(), NodeError>>),
     Join(Ticket, oneshot::Sender<Result<(), JoinError>>),
@@ -234,10 +234,16 @@ impl Actor {
                         Some(c) => self.overlay.send_closed_group(now, c, &payload),
                         None => self.overlay.send_group(now, group_key(&name), &payload),
                     }
-                    .map(|_| ())
                     .map_err(NodeError::from)
                 });
-                let _ = reply.send(r);
+                match r {
+                    Ok(seq) => {
+                        self.group_sends.insert(seq, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Census(rows, reply) => self.start_census(rows, reply),
             Command::Status(reply) => {

@@ -30,7 +30,7 @@ use crate::delivery::Delivery;
 use crate::error::{JoinError, NodeError};
 use crate::event::NodeEvent;
 use crate::id::OverlayId;
-use crate::report::CastReport;
+use crate::report::{CastReport, GroupReport};
 use crate::status::Counters;
 use crate::ticket::Ticket;
 use crate::wire::Wire;
@@ -111,6 +111,8 @@ pub(crate) struct Actor {
     pub(crate) lookups: BTreeMap<u64, Waiting>,
     /// Broadcasts and range multicasts waiting for their report, by message number.
     pub(crate) casts: BTreeMap<u64, oneshot::Sender<Result<CastReport, NodeError>>>,
+    /// Group messages waiting for their count, by message number.
+    pub(crate) group_sends: BTreeMap<u64, oneshot::Sender<Result<GroupReport, NodeError>>>,
     /// Names of the groups this node joined, by ring position.
     pub(crate) group_names: BTreeMap<RingId, String>,
     /// The closed groups this node joined, by name.
@@ -174,6 +176,7 @@ impl Actor {
             max_payload: parts.max_payload,
             lookups: BTreeMap::new(),
             casts: BTreeMap::new(),
+            group_sends: BTreeMap::new(),
             group_names: BTreeMap::new(),
             closed_groups: BTreeMap::new(),
             join: None,

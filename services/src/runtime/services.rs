@@ -6,7 +6,7 @@ use super::Actor;
 use crate::delivery::{Delivery, Via};
 use crate::event::NodeEvent;
 use crate::id::OverlayId;
-use crate::report::CastReport;
+use crate::report::{CastReport, GroupReport};
 use p2ps_overlay::cast::Casts;
 use p2ps_overlay::groups::Groups;
 use p2ps_overlay::messaging::Messaging;
@@ -69,6 +69,7 @@ impl Actor {
         standard::drain(&mut self.overlay, &mut events);
         let mut out = Vec::new();
         let mut done = Vec::new();
+        let mut counted = Vec::new();
         let mut dropped = Vec::new();
         for e in events {
             match e {
@@ -111,6 +112,16 @@ impl Actor {
                     complete,
                 }),
                 StandardEvent::GroupChildDropped { group, peer } => dropped.push((group, peer.0)),
+                StandardEvent::GroupCounted {
+                    seq,
+                    members,
+                    complete,
+                    ..
+                } => counted.push(GroupReport {
+                    seq,
+                    members,
+                    complete,
+                }),
                 other => {
                     debug!(event = ?other, "standard service event this runtime does not know")
                 }
@@ -128,6 +139,11 @@ impl Actor {
         }
         for report in done {
             if let Some(reply) = self.casts.remove(&report.seq) {
+                let _ = reply.send(Ok(report));
+            }
+        }
+        for report in counted {
+            if let Some(reply) = self.group_sends.remove(&report.seq) {
                 let _ = reply.send(Ok(report));
             }
         }
