@@ -24,6 +24,7 @@
 //! count the answers that agree with the true ring without panicking, so that a failure can
 //! quote numbers; [`ring_errors`] and [`wait_ring_quietly`] compare the nodes' neighbour lists
 //! with the true ring; [`entries_naming`] finds given ids in the nodes' lists and fingers;
+//! [`counters_of`] and [`service_counter`] read the nodes' and their services' counters;
 //! [`freeze`] and [`thaw`] stop and continue a node process.
 //!
 //! Every wait is bounded, and only `127.0.0.1` addresses are used.
@@ -931,4 +932,15 @@ pub fn counters_of(nodes: &[&NodeProc]) -> Vec<p2ps::status::Counters> {
         .iter()
         .map(|n| try_status(n).map(|s| s.counters).unwrap_or_default())
         .collect()
+}
+
+/// Counter `counter` of service `service` (say `p2ps/groups`, `refused_counts`) on `node`, as
+/// its status reports it; `None` if the node cannot answer or reports no such counter.
+pub fn service_counter(node: &NodeProc, service: &str, counter: &str) -> Option<u64> {
+    try_status(node)
+        .ok()?
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .and_then(|s| s.counters.get(counter).copied())
 }
