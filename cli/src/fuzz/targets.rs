@@ -266,8 +266,62 @@ fn service_seeds() -> Result<Vec<Vec<u8>>> {
     ];
     let mut out: Vec<Vec<u8>> = dict.iter().map(|w| encode(w, &[]).to_vec()).collect();
     out.push(encode(&p2ps_overlay::groups::Wire::Join { group: pos }, &[]).to_vec());
+    out.extend(group_seeds(signer.id()));
     out.push(encode(&p2ps_overlay::messaging::Wire::Data, b"payload").to_vec());
     Ok(out)
+}
+
+/// Closed-group joins and messages, and the counts of group messages, as a member makes them.
+fn group_seeds<P: p2ps_overlay::PeerId>(member: P) -> Vec<Vec<u8>> {
+    use p2ps_overlay::groups::closed::{ClosedGroup, GroupSecret};
+    use p2ps_overlay::groups::Wire as GroupWire;
+    let group = ClosedGroup::new(&GroupSecret::from_bytes([7; 32]), "club");
+    let cert = group.certify(member);
+    vec![
+        encode(
+            &GroupWire::JoinClosed {
+                group: group.id(),
+                public: group.public(),
+            },
+            &[],
+        )
+        .to_vec(),
+        encode(
+            &GroupWire::SendClosed {
+                cert,
+                nonce: [3; 12],
+            },
+            b"ciphertext",
+        )
+        .to_vec(),
+        encode(
+            &GroupWire::CastCounted {
+                hops: 1,
+                tag: 9,
+                wait_ms: 4_000,
+            },
+            &[],
+        )
+        .to_vec(),
+        encode(
+            &GroupWire::Count {
+                tag: 9,
+                members: 3,
+                complete: true,
+            },
+            &[],
+        )
+        .to_vec(),
+        encode(
+            &GroupWire::Counted {
+                seq: 4,
+                members: 3,
+                complete: false,
+            },
+            &[],
+        )
+        .to_vec(),
+    ]
 }
 
 fn ticket_seeds() -> Result<Vec<Vec<u8>>> {
@@ -344,6 +398,7 @@ fn service_seeds_sim() -> Vec<Vec<u8>> {
         )
         .to_vec(),
     );
+    out.extend(group_seeds(SimId(2)));
     out
 }
 
