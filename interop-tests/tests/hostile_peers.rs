@@ -944,11 +944,13 @@ fn forged_origins_are_not_delivered_as_from_the_impersonated_node() {
         .collect();
     let forged_at = |i: usize| c1[i].forged.saturating_sub(c0[i].forged);
     let stale_at_victim = c1[v].stale.saturating_sub(c0[v].stale);
-    let to_victim = forgeries.iter().filter(|f| f.1 == victim).count() as u64;
+    // The forgery sent through an honest node is passed on unchecked (a node checks what it
+    // acts on) and dies at the victim with the others.
+    let to_victim = forgeries.len() as u64;
     net.say(&format!(
         "{} unwanted deliveries; genuine group message delivered {genuine_at_victim} time(s) \
-         at the victim ({replays}); forged +{} at the victim (sent {to_victim}), +{} at the \
-         relay; stale +{stale_at_victim} at the victim; all nodes: {}",
+         at the victim ({replays}); forged +{} at the victim (sent {to_victim} its way), +{} at \
+         the relay; stale +{stale_at_victim} at the victim; all nodes: {}",
         forged.len(),
         forged_at(v),
         forged_at(u),
@@ -961,13 +963,12 @@ fn forged_origins_are_not_delivered_as_from_the_impersonated_node() {
             && genuine_at_victim == 1
             && captured.is_some()
             && forged_at(v) >= to_victim
-            && forged_at(u) >= 1
             && stale_at_victim >= 2,
         "the attacker's {} forgeries naming {} ({}) and 2 stale envelopes: {} unwanted \
          deliveries:\n  {}\ngenuine group message of {} delivered {genuine_at_victim} time(s) \
          at the victim (want 1; {replays}); counters: forged +{} at the victim (want >= \
-         {to_victim}), +{} at the relay (want >= 1), stale +{stale_at_victim} at the victim \
-         (want >= 2)\ngroup trees at the end (the attacker is {}):\n  {}",
+         {to_victim}), +{} at the relay (passes it on unchecked), stale +{stale_at_victim} at \
+         the victim (want >= 2)\ngroup trees at the end (the attacker is {}):\n  {}",
         forgeries.len(),
         net.nodes[w].name,
         impersonated.short(),
