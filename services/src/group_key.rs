@@ -104,18 +104,11 @@ pub fn create(path: &Path) -> Result<GroupSecret, GroupKeyError> {
         chunk.copy_from_slice(&p2ps_transport::random_u64().to_le_bytes());
     }
     let secret = GroupSecret::from_bytes(secret);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
     let io = |source| GroupKeyError::Io {
         path: path.into(),
         source,
     };
-    let mut file = options.open(path).map_err(|e| {
+    let mut file = p2ps_transport::secret_file::create_new(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             GroupKeyError::AlreadyExists(path.into())
         } else {

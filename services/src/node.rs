@@ -235,9 +235,7 @@ impl Node {
     /// Joins group `name`: this node receives the group's messages (with
     /// [`crate::Via::Group`]) until it leaves the group or the network.
     pub async fn join_group(&self, name: &str) -> Result<(), NodeError> {
-        check_group_name(name)?;
-        let n = name.to_string();
-        self.ask(|tx| Command::JoinGroup(n, None, tx)).await?
+        self.group_join(name, None).await
     }
 
     /// Joins the closed group `name` of the members holding `secret` (see
@@ -248,19 +246,20 @@ impl Node {
         name: &str,
         secret: GroupSecret,
     ) -> Result<(), NodeError> {
+        self.group_join(name, Some(secret)).await
+    }
+
+    async fn group_join(&self, name: &str, secret: Option<GroupSecret>) -> Result<(), NodeError> {
         check_group_name(name)?;
         let n = name.to_string();
-        self.ask(|tx| Command::JoinGroup(n, Some(secret), tx))
-            .await?
+        self.ask(|tx| Command::JoinGroup(n, secret, tx)).await?
     }
 
     /// Leaves group `name` (the node may stay a forwarder in the group's tree for others):
     /// the closed group of that name if this node joined one, else the open one;
     /// [`NodeError::NotMember`] if it is not a member.
     pub async fn leave_group(&self, name: &str) -> Result<(), NodeError> {
-        check_group_name(name)?;
-        let n = name.to_string();
-        self.ask(|tx| Command::LeaveGroup(n, None, tx)).await?
+        self.group_leave(name, None).await
     }
 
     /// Leaves the closed group `name` of `secret`; [`NodeError::NotMember`] if this node is
@@ -270,10 +269,13 @@ impl Node {
         name: &str,
         secret: GroupSecret,
     ) -> Result<(), NodeError> {
+        self.group_leave(name, Some(secret)).await
+    }
+
+    async fn group_leave(&self, name: &str, secret: Option<GroupSecret>) -> Result<(), NodeError> {
         check_group_name(name)?;
         let n = name.to_string();
-        self.ask(|tx| Command::LeaveGroup(n, Some(secret), tx))
-            .await?
+        self.ask(|tx| Command::LeaveGroup(n, secret, tx)).await?
     }
 
     /// Sends `payload` to every member of group `name` (each member once); this node need not
@@ -285,10 +287,7 @@ impl Node {
         name: &str,
         payload: impl Into<Bytes>,
     ) -> Result<GroupReport, NodeError> {
-        check_group_name(name)?;
-        let p: Bytes = payload.into();
-        let n = name.to_string();
-        self.ask(|tx| Command::SendGroup(n, None, p, tx)).await?
+        self.group_send(name, None, payload.into()).await
     }
 
     /// Sends `payload` to every member of the closed group `name` of `secret`, encrypted for
@@ -299,10 +298,18 @@ impl Node {
         secret: GroupSecret,
         payload: impl Into<Bytes>,
     ) -> Result<GroupReport, NodeError> {
+        self.group_send(name, Some(secret), payload.into()).await
+    }
+
+    async fn group_send(
+        &self,
+        name: &str,
+        secret: Option<GroupSecret>,
+        payload: Bytes,
+    ) -> Result<GroupReport, NodeError> {
         check_group_name(name)?;
-        let p: Bytes = payload.into();
         let n = name.to_string();
-        self.ask(|tx| Command::SendGroup(n, Some(secret), p, tx))
+        self.ask(|tx| Command::SendGroup(n, secret, payload, tx))
             .await?
     }
 

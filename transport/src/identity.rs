@@ -358,14 +358,7 @@ fn write_new_file(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
         .unwrap_or(0);
     let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
     let result = (|| {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp)?;
+        let mut file = crate::secret_file::create_new(&tmp)?;
         file.write_all(data)?;
         file.sync_all()?;
         drop(file);

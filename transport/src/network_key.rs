@@ -279,14 +279,7 @@ impl NetworkKey {
     pub fn create(path: impl AsRef<Path>) -> Result<Self, NetworkKeyError> {
         let path = path.as_ref();
         let key = Self::generate()?;
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(path).map_err(|source| {
+        let mut file = crate::secret_file::create_new(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 NetworkKeyError::AlreadyExists { path: path.into() }
             } else {

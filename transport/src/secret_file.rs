@@ -1,6 +1,6 @@
 //! Files that hold a secret (a node's identity key, a network key) must be readable by their
 //! owner only: this is the one check all of them (and the group keys of `p2ps`) make before
-//! reading one.
+//! reading one, and the one way they are created.
 
 use std::fs;
 
@@ -18,4 +18,18 @@ pub fn too_open(meta: &fs::Metadata) -> Option<u32> {
         let _ = meta;
         None
     }
+}
+
+/// Creates the file at `path` for writing a secret, readable and writable by its owner only
+/// (mode 0600 where there are modes). Never replaces a file: fails with
+/// [`std::io::ErrorKind::AlreadyExists`] if one is there.
+pub fn create_new(path: &std::path::Path) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
 }
