@@ -264,15 +264,25 @@ fn group_join_flood_leaves_room_for_the_nodes_own_groups() {
         held.iter().all(|h| *h <= share + 1),
         "trees held per node {held:?}, more than one peer's share ({share})"
     );
-    // Its group works: another node's message reaches it.
-    std::thread::sleep(Duration::from_millis(500));
-    let text = format!("kickoff {:08x}", rand::random::<u32>());
-    let out = nodes[2].cli(&["group", "send", "sports", &text]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Its group works: another node's message reaches it. A join returns before the tree has
+    // reached the group's root, so the sender tries (a new text each time, at most 20) until
+    // its send reports a member reached.
+    let mut text = String::new();
+    for _ in 0..20 {
+        text = format!("kickoff {:08x}", rand::random::<u32>());
+        let out = nodes[2].cli(&["group", "send", "sports", &text, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("group send --json: {e}"));
+        if report["members"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while printed(&nodes[1], &text) == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
