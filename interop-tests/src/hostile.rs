@@ -446,6 +446,15 @@ impl Spray {
     }
 }
 
+/// A responder that answers every `Ping` with its `Pong` and nothing else: a hostile peer that
+/// stays in the nodes' tables (a silent one is found dead and dropped) without doing more.
+pub fn answer_pings() -> Responder {
+    Box::new(|from, m| match m {
+        Message::Ping { nonce } => vec![(from, Message::Pong { nonce: *nonce })],
+        _ => Vec::new(),
+    })
+}
+
 /// Generates identities until one's ring position satisfies `want`; gives up after
 /// `max_attempts`. Returns the identity and how many were generated.
 pub fn grind_identity(

@@ -7,9 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use p2ps_interop_tests::hostile::Hostile;
+use p2ps_interop_tests::hostile::{answer_pings, grind_identity, Hostile};
 use p2ps_interop_tests::p2ps::{self, NodeId, OverlayId};
-use p2ps_interop_tests::{run_p2ps, wait_for, wait_ring, NodeProc, TestNet, FAST};
+use p2ps_interop_tests::{responsible, run_p2ps, wait_for, wait_ring, NodeProc, TestNet, FAST};
 use p2ps_overlay::groups::closed::link_bytes;
 use p2ps_overlay::groups::{self, Admission, ClosedGroup, Link, GROUPS};
 use p2ps_overlay::service::encode;
@@ -112,7 +112,15 @@ fn only_key_holders_join_send_and_read_a_closed_group() {
     let secret = p2ps::group_key::load(std::path::Path::new(key)).unwrap();
     let club = ClosedGroup::new(&secret, "club");
     let group = club.id();
-    let h = Hostile::new().unwrap_or_else(|e| panic!("{e}"));
+    // The client enters the nodes' tables once it speaks (until found dead): so that it is not
+    // on the group's way to its root, it sits outside the arcs of the group key's node and of
+    // the node after it, and answers pings.
+    let root = responsible(&ids, group);
+    let avoid = [root, responsible(&ids, p2ps::id::ring_id_of(&root).plus(1))];
+    let want = |p| !avoid.contains(&responsible(&ids, p));
+    let (identity, _) = grind_identity(want, 10_000).unwrap_or_else(|e| panic!("{e}"));
+    let h = Hostile::with_identity(identity).unwrap_or_else(|e| panic!("{e}"));
+    h.respond(answer_pings());
     let peers: Vec<_> = nodes
         .iter()
         .map(|n| p2ps_interop_tests::hostile::address_of(n).unwrap())

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use p2ps_interop_tests::hostile::{
-    address_of, grind_identity, one_hop, service_counter, try_status, Hostile, Msg, Responder,
+    address_of, answer_pings, grind_identity, one_hop, service_counter, try_status, Hostile, Msg,
     SprayLimits,
 };
 use p2ps_interop_tests::p2ps::{self, NodeId, OverlayId, RingId};
@@ -184,15 +184,6 @@ fn group_counters(nodes: &[NodeProc], name: &str) -> Vec<u64> {
                 .unwrap_or_else(|| panic!("{}: no groups counter {name}", n.name))
         })
         .collect()
-}
-
-/// A hostile peer's answers: a pong to every ping (nothing else), so that nodes do not take
-/// it for dead while it hangs in a tree.
-fn answer_pings() -> Responder {
-    Box::new(|from, m| match m {
-        Message::Ping { nonce } => vec![(from, Message::Pong { nonce: *nonce })],
-        _ => Vec::new(),
-    })
 }
 
 /// The `Count` answering `tag` that `h` received: (sender, members, complete).
