@@ -16,13 +16,16 @@ impl Actor {
     pub(super) fn on_overlay_event(&mut self, e: OverlayEvent<OverlayId>) {
         let public = match e {
             OverlayEvent::Joined => {
+                info!(id = %self.transport.node_id().short(), "joined");
+                // The event before the answer: whoever awaited the join sees it already sent.
+                let _ = self.subscribers.send(NodeEvent::Joined);
                 if let Some((_, reply)) = self.join.take() {
                     let _ = reply.send(Ok(()));
                 }
-                info!(id = %self.transport.node_id().short(), "joined");
-                Some(NodeEvent::Joined)
+                None
             }
             OverlayEvent::JoinFailed => {
+                let _ = self.subscribers.send(NodeEvent::JoinFailed);
                 if let Some((_, reply)) = self.join.take() {
                     let attempts = self.overlay.config().join_attempts;
                     let err = match (self.join_dial_error.take(), self.join_connected) {
@@ -31,7 +34,7 @@ impl Actor {
                     };
                     let _ = reply.send(Err(err));
                 }
-                Some(NodeEvent::JoinFailed)
+                None
             }
             OverlayEvent::JoinRequested { attempt, of } => {
                 self.join_requested(attempt, of);
