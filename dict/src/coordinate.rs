@@ -1,19 +1,29 @@
-//! The primary's part: a write is checked, kept, copied to the other replicas and answered once
-//! `w` hold it; a read asks `r` replicas, answers with the newest record and writes it back to
-//! those that lacked it (read repair).
+//! Coordinating a request: a write is checked, copied to the key's replicas and answered
+//! once `w` hold it; a read asks `r` replicas, answers with the newest record and writes it
+//! back to those that lacked it (read repair).
 //!
-//! What holds: a write answered as stored is held by `w` replicas of the primary's replica set
-//! at that moment; a read of `r` replicas with `r + w > replicas` meets at least one of them
-//! while the replica set does not change. Under churn the set moves and repair (anti-entropy
-//! in `sync.rs`, hand-over in `replicate.rs`) copies records to the new members; a read that
-//! meets only new members before repair reaches them can miss a write. Compare-and-swap is
-//! serialised by the primary: two primaries at once (a partition, or lists that disagree
-//! while a node joins) can each accept one swap, and the greater `(version, writer)` then wins
-//! everywhere — the other swap is lost, though its writer was told it succeeded. In a
-//! partition each side serves the keys whose replicas it holds (a write needs `w` of them
-//! there); once the sides merge, anti-entropy brings every replica to the greatest
-//! `(version, writer)` of each key. No write answered as stored is lost while fewer than `w`
-//! of the replicas that held it crash before repair copies it on.
+//! Who coordinates: reads and plain writes travel as queries, and the first node on their way
+//! whose lists reach the key's replica set takes them (often the origin itself, or the node
+//! just before the key): it asks the replicas in parallel, so the request never waits for a
+//! hop to the primary and another from there. Compare-and-swap and the replicas' health go
+//! on to the primary, which serialises swaps. A coordinator that is not a replica keeps
+//! nothing; one that got the record from another node checks it before making the replicas
+//! work for it (a forged write costs one check, not one per replica).
+//!
+//! What holds: a write answered as stored is held by `w` replicas of the coordinator's replica
+//! set at that moment; a read of `r` replicas with `r + w > replicas` meets at least one of
+//! them while the replica set does not change and the coordinators' lists agree on it. Under
+//! churn the set moves and repair (anti-entropy in `sync.rs`, hand-over in `replicate.rs`)
+//! copies records to the new members; a read that meets only new members before repair
+//! reaches them can miss a write. Compare-and-swap is serialised by the primary: two primaries
+//! at once (a partition, or lists that disagree while a node joins) can each accept one swap,
+//! and the greater `(version, writer)` then wins everywhere — the other swap is lost, though
+//! its writer was told it succeeded; a plain write coordinated elsewhere at the same time is
+//! ordered with the swap by `(version, writer)` like any two writes. In a partition each side
+//! serves the keys whose replicas it holds (a write needs `w` of them there); once the sides
+//! merge, anti-entropy brings every replica to the greatest `(version, writer)` of each key.
+//! No write answered as stored is lost while fewer than `w` of the replicas that held it
+//! crash before repair copies it on.
 
 use crate::record::{Record, MAX_NAME};
 use crate::service::Dict;
@@ -40,13 +50,16 @@ enum OpKind<P: PeerId> {
         version: u64,
         need: u8,
         acks: u8,
+        /// Why the first replica that refused the record refused it.
+        refused: Option<DictError>,
     },
     Get {
         key: RingId,
         /// Whether the origin asked for the replicas' health rather than the record.
         health: bool,
         need: u8,
-        /// Answers so far: who, and what it holds.
+        /// Answers so far: who, and what it holds (this node's own first, if it is a
+        /// replica).
         answers: Vec<(P, Option<Record<P>>)>,
     },
 }
@@ -109,15 +122,14 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         self.reply(ctx, back, req, Outcome::Refused(e));
     }
 
-    /// The other replicas of `key`, as this node sees them.
-    fn others(&self, ctx: &Context<'_, P>, key: RingId) -> Vec<P> {
+    /// The replicas of `key` as this node sees them: whether it is one, and the others, in
+    /// order (the primary first).
+    pub(crate) fn replicas_of(&self, ctx: &Context<'_, P>, key: RingId) -> (bool, Vec<P>) {
         let me = ctx.me().id;
-        ctx.replica_set(key, self.cfg.replicas)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| p.id)
-            .filter(|p| *p != me)
-            .collect()
+        let set = ctx.replica_set(key, self.cfg.replicas).unwrap_or_default();
+        let mine = set.iter().any(|p| p.id == me);
+        let others = set.into_iter().map(|p| p.id).filter(|p| *p != me).collect();
+        (mine, others)
     }
 
     fn start_op(&mut self, ctx: &mut Context<'_, P>, op: Op<P>) -> Option<u64> {
@@ -130,7 +142,8 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         Some(id)
     }
 
-    /// A write reached this node, responsible for `key`.
+    /// A write to coordinate: this node is responsible for `key`, or knows its replica set.
+    /// `expect` (compare-and-swap) only at the primary.
     pub(crate) fn coordinate_put(
         &mut self,
         ctx: &mut Context<'_, P>,
@@ -140,29 +153,44 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         (w, expect): (u8, Option<u64>),
         record: Record<P>,
     ) {
-        if let Err(e) = self.check_record(ctx.now(), key, &record) {
-            return self.refuse(ctx, &back, req, e);
+        let (mine, others) = self.replicas_of(ctx, key);
+        if !mine && others.is_empty() {
+            let answered = 0;
+            return self.refuse(ctx, &back, req, DictError::NotEnoughReplicas { answered });
         }
-        if let Some(v) = expect {
-            let current = match self.held(key) {
-                Ok(held) => held.map_or(0, |r| r.version),
-                Err(e) => return self.refuse(ctx, &back, req, e),
-            };
-            if current != v {
-                return self.refuse(ctx, &back, req, DictError::Conflict { current });
+        let me = ctx.me().id;
+        // What this node signed itself needs no check; what another node hands it does,
+        // before anyone works for it.
+        if !mine && (back.to != me || record.writer != me) {
+            if let Err(e) = self.check_record(ctx.now(), key, &record) {
+                return self.refuse(ctx, &back, req, e);
             }
         }
-        let version = record.version;
-        if let Err(e) = self.keep(key, record.clone()) {
-            return self.refuse(ctx, &back, req, e);
+        if mine {
+            if let Err(e) = self.check_record(ctx.now(), key, &record) {
+                return self.refuse(ctx, &back, req, e);
+            }
+            if let Some(v) = expect {
+                let current = match self.held(key) {
+                    Ok(held) => held.map_or(0, |r| r.version),
+                    Err(e) => return self.refuse(ctx, &back, req, e),
+                };
+                if current != v {
+                    return self.refuse(ctx, &back, req, DictError::Conflict { current });
+                }
+            }
+            if let Err(e) = self.keep(key, record.clone()) {
+                return self.refuse(ctx, &back, req, e);
+            }
+            self.notify(ctx, key);
         }
-        self.notify(ctx, key);
-        let others = self.others(ctx, key);
-        let need = w.min(1 + others.len() as u8).max(1);
-        if need <= 1 {
+        let version = record.version;
+        let acks = u8::from(mine);
+        let need = w.min(acks + others.len() as u8).max(1);
+        if need <= acks {
             // Copies go to the others all the same; the answer need not wait for them.
             self.push(ctx, &others, &record);
-            return self.reply(ctx, &back, req, Outcome::Stored { version, acks: 1 });
+            return self.reply(ctx, &back, req, Outcome::Stored { version, acks });
         }
         let op = Op {
             back: back.clone(),
@@ -172,7 +200,8 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             kind: OpKind::Put {
                 version,
                 need,
-                acks: 1,
+                acks,
+                refused: None,
             },
         };
         let Some(id) = self.start_op(ctx, op) else {
@@ -184,7 +213,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         }
     }
 
-    /// A read reached this node, responsible for `key`.
+    /// A read to coordinate: this node is responsible for `key`, or knows its replica set.
     pub(crate) fn coordinate_get(
         &mut self,
         ctx: &mut Context<'_, P>,
@@ -194,17 +223,26 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         r: u8,
         health: bool,
     ) {
-        let here = match self.held(key) {
-            Ok(here) => here,
-            Err(e) => return self.refuse(ctx, &back, req, e),
-        };
-        let mut others = self.others(ctx, key);
-        let need = r.min(1 + others.len() as u8).max(1);
-        others.truncate(need as usize - 1);
-        if need <= 1 && !health {
-            return self.reply(ctx, &back, req, Outcome::Found(here));
+        let (mine, mut others) = self.replicas_of(ctx, key);
+        if !mine && others.is_empty() {
+            let answered = 0;
+            return self.refuse(ctx, &back, req, DictError::NotEnoughReplicas { answered });
         }
         let me = ctx.me().id;
+        let mut answers = Vec::new();
+        if mine {
+            match self.held(key) {
+                Ok(here) => answers.push((me, here)),
+                Err(e) => return self.refuse(ctx, &back, req, e),
+            }
+        }
+        let have = answers.len() as u8;
+        let need = r.min(have + others.len() as u8).max(1);
+        if need <= have && !health {
+            let here = answers.pop().and_then(|(_, r)| r);
+            return self.reply(ctx, &back, req, Outcome::Found(here));
+        }
+        others.truncate((need - have) as usize);
         let op = Op {
             back: back.clone(),
             req,
@@ -214,7 +252,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 key,
                 health,
                 need,
-                answers: vec![(me, here)],
+                answers,
             },
         };
         let Some(id) = self.start_op(ctx, op) else {
@@ -226,8 +264,14 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         }
     }
 
-    /// Replica `from` holds (or refused) the record of operation `op`.
-    pub(crate) fn on_stored(&mut self, ctx: &mut Context<'_, P>, from: P, op: u64, ok: bool) {
+    /// Replica `from` holds the record of operation `op`, or refused it.
+    pub(crate) fn on_stored(
+        &mut self,
+        ctx: &mut Context<'_, P>,
+        from: P,
+        op: u64,
+        refusal: Option<DictError>,
+    ) {
         let Some(o) = self.ops.get_mut(&op) else {
             return;
         };
@@ -240,21 +284,27 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             version,
             need,
             acks,
+            refused,
         } = &mut o.kind
         else {
             return;
         };
-        if ok {
-            *acks += 1;
+        match refusal {
+            None => *acks += 1,
+            Some(e) => {
+                refused.get_or_insert(e);
+            }
         }
-        let (version, need, acks) = (*version, *need, *acks);
+        let (version, need, acks, refused) = (*version, *need, *acks, *refused);
         if acks >= need || o.waiting.is_empty() {
             if let Some(o) = self.ops.remove(&op) {
                 self.deadlines.remove(&(o.deadline, op));
                 let outcome = if acks >= need {
                     Outcome::Stored { version, acks }
                 } else {
-                    Outcome::Refused(DictError::NotEnoughReplicas { answered: acks })
+                    Outcome::Refused(
+                        refused.unwrap_or(DictError::NotEnoughReplicas { answered: acks }),
+                    )
                 };
                 self.reply(ctx, &o.back, o.req, outcome);
             }
@@ -306,8 +356,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         let mine = answers
             .iter()
             .find(|(p, _)| *p == me)
-            .and_then(|(_, r)| r.as_ref());
-        let best = self.newest_valid(now, key, mine, &answers);
+            .map(|(_, r)| r.as_ref());
+        let best = match (mine, agreed(&answers)) {
+            // A coordinator that holds nothing of the key and whose replicas agree need not
+            // check the record: the origin does, and so does every replica it is pushed to.
+            (None, Some(r)) if r.position() == key && r.expires > now => Some(r.clone()),
+            (mine, _) => self.newest_valid(now, key, mine.flatten(), &answers),
+        };
         let key = Some(key);
         if health {
             let version = best.as_ref().map_or(0, |b| b.version);
@@ -380,8 +435,10 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 .filter(|(p, r)| r.as_ref().is_none_or(|r| b.newer_than(r)) && *p != me)
                 .map(|(p, _)| *p)
                 .collect();
-            // Kept only if newer than what this node holds.
-            if self.keep(k, b.clone()).is_ok() {
+            // Kept here only if this node is a replica (it answered) and it is newer than
+            // what it holds.
+            let replica = answers.iter().any(|(p, _)| *p == me);
+            if replica && self.keep(k, b.clone()).is_ok() {
                 self.stats.read_repairs += 1;
                 self.notify(ctx, k);
             }
@@ -403,15 +460,18 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         let Some(o) = self.ops.remove(&op) else {
             return;
         };
-        if let OpKind::Put { acks, .. } = o.kind {
-            self.reply(
-                ctx,
-                &o.back,
-                o.req,
-                Outcome::Refused(DictError::NotEnoughReplicas { answered: acks }),
-            );
+        if let OpKind::Put { acks, refused, .. } = o.kind {
+            let e = refused.unwrap_or(DictError::NotEnoughReplicas { answered: acks });
+            self.reply(ctx, &o.back, o.req, Outcome::Refused(e));
         }
     }
+}
+
+/// The one record every answer that holds something holds, if they agree (and one does).
+fn agreed<P: PeerId>(answers: &[(P, Option<Record<P>>)]) -> Option<&Record<P>> {
+    let mut held = answers.iter().filter_map(|(_, r)| r.as_ref());
+    let first = held.next()?;
+    held.all(|r| r == first).then_some(first)
 }
 
 #[cfg(test)]

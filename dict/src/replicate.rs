@@ -8,7 +8,7 @@
 use crate::record::Record;
 use crate::service::Dict;
 use crate::store::Store;
-use crate::wire::Wire;
+use crate::wire::{DictError, Wire};
 use p2ps_overlay::service::{encode, Context};
 use p2ps_overlay::{PeerId, RingId};
 
@@ -41,13 +41,13 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
     ) {
         let key = record.position();
         let me = ctx.me().id;
-        let ours = self.near_replica(ctx, key, me);
-        let ok = if !ours {
+        let stamp = (record.version, record.writer);
+        let refused = if !self.near_replica(ctx, key, me) {
             // Not (nearly) a replica of this key by this node's lists: a stranger cannot make
             // it hold keys of other parts of the ring.
-            false
-        } else if self.check_record(ctx.now(), key, &record).is_err() {
-            false
+            Some(DictError::NotReplica)
+        } else if let Err(e) = self.check_record(ctx.now(), key, &record) {
+            Some(e)
         } else {
             match self.keep(key, record) {
                 Ok(()) => {
@@ -55,19 +55,28 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                     if op == 0 {
                         self.lacked_as_primary(ctx, key);
                     }
-                    true
+                    None
                 }
-                // Holding the same or a newer one is holding it.
-                Err(crate::wire::DictError::Stale { .. }) => true,
-                Err(_) => false,
+                // Holding the same version is holding it; a newer one means the write lost
+                // (which only its coordinator cares to hear: a push is kept either way).
+                Err(DictError::Stale { .. }) if op == 0 || self.holds(key, stamp) => None,
+                Err(e) => Some(e),
             }
         };
-        if !ok {
+        if refused.is_some() {
             self.stats.refused += 1;
         }
         if op != 0 {
-            ctx.send(from, encode(&Wire::<P>::Stored { op, ok }, &[]));
+            ctx.send(from, encode(&Wire::<P>::Stored { op, refused }, &[]));
         }
+    }
+
+    /// Whether this node holds the version `(version, writer)` of `key`.
+    fn holds(&mut self, key: RingId, (version, writer): (u64, P)) -> bool {
+        self.held(key)
+            .ok()
+            .flatten()
+            .is_some_and(|h| h.version == version && h.writer == writer)
     }
 
     /// A record this node lacked came from another holder: if this node is the key's

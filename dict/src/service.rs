@@ -1,17 +1,19 @@
 //! The dictionary service: its settings, its state, what it tells the application, and the
 //! requests an application makes (put, delete, compare-and-swap, get).
 //!
-//! A request is routed, signed by its origin, to the node responsible for the key (the
-//! *primary*), which coordinates it (see `coordinate.rs`) and answers the origin back the way
-//! the request came, over connections that exist (`Context::reply`): an operation between
-//! nodes that never met costs no handshake.
+//! A request travels as an unsigned query (`Context::query`) towards the node responsible for
+//! the key (the *primary*); the first node on its way that knows the key's replica set (the
+//! origin itself, often) coordinates it (see `coordinate.rs`) and answers back along the links
+//! the query came over (`Context::reply`): an operation costs no signature but the record's,
+//! and no handshake between nodes that never met.
 
 use crate::record::{DictKey, Record, MAX_NAME};
 use crate::store::{PutError, Quotas, StorageError, Store};
 use crate::wire::{DictError, Outcome, Wire, KINDS};
 use bytes::Bytes;
 use p2ps_overlay::service::{
-    decode, encode, Answered, Context, Emits, Incoming, NeighbourChange, Service, ServiceId,
+    decode, encode, Answered, Context, Emits, Forwarding, Incoming, NeighbourChange, Queried,
+    Service, ServiceId,
 };
 use p2ps_overlay::{Body, Class, PeerId, Routed, Time};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -437,8 +439,42 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
         let deadline = ctx.now() + self.cfg.request_timeout;
         self.pending.insert(req, Pending { deadline, kind });
         self.deadlines.insert((deadline, req));
-        let sealed = ctx.seal(pos, None, encode(&msg, &[]));
-        ctx.route(sealed);
+        // Unsigned: the write's record is its writer's signed word, a read's answer too.
+        ctx.query(pos, encode(&msg, &[]));
+    }
+
+    /// A request that reached this node as a query (`passing`: on its way to the node
+    /// responsible): coordinated here if this node is responsible, or if it is passing and
+    /// this node knows the key's replica set and may coordinate it (reads and plain writes);
+    /// whether it was taken.
+    fn on_query(&mut self, ctx: &mut Context<'_, P>, q: &Queried<P>, passing: bool) -> bool {
+        let Ok((msg, _)) = decode::<Wire<P>>(&q.data) else {
+            self.stats.dropped += 1;
+            return !passing;
+        };
+        // On the way, only a node that knows the whole replica set (the lists can reach just
+        // the first few nodes after a key near their end).
+        let r = self.cfg.replicas;
+        let here = !passing || ctx.replica_set(q.key, r).is_some_and(|set| set.len() >= r);
+        let back = q.back.clone();
+        match msg {
+            Wire::Put {
+                req,
+                w,
+                expect,
+                record,
+            } if here && (expect.is_none() || !passing) => {
+                self.coordinate_put(ctx, back, req, q.key, (w, expect), record)
+            }
+            Wire::Get { req, r } if here => self.coordinate_get(ctx, back, req, q.key, r, false),
+            Wire::Replicas { req } if !passing => {
+                let r = u8::try_from(self.cfg.replicas).unwrap_or(u8::MAX);
+                self.coordinate_get(ctx, back, req, q.key, r, true)
+            }
+            Wire::Put { .. } | Wire::Get { .. } | Wire::Replicas { .. } if passing => return false,
+            _ => self.stats.dropped += 1,
+        }
+        true
     }
 
     /// The primary answered request `req` (sent by `from`).
@@ -586,22 +622,6 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
             };
         }
         match decode::<Wire<P>>(data) {
-            Ok((
-                Wire::Put {
-                    req,
-                    w,
-                    expect,
-                    record,
-                },
-                _,
-            )) => self.coordinate_put(ctx, msg.way_back(), req, key, (w, expect), record),
-            Ok((Wire::Get { req, r }, _)) => {
-                self.coordinate_get(ctx, msg.way_back(), req, key, r, false)
-            }
-            Ok((Wire::Replicas { req }, _)) => {
-                let r = u8::try_from(self.cfg.replicas).unwrap_or(u8::MAX);
-                self.coordinate_get(ctx, msg.way_back(), req, key, r, true)
-            }
             Ok((Wire::Watch { req, lease_ms }, _)) => {
                 self.hold_watch(ctx, origin, req, key, lease_ms)
             }
@@ -610,11 +630,23 @@ impl<P: PeerId, S: Store<P>> Service<P> for Dict<P, S> {
         }
     }
 
+    fn query(&mut self, ctx: &mut Context<'_, P>, q: Queried<P>) {
+        self.on_query(ctx, &q, false);
+    }
+
+    fn query_passing(&mut self, ctx: &mut Context<'_, P>, q: &Queried<P>, _next: P) -> Forwarding {
+        if self.on_query(ctx, q, true) {
+            Forwarding::Consumed
+        } else {
+            Forwarding::Continue
+        }
+    }
+
     fn receive(&mut self, ctx: &mut Context<'_, P>, msg: Incoming<P>) {
         let from = msg.from;
         match decode::<Wire<P>>(&msg.data) {
             Ok((Wire::Replicate { op, record }, _)) => self.on_replicate(ctx, from, op, record),
-            Ok((Wire::Stored { op, ok }, _)) => self.on_stored(ctx, from, op, ok),
+            Ok((Wire::Stored { op, refused }, _)) => self.on_stored(ctx, from, op, refused),
             Ok((Wire::Fetch { op, key }, _)) => self.on_fetch(ctx, from, op, key),
             Ok((Wire::Fetched { op, record }, _)) => self.on_fetched(ctx, from, op, record),
             Ok((Wire::Notify { req, record }, _)) => self.on_notify(req, record),

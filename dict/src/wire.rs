@@ -6,8 +6,10 @@ use p2ps_overlay::{PeerId, RingId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// The dictionary's messages. `Put` and `Get` are routed to the key (signed by their origin);
-/// the rest go one hop.
+/// The dictionary's messages. `Put`, `Get` and `Replicas` travel as queries to the key
+/// (unsigned: a write carries its writer's signed record, a read's answer is one, and the
+/// answer retraces the query's links); `Watch` and `Unwatch` are routed signed by their origin
+/// (the holder tells that node of changes); the rest go one hop.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub enum Wire<P: PeerId> {
@@ -31,35 +33,36 @@ pub enum Wire<P: PeerId> {
         /// Replicas to ask.
         r: u8,
     },
-    /// Primary (or any holder) to replica: keep `record`; answer with `Stored` unless `op` is 0.
+    /// Coordinator (or any holder) to replica: keep `record`; answer with `Stored` unless
+    /// `op` is 0.
     Replicate {
         /// The primary's operation id (0: no answer wanted).
         op: u64,
         /// The signed record.
         record: Record<P>,
     },
-    /// Replica to primary: `record` of operation `op` is held (or was refused).
+    /// Replica to coordinator: `record` of operation `op` is held now, or why not.
     Stored {
         /// The operation.
         op: u64,
-        /// Whether it is held now.
-        ok: bool,
+        /// `None`: held (this version, or a renewal of it); else why the replica refused it.
+        refused: Option<DictError>,
     },
-    /// Primary to replica: what do you hold for `key`?
+    /// Coordinator to replica: what do you hold for `key`?
     Fetch {
         /// The primary's operation id.
         op: u64,
         /// The key's position.
         key: RingId,
     },
-    /// Replica to primary: what it holds.
+    /// Replica to coordinator: what it holds.
     Fetched {
         /// The operation.
         op: u64,
         /// The record held, if any.
         record: Option<Record<P>>,
     },
-    /// Primary to origin: the answer to request `req`.
+    /// Coordinator to origin, back along the query's links: the answer to request `req`.
     Reply {
         /// The origin's request id.
         req: u64,
@@ -165,7 +168,8 @@ pub(crate) const KINDS: &[&str] = &[
     "dict-want",
 ];
 
-/// How a request ended at the primary.
+/// How a request ended at the node that coordinated it (the first node on the request's way
+/// that knew the key's replica set, or the primary).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub enum Outcome<P: PeerId> {
@@ -173,7 +177,7 @@ pub enum Outcome<P: PeerId> {
     Stored {
         /// The version stored.
         version: u64,
-        /// Replicas that acknowledged it, the primary included.
+        /// Replicas that acknowledged it (the coordinator included if it is one).
         acks: u8,
     },
     /// The newest record among the replicas asked (`None`: the key holds nothing).
@@ -263,4 +267,8 @@ pub enum DictError {
     /// node itself logs the cause.
     #[error("the node responsible for the key could not read or write its store")]
     Storage,
+    /// A node asked to hold the record is not one of the key's replicas by its own lists (the
+    /// ring around the key is changing).
+    #[error("a node asked to hold the record is not one of the key's replicas by its own view")]
+    NotReplica,
 }

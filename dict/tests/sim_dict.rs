@@ -472,11 +472,60 @@ fn hostile_records_are_refused() {
         to: holder,
         trail: Vec::new(),
         data: answer.clone(),
+        retrace: false,
     });
     sim.command(holder, |n, now| n.handle_message(now, liar, m));
     sim.run_for(Duration::from_secs(1));
     assert_eq!(dropped(&sim), dropped_before + 3);
     assert!(events(&mut sim, &ids).is_empty());
+    assert_eq!(
+        sim.node(holder)
+            .service::<D>()
+            .unwrap()
+            .store()
+            .get(key)
+            .unwrap(),
+        Some(genuine.clone())
+    );
+    // A forged write sent as a query (unsigned, as writes travel) straight to a replica:
+    // refused there with one check, and no other replica is asked to hold it.
+    let refused = |sim: &Simulator| -> Vec<u64> {
+        ids.iter()
+            .map(|id| sim.node(*id).service::<D>().unwrap().stats().refused)
+            .collect()
+    };
+    let before = refused(&sim);
+    let mut forged = genuine.clone();
+    forged.value = Some(Bytes::from_static(b"forged again"));
+    forged.version += 2;
+    let put = p2ps_overlay::service::encode(
+        &p2ps_dict::wire::Wire::Put {
+            req: 7,
+            w: 2,
+            expect: None,
+            record: forged,
+        },
+        &[],
+    );
+    let q = p2ps_overlay::Message::Query(p2ps_overlay::Query {
+        service: p2ps_dict::DICT,
+        class: p2ps_overlay::Class::User,
+        key,
+        hops: 0,
+        trail: Vec::new(),
+        data: put,
+    });
+    sim.command(holder, |n, now| n.handle_message(now, liar, q));
+    sim.run_for(Duration::from_secs(1));
+    let after = refused(&sim);
+    let at = ids.iter().position(|id| *id == holder).unwrap();
+    let grew: Vec<usize> = (0..ids.len()).filter(|i| after[*i] != before[*i]).collect();
+    assert_eq!(
+        grew,
+        vec![at],
+        "refused by the holder alone: {before:?} -> {after:?}"
+    );
+    assert_eq!(after[at], before[at] + 1);
     assert_eq!(
         sim.node(holder)
             .service::<D>()

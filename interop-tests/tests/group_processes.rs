@@ -284,6 +284,7 @@ fn hostile_counts_are_refused_and_group_send_still_counts_right() {
             to: OverlayId(to),
             trail: Vec::new(),
             data: encode(&head, &[]),
+            retrace: false,
         };
         (via, Message::PassBack(m))
     };

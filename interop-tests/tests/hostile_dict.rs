@@ -1,21 +1,24 @@
 //! A hostile peer against the dictionary of real `p2ps node` processes: it connects with a key
 //! of its own and sends the key's replicas a record whose value it changed after signing, a
 //! record of its own for another key, a record over the size limit, one that expires beyond
-//! the longest time to live, answers to requests nobody made, and garbage. Every honest node still
+//! the longest time to live, answers to requests nobody made, a forged write and a read as
+//! queries that name another node as their origin, and garbage. Every honest node still
 //! reads the genuine value, lookups stay correct against the true ring, and the replicas count
 //! the refusals.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use p2ps_interop_tests::hostile::{address_of, tally_lookups, wait_ring_quietly, Hostile, Msg};
+use p2ps_interop_tests::hostile::{
+    address_of, grind_identity, tally_lookups, wait_ring_quietly, Hostile, Msg,
+};
 use p2ps_interop_tests::p2ps::dict::wire::{Outcome, Wire};
 use p2ps_interop_tests::p2ps::dict::{DictKey, Record, DICT};
 use p2ps_interop_tests::p2ps::{self, NodeId, OverlayId};
 use p2ps_interop_tests::{random_keys, wait_for, TestNet, FAST};
 use p2ps_overlay::proof::Signer;
 use p2ps_overlay::service::{encode, service_signed_bytes};
-use p2ps_overlay::{Class, Message, ServiceMessage, Time, TrueRing};
+use p2ps_overlay::{Class, Message, Query, ServiceMessage, Time, TrueRing};
 use std::time::Duration;
 
 const JOIN_WAIT: Duration = Duration::from_secs(30);
@@ -26,6 +29,18 @@ fn one_hop(data: Bytes) -> Msg {
         class: Class::User,
         data,
         sealed: None,
+    })
+}
+
+/// A query of the dictionary to `key` that names `origin` as the node that asked.
+fn query(key: p2ps_overlay::RingId, origin: OverlayId, data: Bytes) -> Msg {
+    Message::Query(Query {
+        service: DICT,
+        class: Class::User,
+        key,
+        hops: 1,
+        trail: vec![origin],
+        data,
     })
 }
 
@@ -74,7 +89,12 @@ fn forged_misplaced_and_oversized_records_do_not_replace_a_value() {
     let mut replicas = vec![primary];
     replicas.extend(ring.successors(&primary, 2));
 
-    let h = Hostile::new().unwrap();
+    // The client enters the nodes' tables once it speaks, until they find it dead (it answers
+    // no pings): so that it takes no place in the key's replica set meanwhile (where the
+    // reads below would go to it), it sits outside the replicas' arcs.
+    let want = |p| ring.responsible(p).is_some_and(|r| !replicas.contains(&r));
+    let (identity, _) = grind_identity(want, 10_000).unwrap_or_else(|e| panic!("{e}"));
+    let h = Hostile::with_identity(identity).unwrap();
     h.connect(&peers).unwrap();
     // The genuine record, asked of the primary as a replica would.
     h.send(
@@ -104,7 +124,21 @@ fn forged_misplaced_and_oversized_records_do_not_replace_a_value() {
             _ => None,
         })
     })
-    .expect("the primary answers a fetch");
+    .unwrap_or_else(|| {
+        let got: Vec<String> = h
+            .captured()
+            .into_iter()
+            .filter(|(_, m)| m.service() == Some(DICT))
+            .map(|(from, m)| match m {
+                Message::Service(p) => format!(
+                    "{from:?} {:?}",
+                    p2ps_overlay::service::decode::<Wire<OverlayId>>(&p.data).map(|x| x.0)
+                ),
+                other => format!("{from:?} {}", other.kind()),
+            })
+            .collect();
+        panic!("the primary {primary:?} did not answer the fetch: {got:?}, put: {out:?}")
+    });
     assert_eq!(genuine.value.as_deref(), Some(&b"blue"[..]));
 
     let signer = h.signer();
@@ -143,10 +177,20 @@ fn forged_misplaced_and_oversized_records_do_not_replace_a_value() {
         now + Duration::from_secs(365 * 24 * 3600),
         b"forever".to_vec(),
     );
-    let mut attacks: Vec<Msg> = [forged, elsewhere.clone(), oversized, forever]
+    let mut attacks: Vec<Msg> = [forged.clone(), elsewhere.clone(), oversized, forever]
         .into_iter()
         .map(|record| one_hop(encode(&Wire::Replicate { op: 9, record }, &[])))
         .collect();
+    // The forged record again as a write travels (an unsigned query), naming another node as
+    // the one that asked: refused by the replica that takes it.
+    let victim = OverlayId(*ids.iter().find(|id| !replicas.contains(id)).unwrap());
+    let put = Wire::Put {
+        req: 11,
+        w: 2,
+        expect: None,
+        record: forged,
+    };
+    attacks.push(query(key.position(), victim, encode(&put, &[])));
     // Answers nobody asked for, and garbage.
     attacks.push(one_hop(encode(
         &Wire::<OverlayId>::Reply {
@@ -159,7 +203,10 @@ fn forged_misplaced_and_oversized_records_do_not_replace_a_value() {
         &[],
     )));
     attacks.push(one_hop(encode(
-        &Wire::<OverlayId>::Stored { op: 1, ok: true },
+        &Wire::<OverlayId>::Stored {
+            op: 1,
+            refused: None,
+        },
         &[],
     )));
     attacks.push(one_hop(encode(
@@ -178,13 +225,60 @@ fn forged_misplaced_and_oversized_records_do_not_replace_a_value() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let (refused1, dropped1) = refusals(&nodes);
-    // Per replica: the forged, oversized and everlasting records refused, the garbage dropped.
+    // Per replica: the forged (twice), oversized and everlasting records refused, the
+    // garbage dropped.
     assert!(
-        refused1 - refused0 >= 3 * replicas.len() as u64,
+        refused1 - refused0 >= 4 * replicas.len() as u64,
         "refused {} (want {} or more)",
         refused1 - refused0,
-        3 * replicas.len()
+        4 * replicas.len()
     );
+    // A read as a query that names another node as its origin: the answer comes back to the
+    // peer that sent it (over its link), never to the node named, and holds the genuine
+    // record.
+    h.send(
+        primary,
+        query(
+            key.position(),
+            victim,
+            encode(&Wire::<OverlayId>::Get { req: 77, r: 2 }, &[]),
+        ),
+    )
+    .unwrap();
+    let found = wait_for(Duration::from_secs(5), || {
+        h.captured().into_iter().find_map(|(from, m)| match m {
+            Message::PassBack(p) if p.service == DICT => {
+                match p2ps_overlay::service::decode::<Wire<OverlayId>>(&p.data) {
+                    Ok((
+                        Wire::Reply {
+                            req: 77,
+                            outcome: Outcome::Found(r),
+                        },
+                        _,
+                    )) => Some((from, r)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+    })
+    .unwrap_or_else(|| {
+        let got: Vec<String> = h
+            .captured()
+            .into_iter()
+            .filter(|(_, m)| m.service() == Some(DICT))
+            .map(|(from, m)| match m {
+                Message::PassBack(p) => format!(
+                    "{from:?} passback {:?}",
+                    p2ps_overlay::service::decode::<Wire<OverlayId>>(&p.data).map(|x| x.0)
+                ),
+                other => format!("{from:?} {}", other.kind()),
+            })
+            .collect();
+        panic!("the read's answer did not come back to the peer that sent it: {got:?}")
+    });
+    assert_eq!(found.0, primary);
+    assert_eq!(found.1.as_ref(), Some(&genuine));
     assert!(
         dropped1 - dropped0 >= replicas.len() as u64,
         "dropped {}",

@@ -52,7 +52,7 @@ pub mod sim;
 pub use adjacency::Adjacency;
 pub use config::{Config, ConfigError, LookupMode};
 pub use message::{
-    Answer, Body, Class, Envelope, Message, PassBack, Routed, Sealed, ServiceMessage,
+    Answer, Body, Class, Envelope, Message, PassBack, Query, Routed, Sealed, ServiceMessage,
 };
 pub use node::{CommandError, Event, LookupError, Node, NodeStats, Output, RegisterError, State};
 pub use peer::{Contact, Peer, PeerId, RelayHint};

@@ -122,6 +122,32 @@ pub enum Message<P: PeerId> {
     /// A service's answer to a routed request, passed back along the request's trail over
     /// connections that exist (see [`crate::service::Context::reply`]).
     PassBack(PassBack<P>),
+    /// A service's request routed to a key unsigned (see [`crate::service::Context::query`]).
+    Query(Query<P>),
+}
+
+/// A service's request routed hop by hop to a key without a signature. Its origin is known
+/// only as the way back: every receiver appends the authenticated peer that handed it the
+/// query to `trail`, and the answer ([`crate::service::Context::reply`]) retraces exactly
+/// those links, never a shortcut to a node the trail names (which a sender could have made
+/// up, to reflect answers at a victim). For requests whose answer proves itself (a record its
+/// writer signed) or needs no author: they cost no signature at either end.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Query<P: PeerId> {
+    /// The service it belongs to.
+    pub service: ServiceId,
+    /// The stream class it travels on (the service's own).
+    pub class: Class,
+    /// Where it goes.
+    pub key: RingId,
+    /// Hops so far.
+    pub hops: u16,
+    /// The peers that handed it on, in order, each written in by the node it handed it to;
+    /// the first is the origin as the first receiver saw it.
+    pub trail: Vec<P>,
+    /// What the service says, encoded by the service.
+    pub data: Bytes,
 }
 
 /// A service's answer on its way back to the origin of the request it answers, hop by hop
@@ -143,6 +169,10 @@ pub struct PassBack<P: PeerId> {
     pub trail: Vec<P>,
     /// What the service says, encoded by the service.
     pub data: Bytes,
+    /// Whether the answer must retrace `trail` exactly (the answer to a [`Query`]): each node
+    /// hands it to the last node of the trail left, never straight to `to`, and a node with
+    /// no link to that one drops it.
+    pub retrace: bool,
 }
 
 /// A service's one-hop message: its own bytes, and, when it passes on something another node
@@ -317,6 +347,7 @@ impl<P: PeerId> Routed<P> {
         crate::service::WayBack {
             to: self.origin(),
             trail: self.trail.clone(),
+            retrace: false,
         }
     }
 }
@@ -342,6 +373,7 @@ impl<P: PeerId> Message<P> {
             },
             Message::Service(m) => m.class,
             Message::PassBack(m) => m.class,
+            Message::Query(q) => q.class,
             _ => Class::Routing,
         }
     }
@@ -355,6 +387,7 @@ impl<P: PeerId> Message<P> {
             },
             Message::Service(m) => Some(m.service),
             Message::PassBack(m) => Some(m.service),
+            Message::Query(q) => Some(q.service),
             _ => None,
         }
     }
@@ -382,7 +415,8 @@ impl<P: PeerId> Message<P> {
             Message::FindNear { .. }
             | Message::Ping { .. }
             | Message::Pong { .. }
-            | Message::PassBack(_) => {}
+            | Message::PassBack(_)
+            | Message::Query(_) => {}
         }
     }
 
@@ -424,7 +458,7 @@ impl<P: PeerId> Message<P> {
             Message::Near { .. } => 10,
             Message::Ping { .. } => 11,
             Message::Pong { .. } => 12,
-            Message::Service(_) | Message::PassBack(_) => 13,
+            Message::Service(_) | Message::PassBack(_) | Message::Query(_) => 13,
         }
     }
 

@@ -776,6 +776,7 @@ impl<P: PeerId> Node<P> {
                     self.pass_service_answer(Some(from), m)
                 }
             }
+            Message::Query(q) => self.on_query(from, q),
         }
         self.hurry_stabilize(now);
         self.emit_neighbour_events();

@@ -214,6 +214,7 @@ fn crafted_counts_are_refused_or_capped() {
                 let way = WayBack {
                     to: victim,
                     trail: Vec::new(),
+                    retrace: false,
                 };
                 ctx.reply(&way, encode(&head, &[]));
             }

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use p2ps_overlay::cast::{self, Casts, CAST};
 use p2ps_overlay::groups::{self, GroupExt, Groups, GROUPS};
 use p2ps_overlay::service::{
-    encode, Answered, Context, Forwarding, Incoming, NeighbourChange, Service, ServiceId,
+    encode, Answered, Context, Forwarding, Incoming, NeighbourChange, Queried, Service, ServiceId,
 };
 use p2ps_overlay::sim::ideal::Ring;
 use p2ps_overlay::{
-    standard, Body, Class, Config, Message, Node, Output, PassBack, Peer, PeerId, RingId, Routed,
-    ServiceMessage, StandIn, StandInProof, Time,
+    standard, Body, Class, Config, Message, Node, Output, PassBack, Peer, PeerId, Query, RingId,
+    Routed, ServiceMessage, StandIn, StandInProof, Time,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,6 +51,10 @@ struct Seen {
     forwarded: Vec<T>,
     received: Vec<(T, Bytes)>,
     answered: Vec<(T, Bytes)>,
+    /// Queries that reached this node as the responsible one: who asked, hops, what.
+    queried: Vec<(T, u16, Bytes)>,
+    /// Queries that passed through (this node as a step of their way).
+    query_passing: u32,
     neighbours_up: Vec<T>,
     failed: Vec<T>,
     timeouts: u32,
@@ -63,6 +67,8 @@ struct Seen {
 struct Probe {
     seen: Seen,
     consume: bool,
+    /// Answer queries passing through, here.
+    take_queries: bool,
     timer: Option<Time>,
 }
 
@@ -98,6 +104,20 @@ impl Service<T> for Probe {
 
     fn receive(&mut self, _ctx: &mut Context<'_, T>, msg: Incoming<T>) {
         self.seen.received.push((msg.from, msg.data));
+    }
+
+    fn query(&mut self, ctx: &mut Context<'_, T>, q: Queried<T>) {
+        ctx.reply(&q.back, Bytes::from_static(b"answer"));
+        self.seen.queried.push((q.back.to, q.hops, q.data));
+    }
+
+    fn query_passing(&mut self, ctx: &mut Context<'_, T>, q: &Queried<T>, _next: T) -> Forwarding {
+        self.seen.query_passing += 1;
+        if self.take_queries {
+            ctx.reply(&q.back, Bytes::from_static(b"taken"));
+            return Forwarding::Consumed;
+        }
+        Forwarding::Continue
     }
 
     fn answered(&mut self, _ctx: &mut Context<'_, T>, msg: Answered<T>) {
@@ -320,11 +340,166 @@ fn answers_come_back_the_way_the_request_came() {
             to: T(stranger),
             trail,
             data: Bytes::from_static(b"junk"),
+            retrace: false,
         };
         n15.handle_message(now, from, Message::PassBack(m));
         assert!(n15.poll_output().is_none(), "nothing sent");
     }
     assert!(probe(n15).answered.len() == 5);
+}
+
+/// Passes messages between the nodes until none is left, asserting that each goes over a
+/// link its sender has; the kinds of messages passed, in order.
+fn pump_linked(nodes: &mut BTreeMap<u8, Node<T>>, now: Time) -> Vec<(T, T, &'static str)> {
+    let mut passed = Vec::new();
+    loop {
+        let mut sends = Vec::new();
+        for (id, n) in nodes.iter_mut() {
+            while let Some(o) = n.poll_output() {
+                if let Output::Send { to, msg } = o {
+                    sends.push((T(*id), to, msg));
+                }
+            }
+        }
+        if sends.is_empty() {
+            return passed;
+        }
+        for (from, to, msg) in sends {
+            let linked = nodes[&from.0].links().any(|p| *p == to);
+            assert!(linked, "{from:?} sent {:?} to {to:?} unlinked", msg);
+            let kind = match &msg {
+                Message::Query(_) => "query",
+                Message::PassBack(_) => "pass-back",
+                other => other.kind(),
+            };
+            passed.push((from, to, kind));
+            nodes.get_mut(&to.0).unwrap().handle_message(now, from, msg);
+        }
+    }
+}
+
+#[test]
+fn queries_are_answered_back_over_the_links_they_came_by() {
+    let members: Vec<u8> = (1..=16).map(|i| i * 15).collect();
+    let mut nodes = ring_of(&members);
+    let now = Time::from_secs(1);
+    let query = |nodes: &mut BTreeMap<u8, Node<T>>, from: u8, key: RingId| {
+        nodes
+            .get_mut(&from)
+            .unwrap()
+            .command::<Probe, _>(now, |_, ctx| ctx.query(key, Bytes::from_static(b"q")))
+            .unwrap();
+    };
+    for k in [100u8, 130, 160, 190, 220, 20] {
+        let before = probe(&nodes[&15]).answered.len();
+        query(&mut nodes, 15, pos(k));
+        let passed = pump_linked(&mut nodes, now);
+        // Exactly back the way it came: each query hop answered by a pass-back the other way.
+        let there: Vec<(T, T)> = passed
+            .iter()
+            .filter(|p| p.2 == "query")
+            .map(|p| (p.0, p.1))
+            .collect();
+        let mut back: Vec<(T, T)> = passed
+            .iter()
+            .filter(|p| p.2 == "pass-back")
+            .map(|p| (p.1, p.0))
+            .collect();
+        back.reverse();
+        assert_eq!(there, back, "key {k}: {passed:?}");
+        let got = &probe(&nodes[&15]).answered;
+        assert_eq!(got.len(), before + 1, "answer for key {k}");
+        assert_eq!(&got[before].1[..], b"answer");
+        // The responsible node (first node at or after the key) saw who asked and the hops.
+        let owner = members.iter().copied().find(|m| *m >= k).unwrap();
+        let q = probe(&nodes[&owner]).queried.last().cloned().unwrap();
+        assert_eq!(
+            (q.0, q.1 as usize, &q.2[..]),
+            (T(15), there.len(), &b"q"[..])
+        );
+    }
+    // Started at the node responsible: answered there, nothing sent.
+    query(&mut nodes, 15, pos(15));
+    assert!(pump_linked(&mut nodes, now).is_empty());
+    assert_eq!(probe(&nodes[&15]).queried.last().unwrap().0, T(15));
+
+    // A node on the way may answer it itself.
+    let passing: u32 = nodes.values().map(|n| probe(n).query_passing).sum();
+    assert!(passing > 0);
+    let owner_before = probe(&nodes[&195]).queried.len();
+    query(&mut nodes, 15, pos(190));
+    let passed = pump_linked(&mut nodes, now);
+    let first = passed.iter().find(|p| p.2 == "query").unwrap().1;
+    nodes
+        .get_mut(&first.0)
+        .unwrap()
+        .service_mut::<Probe>()
+        .unwrap()
+        .take_queries = true;
+    query(&mut nodes, 15, pos(190));
+    pump_linked(&mut nodes, now);
+    assert_eq!(&probe(&nodes[&15]).answered.last().unwrap().1[..], b"taken");
+    assert_eq!(
+        probe(&nodes[&195]).queried.len(),
+        owner_before + 1,
+        "taken on the way"
+    );
+    nodes
+        .get_mut(&first.0)
+        .unwrap()
+        .service_mut::<Probe>()
+        .unwrap()
+        .take_queries = false;
+
+    // Hostile: a peer names a victim as the query's origin, one the answering node has a link
+    // to. The answer goes back to the peer that sent the query, never to the victim.
+    let (hostile, owner) = (T(30), 195u8);
+    let victim = *nodes[&owner]
+        .links()
+        .find(|p| **p != hostile && p.0 != owner)
+        .unwrap();
+    let victim_before = probe(&nodes[&victim.0]).answered.len();
+    let n = nodes.get_mut(&owner).unwrap();
+    while n.poll_output().is_some() {}
+    let q = Query {
+        service: ServiceId::named("test/probe"),
+        class: Class::User,
+        key: pos(190),
+        hops: 3,
+        trail: vec![victim],
+        data: Bytes::from_static(b"reflect"),
+    };
+    n.handle_message(now, hostile, Message::Query(q.clone()));
+    let mut sent = Vec::new();
+    while let Some(o) = n.poll_output() {
+        if let Output::Send { to, msg } = o {
+            sent.push((to, msg.kind()));
+        }
+    }
+    assert_eq!(
+        sent,
+        vec![(hostile, "service")],
+        "answered to the sender only"
+    );
+    assert_eq!(probe(&nodes[&owner]).queried.last().unwrap().0, victim);
+    assert_eq!(probe(&nodes[&victim.0]).answered.len(), victim_before);
+    // The answer's next hop names the victim; the hostile node drops it or not, the victim's
+    // node would only take it over a link from the hostile one.
+
+    // An endless trail, or too many hops: dropped, nothing sent, nothing delivered.
+    let queried_before = probe(&nodes[&owner]).queried.len();
+    let n = nodes.get_mut(&owner).unwrap();
+    for q in [
+        Query {
+            trail: vec![victim; 64],
+            ..q.clone()
+        },
+        Query { hops: 64, ..q },
+    ] {
+        n.handle_message(now, hostile, Message::Query(q));
+        assert!(n.poll_output().is_none(), "nothing sent");
+    }
+    assert_eq!(probe(&nodes[&owner]).queried.len(), queried_before);
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //! that tells services what happened.
 
 use super::{Node, State};
-use crate::message::{Body, Message, PassBack, Routed, ServiceMessage};
+use crate::message::{Body, Message, PassBack, Query, Routed, ServiceMessage};
 use crate::peer::{Peer, PeerId};
 use crate::routing_table::NextHop;
 use crate::service::{
-    Answered, Context, Forwarding, Incoming, Service, ServiceId, ServiceSummary, Work,
+    Answered, Context, Forwarding, Incoming, Queried, Service, ServiceId, ServiceSummary, WayBack,
+    Work,
 };
 use crate::time::Time;
 use thiserror::Error;
@@ -77,6 +78,7 @@ impl<P: PeerId> Node<P> {
         let (service, data) = match msg {
             Message::Service(m) => (m.service, &m.data),
             Message::PassBack(m) => (m.service, &m.data),
+            Message::Query(q) => (q.service, &q.data),
             Message::Routed(r) => match &r.sealed.env.body {
                 Body::Service { service, data, .. } => (*service, data),
                 _ => return msg.kind(),
@@ -136,6 +138,16 @@ impl<P: PeerId> Node<P> {
                 .push_back(Work::Answered(m.service, answered));
             return;
         }
+        if m.retrace {
+            // Exactly back the way the query came: the last node of the trail, or at its end
+            // the origin, over a link this node has; nowhere else.
+            let next = m.trail.pop().unwrap_or(m.to);
+            if next != self.me.id && Some(next) != from && self.links.contains_key(&next) {
+                return self.push_send(next, Message::PassBack(m));
+            }
+            self.stats.dropped += 1;
+            return;
+        }
         if !self.links.contains_key(&m.to) {
             while let Some(p) = m.trail.pop() {
                 if p != self.me.id && p != m.to && Some(p) != from && self.links.contains_key(&p) {
@@ -150,6 +162,78 @@ impl<P: PeerId> Node<P> {
         m.trail.clear();
         let to = m.to;
         self.push_send(to, Message::PassBack(m));
+    }
+
+    /// A query from `from`: it goes on with `from` written into its trail (the sender's word
+    /// for the nodes before it is all the trail has, and the answer retraces it).
+    pub(super) fn on_query(&mut self, from: P, mut q: Query<P>) {
+        if self.state != State::Joined {
+            return;
+        }
+        let max = self.cfg.max_hops;
+        if q.hops >= max || q.trail.len() >= max as usize {
+            self.stats.dropped += 1;
+            return;
+        }
+        q.trail.push(from);
+        self.services.work.push_back(Work::Query(q));
+    }
+
+    /// A service's query is at this node: offered to the service on its way, handed to it
+    /// here if this node is responsible for its key, else passed on.
+    fn route_query(&mut self, mut q: Query<P>) {
+        if self.state != State::Joined {
+            return;
+        }
+        let Some(i) = self.services.index(q.service) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let hop = self.table.next_hop(q.key);
+        let mut trail = std::mem::take(&mut q.trail);
+        let to = if trail.is_empty() {
+            self.me.id
+        } else {
+            trail.remove(0)
+        };
+        let queried = Queried {
+            key: q.key,
+            hops: q.hops,
+            back: WayBack {
+                to,
+                trail,
+                retrace: true,
+            },
+            data: q.data,
+        };
+        match hop {
+            Some(NextHop::Local) => {
+                self.with_service(i, |s, ctx| s.query(ctx, queried));
+            }
+            Some(NextHop::Forward(p)) => {
+                let taken = self.with_service(i, |s, ctx| s.query_passing(ctx, &queried, p.id));
+                if taken != Some(Forwarding::Continue) {
+                    return;
+                }
+                if q.hops >= self.cfg.max_hops {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                let mut trail = queried.back.trail;
+                if queried.back.to != self.me.id {
+                    trail.insert(0, queried.back.to);
+                }
+                self.stats.forwarded += 1;
+                let q = Query {
+                    hops: q.hops + 1,
+                    trail,
+                    data: queried.data,
+                    ..q
+                };
+                self.push_send(p.id, Message::Query(q));
+            }
+            None => self.stats.dropped += 1,
+        }
     }
 
     /// Lends service `i` to `f` with a context; `None` if it is running already.
@@ -192,6 +276,7 @@ impl<P: PeerId> Node<P> {
             budget -= 1;
             match work {
                 Work::Route(r) => self.route_service(r),
+                Work::Query(q) => self.route_query(q),
                 Work::Receive(id, msg) => match self.services.index(id) {
                     Some(i) => {
                         self.with_service(i, |s, ctx| s.receive(ctx, msg));

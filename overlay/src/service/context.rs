@@ -2,7 +2,7 @@
 
 use super::{Incoming, ServiceId, WayBack};
 use crate::config::Config;
-use crate::message::{Body, Class, Message, PassBack, Routed, Sealed, ServiceMessage};
+use crate::message::{Body, Class, Message, PassBack, Query, Routed, Sealed, ServiceMessage};
 use crate::node::{Node, State};
 use crate::peer::{Peer, PeerId};
 use crate::ring::RingId;
@@ -186,6 +186,9 @@ impl<P: PeerId> Context<'_, P> {
     ///
     /// [`Routed::way_back`]: crate::Routed::way_back
     /// [`Service::answered`]: super::Service::answered
+    ///
+    /// The answer to a query ([`Context::query`], `way.retrace`) retraces the query's links
+    /// exactly and is dropped where one of them is gone.
     pub fn reply(&mut self, way: &WayBack<P>, data: Bytes) {
         let msg = PassBack {
             service: self.service,
@@ -193,8 +196,31 @@ impl<P: PeerId> Context<'_, P> {
             to: way.to,
             trail: way.trail.clone(),
             data,
+            retrace: way.retrace,
         };
         self.node.pass_service_answer(None, msg);
+    }
+
+    /// Routes `data` to the node responsible for `key` as a query of this service: unsigned,
+    /// so it costs no signature here or where it is read, and every node on its way may look
+    /// at it ([`Service::query_passing`], which runs at this node too) before it reaches the
+    /// responsible node ([`Service::query`]). Whoever answers ([`Context::reply`]) answers
+    /// back along the links it came over. For requests whose answer needs no proof of who
+    /// asked (a read of signed records, a write of a record its writer signed); a request that
+    /// must name its author goes signed ([`Context::seal`], [`Context::route`]).
+    ///
+    /// [`Service::query_passing`]: super::Service::query_passing
+    /// [`Service::query`]: super::Service::query
+    pub fn query(&mut self, key: RingId, data: Bytes) {
+        let q = Query {
+            service: self.service,
+            class: self.class,
+            key,
+            hops: 0,
+            trail: Vec::new(),
+            data,
+        };
+        self.node.services.work.push_back(Work::Query(q));
     }
 
     /// Sends `data` to `to` without opening a connection: over the link to it if there is one,

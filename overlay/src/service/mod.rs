@@ -13,6 +13,8 @@
 //! - [`Service::receive`]: a one-hop message of this service from a peer;
 //! - [`Service::answered`]: an answer to a request this node routed came back along the
 //!   request's way ([`Context::reply`]);
+//! - [`Service::query`], [`Service::query_passing`]: an unsigned request of this service
+//!   ([`Context::query`]) reached the node responsible for its key, or passes through;
 //! - [`Service::neighbours`], [`Service::peer_failed`], [`Service::leave`]: the ring changed,
 //!   a peer died, the node leaves;
 //! - [`Service::poll_timeout`] / [`Service::handle_timeout`]: the service's own timers.
@@ -68,6 +70,7 @@ pub(crate) use registry::{Registry, Work};
 
 use crate::message::{Class, Routed, Sealed};
 use crate::peer::PeerId;
+use crate::ring::RingId;
 use crate::time::Time;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -159,16 +162,36 @@ pub struct Incoming<P: PeerId> {
     pub sealed: Option<Sealed<P>>,
 }
 
-/// The way back to the origin of a routed request ([`Routed::way_back`]): whom to answer and
-/// the nodes that forwarded the request, over whose links the answer can come back
-/// ([`Context::reply`]).
+/// The way back to the origin of a routed request ([`Routed::way_back`], [`Queried::back`]):
+/// whom to answer and the nodes that handed the request on, over whose links the answer can
+/// come back ([`Context::reply`]).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct WayBack<P: PeerId> {
-    /// The request's origin (its envelope's checked signer).
+    /// The request's origin: for a signed request its envelope's checked signer; for a query,
+    /// the first node of its trail (proven only to the node that received it from there).
     pub to: P,
-    /// The nodes that forwarded the request, in order (as they wrote themselves in: a node on
-    /// the way could have lied about the rest, so the answer is passed only to nodes linked).
+    /// The nodes that forwarded the request, in order, nearest to `to` first (a node on the
+    /// way could have lied about the ones before it, so the answer is passed only to nodes
+    /// linked).
     pub trail: Vec<P>,
+    /// Whether the answer must retrace `trail` exactly, hop by hop, with no shortcut to `to`
+    /// and no new connection (a query's: `to` is nobody's signed word).
+    pub retrace: bool,
+}
+
+/// A query of this service ([`Context::query`]) at a node on its way or at the node
+/// responsible for its key: unsigned, so what it says is only as good as the links it came
+/// over. Answer it with [`Context::reply`]`(&q.back, …)`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Queried<P: PeerId> {
+    /// The key it is routed to.
+    pub key: RingId,
+    /// Hops so far.
+    pub hops: u16,
+    /// The way its answer goes back: the links it came over, retraced.
+    pub back: WayBack<P>,
+    /// What the service said.
+    pub data: Bytes,
 }
 
 /// A service's answer that came back along a request's trail ([`Context::reply`]), as
@@ -232,6 +255,21 @@ pub trait Service<P: PeerId>: Any + Send {
     /// [`Forwarding::Consumed`] to stop it here.
     fn forward(&mut self, ctx: &mut Context<'_, P>, msg: &Routed<P>, next: P) -> Forwarding {
         let _ = (ctx, msg, next);
+        Forwarding::Continue
+    }
+
+    /// A query of this service ([`Context::query`]) arrived here, the node responsible for
+    /// its key (or started here, where this node is).
+    fn query(&mut self, ctx: &mut Context<'_, P>, q: Queried<P>) {
+        let _ = (ctx, q);
+    }
+
+    /// A query of this service is at this node on its way to `next` (this node may be its
+    /// origin): return [`Forwarding::Consumed`] to answer it here instead (a node that knows
+    /// enough of the ring around the key, say). Queries carry no signature, so looking at
+    /// them costs nothing.
+    fn query_passing(&mut self, ctx: &mut Context<'_, P>, q: &Queried<P>, next: P) -> Forwarding {
+        let _ = (ctx, q, next);
         Forwarding::Continue
     }
 

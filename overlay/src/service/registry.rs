@@ -1,7 +1,7 @@
 //! The services registered on a node, and the work waiting for them.
 
 use super::{Answered, Incoming, NeighbourChange, Service, ServiceId, ServiceSummary};
-use crate::message::Routed;
+use crate::message::{Query, Routed};
 use crate::peer::PeerId;
 use crate::time::Time;
 use std::any::Any;
@@ -13,6 +13,9 @@ use std::collections::VecDeque;
 pub(crate) enum Work<P: PeerId> {
     /// A routed message of a service is at this node (arrived, or started here).
     Route(Routed<P>),
+    /// A query of a service is at this node (arrived, with its sender in its trail, or
+    /// started here).
+    Query(Query<P>),
     /// A one-hop message for a service.
     Receive(ServiceId, Incoming<P>),
     /// An answer for a service, passed back along a request's trail.
