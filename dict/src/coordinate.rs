@@ -65,12 +65,18 @@ enum OpKind<P: PeerId> {
 }
 
 impl<P: PeerId, S: Store<P>> Dict<P, S> {
-    /// Checks a record offered for `key` (routed there, or pushed by another replica).
+    /// Checks a record offered for `key` (routed there, or pushed by another replica). With
+    /// `from_writer` (it came over the authenticated link from its writer, or this node wrote
+    /// it) the signature is not checked: the link is the writer's word already, and a writer
+    /// that sends a record it did not sign harms only its own write (readers check records,
+    /// and a valid record could do anything a forged one of the same writer could). Size,
+    /// key and expiry are checked all the same.
     pub(crate) fn check_record(
         &self,
         now: Time,
         key: RingId,
         record: &Record<P>,
+        from_writer: bool,
     ) -> Result<(), DictError> {
         if record.name.len() > MAX_NAME {
             return Err(DictError::NameTooLong {
@@ -85,7 +91,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 max: self.cfg.max_value,
             });
         }
-        if record.position() != key || !record.verify() {
+        if record.position() != key || !(from_writer || record.verify()) {
             return Err(DictError::Forged);
         }
         if record.expires <= now || record.expires.since(now) > self.cfg.max_ttl {
@@ -158,18 +164,15 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             let answered = 0;
             return self.refuse(ctx, &back, req, DictError::NotEnoughReplicas { answered });
         }
-        let me = ctx.me().id;
-        // What this node signed itself needs no check; what another node hands it does,
-        // before anyone works for it.
-        if !mine && (back.to != me || record.writer != me) {
-            if let Err(e) = self.check_record(ctx.now(), key, &record) {
-                return self.refuse(ctx, &back, req, e);
-            }
+        // The writer's own word: written here, or the query came straight from the writer over
+        // its link (a query's first hop is the only one the receiver has proof of).
+        let from_writer = back.trail.is_empty() && back.to == record.writer;
+        // Checked before anyone works for it (a replica keeps it here; a coordinator that is
+        // not one would otherwise have the replicas check a forgery for it, on its links).
+        if let Err(e) = self.check_record(ctx.now(), key, &record, from_writer) {
+            return self.refuse(ctx, &back, req, e);
         }
         if mine {
-            if let Err(e) = self.check_record(ctx.now(), key, &record) {
-                return self.refuse(ctx, &back, req, e);
-            }
             if let Some(v) = expect {
                 let current = match self.held(key) {
                     Ok(held) => held.map_or(0, |r| r.version),
@@ -414,7 +417,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
                 if mine == Some(*r) {
                     r.expires > now
                 } else {
-                    self.check_record(now, key, r).is_ok()
+                    self.check_record(now, key, r, false).is_ok()
                 }
             })
             .cloned()
@@ -492,6 +495,31 @@ mod tests {
         Record::new(key, writer, version, Time::from_secs(600), value, |d, c| {
             StandInProof::of(&writer, &service_signed_bytes(d, c))
         })
+    }
+
+    #[test]
+    fn only_the_writers_own_link_spares_the_signature_check() {
+        let dict: D = Dict::new(DictConfig::default(), MemStore::new(Quotas::default()));
+        let key = DictKey::open(&b"k"[..]);
+        let now = Time::from_secs(1);
+        let mut bad = record(SimId(1), &key, 5, "five");
+        bad.value = Some(Bytes::from_static(b"changed after signing"));
+        // From anyone else: the signature is checked.
+        let forged = dict.check_record(now, key.position(), &bad, false);
+        assert_eq!(forged, Err(DictError::Forged));
+        // Over the writer's own link: not checked again (it can only spoil its own write).
+        assert_eq!(dict.check_record(now, key.position(), &bad, true), Ok(()));
+        // Key, size and expiry are checked either way.
+        let elsewhere = DictKey::<SimId>::open(&b"other"[..]).position();
+        let misplaced = dict.check_record(now, elsewhere, &bad, true);
+        assert_eq!(misplaced, Err(DictError::Forged));
+        let late = Time::from_secs(601);
+        let expired = dict.check_record(late, key.position(), &bad, true);
+        assert_eq!(expired, Err(DictError::BadExpiry));
+        let mut big = bad.clone();
+        big.value = Some(Bytes::from(vec![0u8; DictConfig::default().max_value + 1]));
+        let too_large = dict.check_record(now, key.position(), &big, true);
+        assert!(matches!(too_large, Err(DictError::TooLarge { .. })));
     }
 
     #[test]

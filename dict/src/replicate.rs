@@ -46,7 +46,7 @@ impl<P: PeerId, S: Store<P>> Dict<P, S> {
             // Not (nearly) a replica of this key by this node's lists: a stranger cannot make
             // it hold keys of other parts of the ring.
             Some(DictError::NotReplica)
-        } else if let Err(e) = self.check_record(ctx.now(), key, &record) {
+        } else if let Err(e) = self.check_record(ctx.now(), key, &record, from == record.writer) {
             Some(e)
         } else {
             match self.keep(key, record) {
