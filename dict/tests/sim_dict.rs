@@ -415,7 +415,10 @@ fn hostile_records_are_refused() {
             sealed: None,
         });
         // Not from the writer (ids[0]): its own word over its link is not checked again.
-        let from = *ids.iter().find(|id| **id != holder && **id != ids[0]).unwrap();
+        let from = *ids
+            .iter()
+            .find(|id| **id != holder && **id != ids[0])
+            .unwrap();
         sim.command(holder, |n, now| n.handle_message(now, from, m));
     }
     sim.run_for(Duration::from_secs(1));
@@ -435,7 +438,10 @@ fn hostile_records_are_refused() {
     // Answers nobody asked for, routed to the holder by another member (signed, so they
     // pass the core's checks): an invented request, an answer routed to a key as if it were
     // a request, and one passed back. Dropped, and nothing else changes.
-    let liar = *ids.iter().find(|id| **id != holder && **id != ids[0]).unwrap();
+    let liar = *ids
+        .iter()
+        .find(|id| **id != holder && **id != ids[0])
+        .unwrap();
     let dropped = |sim: &Simulator| -> u64 {
         ids.iter()
             .map(|id| sim.node(*id).service::<D>().unwrap().stats().dropped)
