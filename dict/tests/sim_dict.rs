@@ -402,6 +402,14 @@ fn hostile_records_are_refused() {
     forged.version += 1;
     let mut elsewhere = genuine.clone();
     elsewhere.name = Bytes::from_static(b"other");
+    let held = |sim: &Simulator| -> Option<Record<SimId>> {
+        sim.node(holder)
+            .service::<D>()
+            .unwrap()
+            .store()
+            .get(key)
+            .unwrap()
+    };
     let refused_before = sim.node(holder).service::<D>().unwrap().stats().refused;
     for r in [forged, elsewhere] {
         let msg = p2ps_overlay::service::encode(
@@ -485,15 +493,7 @@ fn hostile_records_are_refused() {
     sim.run_for(Duration::from_secs(1));
     assert_eq!(dropped(&sim), dropped_before + 3);
     assert!(events(&mut sim, &ids).is_empty());
-    assert_eq!(
-        sim.node(holder)
-            .service::<D>()
-            .unwrap()
-            .store()
-            .get(key)
-            .unwrap(),
-        Some(genuine.clone())
-    );
+    assert_eq!(held(&sim), Some(genuine.clone()));
     // A forged write sent as a query (unsigned, as writes travel) straight to a replica:
     // refused there with one check, and no other replica is asked to hold it.
     let refused = |sim: &Simulator| -> Vec<u64> {
@@ -533,15 +533,7 @@ fn hostile_records_are_refused() {
         "refused by the holder alone: {before:?} -> {after:?}"
     );
     assert_eq!(after[at], before[at] + 1);
-    assert_eq!(
-        sim.node(holder)
-            .service::<D>()
-            .unwrap()
-            .store()
-            .get(key)
-            .unwrap(),
-        Some(genuine.clone())
-    );
+    assert_eq!(held(&sim), Some(genuine.clone()));
     // Too large a value never leaves the writer.
     let big = vec![0u8; DictConfig::default().max_value + 1];
     let k2 = k.clone();

@@ -44,6 +44,23 @@ fn query(key: p2ps_overlay::RingId, origin: OverlayId, data: Bytes) -> Msg {
     })
 }
 
+/// The dictionary's messages the client received, decoded, with their senders (for a
+/// failure's message).
+fn dict_messages(h: &Hostile) -> Vec<String> {
+    h.captured()
+        .into_iter()
+        .filter_map(|(from, m)| {
+            let (kind, data) = match &m {
+                Message::Service(s) if s.service == DICT => ("one-hop", &s.data),
+                Message::PassBack(p) if p.service == DICT => ("passed back", &p.data),
+                _ => return None,
+            };
+            let wire = p2ps_overlay::service::decode::<Wire<OverlayId>>(data).map(|x| x.0);
+            Some(format!("{from:?} {kind} {wire:?}"))
+        })
+        .collect()
+}
+
 /// The dictionary counters of every node, summed: (refused, dropped).
 fn refusals(nodes: &[p2ps_interop_tests::NodeProc]) -> (u64, u64) {
     let mut total = (0, 0);
@@ -96,19 +113,22 @@ fn forged_misplaced_and_oversized_records_do_not_replace_a_value() {
     let (identity, _) = grind_identity(want, 10_000).unwrap_or_else(|e| panic!("{e}"));
     let h = Hostile::with_identity(identity).unwrap();
     h.connect(&peers).unwrap();
-    // The genuine record, asked of the primary as a replica would.
-    h.send(
-        primary,
-        one_hop(encode(
-            &Wire::<OverlayId>::Fetch {
-                op: 7,
-                key: key.position(),
-            },
-            &[],
-        )),
-    )
-    .unwrap();
+    // The genuine record, asked of the primary as a replica would (again until it holds it:
+    // the put was answered once 2 of the 3 replicas held it, and the third copy may still be
+    // on its way, over a connection its coordinator had to open).
+    let fetch = one_hop(encode(
+        &Wire::<OverlayId>::Fetch {
+            op: 7,
+            key: key.position(),
+        },
+        &[],
+    ));
+    let mut polls = 0u32;
     let genuine: Record<OverlayId> = wait_for(Duration::from_secs(5), || {
+        if polls.is_multiple_of(5) {
+            h.send(primary, fetch.clone()).unwrap();
+        }
+        polls += 1;
         h.captured().into_iter().find_map(|(_, m)| match m {
             Message::Service(s) if s.service == DICT => {
                 match p2ps_overlay::service::decode::<Wire<OverlayId>>(&s.data) {
@@ -125,18 +145,7 @@ fn forged_misplaced_and_oversized_records_do_not_replace_a_value() {
         })
     })
     .unwrap_or_else(|| {
-        let got: Vec<String> = h
-            .captured()
-            .into_iter()
-            .filter(|(_, m)| m.service() == Some(DICT))
-            .map(|(from, m)| match m {
-                Message::Service(p) => format!(
-                    "{from:?} {:?}",
-                    p2ps_overlay::service::decode::<Wire<OverlayId>>(&p.data).map(|x| x.0)
-                ),
-                other => format!("{from:?} {}", other.kind()),
-            })
-            .collect();
+        let got = dict_messages(&h);
         panic!("the primary {primary:?} did not answer the fetch: {got:?}, put: {out:?}")
     });
     assert_eq!(genuine.value.as_deref(), Some(&b"blue"[..]));
@@ -263,18 +272,7 @@ fn forged_misplaced_and_oversized_records_do_not_replace_a_value() {
         })
     })
     .unwrap_or_else(|| {
-        let got: Vec<String> = h
-            .captured()
-            .into_iter()
-            .filter(|(_, m)| m.service() == Some(DICT))
-            .map(|(from, m)| match m {
-                Message::PassBack(p) => format!(
-                    "{from:?} passback {:?}",
-                    p2ps_overlay::service::decode::<Wire<OverlayId>>(&p.data).map(|x| x.0)
-                ),
-                other => format!("{from:?} {}", other.kind()),
-            })
-            .collect();
+        let got = dict_messages(&h);
         panic!("the read's answer did not come back to the peer that sent it: {got:?}")
     });
     assert_eq!(found.0, primary);

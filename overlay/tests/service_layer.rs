@@ -182,19 +182,25 @@ fn ring_of(members: &[u8]) -> BTreeMap<u8, Node<T>> {
         .collect()
 }
 
+/// Every message the nodes have to send now: (from, to, message).
+fn drain_sends(nodes: &mut BTreeMap<u8, Node<T>>) -> Vec<(T, T, Message<T>)> {
+    let mut sends = Vec::new();
+    for (id, n) in nodes.iter_mut() {
+        while let Some(o) = n.poll_output() {
+            if let Output::Send { to, msg } = o {
+                sends.push((T(*id), to, msg));
+            }
+        }
+    }
+    sends
+}
+
 /// Passes messages between the nodes until none is left (at most `max` of them); returns how
 /// many were passed.
 fn pump(nodes: &mut BTreeMap<u8, Node<T>>, now: Time, max: usize) -> usize {
     let mut passed = 0;
     loop {
-        let mut sends = Vec::new();
-        for (id, n) in nodes.iter_mut() {
-            while let Some(o) = n.poll_output() {
-                if let Output::Send { to, msg } = o {
-                    sends.push((T(*id), to, msg));
-                }
-            }
-        }
+        let sends = drain_sends(nodes);
         if sends.is_empty() || passed >= max {
             return passed;
         }
@@ -298,24 +304,7 @@ fn answers_come_back_the_way_the_request_came() {
         let before = probe(&nodes[&15]).answered.len();
         route_probe(&mut nodes, 15, pos(k), b"ask");
         // Every message on the way goes between linked nodes: nobody dials.
-        loop {
-            let mut sends = Vec::new();
-            for (id, n) in nodes.iter_mut() {
-                while let Some(o) = n.poll_output() {
-                    if let Output::Send { to, msg } = o {
-                        sends.push((T(*id), to, msg));
-                    }
-                }
-            }
-            if sends.is_empty() {
-                break;
-            }
-            for (from, to, msg) in sends {
-                let linked = nodes[&from.0].links().any(|p| *p == to);
-                assert!(linked, "{from:?} sent {} to {to:?} unlinked", msg.kind());
-                nodes.get_mut(&to.0).unwrap().handle_message(now, from, msg);
-            }
-        }
+        pump_linked(&mut nodes, now);
         let got = &probe(&nodes[&15]).answered;
         assert_eq!(got.len(), before + 1, "answer for key {k}");
         let (via, data) = &got[before];
@@ -353,14 +342,7 @@ fn answers_come_back_the_way_the_request_came() {
 fn pump_linked(nodes: &mut BTreeMap<u8, Node<T>>, now: Time) -> Vec<(T, T, &'static str)> {
     let mut passed = Vec::new();
     loop {
-        let mut sends = Vec::new();
-        for (id, n) in nodes.iter_mut() {
-            while let Some(o) = n.poll_output() {
-                if let Output::Send { to, msg } = o {
-                    sends.push((T(*id), to, msg));
-                }
-            }
-        }
+        let sends = drain_sends(nodes);
         if sends.is_empty() {
             return passed;
         }

@@ -212,7 +212,7 @@ impl<P: PeerId> Node<P> {
             }
             Some(NextHop::Forward(p)) => {
                 let taken = self.with_service(i, |s, ctx| s.query_passing(ctx, &queried, p.id));
-                if taken != Some(Forwarding::Continue) {
+                if taken == Some(Forwarding::Consumed) {
                     return;
                 }
                 if q.hops >= self.cfg.max_hops {
